@@ -1,0 +1,38 @@
+# llm.c-style short targets over the CMake build (build/). Binaries land in the repository root.
+#   make                 all CPU binaries
+#   make train_stapo_cpu the CPU trainer
+#   make train_stapo     the CUDA trainer (needs nvcc; a GPU only to run it)
+#   make test            build everything, then ctest (GPU tests skip without a GPU)
+#   make deps            install the Debian packages this project needs (as root)
+#   make clean
+BUILD ?= build
+CMAKE_ARGS ?=
+JOBS ?= $(shell nproc)
+
+.PHONY: all configure deps check-deps test clean train_stapo_cpu train_stapo
+
+all: configure
+	cmake --build $(BUILD) -j $(JOBS) --target stapo_cpu_binaries
+
+check-deps:
+	@bash dev/deps.sh --check-or-install
+
+deps:
+	@bash dev/deps.sh --install
+
+$(BUILD)/CMakeCache.txt:
+	@bash dev/deps.sh --check-or-install
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_ARGS)
+
+configure: $(BUILD)/CMakeCache.txt
+
+train_stapo_cpu train_stapo: configure
+	cmake --build $(BUILD) -j $(JOBS) --target $@
+
+test: configure
+	cmake --build $(BUILD) -j $(JOBS)
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+clean:
+	rm -rf $(BUILD)
+	rm -f train_stapo_cpu train_stapo

@@ -1,0 +1,63 @@
+// cuBLASLt wrapper. cuBLASLt is column-major; a row-major (r,c) matrix is its column-major transpose,
+// so D = op(A)·op(B) in row-major is Dᵀ = op(B)ᵀ·op(A)ᵀ in column-major: we pass B first.
+#include "kernels/cuda_common.h"
+#include "kernels/matmul.h"
+
+namespace stapo {
+
+MatmulContext matmul_context_create(size_t workspace_bytes) {
+  MatmulContext ctx;
+  cublasCheck(cublasLtCreate(&ctx.handle));
+  ctx.workspace_bytes = workspace_bytes;
+  cudaCheck(cudaMalloc(&ctx.workspace, workspace_bytes));
+  return ctx;
+}
+
+void matmul_context_free(MatmulContext& ctx) {
+  if (ctx.workspace) cudaCheck(cudaFree(ctx.workspace));
+  if (ctx.handle) cublasCheck(cublasLtDestroy(ctx.handle));
+  ctx = MatmulContext{};
+}
+
+void matmul_bf16(const MatmulContext& ctx, __nv_bfloat16* d, const __nv_bfloat16* a, const __nv_bfloat16* b,
+                 int m, int n, int k, bool trans_a, bool trans_b, float beta, cudaStream_t stream) {
+  STAPO_CHECK(m > 0 && n > 0 && k > 0, "matmul_bf16: bad shape m=", m, " n=", n, " k=", k);
+  // Column-major view: first operand is B (stored n×k when trans_b, else k×n row-major).
+  cublasOperation_t op_first = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  cublasOperation_t op_second = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  cublasLtMatmulDesc_t desc;
+  cublasCheck(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_first, sizeof(op_first)));
+  cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_second, sizeof(op_second)));
+  cublasLtMatrixLayout_t first, second, out;
+  // Stored column-major shapes (rows, cols, leading dimension).
+  if (trans_b)
+    cublasCheck(cublasLtMatrixLayoutCreate(&first, CUDA_R_16BF, k, n, k));
+  else
+    cublasCheck(cublasLtMatrixLayoutCreate(&first, CUDA_R_16BF, n, k, n));
+  if (trans_a)
+    cublasCheck(cublasLtMatrixLayoutCreate(&second, CUDA_R_16BF, m, k, m));
+  else
+    cublasCheck(cublasLtMatrixLayoutCreate(&second, CUDA_R_16BF, k, m, k));
+  cublasCheck(cublasLtMatrixLayoutCreate(&out, CUDA_R_16BF, n, m, n));
+
+  cublasLtMatmulPreference_t pref;
+  cublasCheck(cublasLtMatmulPreferenceCreate(&pref));
+  cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                   &ctx.workspace_bytes, sizeof(ctx.workspace_bytes)));
+  cublasLtMatmulHeuristicResult_t heuristic;
+  int found = 0;
+  cublasCheck(cublasLtMatmulAlgoGetHeuristic(ctx.handle, desc, first, second, out, out, pref, 1, &heuristic, &found));
+  STAPO_CHECK(found > 0, "cuBLASLt has no bf16 algorithm for m=", m, " n=", n, " k=", k,
+              " (trans_a=", trans_a, ", trans_b=", trans_b, ")");
+  const float alpha = 1.0f;
+  cublasCheck(cublasLtMatmul(ctx.handle, desc, &alpha, b, first, a, second, &beta, d, out, d, out, &heuristic.algo,
+                             ctx.workspace, ctx.workspace_bytes, stream));
+  cublasCheck(cublasLtMatmulPreferenceDestroy(pref));
+  cublasCheck(cublasLtMatrixLayoutDestroy(out));
+  cublasCheck(cublasLtMatrixLayoutDestroy(second));
+  cublasCheck(cublasLtMatrixLayoutDestroy(first));
+  cublasCheck(cublasLtMatmulDescDestroy(desc));
+}
+
+}  // namespace stapo

@@ -1,0 +1,27 @@
+// Matmuls through cuBLASLt: bf16 inputs and output, fp32 accumulation.
+// Row-major convention of the whole project:  D(m,n) = op(A) · op(B) + beta · D,
+// op(A) = A (m,k) or, with trans_a, Aᵀ where A is stored (k,m); likewise op(B) (k,n) or Bᵀ of (n,k).
+// A Linear layer y = x·Wᵀ with W stored (out,in) is matmul(y, x, W, rows, out, in, false, true).
+#pragma once
+#include <cublasLt.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+
+namespace stapo {
+
+struct MatmulContext {
+  cublasLtHandle_t handle = nullptr;
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
+};
+
+MatmulContext matmul_context_create(size_t workspace_bytes = 32u << 20);
+void matmul_context_free(MatmulContext& ctx);
+
+// beta = 0 overwrites D; beta = 1 accumulates into it (parameter gradients).
+void matmul_bf16(const MatmulContext& ctx, __nv_bfloat16* d, const __nv_bfloat16* a, const __nv_bfloat16* b,
+                 int m, int n, int k, bool trans_a, bool trans_b, float beta, cudaStream_t stream);
+
+}  // namespace stapo

@@ -1,0 +1,41 @@
+// Helpers shared by every test: the one tolerance rule, fixtures, ../shared, fresh random inputs.
+#pragma once
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace stapo::test {
+
+// Per element |out − ref| ≤ atol + rtol·|ref|; prints the first mismatches with their indices.
+// A NaN anywhere in out is a mismatch.
+::testing::AssertionResult all_close(const float* out, const float* ref, size_t n, double atol, double rtol);
+::testing::AssertionResult all_close(const std::vector<float>& out, const std::vector<float>& ref, double atol,
+                                     double rtol);
+
+// ‖out − ref‖₂ / ‖ref‖₂ (doubles accumulate).
+double relative_error(const float* out, const float* ref, size_t n);
+double relative_error(const double* out, const double* ref, size_t n);
+
+// Path of a committed fixture under tests/fixtures/. A missing fixture throws (the test fails):
+// fixtures are committed, so absence is a defect, never a skip.
+std::string fixture_path(const std::string& relative);
+
+// Path under ../shared (or $STAPO_SHARED) when present; nullopt where a user's clone lacks it.
+std::optional<std::string> shared_path(const std::string& relative);
+
+// Fresh random inputs, seeded by the test's own name so reruns are reproducible but inputs differ per test.
+std::vector<float> random_uniform(size_t n, float lo, float hi, uint64_t salt = 0);
+std::vector<float> random_normal(size_t n, float stddev, uint64_t salt = 0);
+uint64_t seed_from_test_name(uint64_t salt = 0);
+
+}  // namespace stapo::test
+
+// Skips (visibly: ctest reports "Skipped") when the file under ../shared is absent.
+#define STAPO_REQUIRE_SHARED(var, relative)                                                          \
+  auto var##_opt = stapo::test::shared_path(relative);                                               \
+  if (!var##_opt) GTEST_SKIP() << "../shared/" << (relative)                                         \
+                               << " not found (set STAPO_SHARED to the shared/ folder to run this)"; \
+  const std::string var = *var##_opt
