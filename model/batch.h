@@ -1,0 +1,32 @@
+// What the model consumes: rows of tokens, right-padded or packed, with everything attention and the
+// per-token outputs need. Produced by data/ (the dataloader), consumed by model/ (CPU) and the CUDA engine.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+namespace stapo {
+
+// All arrays are (rows, T) row-major; position p of row r is index r*T + p.
+struct TokenBatch {
+  int rows = 0;
+  int T = 0;
+  std::vector<int32_t> tokens;     // input ids; padding holds a valid id (0) and is masked out
+  std::vector<int32_t> targets;    // id to predict at this position (the next token), -1 = no target
+  std::vector<int32_t> positions;  // RoPE position ids, restarting at 0 for every packed sequence
+  std::vector<int32_t> segments;   // sequence index within the row, -1 = padding. Query i sees key j iff same
+                                   // row, segments[i] == segments[j] >= 0, j <= i (and i - j < window)
+};
+
+// A batch of preference pairs: 2B sequences, sequence 2i = prompt + chosen of pair i, 2i+1 = prompt + rejected.
+struct PairBatch {
+  TokenBatch tokens;
+  // (rows, T): the sequence (0..2B-1) whose RESPONSE log-prob this position's target contributes to;
+  // -1 for prompt tokens, padding and the last position of a sequence. Only these positions enter S(y).
+  std::vector<int32_t> response_sequence;
+  int num_pairs = 0;
+  std::vector<int64_t> pair_ids;         // (B) index of each pair in its shard (for error messages, resume)
+  std::vector<int32_t> response_length;  // (2B) |y| after truncation
+  std::vector<float> reference_logps;    // (2B) Sref(y), empty when the shard has no reference pass yet
+};
+
+}  // namespace stapo
