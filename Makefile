@@ -20,11 +20,10 @@ check-deps:
 deps:
 	@bash dev/deps.sh --install
 
-$(BUILD)/CMakeCache.txt:
-	@bash dev/deps.sh --check-or-install
-	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_ARGS)
-
-configure: $(BUILD)/CMakeCache.txt
+# Re-running cmake is cheap and picks up targets added since the last configure.
+configure: check-deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_ARGS) > $(BUILD).configure.log 2>&1 \
+	  || { cat $(BUILD).configure.log; exit 1; }
 
 train_stapo_cpu train_stapo: configure
 	cmake --build $(BUILD) -j $(JOBS) --target $@
@@ -34,5 +33,5 @@ test: configure
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) $(BUILD).configure.log
 	rm -f train_stapo_cpu train_stapo
