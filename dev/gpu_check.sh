@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# ONE command for all GPU verification, sized for a short lease on a lent H100/H200:
+#   versions -> configure + build (Release, sm_90a, all cores) -> every `gpu`-labelled test ->
+#   ./train_stapo --device-check -> the benchmark pair (ours vs PyTorch) -> a summary table, printed last.
+# It keeps going after a failure and reports each part. Results go to the folder given as $1, else $OUT,
+# else ./out/gpu_check.
+#
+#   dev/gpu_check.sh [OUTDIR]
+#
+# On a machine without this project's Debian build packages (the lent GPU machines have CUDA, CMake and
+# PyTorch but no GoogleTest, nlohmann-json, CLI11, PCRE2 or OpenBLAS), run `dev/device_deps.sh download`
+# here first and carry the `.debs/` folder: this script unpacks it into .sysroot/ and builds against it.
+set -u -o pipefail
+cd "$(dirname "$0")/.." || exit 1
+
+out=${1:-${OUT:-./out/gpu_check}}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+build="build-gpu"
+jobs=$(nproc)
+summary=()
+
+# run_part NAME COMMAND...: runs with its output in $out/NAME.log (tail echoed), records status and time.
+run_part() {
+  local name=$1
+  shift
+  local start=$SECONDS status
+  echo "== $name: $*"
+  if "$@" >"$out/$name.log" 2>&1; then status=ok; else status="FAIL (exit $?)"; fi
+  tail -n 15 "$out/$name.log"
+  summary+=("$(printf '%-14s %-16s %5ss' "$name" "$status" $((SECONDS - start)))")
+}
+
+versions() {
+  nvidia-smi
+  nvcc --version
+  cmake --version | head -n 1
+  python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
+}
+
+configure_and_build() {
+  local extra=()
+  if [ -d .debs ]; then
+    bash dev/device_deps.sh unpack .sysroot
+    # shellcheck disable=SC1091
+    source .sysroot/env.sh
+    extra+=("-DCMAKE_PREFIX_PATH=$STAPO_SYSROOT/usr" "-DBLAS_LIBRARIES=$STAPO_SYSROOT_BLAS")
+  fi
+  cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DSTAPO_CUDA=ON -DSTAPO_CUDA_ARCHS=90a "${extra[@]}" &&
+    cmake --build "$build" -j "$jobs"
+}
+
+gpu_tests() {
+  (cd "$build" && ctest -L gpu --output-on-failure --output-junit "$out/gpu_tests.xml" -j 1)
+}
+
+device_check() {
+  if ./train_stapo --help | grep -q -- "--device-check"; then
+    ./train_stapo --device-check
+  else
+    echo "./train_stapo has no --device-check in this build"
+    return 3
+  fi
+}
+
+bench_ours() {
+  if [ -x "$build/dev/bench/gpu_step" ]; then
+    "$build/dev/bench/gpu_step" --config dev/bench/gpu_step_config.json --out "$out/bench_ours.json"
+  else
+    echo "dev/bench/gpu_step is not built in this version"
+    return 3
+  fi
+}
+
+bench_torch() {
+  PYTHONUNBUFFERED=1 python3 dev/bench/torch_baseline.py --config dev/bench/gpu_step_config.json \
+    --out "$out/bench_torch.json"
+}
+
+run_part versions versions
+run_part build configure_and_build
+# Later parts need the environment the build part set up (sysroot libraries).
+if [ -f .sysroot/env.sh ]; then
+  # shellcheck disable=SC1091
+  source .sysroot/env.sh
+fi
+run_part gpu_tests gpu_tests
+run_part device_check device_check
+run_part bench_ours bench_ours
+run_part bench_torch bench_torch
+
+echo
+echo "== test results (ctest -L gpu)"
+grep -E "tests passed|tests failed|Skipped|\*\*\*Failed" "$out/gpu_tests.log" | tail -n 20
+echo
+echo "== benchmark (dev/bench/gpu_step_config.json)"
+python3 - "$out" <<'PY'
+import json, os, sys
+out = sys.argv[1]
+rows = []
+for impl in ("ours", "torch"):
+    path = os.path.join(out, f"bench_{impl}.json")
+    if os.path.exists(path):
+        r = json.load(open(path))
+        mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") else "?"
+        mem = f"{r['peak_memory_gib']:.1f} GiB" if r.get("peak_memory_gib") else "?"
+        rows.append(f"{impl:6s} {r['median_step_s'] * 1000:9.1f} ms {r['tokens_per_s']:10.0f} tok/s  MFU {mfu:>6s}  peak {mem}")
+    else:
+        rows.append(f"{impl:6s} (no result)")
+print("\n".join(rows))
+PY
+echo
+echo "== summary ($out)"
+printf '%s\n' "${summary[@]}"
