@@ -4,11 +4,13 @@
 // order of parameters(); activations of the last forward are kept for backward (sizes in docs/model.md).
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "model/batch.h"   // defines: TokenBatch
 #include "model/config.h"  // defines: ModelConfig
+#include "model/safetensors.h"  // defines: SafetensorsReader, DType
 
 namespace stapo {
 
@@ -44,7 +46,7 @@ class CpuModel {
   // the last forward.
   void backward(const T* dlogp);
   void zero_grad();
-  // Full logits (rows·T, V) of a batch, for tests and scoring; keeps no activations.
+  // Full logits (rows·T, V) of a batch, for tests. Runs a forward (replacing the saved activations).
   std::vector<T> logits(const TokenBatch& batch);
 
  private:
@@ -78,31 +80,48 @@ class CpuModel {
     std::vector<T> act;      // (N, F) silu(gate)·up
   };
 
-  Layer layer_weights(int l, T* buffer) const;  // buffer: param_buffer_ or grad_buffer_
-  void ensure_activations(int N);
-  void run_forward(const TokenBatch& batch);  // fills the activations up to final_norm_
+  // Parameters (or gradients) outside the layers.
+  struct Globals {
+    T* embed;       // (V, C)
+    T* final_norm;  // (C)
+    T* lm_head;     // (V, C); == embed when tied
+  };
+
+  void run_forward(const TokenBatch& batch);  // fills the activations up to final_norm_out_
+  void resize_activations(int N);
 
   ModelConfig config_;
   std::vector<T> param_buffer_;
   std::vector<T> grad_buffer_;
   std::vector<Parameter<T>> params_;
-  std::vector<size_t> layer_offsets_;  // offset of each layer's first tensor in the buffers
-  size_t embed_offset_ = 0, final_norm_offset_ = 0, lm_head_offset_ = 0;  // lm_head = embed when tied
+  std::vector<Layer> w_layers_, g_layers_;  // weights and gradients per layer
+  Globals w_, g_;
   std::vector<T> inv_freq_;  // (D/2)
 
   // The last forward's batch and activations.
   TokenBatch batch_;
   std::vector<LayerActivations> acts_;
-  std::vector<T> final_resid_;  // (N, C)
-  std::vector<T> final_rstd_;   // (N)
-  std::vector<T> final_norm_;   // (N, C)
+  std::vector<T> final_resid_;     // (N, C) residual after the last layer
+  std::vector<T> final_rstd_;      // (N)
+  std::vector<T> final_norm_out_;  // (N, C) the lm_head's input
+  // Backward scratch, reused across layers.
+  std::vector<T> d_resid_, d_norm_, d_att_, d_q_, d_k_, d_v_, d_act_, d_gate_, d_up_;
 };
 
-// Loads config.json + safetensors (single or sharded) from an HF directory, validating every tensor.
+// Loads config.json + safetensors (single or sharded) from an HF directory. Every tensor is checked against
+// the config; all missing, unexpected and mis-shaped tensors are reported by name in one error.
 template <typename T>
-void model_load_hf(CpuModel<T>& model, const std::string& dir);
-// Writes config.json + model.safetensors (or shards + index) that transformers loads.
+std::unique_ptr<CpuModel<T>> model_load_hf(const std::string& dir);
+// Copies the checkpoint's tensors (validated as above) into an existing model; `where` names it in errors.
 template <typename T>
-void model_save_hf(const CpuModel<T>& model, const std::string& dir, bool bf16, size_t max_shard_bytes = 0);
+void model_load_weights(CpuModel<T>& model, const SafetensorsReader& reader, const std::string& where);
+// Writes config.json + model.safetensors (or shards + index when larger than max_shard_bytes > 0) in
+// F32 or BF16, with HF tensor names, so transformers' from_pretrained loads the directory.
+template <typename T>
+void model_save_hf(const CpuModel<T>& model, const std::string& dir, DType dtype, size_t max_shard_bytes = 0);
+
+// Weights ~ N(0, stddev), RMSNorm weights 1 (HF's initialisation), from `seed`; for tests and benchmarks.
+template <typename T>
+void model_init_random(CpuModel<T>& model, uint64_t seed, float stddev = 0.02f);
 
 }  // namespace stapo

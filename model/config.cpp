@@ -1,0 +1,180 @@
+// config.json ⇄ ModelConfig. Reads both the classic layout (rope_theta + rope_scaling) and transformers 5's
+// rope_parameters; writes the classic layout, which every transformers version loads.
+#include "model/config.h"
+
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+#include "common/file_io.h"
+
+namespace stapo {
+
+using json = nlohmann::json;
+
+namespace {
+
+// Typed field access whose errors name the field and the file.
+struct ConfigReader {
+  const json& j;
+  const std::string& path;
+
+  bool has(const char* key) const { return j.contains(key) && !j.at(key).is_null(); }
+
+  template <typename V>
+  V get(const json& obj, const std::string& key, const std::string& where) const {
+    try {
+      return obj.at(key).get<V>();
+    } catch (const json::exception&) {
+      fail(path, ": field \"", where, "\" is ", obj.contains(key) ? "of the wrong type" : "missing",
+           " (expected ", std::is_same_v<V, std::string> ? "a string" : std::is_same_v<V, bool> ? "a boolean"
+                                                                                                  : "a number",
+           ")");
+    }
+  }
+  template <typename V>
+  V required(const char* key) const { return get<V>(j, key, key); }
+  template <typename V>
+  V optional(const char* key, V fallback) const { return has(key) ? get<V>(j, key, key) : fallback; }
+
+  // A token id field: absent/null, one id, or a list of ids.
+  std::vector<int> ids(const char* key) const {
+    if (!has(key)) return {};
+    const json& v = j.at(key);
+    if (v.is_number_integer()) return {v.get<int>()};
+    STAPO_CHECK(v.is_array(), path, ": field \"", key, "\" must be a token id or a list of token ids");
+    std::vector<int> out;
+    for (const json& x : v) {
+      STAPO_CHECK(x.is_number_integer(), path, ": field \"", key, "\" must hold integer token ids");
+      out.push_back(x.get<int>());
+    }
+    return out;
+  }
+};
+
+// RoPE: `rope` is the rope_parameters or rope_scaling object, `where` its field name.
+void parse_rope(ModelConfig& c, const ConfigReader& r, const json& rope, const std::string& where) {
+  STAPO_CHECK(rope.is_object(), r.path, ": field \"", where, "\" must be an object or null");
+  std::string type = rope.contains("rope_type") ? r.get<std::string>(rope, "rope_type", where + ".rope_type")
+                     : rope.contains("type")    ? r.get<std::string>(rope, "type", where + ".type")
+                                                : "default";
+  if (rope.contains("rope_theta")) c.rope_theta = r.get<double>(rope, "rope_theta", where + ".rope_theta");
+  if (rope.contains("partial_rotary_factor"))
+    STAPO_CHECK(r.get<double>(rope, "partial_rotary_factor", where + ".partial_rotary_factor") == 1.0, r.path,
+                ": field \"", where, ".partial_rotary_factor\" is not 1; partial RoPE is not supported");
+  if (type == "default") return;
+  STAPO_CHECK(type == "llama3", r.path, ": field \"", where, ".rope_type\" is \"", type,
+              "\"; only \"default\" and \"llama3\" RoPE are supported");
+  RopeScaling& s = c.rope_scaling;
+  s.llama3 = true;
+  s.factor = r.get<double>(rope, "factor", where + ".factor");
+  s.low_freq_factor = r.get<double>(rope, "low_freq_factor", where + ".low_freq_factor");
+  s.high_freq_factor = r.get<double>(rope, "high_freq_factor", where + ".high_freq_factor");
+  s.original_max_position_embeddings =
+      r.get<int>(rope, "original_max_position_embeddings", where + ".original_max_position_embeddings");
+  STAPO_CHECK(s.factor > 0 && s.low_freq_factor > 0 && s.high_freq_factor > s.low_freq_factor &&
+                  s.original_max_position_embeddings > 0,
+              r.path, ": field \"", where, "\": llama3 scaling needs factor > 0, high_freq_factor > low_freq_factor",
+              " > 0 and original_max_position_embeddings > 0");
+}
+
+}  // namespace
+
+ModelConfig config_parse(const std::string& json_text, const std::string& path) {
+  json j;
+  try {
+    j = json::parse(json_text);
+  } catch (const json::parse_error& e) {
+    fail(path, ": not valid JSON (", e.what(), ")");
+  }
+  STAPO_CHECK(j.is_object(), path, ": expected a JSON object");
+  ConfigReader r{j, path};
+  ModelConfig c;
+  c.model_type = r.required<std::string>("model_type");
+  STAPO_CHECK(c.model_type == "llama" || c.model_type == "mistral", path, ": field \"model_type\" is \"",
+              c.model_type, "\"; only \"llama\" and \"mistral\" are supported");
+  c.vocab_size = r.required<int>("vocab_size");
+  c.hidden_size = r.required<int>("hidden_size");
+  c.intermediate_size = r.required<int>("intermediate_size");
+  c.num_hidden_layers = r.required<int>("num_hidden_layers");
+  c.num_attention_heads = r.required<int>("num_attention_heads");
+  c.num_key_value_heads = r.optional<int>("num_key_value_heads", c.num_attention_heads);
+  c.head_dim = r.optional<int>("head_dim", c.num_attention_heads > 0 ? c.hidden_size / c.num_attention_heads : 0);
+  c.rms_norm_eps = r.optional<double>("rms_norm_eps", 1e-6);
+  c.max_position_embeddings = r.optional<int>("max_position_embeddings", 0);
+  c.tie_word_embeddings = r.optional<bool>("tie_word_embeddings", false);
+  c.bos_token_ids = r.ids("bos_token_id");
+  c.eos_token_ids = r.ids("eos_token_id");
+  c.torch_dtype = r.optional<std::string>("dtype", r.optional<std::string>("torch_dtype", ""));
+
+  // Features the reference model does not implement: refuse rather than compute something else.
+  for (const char* bias : {"attention_bias", "mlp_bias"})
+    STAPO_CHECK(!r.optional<bool>(bias, false), path, ": field \"", bias,
+                "\" is true; biases in attention/MLP projections are not supported");
+  std::string act = r.optional<std::string>("hidden_act", "silu");
+  STAPO_CHECK(act == "silu", path, ": field \"hidden_act\" is \"", act, "\"; only \"silu\" (SwiGLU) is supported");
+  STAPO_CHECK(r.optional<double>("attention_dropout", 0.0) == 0.0, path,
+              ": field \"attention_dropout\" is not 0; attention dropout is not supported");
+
+  c.rope_theta = r.optional<double>("rope_theta", 10000.0);
+  if (r.has("rope_parameters")) parse_rope(c, r, j.at("rope_parameters"), "rope_parameters");
+  if (r.has("rope_scaling")) parse_rope(c, r, j.at("rope_scaling"), "rope_scaling");
+  if (c.model_type == "mistral") c.sliding_window = r.optional<int>("sliding_window", 0);
+  config_validate(c, path);
+  return c;
+}
+
+ModelConfig config_load(const std::string& path) { return config_parse(read_text_file(path), path); }
+
+void config_validate(const ModelConfig& c, const std::string& path) {
+  STAPO_CHECK(c.vocab_size > 0 && c.hidden_size > 0 && c.intermediate_size > 0 && c.num_hidden_layers > 0 &&
+                  c.num_attention_heads > 0 && c.num_key_value_heads > 0 && c.head_dim > 0,
+              path, ": vocab_size, hidden_size, intermediate_size, num_hidden_layers, num_attention_heads, ",
+              "num_key_value_heads and head_dim must all be positive");
+  STAPO_CHECK(c.num_attention_heads % c.num_key_value_heads == 0, path, ": num_attention_heads (",
+              c.num_attention_heads, ") must be a multiple of num_key_value_heads (", c.num_key_value_heads, ")");
+  STAPO_CHECK(c.head_dim % 2 == 0, path, ": head_dim (", c.head_dim, ") must be even for RoPE");
+  STAPO_CHECK(c.rms_norm_eps > 0, path, ": rms_norm_eps must be positive");
+  STAPO_CHECK(c.sliding_window >= 0, path, ": sliding_window must be positive or null");
+}
+
+std::string config_to_json(const ModelConfig& c, const std::string& torch_dtype) {
+  bool mistral = c.model_type == "mistral";
+  json j;
+  j["architectures"] = {mistral ? "MistralForCausalLM" : "LlamaForCausalLM"};
+  j["model_type"] = c.model_type;
+  j["vocab_size"] = c.vocab_size;
+  j["hidden_size"] = c.hidden_size;
+  j["intermediate_size"] = c.intermediate_size;
+  j["num_hidden_layers"] = c.num_hidden_layers;
+  j["num_attention_heads"] = c.num_attention_heads;
+  j["num_key_value_heads"] = c.num_key_value_heads;
+  j["head_dim"] = c.head_dim;
+  j["hidden_act"] = "silu";
+  j["rms_norm_eps"] = c.rms_norm_eps;
+  j["rope_theta"] = c.rope_theta;
+  if (c.rope_scaling.llama3) {
+    const RopeScaling& s = c.rope_scaling;
+    j["rope_scaling"] = {{"rope_type", "llama3"},
+                         {"factor", s.factor},
+                         {"low_freq_factor", s.low_freq_factor},
+                         {"high_freq_factor", s.high_freq_factor},
+                         {"original_max_position_embeddings", s.original_max_position_embeddings}};
+  } else {
+    j["rope_scaling"] = nullptr;
+  }
+  j["max_position_embeddings"] = c.max_position_embeddings;
+  j["tie_word_embeddings"] = c.tie_word_embeddings;
+  if (mistral) {
+    j["sliding_window"] = c.sliding_window > 0 ? json(c.sliding_window) : json(nullptr);
+  } else {
+    j["attention_bias"] = false;
+    j["mlp_bias"] = false;
+  }
+  auto ids = [](const std::vector<int>& v) { return v.empty() ? json(nullptr) : v.size() == 1 ? json(v[0]) : json(v); };
+  j["bos_token_id"] = ids(c.bos_token_ids);
+  j["eos_token_id"] = ids(c.eos_token_ids);
+  j["torch_dtype"] = torch_dtype;
+  return j.dump(2) + "\n";
+}
+
+}  // namespace stapo
