@@ -1,0 +1,163 @@
+// train/losses.h against torch autograd of the spec's formulas written as TRL computes them
+// (tests/fixtures/train/losses.json, from dev/reference/make_loss_fixtures.py): per-pair losses, z, rewards
+// and the gradient of the batch loss in S_w, S_l, in double (≤ 1e-6 relative) and float (finite at |z| = 100).
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+#include "tests/test_util.h"
+#include "train/losses.h"
+
+namespace stapo {
+namespace {
+
+using nlohmann::json;
+
+json load_fixture() {
+  std::ifstream in(test::fixture_path("train/losses.json"));
+  json j = json::parse(in);
+  EXPECT_EQ(j.at("version").get<int>(), 1);
+  return j;
+}
+
+LossConfig config_from_json(const json& c) {
+  LossConfig config = loss_defaults(loss_from_name(c.at("loss").get<std::string>()));
+  config.reward = reward_from_name(c.at("reward").get<std::string>());
+  config.beta = c.at("beta").get<double>();
+  config.gamma = c.value("gamma", config.gamma);
+  config.gamma_left = c.value("gamma_left", config.gamma_left);
+  config.gamma_right = c.value("gamma_right", config.gamma_right);
+  config.lambda_right = c.value("lambda_right", config.lambda_right);
+  config.label_smoothing = c.value("label_smoothing", 0.0);
+  config.orpo_lambda = c.value("orpo_lambda", config.orpo_lambda);
+  config.alpha = c.value("alpha", 0.0);
+  return config;
+}
+
+// |out − ref| ≤ rtol·|ref| + atol, with atol far below anything the losses produce except cancellation to 0.
+void expect_close(double out, double ref, const std::string& what, double rtol = 1e-6, double atol = 1e-12) {
+  EXPECT_TRUE(std::isfinite(out)) << what;
+  EXPECT_LE(std::fabs(out - ref), rtol * std::fabs(ref) + atol) << what << ": " << out << " vs " << ref;
+}
+
+template <typename T>
+std::vector<PairLogps<T>> pairs_from_json(const json& p) {
+  std::vector<PairLogps<T>> pairs(p.at("logp_chosen").size());
+  for (size_t i = 0; i < pairs.size(); i++)
+    pairs[i] = {T(p["logp_chosen"][i].get<double>()), T(p["logp_rejected"][i].get<double>()),
+                T(p["len_chosen"][i].get<double>()),  T(p["len_rejected"][i].get<double>()),
+                T(p["ref_chosen"][i].get<double>()),  T(p["ref_rejected"][i].get<double>())};
+  return pairs;
+}
+
+TEST(Losses, MatchTorchAutogradInDouble) {
+  json fixture = load_fixture();
+  ASSERT_GE(fixture["cases"].size(), 18u);
+  for (const json& c : fixture["cases"]) {
+    const std::string name = c["name"];
+    LossConfig config = config_from_json(c["config"]);
+    loss_config_validate(config, true);
+    auto pairs = pairs_from_json<double>(c["pairs"]);
+    const json& e = c["expected"];
+    const double B = double(pairs.size());
+    double chosen_tokens = 0;
+    for (auto& p : pairs) chosen_tokens += p.len_chosen;
+    const double nll_weight = B / chosen_tokens;
+    double batch_loss = 0;
+    for (size_t i = 0; i < pairs.size(); i++) {
+      PairLoss<double> full = loss_pair(config, pairs[i], nll_weight);
+      PairLoss<double> pref = loss_pair(config, pairs[i], 0.0);  // TRL's per-pair `losses`: no NLL term
+      const std::string at = name + " pair " + std::to_string(i);
+      expect_close(pref.loss, e["pair_losses"][i], at + " loss");
+      expect_close(full.z, e["z"][i], at + " z");
+      expect_close(full.reward_chosen, e["rewards_chosen"][i], at + " rewards/chosen");
+      expect_close(full.reward_rejected, e["rewards_rejected"][i], at + " rewards/rejected");
+      expect_close(full.dloss_dlogp_chosen / B, e["grad_logp_chosen"][i], at + " dL/dS_w");
+      expect_close(full.dloss_dlogp_rejected / B, e["grad_logp_rejected"][i], at + " dL/dS_l");
+      batch_loss += full.loss / B;
+    }
+    expect_close(batch_loss, e["batch_loss"], name + " batch loss");
+  }
+}
+
+// Float (the GPU's type) at the extremes: finite everywhere, and close to double.
+TEST(Losses, FloatFiniteAndCloseAtExtremes) {
+  json fixture = load_fixture();
+  for (const json& c : fixture["cases"]) {
+    const std::string name = c["name"];
+    LossConfig config = config_from_json(c["config"]);
+    auto pf = pairs_from_json<float>(c["pairs"]);
+    auto pd = pairs_from_json<double>(c["pairs"]);
+    for (size_t i = 0; i < pf.size(); i++) {
+      PairLoss<float> f = loss_pair(config, pf[i], 0.01f);
+      PairLoss<double> d = loss_pair(config, pd[i], 0.01);
+      const float values[] = {f.loss, f.z, f.dloss_dz, f.dloss_dlogp_chosen, f.dloss_dlogp_rejected};
+      for (float v : values) ASSERT_TRUE(std::isfinite(v)) << name << " pair " << i;
+      // float inputs carry ~1e-7 relative rounding of S (values up to ~1e4): compare loosely
+      EXPECT_LE(std::fabs(f.loss - d.loss), 1e-3 * (1 + std::fabs(d.loss))) << name << " pair " << i;
+      EXPECT_LE(std::fabs(f.dloss_dlogp_chosen - d.dloss_dlogp_chosen), 1e-3 * (1 + std::fabs(d.dloss_dlogp_chosen)))
+          << name << " pair " << i;
+    }
+  }
+}
+
+// Far beyond the fixtures: |z| = 1e4 stays finite, with the asymptotic slopes.
+TEST(Losses, AsymptoticSlopesWithoutOverflow) {
+  for (double z : {-1e4, 1e4}) {
+    PairLogps<float> p{float(z / 2.0), 0.f, 1.f, 1.f, 0.f, 0.f};  // avg reward, β = 2: z = 2·S_w
+    LossConfig stapo = loss_defaults(LossKind::stapo_sigmoid);
+    PairLoss<float> s = loss_pair(stapo, p, 0.f);
+    ASSERT_TRUE(std::isfinite(s.loss) && std::isfinite(s.dloss_dz));
+    EXPECT_FLOAT_EQ(s.dloss_dz, z < 0 ? -1.f : 1.f);  // pulled back into the band from both sides
+    LossConfig simpo = loss_defaults(LossKind::simpo);
+    PairLoss<float> o = loss_pair(simpo, p, 0.f);
+    ASSERT_TRUE(std::isfinite(o.loss));
+    EXPECT_FLOAT_EQ(o.dloss_dz, z < 0 ? -1.f : 0.f);  // one-sided: no force above
+  }
+}
+
+TEST(Losses, StapoStationaryAtBandCentre) {
+  LossConfig c = loss_defaults(LossKind::stapo_sigmoid);
+  c.gamma_left = 0.7;
+  c.gamma_right = 4.1;
+  const double centre = (c.gamma_left + c.gamma_right) / 2;
+  PairLogps<double> p{centre / c.beta * 13.0, -2.0 * 9.0, 13.0, 9.0, 0.0, 0.0};
+  p.logp_rejected = 0.0;  // Δ = A_w = centre/β
+  PairLoss<double> out = loss_pair(c, p, 0.0);
+  EXPECT_NEAR(out.z, centre, 1e-12);
+  EXPECT_NEAR(out.dloss_dz, 0.0, 1e-12);
+  PairLoss<double> below = loss_pair(c, PairLogps<double>{p.logp_chosen - 1.0, 0.0, 13.0, 9.0, 0.0, 0.0}, 0.0);
+  EXPECT_LT(below.dloss_dz, 0.0);  // z below z*: the loss falls as z rises
+}
+
+std::string validate_error(const LossConfig& c, bool have_reference) {
+  try {
+    loss_config_validate(c, have_reference);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Losses, ValidationNamesTheFlag) {
+  LossConfig c = loss_defaults(LossKind::stapo_sigmoid);
+  EXPECT_EQ(validate_error(c, false), "");
+  c.gamma_right = c.gamma_left;
+  EXPECT_NE(validate_error(c, false).find("--gamma-right"), std::string::npos);
+  c = loss_defaults(LossKind::stapo_hinge);
+  c.beta = 0.0;
+  EXPECT_NE(validate_error(c, false).find("--beta"), std::string::npos);
+  c.beta = -1.0;
+  EXPECT_NE(validate_error(c, false).find("--beta"), std::string::npos);
+  c = loss_defaults(LossKind::dpo);  // sum-ref
+  EXPECT_NE(validate_error(c, false).find("--ref precompute"), std::string::npos);
+  EXPECT_EQ(validate_error(c, true), "");
+  c = loss_defaults(LossKind::ipo);  // avg-ref
+  EXPECT_NE(validate_error(c, false).find("avg-ref"), std::string::npos);
+  EXPECT_THROW(loss_from_name("dpo2"), Error);
+  EXPECT_EQ(loss_from_name("stapo"), LossKind::stapo_sigmoid);
+}
+
+}  // namespace
+}  // namespace stapo
