@@ -1,0 +1,235 @@
+#include "data/shard.h"
+
+#include <cmath>
+#include <cstddef>
+#include <cstring>
+#include <limits>
+
+#include "common/error.h"
+
+namespace stapo {
+
+namespace {
+
+constexpr char kMagic[8] = {'S', 'T', 'A', 'P', 'O', 'P', 'R', 'F'};
+
+// On-disk header; every field little-endian, fixed size so the sections after it start 8-aligned.
+struct ShardHeader {
+  char magic[8];
+  uint32_t version;
+  uint32_t header_bytes;
+  int64_t num_pairs;
+  int64_t num_tokens;
+  int32_t vocab_size;
+  int32_t max_length;
+  int32_t max_prompt_length;
+  int32_t truncation;  // 0 keep_end, 1 keep_start
+  int64_t pairs_read, pairs_skipped, pairs_truncated;
+  uint64_t table_offset, reference_offset, ids_offset, ids_bytes, tokens_offset;
+  int32_t has_reference;
+  int32_t reserved0;
+  char tokenizer_hash[128];
+  char template_name[32];
+  char reference_tag[128];
+  uint8_t reserved[104];
+};
+static_assert(sizeof(ShardHeader) == 512, "the shard header is 512 bytes on disk");
+
+struct ShardPairEntry {
+  uint64_t token_offset;  // in tokens, from the start of the token section
+  int32_t prompt_length, chosen_length, rejected_length;
+  uint32_t id_length;
+  uint64_t id_offset;  // in bytes, from the start of the id section
+};
+static_assert(sizeof(ShardPairEntry) == 32, "a pair entry is 32 bytes on disk");
+
+uint64_t align8(uint64_t n) { return (n + 7) & ~uint64_t{7}; }
+
+void copy_field(char* dst, size_t capacity, const std::string& value, const char* what) {
+  STAPO_CHECK(value.size() < capacity, what, " '", value, "' is longer than the shard's ", capacity - 1,
+              "-byte field");
+  memcpy(dst, value.data(), value.size());
+}
+
+std::string read_field(const char* src, size_t capacity, const std::string& path, const char* what) {
+  size_t n = strnlen(src, capacity);
+  STAPO_CHECK(n < capacity, path, ": header field ", what, " is not terminated (corrupt shard)");
+  return std::string(src, n);
+}
+
+ShardHeader read_header(const MappedFile& file) {
+  ShardHeader header;
+  STAPO_CHECK(file.size() >= sizeof(header), file.path(), " is not a stapo data shard (", file.size(),
+              " bytes, shorter than the header); create one with prepare_data");
+  memcpy(&header, file.data(), sizeof(header));
+  STAPO_CHECK(memcmp(header.magic, kMagic, sizeof(kMagic)) == 0, file.path(),
+              " is not a stapo data shard (bad magic); create one with prepare_data");
+  STAPO_CHECK(header.version == kShardVersion, file.path(), " is a data shard of format version ", header.version,
+              ", this build reads version ", kShardVersion, "; re-run prepare_data on the JSONL to rebuild it");
+  STAPO_CHECK(header.header_bytes == sizeof(header), file.path(), ": header size ", header.header_bytes,
+              " != ", sizeof(header), " (corrupt shard)");
+  return header;
+}
+
+}  // namespace
+
+void shard_write(const std::string& path, const ShardInfo& info, const std::vector<TokenizedPair>& pairs) {
+  truncation_check(info.truncation);
+  ShardHeader header{};
+  memcpy(header.magic, kMagic, sizeof(kMagic));
+  header.version = kShardVersion;
+  header.header_bytes = sizeof(header);
+  header.vocab_size = info.vocab_size;
+  header.max_length = info.truncation.max_length;
+  header.max_prompt_length = info.truncation.max_prompt_length;
+  header.truncation = info.truncation.truncation == Truncation::keep_end ? 0 : 1;
+  header.pairs_read = info.pairs_read;
+  header.pairs_skipped = info.pairs_skipped;
+  header.pairs_truncated = info.pairs_truncated;
+  copy_field(header.tokenizer_hash, sizeof(header.tokenizer_hash), info.tokenizer_hash, "tokenizer hash");
+  copy_field(header.template_name, sizeof(header.template_name), info.template_name, "template name");
+
+  std::vector<ShardPairEntry> table(pairs.size());
+  std::string ids;
+  uint64_t num_tokens = 0;
+  for (size_t i = 0; i < pairs.size(); ++i) {
+    const TokenizedPair& p = pairs[i];
+    STAPO_CHECK(!p.prompt.empty() && !p.chosen.empty() && !p.rejected.empty(), "pair ", i,
+                " has an empty prompt or response; it cannot be written to ", path);
+    for (const auto* part : {&p.prompt, &p.chosen, &p.rejected})
+      for (int32_t id : *part)
+        STAPO_CHECK(id >= 0 && (info.vocab_size == 0 || id < info.vocab_size), "pair ", i, " holds token id ", id,
+                    " outside the vocabulary [0, ", info.vocab_size, ")");
+    table[i] = {num_tokens, static_cast<int32_t>(p.prompt.size()), static_cast<int32_t>(p.chosen.size()),
+                static_cast<int32_t>(p.rejected.size()), static_cast<uint32_t>(p.id.size()), ids.size()};
+    ids += p.id;
+    num_tokens += p.prompt.size() + p.chosen.size() + p.rejected.size();
+  }
+  header.num_pairs = static_cast<int64_t>(pairs.size());
+  header.num_tokens = static_cast<int64_t>(num_tokens);
+  header.table_offset = sizeof(header);
+  header.reference_offset = header.table_offset + table.size() * sizeof(ShardPairEntry);
+  header.ids_offset = header.reference_offset + pairs.size() * 2 * sizeof(float);
+  header.ids_bytes = ids.size();
+  header.tokens_offset = align8(header.ids_offset + ids.size());
+
+  std::string bytes(header.tokens_offset + num_tokens * sizeof(int32_t), '\0');
+  char* out = bytes.data();
+  memcpy(out, &header, sizeof(header));
+  memcpy(out + header.table_offset, table.data(), table.size() * sizeof(ShardPairEntry));
+  std::vector<float> missing(pairs.size() * 2, std::numeric_limits<float>::quiet_NaN());
+  memcpy(out + header.reference_offset, missing.data(), missing.size() * sizeof(float));
+  memcpy(out + header.ids_offset, ids.data(), ids.size());
+  char* tokens = out + header.tokens_offset;
+  for (const TokenizedPair& p : pairs)
+    for (const auto* part : {&p.prompt, &p.chosen, &p.rejected}) {
+      memcpy(tokens, part->data(), part->size() * sizeof(int32_t));
+      tokens += part->size() * sizeof(int32_t);
+    }
+  write_file_atomic(path, bytes);
+}
+
+Shard::Shard(const std::string& path) : file_(path) {
+  ShardHeader header = read_header(file_);
+  num_pairs_ = header.num_pairs;
+  num_tokens_ = header.num_tokens;
+  STAPO_CHECK(num_pairs_ >= 0 && num_tokens_ >= 0, path, ": negative counts in the header (corrupt shard)");
+  auto n = static_cast<uint64_t>(num_pairs_);
+  bool layout_ok = header.table_offset == sizeof(header) &&
+                   header.reference_offset == header.table_offset + n * sizeof(ShardPairEntry) &&
+                   header.ids_offset == header.reference_offset + n * 2 * sizeof(float) &&
+                   header.tokens_offset == align8(header.ids_offset + header.ids_bytes) &&
+                   file_.size() == header.tokens_offset + static_cast<uint64_t>(num_tokens_) * sizeof(int32_t);
+  STAPO_CHECK(layout_ok, path, ": section offsets do not match the file size ", file_.size(),
+              " (truncated or corrupt shard; re-run prepare_data)");
+  STAPO_CHECK(header.truncation == 0 || header.truncation == 1, path, ": unknown truncation mode ",
+              header.truncation, " (corrupt shard)");
+
+  info_.tokenizer_hash = read_field(header.tokenizer_hash, sizeof(header.tokenizer_hash), path, "tokenizer_hash");
+  info_.template_name = read_field(header.template_name, sizeof(header.template_name), path, "template_name");
+  reference_tag_ = read_field(header.reference_tag, sizeof(header.reference_tag), path, "reference_tag");
+  info_.vocab_size = header.vocab_size;
+  info_.truncation = {header.max_length, header.max_prompt_length,
+                      header.truncation == 0 ? Truncation::keep_end : Truncation::keep_start};
+  info_.pairs_read = header.pairs_read;
+  info_.pairs_skipped = header.pairs_skipped;
+  info_.pairs_truncated = header.pairs_truncated;
+  has_reference_ = header.has_reference != 0;
+
+  table_ = file_.data() + header.table_offset;
+  reference_ = reinterpret_cast<const float*>(file_.data() + header.reference_offset);
+  ids_ = reinterpret_cast<const char*>(file_.data() + header.ids_offset);
+  tokens_ = reinterpret_cast<const int32_t*>(file_.data() + header.tokens_offset);
+  for (int64_t i = 0; i < num_pairs_; ++i) {
+    ShardPairEntry e;
+    memcpy(&e, table_ + i * sizeof(e), sizeof(e));
+    bool ok = e.prompt_length >= 1 && e.chosen_length >= 1 && e.rejected_length >= 1 &&
+              e.token_offset + static_cast<uint64_t>(e.prompt_length) + e.chosen_length + e.rejected_length <=
+                  static_cast<uint64_t>(num_tokens_) &&
+              e.id_offset + e.id_length <= header.ids_bytes;
+    STAPO_CHECK(ok, path, ": pair ", i, " points outside the file (corrupt shard; re-run prepare_data)");
+  }
+}
+
+PairView Shard::pair(int64_t index) const {
+  STAPO_CHECK(index >= 0 && index < num_pairs_, "pair index ", index, " out of range [0, ", num_pairs_, ") in ",
+              path());
+  ShardPairEntry e;
+  memcpy(&e, table_ + index * sizeof(e), sizeof(e));
+  const int32_t* p = tokens_ + e.token_offset;
+  return {p,
+          p + e.prompt_length,
+          p + e.prompt_length + e.chosen_length,
+          e.prompt_length,
+          e.chosen_length,
+          e.rejected_length,
+          std::string_view(ids_ + e.id_offset, e.id_length)};
+}
+
+void Shard::check_tokenizer(const std::string& tokenizer_hash) const {
+  STAPO_CHECK(tokenizer_hash == info_.tokenizer_hash, path(), " was tokenized by a different tokenizer (shard hash ",
+              info_.tokenizer_hash, ", this tokenizer ", tokenizer_hash,
+              "); re-run prepare_data with the tokenizer you train with");
+}
+
+void shard_write_reference_logps(const std::string& path, int64_t first_pair, const std::vector<float>& logps) {
+  uint64_t offset;
+  {
+    Shard shard(path);
+    STAPO_CHECK(logps.size() % 2 == 0, "reference log-probs come in (chosen, rejected) pairs, got ", logps.size(),
+                " values for ", path);
+    auto count = static_cast<int64_t>(logps.size() / 2);
+    STAPO_CHECK(first_pair >= 0 && first_pair + count <= shard.num_pairs(), "reference log-probs for pairs [",
+                first_pair, ", ", first_pair + count, ") do not fit the ", shard.num_pairs(), " pairs of ", path);
+    for (size_t i = 0; i < logps.size(); ++i)
+      STAPO_CHECK(std::isfinite(logps[i]), "reference log-prob of pair ", first_pair + static_cast<int64_t>(i / 2),
+                  (i % 2 ? " (rejected)" : " (chosen)"), " is ", logps[i], "; not written to ", path);
+    offset = sizeof(ShardHeader) + static_cast<uint64_t>(shard.num_pairs()) * sizeof(ShardPairEntry) +
+             static_cast<uint64_t>(first_pair) * 2 * sizeof(float);
+  }
+  File file(path, "r+b");
+  STAPO_CHECK(fseek(file.get(), static_cast<long>(offset), SEEK_SET) == 0, "cannot seek in ", path);
+  file.write(logps.data(), logps.size() * sizeof(float));
+  file.close();
+}
+
+void shard_mark_reference_complete(const std::string& path, const std::string& reference_tag) {
+  ShardHeader header{};
+  copy_field(header.reference_tag, sizeof(header.reference_tag), reference_tag, "reference tag");
+  {
+    Shard shard(path);
+    const float* ref = shard.reference_logps();
+    for (int64_t i = 0; i < shard.num_pairs() * 2; ++i)
+      STAPO_CHECK(!std::isnan(ref[i]), path, ": the reference log-prob of pair ", i / 2,
+                  (i % 2 ? " (rejected)" : " (chosen)"), " was never written; finish the reference pass first");
+  }
+  header.has_reference = 1;
+  File file(path, "r+b");
+  STAPO_CHECK(fseek(file.get(), offsetof(ShardHeader, has_reference), SEEK_SET) == 0, "cannot seek in ", path);
+  file.write(&header.has_reference, sizeof(header.has_reference));
+  STAPO_CHECK(fseek(file.get(), offsetof(ShardHeader, reference_tag), SEEK_SET) == 0, "cannot seek in ", path);
+  file.write(header.reference_tag, sizeof(header.reference_tag));
+  file.close();
+}
+
+}  // namespace stapo
