@@ -1,0 +1,119 @@
+// The demo's synthetic task (data/synthetic/task.h) and make_synthetic_data: chosen answers all verify,
+// rejected ones all fail, the solver and format check on hand-written cases, and seeds reproduce the files.
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+#include "common/error.h"
+#include "common/file_io.h"
+#include "data/synthetic/task.h"
+#include "tests/test_util.h"
+
+namespace stapo {
+namespace {
+
+TEST(SyntheticTask, SolverOnHandWrittenPrompts) {
+  EXPECT_EQ(synthetic_solve("37+45="), "82");
+  EXPECT_EQ(synthetic_solve("999+999="), "1998");
+  EXPECT_EQ(synthetic_solve("0+7="), "7");
+  EXPECT_EQ(synthetic_solve("sort 31422"), "12234");
+  EXPECT_EQ(synthetic_solve("sort 907"), "079");
+  EXPECT_EQ(synthetic_solve("reverse 314"), "413");
+  EXPECT_EQ(synthetic_solve("reverse 120000"), "000021");
+  for (const char* bad : {"07+1=", "1+2", "1234+1=", "sort 12", "sort 1234567", "reverse 12a", "hello", "+="})
+    EXPECT_THROW(synthetic_solve(bad), Error) << bad;
+}
+
+TEST(SyntheticTask, AnswerFormat) {
+  for (const char* good : {"0", "82", "00123", "12345678"}) EXPECT_TRUE(synthetic_parses(good)) << good;
+  for (const char* bad : {"", "123456789", "8 2", "82+", "-1", "sort 123", "82\n"})
+    EXPECT_FALSE(synthetic_parses(bad)) << bad;
+  EXPECT_TRUE(synthetic_verify("37+45=", "82"));
+  EXPECT_FALSE(synthetic_verify("37+45=", "83"));
+  EXPECT_FALSE(synthetic_verify("37+45=", "082"));
+}
+
+TEST(SyntheticTask, ChosenVerifyRejectedFail) {
+  SyntheticRng rng(test::seed_from_test_name());
+  const int n = 20000;
+  const double malformed_fraction = 0.3;
+  int malformed = 0;
+  std::map<std::string, int> tasks;
+  for (int i = 0; i < n; ++i) {
+    SyntheticPair p = synthetic_pair(rng, malformed_fraction);
+    ASSERT_TRUE(synthetic_verify(p.prompt, p.chosen)) << p.prompt << " -> " << p.chosen;
+    ASSERT_FALSE(synthetic_verify(p.prompt, p.rejected)) << p.prompt << " -> " << p.rejected;
+    ASSERT_FALSE(p.rejected.empty()) << p.prompt;  // the data pipeline rejects empty responses
+    ASSERT_EQ(synthetic_parses(p.rejected), !p.rejected_malformed) << p.prompt << " -> " << p.rejected;
+    malformed += p.rejected_malformed;
+    ++tasks[p.prompt.rfind("sort ", 0) == 0 ? "sort" : p.prompt.rfind("reverse ", 0) == 0 ? "reverse" : "add"];
+  }
+  EXPECT_NEAR(malformed / double(n), malformed_fraction, 0.02);
+  ASSERT_EQ(tasks.size(), 3u);
+  for (const auto& [task, count] : tasks) EXPECT_NEAR(count / double(n), 1.0 / 3, 0.02) << task;
+}
+
+TEST(SyntheticTask, SameSeedSamePairsOtherSeedOthers) {
+  SyntheticRng a(42), b(42), c(43);
+  int differ = 0;
+  for (int i = 0; i < 100; ++i) {
+    SyntheticPair pa = synthetic_pair(a, 0.25), pb = synthetic_pair(b, 0.25), pc = synthetic_pair(c, 0.25);
+    ASSERT_EQ(pa.prompt + "|" + pa.chosen + "|" + pa.rejected, pb.prompt + "|" + pb.chosen + "|" + pb.rejected);
+    differ += pa.prompt != pc.prompt;
+  }
+  EXPECT_GT(differ, 90);
+}
+
+// Runs the real binary.
+std::string make_data(const std::string& dir, int seed) {
+  std::string command =
+      cat(MAKE_SYNTHETIC_DATA_BIN, " --out ", dir, " --pairs 500 --eval 60 --seed ", seed, " 2>/dev/null");
+  EXPECT_EQ(std::system(command.c_str()), 0) << command;
+  return dir;
+}
+
+std::vector<nlohmann::json> read_jsonl(const std::string& path) {
+  std::vector<nlohmann::json> lines;
+  std::istringstream in(read_text_file(path));
+  for (std::string line; std::getline(in, line);) lines.push_back(nlohmann::json::parse(line));
+  return lines;
+}
+
+TEST(MakeSyntheticData, FilesVerifyHeldOutIsDisjointAndSeedsReproduce) {
+  std::string root = (std::filesystem::temp_directory_path() / cat("stapo_synthetic_", getpid())).string();
+  std::string a = make_data(root + "/a", 7), b = make_data(root + "/b", 7), c = make_data(root + "/c", 8);
+  for (const char* file :
+       {"train.jsonl", "eval.jsonl", "eval_prompts.jsonl", "tokenizer.json", "tokenizer_config.json"})
+    EXPECT_EQ(read_text_file(a + "/" + file), read_text_file(b + "/" + file)) << file << " differs for one seed";
+  EXPECT_NE(read_text_file(a + "/train.jsonl"), read_text_file(c + "/train.jsonl"));
+
+  auto train = read_jsonl(a + "/train.jsonl"), eval = read_jsonl(a + "/eval.jsonl");
+  auto prompts = read_jsonl(a + "/eval_prompts.jsonl");
+  ASSERT_EQ(train.size(), 500u);
+  ASSERT_EQ(eval.size(), 60u);
+  ASSERT_EQ(prompts.size(), 60u);
+  std::set<std::string> held_out;
+  for (size_t i = 0; i < eval.size(); ++i) {
+    EXPECT_EQ(eval[i]["prompt"], prompts[i]["prompt"]);
+    EXPECT_EQ(eval[i]["chosen"], prompts[i]["answer"]);
+    EXPECT_TRUE(synthetic_verify(prompts[i]["prompt"].get<std::string>(), prompts[i]["answer"].get<std::string>()));
+    held_out.insert(eval[i]["prompt"].get<std::string>());
+  }
+  EXPECT_EQ(held_out.size(), 60u);
+  std::set<std::string> ids;
+  for (const auto& j : train) {
+    std::string prompt = j["prompt"];
+    EXPECT_EQ(held_out.count(prompt), 0u) << prompt << " is held out but in train.jsonl";
+    EXPECT_TRUE(synthetic_verify(prompt, j["chosen"].get<std::string>()));
+    EXPECT_FALSE(synthetic_verify(prompt, j["rejected"].get<std::string>()));
+    ids.insert(j["id"].get<std::string>());
+  }
+  EXPECT_EQ(ids.size(), train.size());
+  std::filesystem::remove_all(root);
+}
+
+}  // namespace
+}  // namespace stapo
