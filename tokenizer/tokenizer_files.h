@@ -1,0 +1,38 @@
+// What the loaders share: tokenizer_config.json next to the tokenizer file, the content hash, and one
+// loader per file format (each returns the Tokenizer for that file).
+#pragma once
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "tokenizer/tokenizer.h"
+
+namespace stapo {
+
+struct TokenizerConfig {
+  std::string chat_template;             // "" when absent
+  std::string bos_token, eos_token;      // "" when absent
+  std::optional<bool> add_bos_token;     // HF's switch for prepending BOS
+};
+// Reads dir/tokenizer_config.json; an absent file gives an empty config, a malformed one an error.
+TokenizerConfig read_tokenizer_config(const std::string& dir);
+
+// The id of `configured` when given, else of the first of `usual` the tokenizer knows; -1 when none.
+extern const std::vector<std::string> kBosNames, kEosNames;  // <s>, <|begin_of_text|>; </s>, <|end_of_text|>, ...
+int32_t find_bos_eos(const std::string& configured, const std::vector<std::string>& usual,
+                     const std::unordered_map<std::string, int32_t>& ids);
+
+// FNV-1a 64 of the bytes, as 16 hex digits: stable across machines and builds.
+std::string content_hash(std::string_view bytes);
+
+std::unique_ptr<Tokenizer> load_hf_tokenizer_json(const std::string& path, const std::string& contents,
+                                                  const TokenizerConfig& config);
+std::unique_ptr<Tokenizer> load_tiktoken(const std::string& path, const std::string& contents,
+                                         const TokenizerConfig& config);
+std::unique_ptr<Tokenizer> load_sentencepiece_model(const std::string& path, const std::string& contents,
+                                                    const TokenizerConfig& config);
+
+}  // namespace stapo
