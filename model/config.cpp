@@ -54,15 +54,15 @@ struct ConfigReader {
 // RoPE: `rope` is the rope_parameters or rope_scaling object, `where` its field name.
 void parse_rope(ModelConfig& c, const ConfigReader& r, const json& rope, const std::string& where) {
   STAPO_CHECK(rope.is_object(), r.path, ": field \"", where, "\" must be an object or null");
-  std::string type = rope.contains("rope_type") ? r.get<std::string>(rope, "rope_type", where + ".rope_type")
-                     : rope.contains("type")    ? r.get<std::string>(rope, "type", where + ".type")
-                                                : "default";
+  // Older configs call the field "type", newer ones "rope_type".
+  const std::string type_key = rope.contains("rope_type") ? "rope_type" : "type";
+  std::string type = rope.contains(type_key) ? r.get<std::string>(rope, type_key, where + "." + type_key) : "default";
   if (rope.contains("rope_theta")) c.rope_theta = r.get<double>(rope, "rope_theta", where + ".rope_theta");
   if (rope.contains("partial_rotary_factor"))
     STAPO_CHECK(r.get<double>(rope, "partial_rotary_factor", where + ".partial_rotary_factor") == 1.0, r.path,
                 ": field \"", where, ".partial_rotary_factor\" is not 1; partial RoPE is not supported");
   if (type == "default") return;
-  STAPO_CHECK(type == "llama3", r.path, ": field \"", where, ".rope_type\" is \"", type,
+  STAPO_CHECK(type == "llama3", r.path, ": field \"", where, ".", type_key, "\" is \"", type,
               "\"; only \"default\" and \"llama3\" RoPE are supported");
   RopeScaling& s = c.rope_scaling;
   s.llama3 = true;
