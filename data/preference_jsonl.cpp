@@ -245,7 +245,8 @@ std::optional<LineProblem> parse_preference_line(std::string_view line, std::opt
 
 std::string line_problem_message(const std::string& path, int64_t line_number, const LineProblem& problem) {
   std::string where = problem.field.empty() ? std::string() : cat(" field '", problem.field, "'");
-  return cat(path, ":", line_number, ":", where, " ", problem.detail, " [", problem.reason, "]");
+  return cat(path, ":", line_number, ":", where, " ", problem.detail, " [", problem.reason,
+             "]; fix the line or pass --skip-bad to skip such lines");
 }
 
 int64_t ReadCounts::skipped_total() const {
@@ -259,10 +260,11 @@ void preference_file_read(const std::string& path, bool skip_bad, ReadCounts& co
   std::string text = read_text_file(path);
   std::optional<PreferenceFormat> format;
   PreferenceRecord record;
-  auto total_lines = static_cast<int64_t>(std::count(text.begin(), text.end(), '\n') + 1);
+  auto total_lines = static_cast<int64_t>(std::count(text.begin(), text.end(), '\n') +
+                                          (!text.empty() && text.back() != '\n'));
   Progress progress("reading " + path, total_lines);
   int64_t line_number = 0, tokens = 0;
-  for (size_t start = 0; start <= text.size();) {
+  for (size_t start = 0; start < text.size();) {
     size_t end = text.find('\n', start);
     if (end == std::string::npos) end = text.size();
     std::string_view line(text.data() + start, end - start);
@@ -272,8 +274,7 @@ void preference_file_read(const std::string& path, bool skip_bad, ReadCounts& co
     if (line.find_first_not_of(" \t") == std::string_view::npos) continue;
     ++counts.read;
     if (auto problem = parse_preference_line(line, format, record)) {
-      STAPO_CHECK(skip_bad, line_problem_message(path, line_number, *problem),
-                  "; fix the line or pass --skip-bad to skip such lines");
+      STAPO_CHECK(skip_bad, line_problem_message(path, line_number, *problem));
       ++counts.skipped[problem->reason];
     } else {
       tokens += on_record(line_number, record);

@@ -38,10 +38,10 @@ struct LineProblem {
 std::optional<LineProblem> parse_preference_line(std::string_view line, std::optional<PreferenceFormat>& format,
                                                  PreferenceRecord& record);
 
-// "train.jsonl:17: field 'chosen' is empty [empty response]".
+// "train.jsonl:17: field 'chosen' is empty [empty response]; fix the line or pass --skip-bad ...".
 std::string line_problem_message(const std::string& path, int64_t line_number, const LineProblem& problem);
 
-struct ReadCounts {
+struct ReadCounts {  // accumulates over files
   int64_t read = 0;                        // non-blank lines
   std::map<std::string, int64_t> skipped;  // by reason
   int64_t skipped_total() const;
