@@ -1,0 +1,115 @@
+// The CPU engine (train/cpu_engine.h). Optimizer state file: "STAPOADM" magic, u32 version 1, u32 bytes
+// per element, u64 element count, then m and v in the order of the model's parameter buffer.
+#include "train/cpu_engine.h"
+
+#include <cstring>
+
+#include "common/error.h"
+#include "common/file_io.h"
+#include "train/grad_clip.h"
+
+namespace stapo {
+
+namespace {
+constexpr char kOptimizerMagic[8] = {'S', 'T', 'A', 'P', 'O', 'A', 'D', 'M'};
+constexpr uint32_t kOptimizerVersion = 1;
+}  // namespace
+
+template <typename T>
+CpuEngine<T>::CpuEngine(std::unique_ptr<CpuModel<T>> model)
+    : model_(std::move(model)), m_(model_->num_params(), T(0)), v_(model_->num_params(), T(0)) {}
+
+template <typename T>
+void CpuEngine<T>::forward(const PairBatch& batch, std::vector<double>& logp_sum, std::vector<double>& entropy_sum) {
+  const TokenBatch& tokens = batch.tokens;
+  const size_t n = size_t(tokens.rows) * tokens.T;
+  STAPO_CHECK(batch.response_sequence.size() == n, "PairBatch: response_sequence has ", batch.response_sequence.size(),
+              " entries, expected rows·T = ", n);
+  logp_.resize(n);
+  entropy_.resize(n);
+  model_->forward(tokens, logp_.data(), entropy_.data());
+  const int sequences = 2 * batch.num_pairs;
+  logp_sum.assign(sequences, 0.0);
+  entropy_sum.assign(sequences, 0.0);
+  for (size_t i = 0; i < n; i++) {  // fixed order: sums are reproducible
+    const int s = batch.response_sequence[i];
+    if (s < 0) continue;
+    STAPO_CHECK(s < sequences, "PairBatch: response_sequence ", s, " at position ", i, " but the batch has ",
+                sequences, " sequences");
+    logp_sum[s] += double(logp_[i]);
+    entropy_sum[s] += double(entropy_[i]);
+  }
+  response_sequence_ = batch.response_sequence;
+}
+
+template <typename T>
+void CpuEngine<T>::backward(const std::vector<double>& dlogp_sum) {
+  const size_t n = response_sequence_.size();
+  dlogp_.assign(n, T(0));
+  for (size_t i = 0; i < n; i++) {
+    const int s = response_sequence_[i];
+    if (s >= 0) dlogp_[i] = T(dlogp_sum[s]);
+  }
+  model_->backward(dlogp_.data());
+}
+
+template <typename T>
+double CpuEngine<T>::grad_sum_squares() {
+  return stapo::grad_sum_squares(model_->grad_data(), model_->num_params());
+}
+
+template <typename T>
+void CpuEngine<T>::optimizer_step(double lr, double grad_scale, const AdamWConfig& config, int64_t t) {
+  T* base = model_->param_data();
+  for (Parameter<T>& p : model_->parameters()) {
+    const size_t offset = size_t(p.data - base);
+    adamw_update(p.data, p.grad, m_.data() + offset, v_.data() + offset, p.numel, lr,
+                 p.is_norm ? 0.0 : config.weight_decay, config, t, grad_scale);
+  }
+}
+
+template <typename T>
+void CpuEngine<T>::save_model(const std::string& dir) {
+  model_save_hf(*model_, dir, DType::F32);  // F32 whatever T: what transformers loads, and exact for float
+}
+
+template <typename T>
+void CpuEngine<T>::save_optimizer(const std::string& path) {
+  std::string bytes(kOptimizerMagic, 8);
+  const uint32_t header[2] = {kOptimizerVersion, uint32_t(sizeof(T))};
+  const uint64_t count = m_.size();
+  bytes.append(reinterpret_cast<const char*>(header), sizeof(header));
+  bytes.append(reinterpret_cast<const char*>(&count), sizeof(count));
+  bytes.append(reinterpret_cast<const char*>(m_.data()), m_.size() * sizeof(T));
+  bytes.append(reinterpret_cast<const char*>(v_.data()), v_.size() * sizeof(T));
+  write_file_atomic(path, bytes);
+}
+
+template <typename T>
+void CpuEngine<T>::load_optimizer(const std::string& path) {
+  File f(path, "rb");
+  char magic[8];
+  uint32_t header[2];
+  uint64_t count = 0;
+  f.read(magic, 8);
+  STAPO_CHECK(std::memcmp(magic, kOptimizerMagic, 8) == 0, path, ": not a stapo optimizer state file");
+  f.read(header, sizeof(header));
+  f.read(&count, sizeof(count));
+  STAPO_CHECK(header[0] == kOptimizerVersion, path, ": optimizer state version ", header[0], ", this build reads ",
+              kOptimizerVersion);
+  STAPO_CHECK(header[1] == sizeof(T), path, ": optimizer state has ", header[1], "-byte elements, this engine ",
+              sizeof(T));
+  STAPO_CHECK(count == m_.size(), path, ": optimizer state for ", count, " parameters, the model has ", m_.size());
+  f.read(m_.data(), m_.size() * sizeof(T));
+  f.read(v_.data(), v_.size() * sizeof(T));
+}
+
+template <typename T>
+std::string CpuEngine<T>::description() const {
+  return cat("cpu ", sizeof(T) == 4 ? "fp32" : "fp64", ", ", model_->num_params(), " parameters");
+}
+
+template class CpuEngine<float>;
+template class CpuEngine<double>;
+
+}  // namespace stapo

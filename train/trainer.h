@@ -1,0 +1,106 @@
+// The training loop shared by train_stapo_cpu and the CUDA train_stapo: only the Engine differs.
+//
+// One optimizer step = grad_accum micro-batches of the dataloader. All of them are fetched first, so the
+// step's pair count P and chosen-token count N_w are known before any backward: each pair's gradient is
+// (∂ℓ_i/∂S)/P with the NLL weight P/N_w (train/losses.h), which makes k micro-batches of B pairs exactly
+// one batch of k·B pairs, token normalisation of `avg` rewards and NLL terms included.
+// Then: global-norm clipping, the LR of the schedule, one AdamW update, a JSONL log line, a progress line,
+// evaluation and checkpoints when due. A non-finite loss or gradient stops the run naming the step, the pairs
+// and the last good checkpoint, or (skip_nonfinite) drops that step's update and counts it.
+#pragma once
+#include <cstdint>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "data/pair_loader.h"  // defines: PairLoader, PairLoaderConfig, DataPosition
+#include "data/shard.h"        // defines: Shard
+#include "train/adamw.h"       // defines: AdamWConfig
+#include "train/engine.h"      // defines: Engine
+#include "train/losses.h"      // defines: LossConfig
+#include "train/lr_schedule.h"  // defines: LrSchedule
+
+namespace stapo {
+
+// Sums over the pairs of a step (or an evaluation), turned into the spec's metrics by metrics_json.
+struct MetricSums {
+  int64_t pairs = 0;
+  int64_t tokens = 0;  // every non-padding position the model ran
+  double chosen_tokens = 0, rejected_tokens = 0;
+  double pref_loss = 0;  // Σ_i pref(z_i) (the NLL term is added from nll below)
+  double nll = 0;        // Σ_i −S_w,i
+  double reward_chosen = 0, reward_rejected = 0;
+  double correct = 0;  // pairs with z > 0
+  double logp_chosen = 0, logp_rejected = 0;
+  double z = 0, z_max = -1e300, above_right = 0, below_left = 0;
+  double entropy_chosen = 0, entropy_rejected = 0;  // Σ over response tokens
+
+  void add(const MetricSums& o);
+  // The loss the gradient is taken of: mean pref(z) over pairs + α · token-mean NLL of the chosen responses.
+  double loss(const LossConfig& config) const;
+};
+
+// TRL names plus z/*, entropy/*, nll/chosen, each prefixed by `prefix` ("" or "eval/").
+nlohmann::ordered_json metrics_json(const MetricSums& sums, const LossConfig& config, const std::string& prefix);
+
+// Forward (and when `backward`, backward into the engine's gradients) of the micro-batches of one step.
+MetricSums step_forward_backward(Engine& engine, const std::vector<PairBatch>& micro_batches,
+                                 const LossConfig& config, bool backward);
+
+struct TrainerConfig {
+  LossConfig loss;
+  AdamWConfig adamw;
+  double lr = 1e-6;  // peak
+  LrSchedule schedule = LrSchedule::linear;
+  double warmup_ratio = 0.1;
+  double max_grad_norm = 1.0;  // ≤ 0: no clipping
+  int grad_accum = 1;
+  int64_t epochs = 1;
+  int64_t max_steps = 0;  // > 0 overrides epochs
+  int64_t eval_every = 0;  // 0: evaluate at the end only (when there is eval data)
+  int64_t save_every = 0;  // 0: checkpoint at the end only
+  bool skip_nonfinite = false;
+  std::string out_dir;
+  std::string tokenizer_dir;  // tokenizer files copied into every checkpoint from here
+  uint64_t seed = 0;
+};
+
+struct TrainerState {
+  int64_t step = 0;     // optimizer steps done (skipped ones included)
+  int64_t updates = 0;  // AdamW updates done (= AdamW's t)
+  int64_t skipped_nonfinite = 0;
+  DataPosition position;
+  std::string last_checkpoint;
+};
+
+class Trainer {
+ public:
+  // eval_loader may be null. The trainer keeps references to everything.
+  Trainer(Engine& engine, PairLoader& loader, PairLoader* eval_loader, int64_t eval_steps,
+          const TrainerConfig& config);
+
+  // Continues from a checkpoint written by this trainer: optimizer moments, step, data position.
+  // The engine must already hold the checkpoint's model (loaded from the same directory).
+  void resume(const std::string& checkpoint_dir);
+  void train();  // until total_steps()
+  int64_t total_steps() const;
+  const TrainerState& state() const { return state_; }
+  nlohmann::ordered_json evaluate();
+  // Writes <out>/<name> atomically (temp dir + rename): model, tokenizer files, optimizer, trainer state.
+  std::string save_checkpoint(const std::string& name);
+
+ private:
+  void log(const nlohmann::ordered_json& line);
+
+  Engine& engine_;
+  PairLoader& loader_;
+  PairLoader* eval_loader_;
+  int64_t eval_steps_;
+  TrainerConfig config_;
+  TrainerState state_;
+  int64_t steps_per_epoch_;
+  int64_t pairs_per_epoch_;
+};
+
+}  // namespace stapo
