@@ -3,6 +3,8 @@
 //   OUT/eval.jsonl          held-out pairs, same layout (eval reward accuracy, z, entropy, log-probs)
 //   OUT/eval_prompts.jsonl  the same held-out problems as {"id","prompt","answer"} (task accuracy of generations)
 //   OUT/tokenizer.json, OUT/tokenizer_config.json   the tiny byte-level BPE tokenizer, trained on train.jsonl
+// With --model-out DIR: a randomly initialised tiny Llama for that tokenizer (config.json, model.safetensors
+// and the tokenizer files), the demo's starting point.
 // Held-out prompts never occur in train.jsonl. The same flags give byte-identical files.
 #include <nlohmann/json.hpp>
 #include <set>
@@ -11,6 +13,27 @@
 #include "common/file_io.h"
 #include "data/synthetic/task.h"               // defines: SyntheticRng, synthetic_pair
 #include "data/synthetic/tokenizer_builder.h"  // defines: bpe_train_letter_runs, bpe_tokenizer_json
+#include "model/model.h"                       // defines: CpuModel, model_init_random, model_save_hf
+
+// A Llama of the given size whose vocabulary is the tokenizer's and whose end of text is <|im_end|>.
+static stapo::ModelConfig tiny_llama_config(const stapo::ByteLevelBpe& bpe, int layers, int hidden, int heads,
+                                            int kv_heads, int ffn) {
+  stapo::ModelConfig c;
+  c.vocab_size = static_cast<int>(bpe.tokens.size() + bpe.special_tokens.size());
+  c.hidden_size = hidden;
+  c.intermediate_size = ffn;
+  c.num_hidden_layers = layers;
+  c.num_attention_heads = heads;
+  c.num_key_value_heads = kv_heads;
+  STAPO_CHECK(hidden % heads == 0, "--hidden ", hidden, " must be a multiple of --heads ", heads);
+  c.head_dim = hidden / heads;
+  c.rms_norm_eps = 1e-5;
+  c.max_position_embeddings = 128;
+  for (size_t i = 0; i < bpe.special_tokens.size(); ++i)
+    if (bpe.special_tokens[i] == "<|im_end|>") c.eos_token_ids = {static_cast<int>(bpe.tokens.size() + i)};
+  c.torch_dtype = "float32";
+  return c;
+}
 
 int main(int argc, char** argv) {
   CLI::App app{"make_synthetic_data: digit-task preference pairs, held-out prompts and a tiny tokenizer for the demo"};
@@ -27,6 +50,14 @@ int main(int argc, char** argv) {
                  "fraction of rejected answers that are malformed; the rest are well-formed wrong answers")
       ->check(CLI::Range(0.0, 1.0));
   app.add_option("--merges", max_merges, "most BPE merges to learn (letter runs only)")->check(CLI::Range(0, 10000));
+  std::string model_dir;
+  int layers = 2, hidden = 64, heads = 4, kv_heads = 2, ffn = 192;
+  app.add_option("--model-out", model_dir, "also write a randomly initialised tiny Llama for the tokenizer here");
+  app.add_option("--layers", layers, "model: decoder layers")->check(CLI::Range(1, 64));
+  app.add_option("--hidden", hidden, "model: hidden size")->check(CLI::Range(8, 4096));
+  app.add_option("--heads", heads, "model: attention heads")->check(CLI::Range(1, 64));
+  app.add_option("--kv-heads", kv_heads, "model: key/value heads")->check(CLI::Range(1, 64));
+  app.add_option("--ffn", ffn, "model: MLP intermediate size")->check(CLI::Range(8, 16384));
   STAPO_PARSE_CLI(app, argc, argv);
   return stapo::run_main([&] {
     stapo::SyntheticRng rng(seed);
@@ -63,6 +94,14 @@ int main(int argc, char** argv) {
     stapo::write_file_atomic(out_dir + "/eval_prompts.jsonl", eval_answers);
     stapo::write_file_atomic(out_dir + "/tokenizer.json", stapo::bpe_tokenizer_json(bpe));
     stapo::write_file_atomic(out_dir + "/tokenizer_config.json", stapo::bpe_tokenizer_config_json());
+    if (!model_dir.empty()) {
+      stapo::CpuModel<float> model(tiny_llama_config(bpe, layers, hidden, heads, kv_heads, ffn));
+      stapo::model_init_random(model, seed);
+      stapo::model_save_hf(model, model_dir, stapo::DType::F32);
+      stapo::write_file_atomic(model_dir + "/tokenizer.json", stapo::bpe_tokenizer_json(bpe));
+      stapo::write_file_atomic(model_dir + "/tokenizer_config.json", stapo::bpe_tokenizer_config_json());
+      fprintf(stderr, "wrote a tiny Llama (%zu parameters) to %s\n", model.num_params(), model_dir.c_str());
+    }
     fprintf(stderr, "wrote %d training pairs, %d held-out problems and a tokenizer of %zu tokens (%zu merges) to %s\n",
             num_pairs, num_eval, bpe.tokens.size() + bpe.special_tokens.size(), bpe.merges.size(), out_dir.c_str());
   });

@@ -5,19 +5,23 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
-#include "tokenizer/utf8.h"  // defines: utf8_append
 
 namespace stapo {
 
 // GPT-2's reversible byte→character map: printable Latin-1 bytes are themselves, the other 68 bytes take
 // the code points 256, 257, ... in byte order, so no token text contains whitespace or control characters.
+// Every code point is below 0x800: one UTF-8 byte below 0x80, two from there.
 static const std::vector<std::string>& byte_characters() {
   static const std::vector<std::string> table = [] {
     std::vector<std::string> chars(256);
     uint32_t next_unprintable = 256;
     for (int byte = 0; byte < 256; ++byte) {
       bool printable = (byte >= '!' && byte <= '~') || (byte >= 0xA1 && byte <= 0xAC) || byte >= 0xAE;
-      utf8_append(chars[byte], printable ? static_cast<uint32_t>(byte) : next_unprintable++);
+      uint32_t cp = printable ? static_cast<uint32_t>(byte) : next_unprintable++;
+      if (cp < 0x80)
+        chars[byte] = std::string(1, static_cast<char>(cp));
+      else
+        chars[byte] = {static_cast<char>(0xC0 | (cp >> 6)), static_cast<char>(0x80 | (cp & 0x3F))};
     }
     return chars;
   }();
