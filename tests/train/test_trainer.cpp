@@ -1,0 +1,191 @@
+// The trainer end to end on a tiny Llama: the whole pipeline's gradient against finite differences (double),
+// gradient accumulation equals one large batch for every loss, N steps + resume N = 2N steps bitwise, and
+// non-finite steps stop with a named error (or are skipped and counted).
+#include <cmath>
+#include <filesystem>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "tests/train/train_test_util.h"
+#include "train/cpu_engine.h"
+#include "train/trainer.h"
+
+namespace stapo {
+namespace {
+
+using test::TempDir;
+
+template <typename T>
+std::unique_ptr<CpuModel<T>> tiny_model(uint64_t seed, float stddev = 0.3f) {
+  auto model = std::make_unique<CpuModel<T>>(test::train_tiny_config());
+  model_init_random(*model, seed, stddev);
+  return model;
+}
+
+LossConfig config_for(LossKind kind) {
+  LossConfig c = loss_defaults(kind);
+  if (kind == LossKind::stapo_sigmoid) c.alpha = 0.3;  // the NLL term too
+  return c;
+}
+
+double step_loss(CpuEngine<double>& engine, const std::vector<PairBatch>& batches, const LossConfig& config) {
+  return step_forward_backward(engine, batches, config, false).loss(config);
+}
+
+TEST(Trainer, WholePipelineGradientMatchesFiniteDifferences) {
+  TempDir dir;
+  const int vocab = 16;
+  Shard shard(test::write_shard(dir.path, "d.bin", test::make_pairs(6, vocab, 11, false), vocab, true, 5));
+  const PairLoaderConfig lc = test::test_loader_config(3);
+  // Two micro-batches: the gradient of the accumulated step, not only of one forward.
+  const std::vector<PairBatch> batches = {test::batch_of(shard, {0, 1, 2}, lc), test::batch_of(shard, {3, 4, 5}, lc)};
+  for (LossKind kind : {LossKind::stapo_sigmoid, LossKind::dpo, LossKind::simpo}) {
+    const LossConfig config = config_for(kind);
+    CpuEngine<double> engine(tiny_model<double>(21));
+    engine.zero_grad();
+    step_forward_backward(engine, batches, config, true);
+    CpuModel<double>& model = engine.model();
+    std::vector<double> analytic(model.grad_data(), model.grad_data() + model.num_params());
+    std::mt19937_64 rng(7);
+    double worst = 0;
+    for (int probe = 0; probe < 60; probe++) {
+      const size_t i = rng() % model.num_params();
+      const double saved = model.param_data()[i], h = 1e-5;
+      model.param_data()[i] = saved + h;
+      const double plus = step_loss(engine, batches, config);
+      model.param_data()[i] = saved - h;
+      const double minus = step_loss(engine, batches, config);
+      model.param_data()[i] = saved;
+      const double numeric = (plus - minus) / (2 * h);
+      const double err = std::fabs(numeric - analytic[i]) / (std::fabs(numeric) + 1e-6);
+      worst = std::max(worst, err);
+      EXPECT_LE(std::fabs(numeric - analytic[i]), 1e-6 + 1e-5 * std::fabs(numeric))
+          << loss_name(kind) << " parameter " << i << ": numeric " << numeric << " analytic " << analytic[i];
+    }
+    double norm = 0;
+    for (double g : analytic) norm += g * g;
+    EXPECT_GT(norm, 1e-8) << loss_name(kind) << ": a zero gradient proves nothing";
+    printf("%s: worst relative finite-difference error %.2e over 60 parameters\n", loss_name(kind), worst);
+  }
+}
+
+TEST(Trainer, AccumulationEqualsOneLargeBatchForEveryLoss) {
+  TempDir dir;
+  const int vocab = 16;
+  Shard shard(test::write_shard(dir.path, "d.bin", test::make_pairs(8, vocab, 12, false), vocab, true, 6));
+  const PairLoaderConfig lc = test::test_loader_config(4);
+  const std::vector<PairBatch> one = {test::batch_of(shard, {0, 1, 2, 3, 4, 5, 6, 7}, lc)};
+  const std::vector<PairBatch> four = {test::batch_of(shard, {0, 1}, lc), test::batch_of(shard, {2, 3}, lc),
+                                       test::batch_of(shard, {4, 5}, lc), test::batch_of(shard, {6, 7}, lc)};
+  for (LossKind kind : {LossKind::stapo_sigmoid, LossKind::stapo_hinge, LossKind::dpo, LossKind::simpo,
+                        LossKind::hinge, LossKind::ipo, LossKind::cpo, LossKind::orpo, LossKind::sft}) {
+    LossConfig config = config_for(kind);
+    if (kind == LossKind::cpo) config.reward = RewardKind::avg;  // per-token normalisation of Δ as well as NLL
+    CpuEngine<double> a(tiny_model<double>(31)), b(tiny_model<double>(31));
+    a.zero_grad();
+    b.zero_grad();
+    const MetricSums sa = step_forward_backward(a, one, config, true);
+    const MetricSums sb = step_forward_backward(b, four, config, true);
+    EXPECT_NEAR(sa.loss(config), sb.loss(config), 1e-12 * std::fabs(sa.loss(config))) << loss_name(kind);
+    const size_t n = a.model().num_params();
+    const double err = test::relative_error(b.model().grad_data(), a.model().grad_data(), n);
+    EXPECT_LE(err, 1e-6) << loss_name(kind);
+    EXPECT_GT(a.grad_sum_squares(), 0.0) << loss_name(kind);
+    // and the same AdamW update
+    AdamWConfig adamw;
+    adamw.weight_decay = 0.1;
+    a.optimizer_step(1e-3, 1.0, adamw, 1);
+    b.optimizer_step(1e-3, 1.0, adamw, 1);
+    EXPECT_LE(test::relative_error(b.model().param_data(), a.model().param_data(), n), 1e-6) << loss_name(kind);
+  }
+}
+
+TrainerConfig run_config(const std::string& out, LossKind kind, int64_t steps) {
+  TrainerConfig tc;
+  tc.loss = loss_defaults(kind);
+  tc.lr = 5e-3;
+  tc.schedule = LrSchedule::cosine;
+  tc.warmup_ratio = 0.1;
+  tc.adamw.weight_decay = 0.01;
+  tc.grad_accum = 2;
+  tc.max_steps = steps;
+  tc.out_dir = out;
+  tc.seed = 9;
+  return tc;
+}
+
+std::vector<float> weights_of(const std::string& dir) {
+  auto model = model_load_hf<float>(dir);
+  return std::vector<float>(model->param_data(), model->param_data() + model->num_params());
+}
+
+TEST(Trainer, ResumeIsBitwiseExact) {
+  TempDir dir;
+  const int vocab = 16;
+  const std::string data = test::write_shard(dir.path, "d.bin", test::make_pairs(20, vocab, 13, false), vocab, true, 7);
+  const std::string init = dir.path + "/init";
+  model_save_hf(*tiny_model<float>(41), init, DType::F32);
+  const int64_t N = 4;
+  {  // 2N straight, with a checkpoint at N
+    Shard shard(data);
+    PairLoader loader(shard, test::test_loader_config(3, 9));
+    CpuEngine<float> engine(model_load_hf<float>(init));
+    TrainerConfig tc = run_config(dir.path + "/straight", LossKind::dpo, 2 * N);
+    tc.save_every = N;
+    Trainer trainer(engine, loader, nullptr, 0, tc);
+    trainer.train();
+  }
+  {  // resume from checkpoint-N in a fresh trainer, engine and loader
+    const std::string ckpt = dir.path + "/straight/checkpoint-" + std::to_string(N);
+    Shard shard(data);
+    PairLoader loader(shard, test::test_loader_config(3, 9));
+    CpuEngine<float> engine(model_load_hf<float>(ckpt));
+    Trainer trainer(engine, loader, nullptr, 0, run_config(dir.path + "/resumed", LossKind::dpo, 2 * N));
+    trainer.resume(ckpt);
+    EXPECT_EQ(trainer.state().step, N);
+    trainer.train();
+  }
+  const std::vector<float> straight = weights_of(dir.path + "/straight/final");
+  const std::vector<float> resumed = weights_of(dir.path + "/resumed/final");
+  const std::vector<float> initial = weights_of(init);
+  ASSERT_EQ(straight.size(), resumed.size());
+  EXPECT_EQ(std::memcmp(straight.data(), resumed.data(), straight.size() * sizeof(float)), 0);
+  EXPECT_GT(test::relative_error(straight.data(), initial.data(), initial.size()), 1e-4);  // it trained
+  EXPECT_TRUE(std::filesystem::exists(dir.path + "/straight/final/optimizer.bin"));
+  EXPECT_TRUE(std::filesystem::exists(dir.path + "/straight/final/trainer_state.json"));
+}
+
+TEST(Trainer, NonFiniteStopsNamingStepPairsAndCheckpoint) {
+  TempDir dir;
+  const int vocab = 16;
+  const std::string data = test::write_shard(dir.path, "d.bin", test::make_pairs(8, vocab, 14, false), vocab, true, 8);
+  Shard shard(data);
+  auto model = tiny_model<float>(51);
+  for (size_t i = 0; i < model->num_params(); i++) model->param_data()[i] = std::nanf("");  // a diverged model
+  CpuEngine<float> engine(std::move(model));
+  {
+    PairLoader loader(shard, test::test_loader_config(2, 9));
+    Trainer trainer(engine, loader, nullptr, 0, run_config(dir.path + "/stop", LossKind::dpo, 3));
+    try {
+      trainer.train();
+      FAIL() << "a NaN model trained without error";
+    } catch (const Error& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find("at step 1"), std::string::npos) << msg;
+      EXPECT_NE(msg.find("pairs "), std::string::npos) << msg;
+      EXPECT_NE(msg.find("Last good checkpoint: none yet"), std::string::npos) << msg;
+      EXPECT_NE(msg.find("--skip-nonfinite"), std::string::npos) << msg;
+    }
+  }
+  PairLoader loader(shard, test::test_loader_config(2, 9));
+  TrainerConfig tc = run_config(dir.path + "/skip", LossKind::dpo, 3);
+  tc.skip_nonfinite = true;
+  Trainer trainer(engine, loader, nullptr, 0, tc);
+  trainer.train();
+  EXPECT_EQ(trainer.state().skipped_nonfinite, 3);
+  EXPECT_EQ(trainer.state().updates, 0);
+}
+
+}  // namespace
+}  // namespace stapo

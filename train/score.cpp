@@ -1,0 +1,57 @@
+// score: per pair S_w, S_l, |y_w|, |y_l|, mean entropy of each response and z under a model, as JSONL —
+// the audit tool for a checkpoint (and, through train/scoring.h, the engine of the reference pass).
+#include <omp.h>
+
+#include <nlohmann/json.hpp>
+
+#include "common/cli.h"        // defines: STAPO_PARSE_CLI, run_main
+#include "common/file_io.h"    // defines: write_file_atomic
+#include "train/cpu_engine.h"  // defines: CpuEngine
+#include "train/loss_flags.h"  // defines: LossFlags, loss_flags_add, loss_flags_config
+#include "train/scoring.h"     // defines: score_shard
+
+int main(int argc, char** argv) {
+  CLI::App app{"score: per-pair sequence log-probs, lengths, entropies and z of a shard under a model (JSONL)"};
+  app.name("score");
+  std::string model_dir, data_path, out_path;
+  stapo::LossFlags loss_flags;
+  stapo::PairLoaderConfig lc;
+  int threads = 0;
+  app.add_option("--model", model_dir, "HF checkpoint directory")->required();
+  app.add_option("--data", data_path, "shard written by ./prepare_data")->required();
+  app.add_option("--out", out_path, "output JSONL, one line per pair in shard order")->required();
+  stapo::loss_flags_add(app, loss_flags);
+  app.add_option("--batch-size", lc.pairs_per_batch, "pairs per forward");
+  app.add_option("--max-length", lc.row_length, "row length T (every sequence must fit)");
+  app.add_option("--threads", threads, "OpenMP threads (0: default)");
+  STAPO_PARSE_CLI(app, argc, argv);
+  return stapo::run_main([&] {
+    if (threads > 0) omp_set_num_threads(threads);
+    stapo::LossConfig config = stapo::loss_flags_config(app, loss_flags);
+    stapo::Shard shard(data_path);
+    stapo::loss_config_validate(config, shard.has_reference());
+    stapo::CpuEngine<float> engine(stapo::model_load_hf<float>(model_dir));
+    std::vector<stapo::PairScore> scores = stapo::score_shard(engine, shard, lc, "score");
+    const float* ref = shard.has_reference() ? shard.reference_logps() : nullptr;
+    std::string text;
+    for (const stapo::PairScore& s : scores) {
+      const stapo::PairLogps<double> in{s.logp_chosen, s.logp_rejected, double(s.len_chosen), double(s.len_rejected),
+                                        ref ? ref[2 * s.pair] : 0.0, ref ? ref[2 * s.pair + 1] : 0.0};
+      const stapo::PairLoss<double> out = stapo::loss_pair(config, in, 0.0);
+      nlohmann::ordered_json j;
+      j["pair"] = s.pair;
+      j["id"] = std::string(shard.pair(s.pair).id);
+      j["logp_chosen"] = s.logp_chosen;
+      j["logp_rejected"] = s.logp_rejected;
+      j["len_chosen"] = s.len_chosen;
+      j["len_rejected"] = s.len_rejected;
+      j["entropy_chosen"] = s.entropy_chosen / s.len_chosen;
+      j["entropy_rejected"] = s.entropy_rejected / s.len_rejected;
+      j["z"] = out.z;
+      text += j.dump() + "\n";
+    }
+    stapo::write_file_atomic(out_path, text);
+    fprintf(stderr, "wrote %zu pairs to %s (loss %s, reward %s, beta %g)\n", scores.size(), out_path.c_str(),
+            stapo::loss_name(config.loss), stapo::reward_name(config.reward), config.beta);
+  });
+}

@@ -1,0 +1,78 @@
+// Scoring and the reference pass (train/scoring.h).
+#include "train/scoring.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+
+#include "common/error.h"
+#include "common/file_io.h"
+#include "common/progress.h"
+
+namespace stapo {
+
+std::vector<PairScore> score_shard(Engine& engine, const Shard& shard, PairLoaderConfig loader_config,
+                                   const std::string& progress_label) {
+  loader_config.shuffle = false;
+  loader_config.length_group_pairs = 0;
+  PairLoader loader(shard, loader_config);
+  const int64_t steps = loader.steps_per_epoch();
+  std::vector<PairScore> scores;
+  scores.reserve(size_t(shard.num_pairs()));
+  PairBatch batch;
+  std::vector<double> logp, entropy;
+  Progress progress(progress_label, steps);
+  for (int64_t s = 0; s < steps; s++) {
+    loader.next(batch);
+    engine.forward(batch, logp, entropy);
+    int64_t tokens = 0;
+    for (int32_t seg : batch.tokens.segments) tokens += seg >= 0;
+    for (int i = 0; i < batch.num_pairs; i++)
+      scores.push_back({batch.pair_ids[i], logp[2 * i], logp[2 * i + 1], batch.response_length[2 * i],
+                        batch.response_length[2 * i + 1], entropy[2 * i], entropy[2 * i + 1]});
+    progress.update(s + 1, tokens);
+  }
+  progress.finish();
+  STAPO_CHECK(int64_t(scores.size()) == shard.num_pairs(), shard.path(), ": scored ", scores.size(), " of ",
+              shard.num_pairs(), " pairs");
+  return scores;
+}
+
+std::string reference_tag(const std::string& model_dir) {
+  namespace fs = std::filesystem;
+  std::vector<std::string> files = {model_dir + "/config.json"};
+  for (const auto& entry : fs::directory_iterator(model_dir))
+    if (entry.path().extension() == ".safetensors") files.push_back(entry.path().string());
+  std::sort(files.begin() + 1, files.end());
+  uint64_t hash = 1469598103934665603ull;  // FNV-1a 64
+  for (const std::string& path : files) {
+    MappedFile f(path);
+    for (size_t i = 0; i < f.size(); i++) hash = (hash ^ f.data()[i]) * 1099511628211ull;
+  }
+  char hex[17];
+  snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(hash));
+  return cat("model ", fs::path(model_dir).filename().string(), " fnv1a64 ", hex);
+}
+
+bool reference_ensure(Engine& engine, const std::string& shard_path, const PairLoaderConfig& loader_config,
+                      const std::string& tag) {
+  std::vector<float> logps;
+  {
+    Shard shard(shard_path);
+    if (shard.has_reference() && shard.reference_tag() == tag) return false;
+    if (shard.has_reference())
+      fprintf(stderr, "%s: reference log-probs are from '%s', not '%s': recomputing\n", shard_path.c_str(),
+              shard.reference_tag().c_str(), tag.c_str());
+    std::vector<PairScore> scores = score_shard(engine, shard, loader_config, "reference pass");
+    logps.assign(size_t(2 * shard.num_pairs()), 0.0f);
+    for (const PairScore& s : scores) {
+      logps[2 * s.pair] = float(s.logp_chosen);
+      logps[2 * s.pair + 1] = float(s.logp_rejected);
+    }
+  }
+  shard_write_reference_logps(shard_path, 0, logps);
+  shard_mark_reference_complete(shard_path, tag);
+  return true;
+}
+
+}  // namespace stapo
