@@ -1,5 +1,7 @@
 // The demo's synthetic task (data/synthetic/task.h) and make_synthetic_data: chosen answers all verify,
-// rejected ones all fail, the solver and format check on hand-written cases, and seeds reproduce the files.
+// rejected ones all fail, the solver and format check on hand-written cases, seeds reproduce the files; the
+// tokenizer it writes loads in stapo::Tokenizer and gives transformers' ids and texts, and the prompt ids
+// generation uses are the ones the data pipeline trains on.
 #include <cstdlib>
 #include <filesystem>
 #include <map>
@@ -9,7 +11,9 @@
 
 #include "common/error.h"
 #include "common/file_io.h"
+#include "data/pair_tokenize.h"  // defines: PairTokenizer
 #include "data/synthetic/task.h"
+#include "model/generate_chat.h"  // defines: chat_prompt_ids, reply_stop_ids
 #include "tests/test_util.h"
 
 namespace stapo {
@@ -68,11 +72,18 @@ TEST(SyntheticTask, SameSeedSamePairsOtherSeedOthers) {
 }
 
 // Runs the real binary.
-std::string make_data(const std::string& dir, int seed) {
-  std::string command =
-      cat(MAKE_SYNTHETIC_DATA_BIN, " --out ", dir, " --pairs 500 --eval 60 --seed ", seed, " 2>/dev/null");
+std::string make_data(const std::string& dir, const std::string& args) {
+  std::string command = cat(MAKE_SYNTHETIC_DATA_BIN, " --out ", dir, " ", args, " 2>/dev/null");
   EXPECT_EQ(std::system(command.c_str()), 0) << command;
   return dir;
+}
+std::string make_data(const std::string& dir, int seed) {
+  return make_data(dir, cat("--pairs 500 --eval 60 --seed ", seed));
+}
+
+std::string temp_dir() {
+  return (std::filesystem::temp_directory_path() / cat("stapo_synthetic_", test::seed_from_test_name(), "_", getpid()))
+      .string();
 }
 
 std::vector<nlohmann::json> read_jsonl(const std::string& path) {
@@ -83,7 +94,7 @@ std::vector<nlohmann::json> read_jsonl(const std::string& path) {
 }
 
 TEST(MakeSyntheticData, FilesVerifyHeldOutIsDisjointAndSeedsReproduce) {
-  std::string root = (std::filesystem::temp_directory_path() / cat("stapo_synthetic_", getpid())).string();
+  std::string root = temp_dir();
   std::string a = make_data(root + "/a", 7), b = make_data(root + "/b", 7), c = make_data(root + "/c", 8);
   for (const char* file :
        {"train.jsonl", "eval.jsonl", "eval_prompts.jsonl", "tokenizer.json", "tokenizer_config.json"})
@@ -113,6 +124,66 @@ TEST(MakeSyntheticData, FilesVerifyHeldOutIsDisjointAndSeedsReproduce) {
   }
   EXPECT_EQ(ids.size(), train.size());
   std::filesystem::remove_all(root);
+}
+
+// ---- the tokenizer make_synthetic_data writes, against transformers (dev/reference/make_synthetic_fixtures.py) ----
+
+TEST(SyntheticTokenizer, BuilderIsDeterministicAndMatchesFixture) {
+  nlohmann::json ref = nlohmann::json::parse(read_text_file(test::fixture_path("synthetic/hf_reference.json")));
+  std::string args;
+  for (const auto& a : ref["make_synthetic_data_args"]) args += a.get<std::string>() + " ";
+  std::string dir = make_data(temp_dir(), args);
+  for (const char* file : {"tokenizer.json", "tokenizer_config.json"})
+    EXPECT_EQ(read_text_file(dir + "/" + file), read_text_file(test::fixture_path(cat("synthetic/", file))))
+        << file << " differs from the fixture: rerun dev/reference/make_synthetic_fixtures.py if the builder changed";
+  std::filesystem::remove_all(dir);
+}
+
+TEST(SyntheticTokenizer, MatchesTransformers) {
+  nlohmann::json ref = nlohmann::json::parse(read_text_file(test::fixture_path("synthetic/hf_reference.json")));
+  ASSERT_EQ(ref["version"], 1);
+  auto tokenizer = Tokenizer::load(test::fixture_path("synthetic/tokenizer.json"));
+  EXPECT_EQ(tokenizer->vocab_size(), ref["vocab_size"].get<int>());
+  EXPECT_EQ(tokenizer->eos_id(), ref["eos_token_id"].get<int>());
+  EXPECT_FALSE(tokenizer->adds_bos_by_default());
+  ChatTemplate chatml = ChatTemplate::by_name("auto", *tokenizer);
+  EXPECT_EQ(chatml.name(), "chatml");
+  ASSERT_GE(ref["cases"].size(), 20u);
+  for (const auto& c : ref["cases"]) {
+    std::string prompt = c["prompt"], chosen = c["chosen"], rejected = c["rejected"];
+    std::vector<ChatMessage> chat = {{"user", prompt}, {"assistant", chosen}};
+    auto pieces = chatml.render(chat, false);
+    EXPECT_EQ(template_text(pieces), c["chat_text"].get<std::string>());
+    std::vector<int32_t> chat_ids = encode_pieces(*tokenizer, pieces);
+    EXPECT_EQ(chat_ids, c["chat_ids"].get<std::vector<int32_t>>()) << prompt;
+    EXPECT_EQ(tokenizer->encode(c["chat_text"].get<std::string>(), true), chat_ids) << prompt;
+    EXPECT_EQ(tokenizer->decode(chat_ids), c["decoded"].get<std::string>());
+    EXPECT_EQ(template_text(chatml.render({chat[0]}, true)), c["generation_text"].get<std::string>());
+    EXPECT_EQ(chat_prompt_ids(*tokenizer, chatml, {chat[0]}), c["generation_ids"].get<std::vector<int32_t>>());
+    EXPECT_EQ(tokenizer->encode(rejected), c["rejected_ids"].get<std::vector<int32_t>>()) << rejected;
+    // Answers are spelled digit by digit (the merges only join letters).
+    EXPECT_EQ(tokenizer->encode(chosen).size(), chosen.size()) << chosen;
+  }
+}
+
+TEST(SyntheticTokenizer, GenerationPromptIsWhatTheDataPipelineTrainsOn) {
+  auto tokenizer = Tokenizer::load(test::fixture_path("synthetic/tokenizer.json"));
+  ChatTemplate chatml = ChatTemplate::by_name("chatml", *tokenizer);
+  PairTokenizer pairs(*tokenizer, chatml);
+  SyntheticRng rng(test::seed_from_test_name());
+  const int32_t end_of_turn = *tokenizer->special_token_id("<|im_end|>");
+  ModelConfig config;
+  EXPECT_EQ(reply_stop_ids(*tokenizer, chatml, config), std::vector<int32_t>{end_of_turn});
+  for (int i = 0; i < 50; ++i) {
+    SyntheticPair p = synthetic_pair(rng, 0.25);
+    PreferenceRecord record{cat("case-", i), {{"user", p.prompt}}, p.chosen, p.rejected};
+    TokenizedPair out;
+    ASSERT_FALSE(pairs.tokenize(record, out).has_value()) << p.prompt;
+    EXPECT_EQ(out.prompt, chat_prompt_ids(*tokenizer, chatml, record.prompt)) << p.prompt;
+    std::vector<int32_t> reply = tokenizer->encode(p.chosen);
+    reply.push_back(end_of_turn);  // training teaches the reply to end where generation stops
+    EXPECT_EQ(out.chosen, reply) << p.prompt;
+  }
 }
 
 }  // namespace
