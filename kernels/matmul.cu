@@ -3,6 +3,8 @@
 #include "kernels/cuda_common.h"
 #include "kernels/matmul.h"
 
+#include <cstdint>
+
 namespace stapo {
 
 MatmulContext matmul_context_create(size_t workspace_bytes) {
@@ -19,8 +21,17 @@ void matmul_context_free(MatmulContext& ctx) {
   ctx = MatmulContext{};
 }
 
-void matmul_bf16(const MatmulContext& ctx, __nv_bfloat16* d, const __nv_bfloat16* a, const __nv_bfloat16* b,
-                 int m, int n, int k, bool trans_a, bool trans_b, float beta, cudaStream_t stream) {
+// Largest power of two (≤ 256) dividing the address: cuBLASLt's heuristic otherwise assumes 256-byte
+// alignment and may pick an algorithm that faults on a pointer offset into a larger tensor.
+static uint32_t pointer_alignment(const void* p) {
+  uint32_t align = 256;
+  while (align > 1 && reinterpret_cast<uintptr_t>(p) % align != 0) align /= 2;
+  return align;
+}
+
+static void matmul_impl(const MatmulContext& ctx, void* d, cudaDataType_t d_type, const __nv_bfloat16* a,
+                        const __nv_bfloat16* b, int m, int n, int k, bool trans_a, bool trans_b, float beta,
+                        cudaStream_t stream) {
   STAPO_CHECK(m > 0 && n > 0 && k > 0, "matmul_bf16: bad shape m=", m, " n=", n, " k=", k);
   // Column-major view: first operand is B (stored n×k when trans_b, else k×n row-major).
   cublasOperation_t op_first = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -39,12 +50,22 @@ void matmul_bf16(const MatmulContext& ctx, __nv_bfloat16* d, const __nv_bfloat16
     cublasCheck(cublasLtMatrixLayoutCreate(&second, CUDA_R_16BF, m, k, m));
   else
     cublasCheck(cublasLtMatrixLayoutCreate(&second, CUDA_R_16BF, k, m, k));
-  cublasCheck(cublasLtMatrixLayoutCreate(&out, CUDA_R_16BF, n, m, n));
+  cublasCheck(cublasLtMatrixLayoutCreate(&out, d_type, n, m, n));
 
   cublasLtMatmulPreference_t pref;
   cublasCheck(cublasLtMatmulPreferenceCreate(&pref));
   cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                    &ctx.workspace_bytes, sizeof(ctx.workspace_bytes)));
+  const uint32_t align_first = pointer_alignment(b), align_second = pointer_alignment(a),
+                 align_out = pointer_alignment(d);
+  cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_first,
+                                                   sizeof(align_first)));
+  cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_second,
+                                                   sizeof(align_second)));
+  cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_out,
+                                                   sizeof(align_out)));
+  cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_out,
+                                                   sizeof(align_out)));
   cublasLtMatmulHeuristicResult_t heuristic;
   int found = 0;
   cublasCheck(cublasLtMatmulAlgoGetHeuristic(ctx.handle, desc, first, second, out, out, pref, 1, &heuristic, &found));
@@ -58,6 +79,16 @@ void matmul_bf16(const MatmulContext& ctx, __nv_bfloat16* d, const __nv_bfloat16
   cublasCheck(cublasLtMatrixLayoutDestroy(second));
   cublasCheck(cublasLtMatrixLayoutDestroy(first));
   cublasCheck(cublasLtMatmulDescDestroy(desc));
+}
+
+void matmul_bf16(const MatmulContext& ctx, __nv_bfloat16* d, const __nv_bfloat16* a, const __nv_bfloat16* b,
+                 int m, int n, int k, bool trans_a, bool trans_b, float beta, cudaStream_t stream) {
+  matmul_impl(ctx, d, CUDA_R_16BF, a, b, m, n, k, trans_a, trans_b, beta, stream);
+}
+
+void matmul_bf16_f32(const MatmulContext& ctx, float* d, const __nv_bfloat16* a, const __nv_bfloat16* b, int m,
+                     int n, int k, bool trans_a, bool trans_b, float beta, cudaStream_t stream) {
+  matmul_impl(ctx, d, CUDA_R_32F, a, b, m, n, k, trans_a, trans_b, beta, stream);
 }
 
 }  // namespace stapo

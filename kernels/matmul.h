@@ -1,4 +1,4 @@
-// Matmuls through cuBLASLt: bf16 inputs and output, fp32 accumulation.
+// Matmuls through cuBLASLt: bf16 inputs, bf16 or fp32 output, fp32 accumulation.
 // Row-major convention of the whole project:  D(m,n) = op(A) · op(B) + beta · D,
 // op(A) = A (m,k) or, with trans_a, Aᵀ where A is stored (k,m); likewise op(B) (k,n) or Bᵀ of (n,k).
 // A Linear layer y = x·Wᵀ with W stored (out,in) is matmul(y, x, W, rows, out, in, false, true).
@@ -23,5 +23,10 @@ void matmul_context_free(MatmulContext& ctx);
 // beta = 0 overwrites D; beta = 1 accumulates into it (parameter gradients).
 void matmul_bf16(const MatmulContext& ctx, __nv_bfloat16* d, const __nv_bfloat16* a, const __nv_bfloat16* b,
                  int m, int n, int k, bool trans_a, bool trans_b, float beta, cudaStream_t stream);
+
+// The same with an fp32 D: for outputs that must not be rounded to bf16 (the lm_head's logits, whose
+// log-softmax would lose ~0.1 nats to bf16 rounding; gradients accumulated over several matmuls).
+void matmul_bf16_f32(const MatmulContext& ctx, float* d, const __nv_bfloat16* a, const __nv_bfloat16* b, int m,
+                     int n, int k, bool trans_a, bool trans_b, float beta, cudaStream_t stream);
 
 }  // namespace stapo

@@ -1,0 +1,67 @@
+// AdamW update with fp32 master weights or stochastically rounded bf16 params (math in adamw.h).
+#include <cmath>
+
+#include "kernels/adamw.h"
+#include "kernels/cuda_common.h"
+#include "kernels/device_utils.cuh"
+
+namespace stapo {
+
+// ---- kernels ----
+
+// A 32-bit integer hash (murmur3's finaliser over index and seed): independent random bits per element and step.
+__device__ inline uint32_t hash_index(uint32_t seed, uint32_t index) {
+  uint32_t h = index * 0x9E3779B1u ^ seed;
+  h ^= h >> 16;
+  h *= 0x85EBCA6Bu;
+  h ^= h >> 13;
+  h *= 0xC2B2AE35u;
+  h ^= h >> 16;
+  return h;
+}
+
+// Rounds up with probability (dropped low 16 bits) / 2^16: the expectation is x itself.
+__device__ inline bf16 bf16_stochastic_round(float x, uint32_t random) {
+  const uint32_t bits = __float_as_uint(x);
+  const uint32_t rounded = (bits + (random & 0xFFFFu)) & 0xFFFF0000u;
+  return __ushort_as_bfloat16((unsigned short)(rounded >> 16));
+}
+
+__global__ void adamw_kernel(bf16* params, float* master, const bf16* grads, float* m, float* v, size_t n,
+                             AdamWHyper hyper, float bias_correction1, float bias_correction2,
+                             const float* clip_scale, uint32_t seed) {
+  const size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const float g = __bfloat162float(grads[i]) * (clip_scale ? *clip_scale : 1.0f);
+  const float m_new = hyper.beta1 * m[i] + (1.0f - hyper.beta1) * g;
+  const float v_new = hyper.beta2 * v[i] + (1.0f - hyper.beta2) * g * g;
+  m[i] = m_new;
+  v[i] = v_new;
+  float p = master ? master[i] : __bfloat162float(params[i]);
+  p *= 1.0f - hyper.lr * hyper.weight_decay;
+  p -= hyper.lr * (m_new / bias_correction1) / (sqrtf(v_new / bias_correction2) + hyper.eps);
+  if (master) {
+    master[i] = p;
+    params[i] = __float2bfloat16_rn(p);
+  } else {
+    params[i] = bf16_stochastic_round(p, hash_index(seed, (uint32_t)i));
+  }
+}
+
+// ---- launcher ----
+
+void adamw_update(bf16* params, float* master, const bf16* grads, float* m, float* v, size_t n,
+                  const AdamWHyper& hyper, int step, const float* clip_scale, uint32_t seed, cudaStream_t stream) {
+  STAPO_CHECK(step >= 1, "adamw_update: step = ", step, " must start at 1 (bias correction divides by 1 − β^t)");
+  STAPO_CHECK(hyper.beta1 >= 0 && hyper.beta1 < 1 && hyper.beta2 >= 0 && hyper.beta2 < 1,
+              "adamw_update: betas (", hyper.beta1, ", ", hyper.beta2, ") must lie in [0, 1)");
+  if (n == 0) return;
+  const float bias_correction1 = 1.0f - (float)std::pow((double)hyper.beta1, step);
+  const float bias_correction2 = 1.0f - (float)std::pow((double)hyper.beta2, step);
+  const int block = 256;
+  adamw_kernel<<<(unsigned)((n + block - 1) / block), block, 0, stream>>>(
+      params, master, grads, m, v, n, hyper, bias_correction1, bias_correction2, clip_scale, seed);
+  cudaCheck(cudaGetLastError());
+}
+
+}  // namespace stapo

@@ -1,0 +1,35 @@
+// Causal grouped-query attention, flash-attention style: the GPU twin of model/ops/attention.h.
+//   q, out, dq, dout (N, H, D); k, v, dk, dv (N, Hkv, D) bf16; lse (N, H) fp32; segments (N) int32; N = rows·T.
+//   Query i sees key j iff same row, segments[i] == segments[j] >= 0, j <= i and (window > 0) i − j < window.
+//   out = softmax(q·kᵀ/√D over the visible keys)·v, lse = log Σ exp(score); a query that sees nothing
+//   (padding) gets out = 0 and lse = −inf. Backward writes (=) dq, dk, dv.
+// Never materialises (T, T): the forward streams key tiles through shared memory with an online softmax
+// (running max m, running sum l, rescaled accumulator), the backward recomputes p = exp(score − lse) tile by
+// tile. The backward is two deterministic kernels, no atomics: one per key tile (dk, dv, looping over the
+// query heads that share the kv head), one per query tile (dq); both first need
+//   delta_i = Σ_d dout_i·out_i   (fp32 scratch of N·H floats).
+// Key tiles wholly after a query tile (causal) or wholly before its window are skipped; segment boundaries are
+// masked per element. fp32 in shared memory and registers; D ∈ {64, 128}.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "model/ops/attention.h"  // defines: AttentionShape
+
+namespace stapo {
+
+void attention_forward(__nv_bfloat16* out, float* lse, const __nv_bfloat16* q, const __nv_bfloat16* k,
+                       const __nv_bfloat16* v, const AttentionShape& shape, const int32_t* segments,
+                       cudaStream_t stream);
+
+size_t attention_backward_scratch_floats(const AttentionShape& shape);  // N·H
+
+void attention_backward(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* dv, float* scratch,
+                        const __nv_bfloat16* dout, const __nv_bfloat16* out, const float* lse,
+                        const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,
+                        const AttentionShape& shape, const int32_t* segments, cudaStream_t stream);
+
+}  // namespace stapo

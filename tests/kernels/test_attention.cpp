@@ -1,0 +1,94 @@
+// kernels/attention.cu against model/ops/attention.h: causal, GQA, sliding window, packed rows and padding,
+// sequence lengths that are not multiples of the 64/32 tiles.
+#include <cmath>
+#include <limits>
+
+#include "kernels/attention.h"
+#include "model/ops/attention.h"
+#include "tests/gpu_test_util.h"
+#include "tests/kernels/kernel_test_util.h"
+
+namespace stapo::test {
+namespace {
+
+struct AttentionCase {
+  AttentionShape shape;
+  std::vector<int> lengths;  // packed sequence lengths per row; the rest of the row is padding
+};
+
+// rows, T, H, Hkv, D, window.
+std::vector<AttentionCase> cases() {
+  return {
+      {{1, 1, 1, 1, 64, 0}, {1}},
+      {{2, 67, 4, 2, 64, 0}, {30, 37}},            // row: two packed sequences; 67 = 64 + 3
+      {{1, 130, 2, 1, 128, 37}, {130}},            // window not a tile multiple, MQA
+      {{3, 100, 8, 2, 128, 0}, {13, 50, 20}},      // three sequences and 17 padding positions per row
+      {{1, 200, 4, 4, 64, 64}, {90, 110}},         // window + packing, MHA
+      {{2, 257, 2, 1, 128, 100}, {257}},           // window spanning several tiles, one tile of a single row
+  };
+}
+
+std::vector<int32_t> packed_segments(const AttentionCase& c) {
+  std::vector<int32_t> seg((size_t)c.shape.rows * c.shape.T, -1);
+  for (int r = 0; r < c.shape.rows; ++r) {
+    int p = 0;
+    for (size_t s = 0; s < c.lengths.size(); ++s)
+      for (int i = 0; i < c.lengths[s] && p < c.shape.T; ++i) seg[(size_t)r * c.shape.T + p++] = (int32_t)s;
+  }
+  return seg;
+}
+
+std::string describe(const AttentionShape& s) {
+  return cat("rows=", s.rows, " T=", s.T, " H=", s.H, " Hkv=", s.Hkv, " D=", s.D, " window=", s.window);
+}
+
+// −inf (padding) compares equal to −inf: map it to a finite sentinel in both.
+std::vector<float> finite_lse(std::vector<float> lse) {
+  for (float& x : lse)
+    if (std::isinf(x) && x < 0) x = -1e30f;
+  return lse;
+}
+
+TEST(KernelAttention, ForwardAndBackwardMatchCpu) {
+  STAPO_REQUIRE_GPU();
+  uint64_t salt = 0;
+  for (const auto& c : cases()) {
+    const AttentionShape& s = c.shape;
+    const size_t N = (size_t)s.rows * s.T, nq = N * s.H * s.D, nkv = N * s.Hkv * s.D;
+    auto q = round_bf16(random_normal(nq, 1.0f, ++salt));
+    auto k = round_bf16(random_normal(nkv, 1.0f, ++salt));
+    auto v = round_bf16(random_normal(nkv, 1.0f, ++salt));
+    auto dout = round_bf16(random_normal(nq, 1.0f, ++salt));
+    auto segments = packed_segments(c);
+
+    std::vector<float> ref_out(nq), ref_lse(N * s.H), ref_dq(nq), ref_dk(nkv), ref_dv(nkv);
+    attention_forward(ref_out.data(), ref_lse.data(), q.data(), k.data(), v.data(), s, segments.data());
+    attention_backward(ref_dq.data(), ref_dk.data(), ref_dv.data(), dout.data(), ref_out.data(), ref_lse.data(),
+                       q.data(), k.data(), v.data(), s, segments.data());
+
+    auto d_q = device_bf16(q), d_k = device_bf16(k), d_v = device_bf16(v), d_dout = device_bf16(dout);
+    DeviceArray<int32_t> d_segments(segments);
+    DeviceArray<bf16> d_out(nq), d_dq(nq), d_dk(nkv), d_dv(nkv);
+    DeviceArray<float> d_lse(N * s.H), d_scratch(attention_backward_scratch_floats(s));
+    attention_forward(d_out.get(), d_lse.get(), d_q->get(), d_k->get(), d_v->get(), s, d_segments.get(), 0);
+    EXPECT_TRUE(bf16_close(download_bf16(d_out), ref_out, 1e-2)) << "out " << describe(s);
+    EXPECT_TRUE(all_close(finite_lse(d_lse.download()), finite_lse(ref_lse), 1e-4, 1e-4)) << "lse " << describe(s);
+
+    // The backward takes the GPU forward's own out and lse, as the trainer will.
+    attention_backward(d_dq.get(), d_dk.get(), d_dv.get(), d_scratch.get(), d_dout->get(), d_out.get(), d_lse.get(),
+                       d_q->get(), d_k->get(), d_v->get(), s, d_segments.get(), 0);
+    EXPECT_TRUE(bf16_close(download_bf16(d_dq), ref_dq, 2e-2)) << "dq " << describe(s);
+    EXPECT_TRUE(bf16_close(download_bf16(d_dk), ref_dk, 2e-2)) << "dk " << describe(s);
+    EXPECT_TRUE(bf16_close(download_bf16(d_dv), ref_dv, 2e-2)) << "dv " << describe(s);
+  }
+}
+
+TEST(KernelAttention, RejectsUnsupportedShapes) {
+  EXPECT_THROW(attention_forward(nullptr, nullptr, nullptr, nullptr, nullptr, {1, 8, 4, 4, 96, 0}, nullptr, 0),
+               Error);
+  EXPECT_THROW(attention_forward(nullptr, nullptr, nullptr, nullptr, nullptr, {1, 8, 6, 4, 64, 0}, nullptr, 0),
+               Error);
+}
+
+}  // namespace
+}  // namespace stapo::test

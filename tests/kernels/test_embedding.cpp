@@ -1,0 +1,74 @@
+// kernels/embedding.cu against model/ops/embedding.h on random tokens (with repeats) and tables.
+#include <random>
+
+#include "kernels/embedding.h"
+#include "model/ops/embedding.h"
+#include "tests/gpu_test_util.h"
+#include "tests/kernels/kernel_test_util.h"
+
+namespace stapo::test {
+namespace {
+
+std::vector<int32_t> random_tokens(int N, int V, uint64_t salt) {
+  std::mt19937_64 rng(seed_from_test_name(salt));
+  std::uniform_int_distribution<int32_t> dist(0, V - 1);
+  std::vector<int32_t> tokens(N);
+  for (auto& t : tokens) t = dist(rng);
+  return tokens;
+}
+
+struct EmbeddingShape {
+  int N, V, C;
+};
+// N > V forces repeated tokens; C = 8 and 264 are not multiples of the 128-thread block's 1024 channels.
+const EmbeddingShape kShapes[] = {{1, 7, 8}, {37, 50, 200}, {515, 101, 264}, {1000, 4000, 1024}};
+
+TEST(KernelEmbedding, ForwardMatchesCpuExactly) {
+  STAPO_REQUIRE_GPU();
+  for (const auto& s : kShapes) {
+    auto table = round_bf16(random_uniform((size_t)s.V * s.C, -1, 1, s.N));
+    auto tokens = random_tokens(s.N, s.V, s.C);
+    std::vector<float> ref((size_t)s.N * s.C);
+    embedding_forward(ref.data(), tokens.data(), table.data(), s.N, s.C);
+    auto d_table = device_bf16(table);
+    DeviceArray<int32_t> d_tokens(tokens);
+    DeviceArray<bf16> d_out((size_t)s.N * s.C);
+    embedding_forward(d_out.get(), d_tokens.get(), d_table->get(), s.N, s.C, 0);
+    EXPECT_TRUE(all_close(download_bf16(d_out), ref, 0, 0)) << "N=" << s.N << " V=" << s.V << " C=" << s.C;
+  }
+}
+
+TEST(KernelEmbedding, BackwardAccumulatesLikeCpu) {
+  STAPO_REQUIRE_GPU();
+  for (const auto& s : kShapes) {
+    // dtable starts non-zero: the backward must add to it (+=), and rows no token uses must stay as they were.
+    auto dtable = round_bf16(random_uniform((size_t)s.V * s.C, -1, 1, 3 * s.N));
+    auto dout = round_bf16(random_uniform((size_t)s.N * s.C, -1, 1, 3 * s.N + 1));
+    auto tokens = random_tokens(s.N, s.V, s.C + 1);
+    std::vector<float> ref = dtable;
+    embedding_backward(ref.data(), dout.data(), tokens.data(), s.N, s.C);
+    auto d_dtable = device_bf16(dtable);
+    auto d_dout = device_bf16(dout);
+    auto index = embedding_grad_index_create(s.N);
+    embedding_grad_index_build(index, tokens.data(), s.N, s.V, 0);
+    embedding_backward(d_dtable->get(), d_dout->get(), index, s.C, 0);
+    EXPECT_TRUE(bf16_close(download_bf16(*d_dtable), ref, 1e-2)) << "N=" << s.N << " V=" << s.V << " C=" << s.C;
+    embedding_grad_index_free(index);
+  }
+}
+
+TEST(KernelEmbedding, IndexRejectsTokenOutsideVocabulary) {
+  // Host-side check, before any device call: runs without a GPU too.
+  EmbeddingGradIndex index;
+  index.capacity = 3;
+  const int32_t tokens[3] = {1, 9, 2};
+  try {
+    embedding_grad_index_build(index, tokens, 3, 5, 0);
+    FAIL() << "expected stapo::Error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("position 1"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace stapo::test

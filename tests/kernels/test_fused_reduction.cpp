@@ -1,0 +1,165 @@
+// The whole fused final reduction on the GPU (lm_head_forward → sequence_sums → pair_loss → token_dlogp →
+// lm_head_backward) against an unfused CPU computation in double: full logits, log-softmax, gather, sums per
+// sequence, train/losses.h's loss_pair, and the gradient written out as dlogits·w and dlogitsᵀ·h.
+#include <cmath>
+#include <random>
+
+#include "kernels/lm_head.h"
+#include "kernels/preference_loss.h"
+#include "tests/gpu_test_util.h"
+#include "tests/kernels/kernel_test_util.h"
+
+namespace stapo::test {
+namespace {
+
+// B pairs in 2B right-padded rows of T: row s = sequence s (2i chosen, 2i+1 rejected), prompt then response.
+struct ToyBatch {
+  int B, T, C, V;
+  std::vector<int32_t> targets, response_sequence;
+  std::vector<float> reference;
+};
+
+ToyBatch toy_batch(int B, int T, int C, int V) {
+  ToyBatch b{B, T, C, V, {}, {}, {}};
+  std::mt19937_64 rng(seed_from_test_name(7));
+  std::uniform_int_distribution<int32_t> token(0, V - 1), prompt(1, T / 3), response(1, T / 2);
+  const int N = 2 * B * T;
+  b.targets.assign(N, -1);
+  b.response_sequence.assign(N, -1);
+  for (int s = 0; s < 2 * B; ++s) {
+    const int p = prompt(rng), r = response(rng);
+    for (int t = 0; t < p + r - 1; ++t) b.targets[(size_t)s * T + t] = token(rng);
+    for (int t = p - 1; t < p + r - 1; ++t) b.response_sequence[(size_t)s * T + t] = s;
+  }
+  b.reference = random_uniform(2 * B, -60.0f, -20.0f, 8);
+  return b;
+}
+
+struct CpuReduction {
+  std::vector<double> seq_logp, seq_tokens, dseq, dlogp;
+  std::vector<PairLoss<double>> losses;
+  std::vector<float> dh, dw;
+};
+
+CpuReduction cpu_reduction(const ToyBatch& b, const std::vector<float>& h, const std::vector<float>& w,
+                           const LossConfig& config, double nll_weight, double grad_scale) {
+  const int N = 2 * b.B * b.T, S = 2 * b.B;
+  CpuReduction r;
+  r.seq_logp.assign(S, 0);
+  r.seq_tokens.assign(S, 0);
+  std::vector<double> logits((size_t)N * b.V), lse(N);
+  for (int t = 0; t < N; ++t) {
+    double m = -INFINITY;
+    for (int v = 0; v < b.V; ++v) {
+      double x = 0;
+      for (int c = 0; c < b.C; ++c) x += (double)h[(size_t)t * b.C + c] * w[(size_t)v * b.C + c];
+      logits[(size_t)t * b.V + v] = x;
+      m = std::max(m, x);
+    }
+    double sum = 0;
+    for (int v = 0; v < b.V; ++v) sum += std::exp(logits[(size_t)t * b.V + v] - m);
+    lse[t] = m + std::log(sum);
+    const int s = b.response_sequence[t];
+    if (s >= 0) {
+      r.seq_logp[s] += logits[(size_t)t * b.V + b.targets[t]] - lse[t];
+      r.seq_tokens[s] += 1;
+    }
+  }
+  r.dseq.assign(S, 0);
+  for (int i = 0; i < b.B; ++i) {
+    PairLogps<double> in{r.seq_logp[2 * i], r.seq_logp[2 * i + 1], r.seq_tokens[2 * i], r.seq_tokens[2 * i + 1],
+                         b.reference[2 * i], b.reference[2 * i + 1]};
+    r.losses.push_back(loss_pair(config, in, nll_weight));
+    r.dseq[2 * i] = grad_scale * r.losses.back().dloss_dlogp_chosen;
+    r.dseq[2 * i + 1] = grad_scale * r.losses.back().dloss_dlogp_rejected;
+  }
+  r.dlogp.assign(N, 0);
+  r.dh.assign((size_t)N * b.C, 0);
+  std::vector<double> dw((size_t)b.V * b.C, 0);
+  for (int t = 0; t < N; ++t) {
+    const int s = b.response_sequence[t];
+    if (s < 0) continue;
+    const double g = r.dseq[s];
+    r.dlogp[t] = g;
+    for (int v = 0; v < b.V; ++v) {
+      const double dlogit = g * ((v == b.targets[t]) - std::exp(logits[(size_t)t * b.V + v] - lse[t]));
+      for (int c = 0; c < b.C; ++c) {
+        r.dh[(size_t)t * b.C + c] += (float)(dlogit * w[(size_t)v * b.C + c]);
+        dw[(size_t)v * b.C + c] += dlogit * h[(size_t)t * b.C + c];
+      }
+    }
+  }
+  r.dw.assign(dw.begin(), dw.end());
+  return r;
+}
+
+std::vector<float> as_float(const std::vector<double>& x) { return std::vector<float>(x.begin(), x.end()); }
+
+TEST(KernelFusedReduction, MatchesUnfusedCpuLogSoftmaxGatherAndLoss) {
+  STAPO_REQUIRE_GPU();
+  const int B = 3, T = 41, C = 64, V = 520;
+  const ToyBatch b = toy_batch(B, T, C, V);
+  const int N = 2 * B * T, S = 2 * B;
+  auto h = round_bf16(random_normal((size_t)N * C, 1.0f, 1));
+  auto w = round_bf16(random_normal((size_t)V * C, 0.3f, 2));
+  auto ctx = matmul_context_create();
+  auto ws = lm_head_workspace_create(C, 50, 128);  // 246 rows in chunks of 50, 520 = 4·128 + 8 columns
+  auto d_h = device_bf16(h), d_w = device_bf16(w);
+  DeviceArray<int32_t> d_targets(b.targets), d_response(b.response_sequence);
+  DeviceArray<float> d_reference(b.reference);
+
+  // StaPO with an NLL term, DPO on reference-relative sums, ORPO's odds ratio, CPO: the spec's defaults.
+  struct Case {
+    const char* name;
+    LossKind loss;
+    RewardKind reward;
+    double beta, alpha;
+  };
+  const Case kinds[] = {{"stapo", LossKind::stapo_sigmoid, RewardKind::avg, 2.0, 0.5},
+                        {"dpo", LossKind::dpo, RewardKind::sum_ref, 0.1, 0.0},
+                        {"orpo", LossKind::orpo, RewardKind::avg, 0.1, 1.0},
+                        {"cpo", LossKind::cpo, RewardKind::sum, 0.1, 1.0}};
+  for (const Case& k : kinds) {
+    LossConfig config;
+    config.loss = k.loss;
+    config.reward = k.reward;
+    config.beta = k.beta;
+    config.alpha = k.alpha;
+    const std::string what = k.name;
+    const double nll_weight = 1.0 / 7, grad_scale = 1.0 / B;
+    const CpuReduction ref = cpu_reduction(b, h, w, config, nll_weight, grad_scale);
+
+    DeviceArray<float> d_logp(N), d_entropy(N), d_lse(N), d_seq_logp(S), d_seq_entropy(S), d_seq_tokens(S),
+        d_dseq(S), d_dlogp(N);
+    DeviceArray<PairLoss<float>> d_losses(B);
+    DeviceArray<bf16> d_dh((size_t)N * C);
+    auto d_dw = device_bf16(std::vector<float>((size_t)V * C, 0.0f));
+    lm_head_forward(ctx, ws, d_logp.get(), d_entropy.get(), d_lse.get(), d_h->get(), d_w->get(), d_targets.get(), N,
+                    C, V, 0);
+    sequence_sums(d_seq_logp.get(), d_seq_entropy.get(), d_seq_tokens.get(), d_logp.get(), d_entropy.get(),
+                  d_response.get(), N, S, 0);
+    pair_loss(d_losses.get(), d_dseq.get(), d_seq_logp.get(), d_seq_tokens.get(),
+              reward_uses_reference(config.reward) ? d_reference.get() : nullptr, config, (float)nll_weight,
+              (float)grad_scale, B, 0);
+    token_dlogp(d_dlogp.get(), d_dseq.get(), d_response.get(), N, 0);
+    lm_head_backward(ctx, ws, d_dh.get(), d_dw->get(), d_dlogp.get(), d_lse.get(), d_h->get(), d_w->get(),
+                     d_targets.get(), N, C, V, 0);
+
+    EXPECT_TRUE(all_close(d_seq_tokens.download(), as_float(ref.seq_tokens), 0, 0)) << what;
+    EXPECT_TRUE(all_close(d_seq_logp.download(), as_float(ref.seq_logp), 1e-2, 1e-4)) << what;
+    auto losses = d_losses.download();
+    for (int i = 0; i < B; ++i) {
+      EXPECT_NEAR(losses[i].loss, ref.losses[i].loss, 1e-3 * (1 + std::fabs(ref.losses[i].loss))) << what << " pair " << i;
+      EXPECT_NEAR(losses[i].z, ref.losses[i].z, 1e-3 * (1 + std::fabs(ref.losses[i].z))) << what << " pair " << i;
+    }
+    EXPECT_TRUE(all_close(d_dseq.download(), as_float(ref.dseq), 1e-5, 1e-3)) << what;
+    EXPECT_TRUE(all_close(d_dlogp.download(), as_float(ref.dlogp), 1e-5, 1e-3)) << what;
+    EXPECT_TRUE(bf16_close(download_bf16(d_dh), ref.dh, 1e-2)) << "dh " << what;
+    EXPECT_TRUE(bf16_close(download_bf16(*d_dw), ref.dw, 1e-2)) << "dw " << what;
+  }
+  lm_head_workspace_free(ws);
+  matmul_context_free(ctx);
+}
+
+}  // namespace
+}  // namespace stapo::test

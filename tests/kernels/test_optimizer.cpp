@@ -1,0 +1,134 @@
+// kernels/grad_norm.cu and kernels/adamw.cu against double-precision CPU computations of the same formulas
+// (torch.nn.utils.clip_grad_norm_ and torch.optim.AdamW, as written in their headers).
+#include <cmath>
+#include <cstring>
+
+#include "kernels/adamw.h"
+#include "kernels/grad_norm.h"
+#include "tests/gpu_test_util.h"
+#include "tests/kernels/kernel_test_util.h"
+
+namespace stapo::test {
+namespace {
+
+double sum_squares(const std::vector<float>& x) {
+  double s = 0;
+  for (float v : x) s += (double)v * v;
+  return s;
+}
+
+TEST(KernelGradNorm, NormOverSeveralTensorsAndClipScale) {
+  STAPO_REQUIRE_GPU();
+  // Sizes with every n % 8 tail, one smaller than a block, one larger than the whole grid.
+  const size_t sizes[] = {1, 7, 1003, 1000003};
+  std::vector<std::unique_ptr<DeviceArray<bf16>>> grads;
+  double total = 0;
+  for (size_t i = 0; i < 4; ++i) {
+    auto g = round_bf16(random_normal(sizes[i], 0.01f, i));
+    total += sum_squares(g);
+    grads.push_back(device_bf16(g));
+  }
+  const double norm = std::sqrt(total);
+  DeviceArray<float> partials(GRAD_NORM_BLOCKS), d_norm(1), d_scale(1);
+  for (float max_norm : {0.0f, (float)(norm / 3), (float)(norm * 2)}) {
+    d_norm.poison();
+    d_scale.poison();
+    for (size_t i = 0; i < grads.size(); ++i)
+      grad_norm_accumulate(partials.get(), grads[i]->get(), sizes[i], i > 0, 0);
+    grad_norm_finish(d_norm.get(), d_scale.get(), partials.get(), max_norm, 0);
+    const float want_scale = max_norm > 0 ? std::fmin(1.0, max_norm / (norm + 1e-6)) : 1.0f;
+    EXPECT_TRUE(all_close(d_norm.download(), {(float)norm}, 0, 1e-5)) << "max_norm " << max_norm;
+    EXPECT_TRUE(all_close(d_scale.download(), {want_scale}, 0, 1e-5)) << "max_norm " << max_norm;
+  }
+}
+
+struct AdamWState {
+  std::vector<float> params, grads, m, v;
+};
+
+AdamWState random_state(size_t n) {
+  AdamWState s;
+  s.params = round_bf16(random_normal(n, 1.0f, 1));
+  s.grads = round_bf16(random_normal(n, 0.1f, 2));
+  s.m = random_normal(n, 0.01f, 3);
+  s.v = random_uniform(n, 0.0f, 1e-3f, 4);
+  return s;
+}
+
+// torch.optim.AdamW's update in double; returns the new parameters and updates m, v.
+std::vector<double> adamw_reference(AdamWState& s, const AdamWHyper& hyper, int step, double clip) {
+  std::vector<double> p(s.params.size());
+  const double bc1 = 1 - std::pow((double)hyper.beta1, step), bc2 = 1 - std::pow((double)hyper.beta2, step);
+  for (size_t i = 0; i < p.size(); ++i) {
+    const double g = (double)s.grads[i] * clip;
+    const double m = hyper.beta1 * (double)s.m[i] + (1 - (double)hyper.beta1) * g;
+    const double v = hyper.beta2 * (double)s.v[i] + (1 - (double)hyper.beta2) * g * g;
+    s.m[i] = (float)m;
+    s.v[i] = (float)v;
+    p[i] = s.params[i] * (1 - (double)hyper.lr * hyper.weight_decay) -
+           hyper.lr * (m / bc1) / (std::sqrt(v / bc2) + hyper.eps);
+  }
+  return p;
+}
+
+AdamWHyper test_hyper() {
+  AdamWHyper hyper;
+  hyper.lr = 1e-3f;
+  hyper.weight_decay = 0.1f;
+  return hyper;
+}
+
+TEST(KernelAdamW, MasterWeightsMatchTorchFormula) {
+  STAPO_REQUIRE_GPU();
+  const size_t n = 100003;
+  for (int step : {1, 7}) {
+    AdamWState s = random_state(n);
+    auto d_params = device_bf16(s.params), d_grads = device_bf16(s.grads);
+    DeviceArray<float> d_master(s.params), d_m(s.m), d_v(s.v), d_clip(std::vector<float>{0.5f});
+    d_params->poison();  // every element must be rewritten from the master copy
+    const AdamWHyper hyper = test_hyper();
+    adamw_update(d_params->get(), d_master.get(), d_grads->get(), d_m.get(), d_v.get(), n, hyper, step, d_clip.get(),
+                 0, 0);
+    auto want = adamw_reference(s, hyper, step, 0.5);
+    std::vector<float> want_f(want.begin(), want.end());
+    EXPECT_TRUE(all_close(d_master.download(), want_f, 1e-7, 1e-6)) << "step " << step;
+    EXPECT_TRUE(all_close(download_bf16(*d_params), round_bf16(want_f), 0, 8e-3)) << "step " << step;
+    EXPECT_TRUE(all_close(d_m.download(), s.m, 1e-8, 1e-5)) << "step " << step;
+    EXPECT_TRUE(all_close(d_v.download(), s.v, 1e-10, 1e-5)) << "step " << step;
+  }
+}
+
+// bf16-only mode: each result is one of the two bf16 neighbours of the exact update, and rounding is unbiased.
+TEST(KernelAdamW, StochasticRoundingIsUnbiased) {
+  STAPO_REQUIRE_GPU();
+  const size_t n = 1 << 20;
+  AdamWState s = random_state(n);
+  auto d_params = device_bf16(s.params), d_grads = device_bf16(s.grads);
+  DeviceArray<float> d_m(s.m), d_v(s.v);
+  const AdamWHyper hyper = test_hyper();
+  adamw_update(d_params->get(), nullptr, d_grads->get(), d_m.get(), d_v.get(), n, hyper, 3, nullptr, 1234u, 0);
+  auto want = adamw_reference(s, hyper, 3, 1.0);
+  auto got = download_bf16(*d_params);
+  double bias = 0, differs_from_nearest = 0;
+  size_t bad = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const float exact = (float)want[i];
+    // Neighbours of the exact value: truncation toward zero and one bf16 ulp further from zero.
+    const uint32_t bits = [&] { uint32_t b; std::memcpy(&b, &exact, 4); return b & 0xFFFF0000u; }();
+    float low, high;
+    const uint32_t next = bits + 0x10000u;
+    std::memcpy(&low, &bits, 4);
+    std::memcpy(&high, &next, 4);
+    const double ulp = std::fabs((double)high - low);
+    // A neighbour of the GPU's own fp32 update, which may sit a few fp32 ulps across a bf16 boundary.
+    if (std::fabs(got[i] - want[i]) > ulp * 1.001) ++bad;
+    bias += (got[i] - want[i]) / ulp;
+    differs_from_nearest += got[i] != __bfloat162float(__float2bfloat16_rn(exact));
+  }
+  EXPECT_EQ(bad, 0u) << "results that are not a bf16 neighbour of the fp32 update";
+  EXPECT_LT(std::fabs(bias / n), 0.01) << "mean rounding error in ulps";
+  EXPECT_GT(differs_from_nearest / n, 0.2) << "stochastic rounding should often differ from round-to-nearest";
+}
+
+}  // namespace
+}  // namespace stapo::test
