@@ -1,5 +1,5 @@
-// PCRE2 wrapper. The reference libraries' \s is Unicode White_Space, which includes U+0085 (NEL); PCRE2's
-// UCP \s is "Z or tab/LF/VT/FF/CR" and lacks it, so onig_compatible() spells U+0085 out next to every \s.
+// PCRE2 wrapper. With UCP, PCRE2's \s, \p{L}, \p{N} are the Unicode properties the reference libraries use
+// (\s includes U+0085 and U+2028, checked by the corpus).
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "tokenizer/regex.h"
 
@@ -9,44 +9,11 @@
 
 namespace stapo {
 
-// Rewrites \s as [\s\x{85}] (inside a class: \s\x{85}) and \S as [^\s\x{85}].
-static std::string onig_compatible(const std::string& pattern) {
-  std::string out;
-  bool in_class = false;
-  for (size_t i = 0; i < pattern.size(); ++i) {
-    char c = pattern[i];
-    if (c == '\\' && i + 1 < pattern.size()) {
-      char e = pattern[++i];
-      if (e == 's') {
-        out += in_class ? "\\s\\x{85}" : "[\\s\\x{85}]";
-      } else if (e == 'S') {
-        STAPO_CHECK(!in_class, "regex ", pattern, ": \\S inside a character class is not supported");
-        out += "[^\\s\\x{85}]";
-      } else {
-        out += c;
-        out += e;
-      }
-      continue;
-    }
-    if (!in_class && c == '[') {
-      in_class = true;
-      out += c;
-      if (i + 1 < pattern.size() && pattern[i + 1] == '^') out += pattern[++i];
-      if (i + 1 < pattern.size() && pattern[i + 1] == ']') out += pattern[++i];  // literal ']' first
-      continue;
-    }
-    if (in_class && c == ']') in_class = false;
-    out += c;
-  }
-  return out;
-}
-
 Regex::Regex(const std::string& pattern, bool literal) {
-  std::string source = literal ? pattern : onig_compatible(pattern);
-  uint32_t options = PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK | (literal ? PCRE2_LITERAL : 0);
+  uint32_t options = PCRE2_UTF | PCRE2_UCP | (literal ? PCRE2_LITERAL : 0);
   int error_code;
   PCRE2_SIZE error_offset;
-  code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(source.data()), source.size(), options, &error_code,
+  code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), options, &error_code,
                         &error_offset, nullptr);
   if (!code_) {
     PCRE2_UCHAR message[256];
