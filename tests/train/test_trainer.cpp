@@ -70,6 +70,50 @@ TEST(Trainer, WholePipelineGradientMatchesFiniteDifferences) {
   }
 }
 
+// S(y) from the engine (dataloader masks + per-sequence sums) equals the sum of log-softmax of the full logits
+// at the response tokens of each raw pair: the prompt, padding and the token after the response never count.
+TEST(Trainer, SequenceLogProbsCountResponseTokensOnly) {
+  TempDir dir;
+  const int vocab = 16;
+  Shard shard(test::write_shard(dir.path, "d.bin", test::make_pairs(5, vocab, 15, false), vocab, false, 0));
+  for (bool pack : {false, true}) {
+    PairLoaderConfig lc = test::test_loader_config(5);
+    lc.pack = pack;
+    lc.row_length = pack ? 40 : 16;
+    const PairBatch batch = test::batch_of(shard, {4, 0, 2, 1, 3}, lc);
+    CpuEngine<double> engine(tiny_model<double>(71));
+    std::vector<double> logp, entropy;
+    engine.forward(batch, logp, entropy);
+    for (int i = 0; i < batch.num_pairs; i++) {
+      const PairView pair = shard.pair(batch.pair_ids[i]);
+      for (int side = 0; side < 2; side++) {
+        const int32_t* response = side == 0 ? pair.chosen : pair.rejected;
+        const int len = side == 0 ? pair.chosen_length : pair.rejected_length;
+        TokenBatch seq;  // the raw sequence alone, one row
+        seq.rows = 1;
+        seq.T = pair.prompt_length + len;
+        seq.tokens.assign(pair.prompt, pair.prompt + pair.prompt_length);
+        seq.tokens.insert(seq.tokens.end(), response, response + len);
+        seq.targets.assign(seq.T, -1);
+        seq.segments.assign(seq.T, 0);
+        for (int t = 0; t < seq.T; t++) seq.positions.push_back(t);
+        const std::vector<double> logits = engine.model().logits(seq);
+        double expected = 0;
+        for (int t = 0; t < len; t++) {  // token t of the response is predicted at position prompt + t − 1
+          const double* row = logits.data() + size_t(pair.prompt_length + t - 1) * vocab;
+          double mx = row[0], sum = 0;
+          for (int v = 1; v < vocab; v++) mx = std::max(mx, row[v]);
+          for (int v = 0; v < vocab; v++) sum += std::exp(row[v] - mx);
+          expected += row[response[t]] - mx - std::log(sum);
+        }
+        EXPECT_NEAR(logp[2 * i + side], expected, 1e-9 * std::fabs(expected))
+            << (pack ? "packed" : "padded") << " pair " << batch.pair_ids[i] << " side " << side;
+        EXPECT_EQ(batch.response_length[2 * i + side], len);
+      }
+    }
+  }
+}
+
 TEST(Trainer, AccumulationEqualsOneLargeBatchForEveryLoss) {
   TempDir dir;
   const int vocab = 16;
