@@ -1,5 +1,8 @@
 #include "data/prepare.h"
 
+#include <exception>
+#include <optional>
+
 #include "common/error.h"
 #include "data/pair_tokenize.h"
 #include "data/shard.h"
@@ -14,35 +17,72 @@ std::string PrepareStats::report() const {
   return out;
 }
 
+namespace {
+
+// Records wait here until a chunk is full, are tokenized in parallel (the tokenizer is thread-safe), then
+// truncated and counted in line order, so the output and the counts do not depend on the thread count.
+constexpr size_t kChunkRecords = 2048;
+
+struct PendingRecord {
+  int64_t line;
+  PreferenceRecord record;
+};
+
+}  // namespace
+
 PrepareStats prepare_data(const Tokenizer& tokenizer, const ChatTemplate& chat_template, const PrepareConfig& config) {
   truncation_check(config.truncation);
   STAPO_CHECK(!config.inputs.empty(), "no input files (--in)");
   PairTokenizer pair_tokenizer(tokenizer, chat_template);
   PrepareStats stats;
   std::vector<TokenizedPair> pairs;
-  TokenizedPair pair;
-  for (const std::string& path : config.inputs) {
-    preference_file_read(path, config.skip_bad, stats.input, [&](int64_t line, const PreferenceRecord& record) {
-      if (auto problem = pair_tokenizer.tokenize(record, pair)) {
-        STAPO_CHECK(config.skip_bad, line_problem_message(path, line, *problem));
-        ++stats.input.skipped[problem->reason];
-        return int64_t{0};
+  std::vector<PendingRecord> pending;
+
+  auto flush = [&](const std::string& path) -> int64_t {
+    auto n = static_cast<int64_t>(pending.size());
+    std::vector<TokenizedPair> tokenized(pending.size());
+    std::vector<std::optional<LineProblem>> problems(pending.size());
+    std::vector<std::exception_ptr> errors(pending.size());
+#pragma omp parallel for schedule(dynamic, 16)
+    for (int64_t i = 0; i < n; ++i) {
+      try {
+        problems[i] = pair_tokenizer.tokenize(pending[i].record, tokenized[i]);
+      } catch (...) {
+        errors[i] = std::current_exception();
       }
+    }
+    int64_t tokens = 0;
+    for (size_t i = 0; i < pending.size(); ++i) {
+      if (errors[i]) std::rethrow_exception(errors[i]);
+      if (problems[i]) {
+        STAPO_CHECK(config.skip_bad, line_problem_message(path, pending[i].line, *problems[i]));
+        ++stats.input.skipped[problems[i]->reason];
+        continue;
+      }
+      TokenizedPair& pair = tokenized[i];
       TruncationResult cut = truncate_pair(pair.prompt, pair.chosen, pair.rejected, config.truncation,
                                            pair_tokenizer.starts_with_bos(pair.prompt));
       if (!cut.skip_reason.empty()) {  // never an error: the flags, not the line, leave no room
         ++stats.input.skipped[cut.skip_reason];
-        return int64_t{0};
+        continue;
       }
       stats.prompts_truncated += cut.prompt_truncated;
       stats.responses_truncated += cut.responses_truncated;
       stats.truncated += cut.prompt_truncated || cut.responses_truncated;
-      auto tokens = static_cast<int64_t>(pair.prompt.size() + pair.chosen.size() + pair.rejected.size());
-      stats.tokens += tokens;
+      tokens += static_cast<int64_t>(pair.prompt.size() + pair.chosen.size() + pair.rejected.size());
       pairs.push_back(std::move(pair));
-      pair = TokenizedPair{};
-      return tokens;
+    }
+    stats.tokens += tokens;
+    pending.clear();
+    return tokens;
+  };
+
+  for (const std::string& path : config.inputs) {
+    preference_file_read(path, config.skip_bad, stats.input, [&](int64_t line, const PreferenceRecord& record) {
+      pending.push_back({line, record});
+      return pending.size() >= kChunkRecords ? flush(path) : int64_t{0};
     });
+    flush(path);
   }
   stats.written = static_cast<int64_t>(pairs.size());
   STAPO_CHECK(!pairs.empty(), "no pair survived, nothing written to ", config.output, ":\n", stats.report());

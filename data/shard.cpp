@@ -34,6 +34,11 @@ struct ShardHeader {
   uint8_t reserved[104];
 };
 static_assert(sizeof(ShardHeader) == 512, "the shard header is 512 bytes on disk");
+// The offsets docs/data-format.md documents.
+static_assert(offsetof(ShardHeader, pairs_read) == 48 && offsetof(ShardHeader, table_offset) == 72 &&
+                  offsetof(ShardHeader, has_reference) == 112 && offsetof(ShardHeader, tokenizer_hash) == 120 &&
+                  offsetof(ShardHeader, template_name) == 248 && offsetof(ShardHeader, reference_tag) == 280,
+              "header layout differs from docs/data-format.md");
 
 struct ShardPairEntry {
   uint64_t token_offset;  // in tokens, from the start of the token section

@@ -68,6 +68,15 @@ std::optional<std::string> shared_path(const std::string& relative) {
   return path;
 }
 
+std::string error_message(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
 uint64_t seed_from_test_name(uint64_t salt) {
   const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
   std::string name = info ? cat(info->test_suite_name(), ".", info->name()) : "no-test";

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -25,6 +26,9 @@ std::string fixture_path(const std::string& relative);
 
 // Path under ../shared (or $STAPO_SHARED) when present; nullopt where a user's clone lacks it.
 std::optional<std::string> shared_path(const std::string& relative);
+
+// The message of the stapo::Error that f throws, or "(no error)" (tests check what an error says).
+std::string error_message(const std::function<void()>& f);
 
 // Fresh random inputs, seeded by the test's own name so reruns are reproducible but inputs differ per test.
 std::vector<float> random_uniform(size_t n, float lo, float hi, uint64_t salt = 0);

@@ -5,6 +5,7 @@
 #include "common/error.h"
 #include "data/preference_jsonl.h"
 #include "tests/data/data_test_util.h"
+#include "tests/test_util.h"
 
 namespace stapo {
 namespace {
@@ -25,12 +26,7 @@ Read read_text(const std::string& text, bool skip_bad) {
 }
 
 std::string error_of(const std::string& text) {
-  try {
-    read_text(text, false);
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
+  return test::error_message([&] { read_text(text, false); });
 }
 
 TEST(PreferenceJsonl, PlainStrings) {

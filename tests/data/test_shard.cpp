@@ -17,15 +17,6 @@ using test::random_pairs;
 using test::scratch_path;
 using test::test_shard_info;
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
 TEST(Shard, RoundTripKeepsEveryPairIdAndHeaderField) {
   auto pairs = random_pairs(57, 40, 30, 5000);
   ShardInfo info = test_shard_info(5000);
@@ -74,19 +65,19 @@ TEST(Shard, RejectsAnotherVersionBadMagicAndTruncation) {
   shard_write(path, test_shard_info(100), random_pairs(5, 4, 4, 100));
   uint32_t version = kShardVersion + 1;
   patch(path, 8, &version, sizeof(version));
-  std::string msg = error_of([&] { Shard s(path); });
+  std::string msg = test::error_message([&] { Shard s(path); });
   EXPECT_NE(msg.find("format version 2"), std::string::npos) << msg;
   EXPECT_NE(msg.find("re-run prepare_data"), std::string::npos) << msg;
 
   shard_write(path, test_shard_info(100), random_pairs(5, 4, 4, 100));
   patch(path, 0, "GARBAGE!", 8);
-  msg = error_of([&] { Shard s(path); });
+  msg = test::error_message([&] { Shard s(path); });
   EXPECT_NE(msg.find("not a stapo data shard"), std::string::npos) << msg;
 
   shard_write(path, test_shard_info(100), random_pairs(5, 4, 4, 100));
   std::string data = read_text_file(path);
   write_file_atomic(path, data.substr(0, data.size() - 4));
-  msg = error_of([&] { Shard s(path); });
+  msg = test::error_message([&] { Shard s(path); });
   EXPECT_NE(msg.find("truncated or corrupt"), std::string::npos) << msg;
 }
 
@@ -95,7 +86,7 @@ TEST(Shard, RejectsAMismatchedTokenizer) {
   shard_write(path, test_shard_info(100), random_pairs(3, 4, 4, 100));
   Shard shard(path);
   EXPECT_NO_THROW(shard.check_tokenizer("sha256:test-tokenizer"));
-  std::string msg = error_of([&] { shard.check_tokenizer("sha256:other"); });
+  std::string msg = test::error_message([&] { shard.check_tokenizer("sha256:other"); });
   EXPECT_NE(msg.find("different tokenizer"), std::string::npos) << msg;
   EXPECT_NE(msg.find("sha256:other"), std::string::npos) << msg;
 }
@@ -103,10 +94,10 @@ TEST(Shard, RejectsAMismatchedTokenizer) {
 TEST(Shard, WriterRejectsIdsOutsideTheVocabularyAndEmptyResponses) {
   auto pairs = random_pairs(3, 4, 4, 100);
   pairs[1].chosen[0] = 100;
-  std::string msg = error_of([&] { shard_write(scratch_path("x.bin"), test_shard_info(100), pairs); });
+  std::string msg = test::error_message([&] { shard_write(scratch_path("x.bin"), test_shard_info(100), pairs); });
   EXPECT_NE(msg.find("pair 1 holds token id 100"), std::string::npos) << msg;
   pairs[1].chosen.clear();
-  msg = error_of([&] { shard_write(scratch_path("x.bin"), test_shard_info(100), pairs); });
+  msg = test::error_message([&] { shard_write(scratch_path("x.bin"), test_shard_info(100), pairs); });
   EXPECT_NE(msg.find("pair 1 has an empty"), std::string::npos) << msg;
 }
 
@@ -122,7 +113,7 @@ TEST(Shard, ReferenceLogpsAreWrittenInPlaceByRangesThenMarkedComplete) {
   auto values = test::random_uniform(20, -300.f, -1.f);
   // Two "ranks" write their halves; marking before the second half lands must fail, naming the pair.
   shard_write_reference_logps(path, 0, std::vector<float>(values.begin(), values.begin() + 8));
-  std::string msg = error_of([&] { shard_mark_reference_complete(path, "policy-init"); });
+  std::string msg = test::error_message([&] { shard_mark_reference_complete(path, "policy-init"); });
   EXPECT_NE(msg.find("pair 4 (chosen) was never written"), std::string::npos) << msg;
   shard_write_reference_logps(path, 4, std::vector<float>(values.begin() + 8, values.end()));
   shard_mark_reference_complete(path, "policy-init");
@@ -133,9 +124,9 @@ TEST(Shard, ReferenceLogpsAreWrittenInPlaceByRangesThenMarkedComplete) {
   EXPECT_TRUE(test::all_close(shard.reference_logps(), values.data(), 20, 0, 0));
   EXPECT_EQ(std::string(reinterpret_cast<const char*>(shard.pair(0).prompt), shard.num_tokens() * 4), tokens_before);
 
-  msg = error_of([&] { shard_write_reference_logps(path, 9, {1.f, 2.f, 3.f, 4.f}); });
+  msg = test::error_message([&] { shard_write_reference_logps(path, 9, {1.f, 2.f, 3.f, 4.f}); });
   EXPECT_NE(msg.find("do not fit the 10 pairs"), std::string::npos) << msg;
-  msg = error_of([&] { shard_write_reference_logps(path, 0, {NAN, 1.f}); });
+  msg = test::error_message([&] { shard_write_reference_logps(path, 0, {NAN, 1.f}); });
   EXPECT_NE(msg.find("pair 0 (chosen) is nan"), std::string::npos) << msg;
 }
 
