@@ -11,4 +11,10 @@ namespace stapo {
 template <typename T>
 void matmul_cpu(T* d, const T* a, const T* b, int m, int n, int k, bool trans_a, bool trans_b, float beta);
 
+// D = alpha · op(A)·op(B) + beta · D on strided operands (ld* = stored row lengths), computed in the calling
+// thread: for ops that run many small products inside their own parallel loop (attention per head).
+template <typename T>
+void matmul_cpu_strided(T* d, int ldd, const T* a, int lda, const T* b, int ldb, int m, int n, int k, bool trans_a,
+                        bool trans_b, float alpha, float beta);
+
 }  // namespace stapo

@@ -55,10 +55,13 @@ TEST(ModelOps, RopeLlama3Bands) {
 }
 
 TEST(ModelOps, AttentionMatchesNaiveMaskedSoftmax) {
-  AttentionShape s{2, 9, 4, 2, 5, 3};
+  AttentionShape s{2, 150, 4, 2, 5, 70};  // 150 positions: three query blocks, the window crossing them
   const int N = s.rows * s.T;
-  std::vector<int32_t> segments{0, 0, 0, 0, 1, 1, 1, 1, 1,  // packed row
-                                0, 0, 0, 0, 0, 0, -1, -1, -1};  // right padding
+  std::vector<int32_t> segments(N);
+  for (int i = 0; i < s.T; ++i) {
+    segments[i] = i < 100 ? 0 : 1;         // packed row: sequences of 100 and 50
+    segments[s.T + i] = i < 140 ? 0 : -1;  // right padding
+  }
   std::vector<float> q = random_normal(N * s.H * s.D, 1.0f, 1), k = random_normal(N * s.Hkv * s.D, 1.0f, 2),
                      v = random_normal(N * s.Hkv * s.D, 1.0f, 3);
   std::vector<float> out(q.size()), lse(N * s.H), ref(q.size(), 0.0f);
@@ -86,6 +89,51 @@ TEST(ModelOps, AttentionMatchesNaiveMaskedSoftmax) {
         }
       }
   EXPECT_TRUE(all_close(out, ref, 1e-6, 1e-5));
+}
+
+// Several query blocks (T = 150 > 64), a window reaching across block boundaries, and a packed row: the
+// backward against central differences (double) on a sample of q, k and v elements, loss Σ out·G.
+TEST(ModelOps, AttentionBackwardAcrossBlocksMatchesFiniteDifferences) {
+  AttentionShape s{2, 150, 4, 2, 4, 70};
+  const int N = s.rows * s.T;
+  std::vector<int32_t> segments(N);
+  for (int i = 0; i < s.T; ++i) {
+    segments[i] = i < 100 ? 0 : 1;                 // row 0: sequences of 100 and 50
+    segments[s.T + i] = i < 140 ? 0 : -1;          // row 1: 140 tokens, then padding
+  }
+  auto to_double = [](const std::vector<float>& f) { return std::vector<double>(f.begin(), f.end()); };
+  std::vector<double> q = to_double(random_normal(N * s.H * s.D, 1.0f, 1));
+  std::vector<double> k = to_double(random_normal(N * s.Hkv * s.D, 1.0f, 2));
+  std::vector<double> v = to_double(random_normal(N * s.Hkv * s.D, 1.0f, 3));
+  std::vector<double> G = to_double(random_normal(N * s.H * s.D, 1.0f, 4));
+  std::vector<double> out(q.size()), lse(N * s.H);
+  auto loss = [&] {
+    attention_forward(out.data(), lse.data(), q.data(), k.data(), v.data(), s, segments.data());
+    double sum = 0;
+    for (size_t i = 0; i < out.size(); ++i) sum += out[i] * G[i];
+    return sum;
+  };
+  loss();
+  std::vector<double> dq(q.size()), dk(k.size()), dv(v.size());
+  attention_backward(dq.data(), dk.data(), dv.data(), G.data(), out.data(), lse.data(), q.data(), k.data(), v.data(),
+                     s, segments.data());
+  std::vector<float> picks = random_uniform(3 * 80, 0.0f, 1.0f, 5);
+  int n = 0;
+  for (auto [x, dx] : {std::pair{&q, &dq}, std::pair{&k, &dk}, std::pair{&v, &dv}}) {
+    std::vector<double> fd, an;
+    for (int t = 0; t < 80; ++t) {
+      size_t i = std::min(x->size() - 1, (size_t)(picks[n++] * x->size()));
+      double saved = (*x)[i];
+      (*x)[i] = saved + 1e-5;
+      double plus = loss();
+      (*x)[i] = saved - 1e-5;
+      double minus = loss();
+      (*x)[i] = saved;
+      fd.push_back((plus - minus) / 2e-5);
+      an.push_back((*dx)[i]);
+    }
+    EXPECT_LE(relative_error(an.data(), fd.data(), fd.size()), 1e-7);
+  }
 }
 
 TEST(ModelOps, LmHeadMatchesExplicitLogitsAcrossChunks) {
