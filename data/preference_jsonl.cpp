@@ -7,6 +7,7 @@
 #include "common/error.h"
 #include "common/file_io.h"
 #include "common/progress.h"
+#include "tokenizer/utf8.h"  // defines: utf8_char_length
 
 namespace stapo {
 
@@ -18,29 +19,10 @@ namespace {
 // U+10FFFF is a noncharacter: real text does not contain it.
 constexpr char kInvalidMarker[] = "\xF4\x8F\xBF\xBF";
 
-size_t utf8_sequence_length(std::string_view text, size_t i) {
-  auto byte = [&](size_t k) { return static_cast<unsigned char>(text[k]); };
-  unsigned char c = byte(i);
-  if (c < 0x80) return 1;
-  size_t n;
-  uint32_t min_code, code;
-  if ((c & 0xE0) == 0xC0) n = 2, code = c & 0x1F, min_code = 0x80;
-  else if ((c & 0xF0) == 0xE0) n = 3, code = c & 0x0F, min_code = 0x800;
-  else if ((c & 0xF8) == 0xF0) n = 4, code = c & 0x07, min_code = 0x10000;
-  else return 0;
-  if (i + n > text.size()) return 0;
-  for (size_t k = 1; k < n; ++k) {
-    if ((byte(i + k) & 0xC0) != 0x80) return 0;
-    code = (code << 6) | (byte(i + k) & 0x3F);
-  }
-  if (code < min_code || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) return 0;
-  return n;
-}
-
 std::string replace_invalid_bytes(std::string_view text) {
   std::string out;
   for (size_t i = 0; i < text.size();) {
-    size_t n = utf8_sequence_length(text, i);
+    size_t n = utf8_char_length(text, i);
     if (n == 0) {
       out += kInvalidMarker;
       ++i;
@@ -190,7 +172,7 @@ const char* preference_format_name(PreferenceFormat format) {
 
 std::optional<size_t> first_invalid_utf8(std::string_view text) {
   for (size_t i = 0; i < text.size();) {
-    size_t n = utf8_sequence_length(text, i);
+    size_t n = utf8_char_length(text, i);
     if (n == 0) return i;
     i += n;
   }
