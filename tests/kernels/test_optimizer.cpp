@@ -1,21 +1,17 @@
-// kernels/grad_norm.cu and kernels/adamw.cu against double-precision CPU computations of the same formulas
-// (torch.nn.utils.clip_grad_norm_ and torch.optim.AdamW, as written in their headers).
+// kernels/grad_norm.cu and kernels/adamw.cu against their CPU twins in train/ (grad_clip.h, adamw.h), run in
+// double.
 #include <cmath>
 #include <cstring>
 
 #include "kernels/adamw.h"
 #include "kernels/grad_norm.h"
 #include "tests/gpu_test_util.h"
+#include "train/adamw.h"
+#include "train/grad_clip.h"
 #include "tests/kernels/kernel_test_util.h"
 
 namespace stapo::test {
 namespace {
-
-double sum_squares(const std::vector<float>& x) {
-  double s = 0;
-  for (float v : x) s += (double)v * v;
-  return s;
-}
 
 TEST(KernelGradNorm, NormOverSeveralTensorsAndClipScale) {
   STAPO_REQUIRE_GPU();
@@ -25,7 +21,7 @@ TEST(KernelGradNorm, NormOverSeveralTensorsAndClipScale) {
   double total = 0;
   for (size_t i = 0; i < 4; ++i) {
     auto g = round_bf16(random_normal(sizes[i], 0.01f, i));
-    total += sum_squares(g);
+    total += grad_sum_squares(g.data(), g.size());
     grads.push_back(device_bf16(g));
   }
   const double norm = std::sqrt(total);
@@ -36,7 +32,7 @@ TEST(KernelGradNorm, NormOverSeveralTensorsAndClipScale) {
     for (size_t i = 0; i < grads.size(); ++i)
       grad_norm_accumulate(partials.get(), grads[i]->get(), sizes[i], i > 0, 0);
     grad_norm_finish(d_norm.get(), d_scale.get(), partials.get(), max_norm, 0);
-    const float want_scale = max_norm > 0 ? std::fmin(1.0, max_norm / (norm + 1e-6)) : 1.0f;
+    const float want_scale = (float)grad_clip_factor(norm, max_norm);
     EXPECT_TRUE(all_close(d_norm.download(), {(float)norm}, 0, 1e-5)) << "max_norm " << max_norm;
     EXPECT_TRUE(all_close(d_scale.download(), {want_scale}, 0, 1e-5)) << "max_norm " << max_norm;
   }
@@ -55,19 +51,18 @@ AdamWState random_state(size_t n) {
   return s;
 }
 
-// torch.optim.AdamW's update in double; returns the new parameters and updates m, v.
+// The CPU twin in double; returns the new parameters and updates m, v.
 std::vector<double> adamw_reference(AdamWState& s, const AdamWHyper& hyper, int step, double clip) {
-  std::vector<double> p(s.params.size());
-  const double bc1 = 1 - std::pow((double)hyper.beta1, step), bc2 = 1 - std::pow((double)hyper.beta2, step);
-  for (size_t i = 0; i < p.size(); ++i) {
-    const double g = (double)s.grads[i] * clip;
-    const double m = hyper.beta1 * (double)s.m[i] + (1 - (double)hyper.beta1) * g;
-    const double v = hyper.beta2 * (double)s.v[i] + (1 - (double)hyper.beta2) * g * g;
-    s.m[i] = (float)m;
-    s.v[i] = (float)v;
-    p[i] = s.params[i] * (1 - (double)hyper.lr * hyper.weight_decay) -
-           hyper.lr * (m / bc1) / (std::sqrt(v / bc2) + hyper.eps);
-  }
+  std::vector<double> p(s.params.begin(), s.params.end()), g(s.grads.begin(), s.grads.end());
+  std::vector<double> m(s.m.begin(), s.m.end()), v(s.v.begin(), s.v.end());
+  AdamWConfig config;
+  config.beta1 = hyper.beta1;
+  config.beta2 = hyper.beta2;
+  config.eps = hyper.eps;
+  adamw_update(p.data(), g.data(), m.data(), v.data(), p.size(), (double)hyper.lr, (double)hyper.weight_decay, config,
+               step, clip);
+  s.m.assign(m.begin(), m.end());
+  s.v.assign(v.begin(), v.end());
   return p;
 }
 
