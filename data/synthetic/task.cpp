@@ -91,6 +91,10 @@ bool synthetic_verify(std::string_view prompt, std::string_view answer) {
   return synthetic_parses(answer) && answer == synthetic_solve(prompt);
 }
 
+SyntheticScore synthetic_score(std::string_view prompt, std::string_view reply, bool ended) {
+  return {ended && synthetic_verify(prompt, reply), !ended || !synthetic_parses(reply)};
+}
+
 // A well-formed wrong answer: one digit changed, two adjacent digits swapped, or (reverse) the input copied.
 static std::string near_miss(SyntheticRng& rng, const SyntheticProblem& p) {
   for (;;) {

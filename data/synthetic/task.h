@@ -50,4 +50,11 @@ bool synthetic_parses(std::string_view answer);
 // Whether `answer` is exactly the correct answer of `prompt`.
 bool synthetic_verify(std::string_view prompt, std::string_view answer);
 
+// A generated reply, scored: `ended` tells whether the model closed its turn itself.
+struct SyntheticScore {
+  bool correct;     // ended and verifies
+  bool degenerate;  // never ended, or lost the answer format
+};
+SyntheticScore synthetic_score(std::string_view prompt, std::string_view reply, bool ended);
+
 }  // namespace stapo

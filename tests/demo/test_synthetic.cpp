@@ -40,6 +40,17 @@ TEST(SyntheticTask, AnswerFormat) {
   EXPECT_FALSE(synthetic_verify("37+45=", "082"));
 }
 
+TEST(SyntheticTask, ScoreOfReplies) {
+  auto score = [](const char* reply, bool ended) {
+    SyntheticScore s = synthetic_score("sort 321", reply, ended);
+    return std::make_pair(s.correct, s.degenerate);
+  };
+  EXPECT_EQ(score("123", true), std::make_pair(true, false));
+  EXPECT_EQ(score("132", true), std::make_pair(false, false));  // wrong but well-formed
+  EXPECT_EQ(score("12+3", true), std::make_pair(false, true));
+  EXPECT_EQ(score("123", false), std::make_pair(false, true));  // right digits, but the turn never ended
+}
+
 TEST(SyntheticTask, ChosenVerifyRejectedFail) {
   SyntheticRng rng(test::seed_from_test_name());
   const int n = 20000;
