@@ -9,11 +9,14 @@ THREADS=${THREADS:-2}
 BUILD=${BUILD:-build}
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release > /dev/null
 cmake --build "$BUILD" -j "$THREADS" --target bench_cpu_model > /dev/null
-export OMP_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=$THREADS
+# Passive waiting for both: on a machine shared with other jobs, spinning OpenMP threads that wait at a
+# barrier for a descheduled peer make either program several times slower and the timing meaningless.
+export OMP_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=$THREADS OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 ours=$("$BUILD/model/bench_cpu_model" "$@" 2>/dev/null | tail -1)
 theirs=$(python3 dev/bench/cpu_model_torch.py --threads "$THREADS" "$@" 2>/dev/null | tail -1)
 echo "$ours"
 echo "$theirs"
+echo "shape: ${*:-defaults (4 layers, hidden 256, 8 heads, 4 kv heads, ffn 768, vocab 32000, seq 256, batch 4)}"
 python3 - "$ours" "$theirs" "$THREADS" <<'PY'
 import json, sys
 ours, theirs = json.loads(sys.argv[1]), json.loads(sys.argv[2])

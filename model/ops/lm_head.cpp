@@ -30,13 +30,22 @@ static void chunk_logits(T* logits, T* hc, const T* h, const T* w, const int* ro
   matmul_cpu(logits, hc, w, n, V, C, false, true, 0.0f);
 }
 
-// Log-sum-exp of one row, accumulated in double.
+// Replaces a row of logits by exp(x − max) and returns max, Σ exp(x − max) and Σ exp(x − max)·(x − max):
+// one exp per logit (they dominate the op's non-matmul time), sums in double.
+struct RowStats {
+  double max, sum, weighted;
+};
 template <typename T>
-static double row_lse(const T* x, int V) {
-  T m = *std::max_element(x, x + V);
-  double s = 0;
-  for (int v = 0; v < V; ++v) s += std::exp((double)(x[v] - m));
-  return (double)m + std::log(s);
+static RowStats row_exp(T* x, int V) {
+  const T m = *std::max_element(x, x + V);
+  double sum = 0, weighted = 0;
+  for (int v = 0; v < V; ++v) {
+    const T shifted = x[v] - m;
+    x[v] = std::exp(shifted);
+    sum += x[v];
+    weighted += (double)x[v] * shifted;
+  }
+  return {(double)m, sum, weighted};
 }
 
 template <typename T>
@@ -51,13 +60,14 @@ void lm_head_forward(T* logp, T* entropy, const T* h, const T* w, const int32_t*
     chunk_logits(logits.data(), hc.data(), h, w, rows.data() + r0, n, C, V);
 #pragma omp parallel for
     for (int r = 0; r < n; ++r) {
-      const T* x = logits.data() + (size_t)r * V;
-      double lse = row_lse(x, V);
-      double p_dot_x = 0;
-      for (int v = 0; v < V; ++v) p_dot_x += std::exp((double)x[v] - lse) * x[v];
-      int i = rows[r0 + r];
-      logp[i] = (T)((double)x[targets[i]] - lse);
-      entropy[i] = (T)(lse - p_dot_x);
+      T* x = logits.data() + (size_t)r * V;
+      const int i = rows[r0 + r];
+      const T target_logit = x[targets[i]];
+      const RowStats st = row_exp(x, V);
+      const double log_sum = std::log(st.sum);
+      // logp = x_t − max − log Σ; entropy = log Σ − Σ p·(x − max), shifted by max so large logits do not cancel.
+      logp[i] = (T)((double)target_logit - st.max - log_sum);
+      entropy[i] = (T)(log_sum - st.weighted / st.sum);
     }
   }
 }
@@ -76,11 +86,11 @@ void lm_head_backward(T* dh, T* dw, const T* dlogp, const T* h, const T* w, cons
 #pragma omp parallel for
     for (int r = 0; r < n; ++r) {
       T* x = logits.data() + (size_t)r * V;
-      int i = rows[r0 + r];
-      double lse = row_lse(x, V);
-      T g = dlogp[i];
-      for (int v = 0; v < V; ++v) x[v] = -g * (T)std::exp((double)x[v] - lse);
-      x[targets[i]] += g;
+      const int i = rows[r0 + r];
+      const RowStats st = row_exp(x, V);
+      const T scale = (T)(-dlogp[i] / st.sum);  // x now holds exp(x − max); p = that / Σ
+      for (int v = 0; v < V; ++v) x[v] *= scale;
+      x[targets[i]] += dlogp[i];
     }
     matmul_cpu(dhc.data(), logits.data(), w, n, C, V, false, false, 0.0f);
     matmul_cpu(dw, logits.data(), hc.data(), V, C, n, true, false, 1.0f);
