@@ -15,11 +15,16 @@ The packed row is given to HF as a 4D additive mask plus position_ids restarting
 that for the unpacked rows this 4D mask gives the same logits as HF's own 2D-mask path (so our padding and
 sliding-window semantics are HF's, off-by-one included).
 
+mistral_f16/, mistral_bf16/: the Mistral checkpoint saved by transformers in F16 and BF16, and
+mistral_lowp_io.safetensors: f16.<name>, bf16.<name> = those weights upcast to F32 by torch (what our reader
+must produce from the 16-bit files).
+
 <name>_io.safetensors (all F32; integer arrays stored exactly as floats):
   version (1) = 1; tokens, targets, positions, segments, weights (rows, T); logits (rows, T, V);
   logp, entropy (rows, T), 0 where target < 0; grad.<HF parameter name> = d(Σ_t weights_t·logp_t)/dθ.
 """
 import argparse
+import copy
 import json
 import os
 import subprocess
@@ -137,6 +142,25 @@ def make_fixture(name, config, model_cls, seed, out_dir):
               metadata={"generated_by": "dev/reference/make_model_fixtures.py"})
     print(f"{name}: 2D-vs-4D mask max |diff| {diff:.2e}; {len(tensors)} fixture tensors; "
           f"{sum(p.numel() for p in model.parameters())} parameters")
+    return model
+
+
+def save_low_precision(name, model, out_dir):
+    """The checkpoint in F16 and BF16 as transformers writes them, and their exact F32 upcasts."""
+    expected = {}
+    for label, dtype in (("f16", torch.float16), ("bf16", torch.bfloat16)):
+        low = copy.deepcopy(model).to(dtype)
+        low.save_pretrained(os.path.join(out_dir, f"{name}_{label}"), safe_serialization=True)
+        for extra in ("generation_config.json",):
+            path = os.path.join(out_dir, f"{name}_{label}", extra)
+            if os.path.exists(path):
+                os.remove(path)
+        for pname, p in low.named_parameters():
+            expected[f"{label}.{pname}"] = p.detach().float().contiguous()
+    subnormal = (expected[f"f16.model.embed_tokens.weight"].abs() < 6.1e-5).sum().item()
+    save_file(expected, os.path.join(out_dir, f"{name}_lowp_io.safetensors"),
+              metadata={"generated_by": "dev/reference/make_model_fixtures.py"})
+    print(f"{name}: F16/BF16 checkpoints written ({subnormal} F16 subnormals or zeros in the embedding)")
 
 
 def load_io(out_dir, name):
@@ -188,7 +212,8 @@ def main():
         return
     os.makedirs(out_dir, exist_ok=True)
     make_fixture("llama", llama_config(), LlamaForCausalLM, 1234, out_dir)
-    make_fixture("mistral", mistral_config(), MistralForCausalLM, 4321, out_dir)
+    mistral = make_fixture("mistral", mistral_config(), MistralForCausalLM, 4321, out_dir)
+    save_low_precision("mistral", mistral, out_dir)
 
 
 if __name__ == "__main__":

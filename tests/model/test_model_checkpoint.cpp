@@ -67,12 +67,20 @@ TEST(ModelCheckpoint, SaveLoadBf16RoundsOnceAndIsStable) {
   EXPECT_EQ(read_text_file(dir.path + "/a/model.safetensors"), read_text_file(dir.path + "/b/model.safetensors"));
 }
 
-TEST(ModelCheckpoint, LoadsHFFixtureDtypes) {
-  // The transformers-written fixture loads; converting it to bf16 and back changes values by bf16 rounding only.
-  auto model = model_load_hf<float>(fixture_path("model/mistral"));
-  EXPECT_EQ(model->config().sliding_window, 5);
-  EXPECT_TRUE(model->config().tie_word_embeddings);
-  EXPECT_EQ(model->parameters().back().name, "model.norm.weight");
+// Checkpoints transformers wrote in F16 and BF16 read back as exactly torch's F32 upcast of each value
+// (F16 subnormals included).
+TEST(ModelCheckpoint, ReadsTransformersF16AndBf16Exactly) {
+  SafetensorsReader expected(fixture_path("model/mistral_lowp_io.safetensors"));
+  for (const std::string label : {"f16", "bf16"}) {
+    auto model = model_load_hf<float>(fixture_path("model/mistral_" + label));
+    EXPECT_EQ(model->config().sliding_window, 5);
+    EXPECT_TRUE(model->config().tie_word_embeddings);
+    for (const Parameter<float>& p : model->parameters()) {
+      std::vector<float> want = fixture_tensor(expected, label + "." + p.name);
+      ASSERT_EQ(want.size(), p.numel);
+      EXPECT_EQ(0, memcmp(want.data(), p.data, p.numel * sizeof(float))) << label << " " << p.name;
+    }
+  }
 }
 
 // ---- config.json ----
