@@ -46,6 +46,12 @@ void write_sequence(PairBatch& batch, int row, int offset, int segment, int sequ
 
 int round_up(int n, int multiple) { return (n + multiple - 1) / multiple * multiple; }
 
+void check_fits(const Shard& shard, int64_t pair_index, int length, int row_length) {
+  STAPO_CHECK(length <= row_length, shard.path(), ": pair ", pair_index, " has a ", length,
+              "-token sequence, longer than the row length ", row_length,
+              "; raise the row length or re-run prepare_data with --max-length ", row_length);
+}
+
 }  // namespace
 
 void pair_batch_fill(PairBatch& batch, const Shard& shard, const std::vector<int64_t>& pair_indices,
@@ -69,9 +75,7 @@ void pair_batch_fill(PairBatch& batch, const Shard& shard, const std::vector<int
   }
   int longest = 0;
   for (size_t s = 0; s < sequences.size(); ++s) {
-    STAPO_CHECK(sequences[s].length() <= config.row_length, shard.path(), ": pair ", pair_indices[s / 2], " has a ",
-                sequences[s].length(), "-token sequence, longer than the row length ", config.row_length,
-                "; raise the row length or re-run prepare_data with --max-length ", config.row_length);
+    check_fits(shard, pair_indices[s / 2], sequences[s].length(), config.row_length);
     longest = std::max(longest, sequences[s].length());
   }
 
@@ -120,6 +124,10 @@ PairLoader::PairLoader(const Shard& shard, const PairLoaderConfig& config) : sha
               " is not in [0, world size ", config.world_size, ")");
   STAPO_CHECK(config.length_group_pairs >= 0, "length group must be >= 0 pairs, got ", config.length_group_pairs);
   STAPO_CHECK(shard.num_pairs() > 0, shard.path(), " holds no pairs");
+  for (int64_t i = 0; i < shard.num_pairs(); ++i) {  // at start, not hours into an epoch
+    PairView p = shard.pair(i);
+    check_fits(shard, i, p.prompt_length + std::max(p.chosen_length, p.rejected_length), config.row_length);
+  }
 }
 
 std::vector<int64_t> PairLoader::epoch_order(int64_t epoch) const {

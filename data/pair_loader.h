@@ -42,7 +42,8 @@ struct DataPosition {
 
 class PairLoader {
  public:
-  PairLoader(const Shard& shard, const PairLoaderConfig& config);  // keeps a reference to shard
+  // Keeps a reference to shard; a pair longer than the row length is an error here, naming it.
+  PairLoader(const Shard& shard, const PairLoaderConfig& config);
 
   // Fills the next batch of this rank and advances; at the end of an epoch continues with the next one.
   void next(PairBatch& batch);

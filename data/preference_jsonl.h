@@ -3,7 +3,7 @@
 //   conversational  TRL: "prompt" a list of messages, "chosen"/"rejected" one assistant message each
 //   whole           UltraFeedback-binarized: "chosen"/"rejected" whole conversations repeating the prompt
 //                   turns; the shared prefix is the prompt, the one assistant message after it the response
-// The layout is detected from a file's first good record and every later line must follow it. An optional
+// The layout is detected from the shape of the first line's "chosen" and every later line must follow it. An optional
 // "id" (string or integer) is carried through; other fields are ignored. A bad line is a LineProblem naming
 // the field, so the caller can stop with file:line or count a skip.
 #pragma once
