@@ -9,6 +9,7 @@
 
 #include "tests/train/train_test_util.h"
 #include "train/cpu_engine.h"
+#include "train/scoring.h"
 #include "train/trainer.h"
 
 namespace stapo {
@@ -143,6 +144,32 @@ TEST(Trainer, AccumulationEqualsOneLargeBatchForEveryLoss) {
     b.optimizer_step(1e-3, 1.0, adamw, 1);
     EXPECT_LE(test::relative_error(b.model().param_data(), a.model().param_data(), n), 1e-6) << loss_name(kind);
   }
+}
+
+// The reference pass stores S of the initial model for every pair; at step 1 a dpo policy therefore equals its
+// reference (z = 0, loss = ln 2). The stored values are reused for the same tag and recomputed for another.
+TEST(Trainer, ReferencePassStoresInitialLogProbs) {
+  TempDir dir;
+  const int vocab = 16;
+  const std::string path = test::write_shard(dir.path, "d.bin", test::make_pairs(7, vocab, 16, false), vocab, false, 0);
+  const PairLoaderConfig lc = test::test_loader_config(3);
+  CpuEngine<float> engine(tiny_model<float>(81));
+  EXPECT_TRUE(reference_ensure(engine, path, lc, "model A"));
+  EXPECT_FALSE(reference_ensure(engine, path, lc, "model A"));  // reused
+  Shard shard(path);
+  ASSERT_TRUE(shard.has_reference());
+  EXPECT_EQ(shard.reference_tag(), "model A");
+  const std::vector<PairScore> scores = score_shard(engine, shard, lc, "check");
+  for (const PairScore& s : scores) {
+    EXPECT_EQ(shard.reference_logps()[2 * s.pair], float(s.logp_chosen)) << "pair " << s.pair;
+    EXPECT_EQ(shard.reference_logps()[2 * s.pair + 1], float(s.logp_rejected)) << "pair " << s.pair;
+  }
+  PairLoader loader(shard, lc);
+  PairBatch batch;
+  loader.next(batch);
+  const MetricSums sums = step_forward_backward(engine, {batch}, loss_defaults(LossKind::dpo), false);
+  EXPECT_NEAR(sums.loss(loss_defaults(LossKind::dpo)), std::log(2.0), 1e-6);
+  EXPECT_TRUE(reference_ensure(engine, path, lc, "model B"));  // another model: recomputed
 }
 
 TrainerConfig run_config(const std::string& out, LossKind kind, int64_t steps) {
