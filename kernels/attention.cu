@@ -420,6 +420,12 @@ __global__ void __launch_bounds__(ATTN_THREADS)
   }
 }
 
+// Hopper's per-block limit of opt-in shared memory.
+constexpr size_t ATTN_MAX_SMEM = 227 * 1024;
+static_assert(attention_forward_smem<128>() <= ATTN_MAX_SMEM, "forward tiles exceed shared memory");
+static_assert(attention_dkv_smem<128>() <= ATTN_MAX_SMEM, "dk/dv tiles exceed shared memory");
+static_assert(attention_dq_smem<128>() <= ATTN_MAX_SMEM, "dq tiles exceed shared memory");
+
 // ---- launchers ----
 
 static void attention_check(const AttentionShape& s, const char* op) {

@@ -5,14 +5,18 @@
 
 namespace stapo {
 
-// Each thread owns up to this many 8-channel slices of a row: C ≤ 8·4·1024.
+// Each thread owns up to this many 8-channel slices of a row, and a block has at most RMSNORM_MAX_THREADS
+// threads (the backward needs ~128 registers per thread: 512 of them fill the 64K register file), so
+// C ≤ 8·4·512 = 16384 (Llama 3 405B's width).
 constexpr int RMSNORM_SLICES = 4;
+constexpr int RMSNORM_MAX_THREADS = 512;
 // Blocks of the backward; each writes one fp32 row of partial dweight into the scratch.
 constexpr int RMSNORM_BACKWARD_BLOCKS = 264;
 
 // ---- kernels ----
 
-__global__ void rmsnorm_forward_kernel(bf16* out, float* rstd, bf16* residual_out, const bf16* residual_in,
+__global__ void __launch_bounds__(RMSNORM_MAX_THREADS)
+    rmsnorm_forward_kernel(bf16* out, float* rstd, bf16* residual_out, const bf16* residual_in,
                                        const bf16* delta, const bf16* weight, int C, float eps) {
   const size_t row = (size_t)blockIdx.x * C;
   float x[RMSNORM_SLICES][8];
@@ -47,7 +51,8 @@ __global__ void rmsnorm_forward_kernel(bf16* out, float* rstd, bf16* residual_ou
 }
 
 // Block b handles rows b, b + gridDim.x, ...; its partial dweight goes to scratch row b.
-__global__ void rmsnorm_backward_kernel(bf16* dinp, float* scratch, const bf16* dout, const bf16* inp,
+__global__ void __launch_bounds__(RMSNORM_MAX_THREADS)
+    rmsnorm_backward_kernel(bf16* dinp, float* scratch, const bf16* dout, const bf16* inp,
                                         const bf16* weight, const float* rstd, int N, int C) {
   float dweight_acc[RMSNORM_SLICES][8] = {};
   for (int n = blockIdx.x; n < N; n += gridDim.x) {
@@ -109,8 +114,8 @@ __global__ void rmsnorm_dweight_kernel(bf16* dweight, const float* scratch, int 
 static int rmsnorm_threads(int C, const char* op) {
   STAPO_CHECK(C > 0 && C % 8 == 0, op, ": C = ", C, " must be a positive multiple of 8");
   const int threads = ceil_div(ceil_div(C / 8, RMSNORM_SLICES), 32) * 32;
-  STAPO_CHECK(threads <= 1024, op, ": C = ", C, " exceeds the largest supported hidden size ",
-              8 * RMSNORM_SLICES * 1024);
+  STAPO_CHECK(threads <= RMSNORM_MAX_THREADS, op, ": C = ", C, " exceeds the largest supported hidden size ",
+              8 * RMSNORM_SLICES * RMSNORM_MAX_THREADS);
   return threads;
 }
 

@@ -7,7 +7,7 @@
 //                                                        holds the skip path — the backward half of the fusion)
 //   dweight  += Σ_n dout[n] · x[n] · rstd[n]            (+=, parameter gradient)
 // Layouts: residual_in, delta, residual_out, out, dout, dinp (N, C) bf16; weight, dweight (C) bf16; rstd (N) fp32.
-// One block per row, each thread keeps its 8-channel slices in registers (so C ≤ 32768 and C % 8 == 0).
+// One block per row, each thread keeps its 8-channel slices in registers (so C ≤ 16384 and C % 8 == 0).
 // dweight is deterministic: each block sums its rows in registers, writes one fp32 row of `scratch`, and a
 // second kernel adds the rows in a fixed order.
 #pragma once

@@ -11,8 +11,9 @@ struct RmsShape {
   int N, C;
 };
 // C = 8 (one thread), 200 and 1032 (partial warps / slices), 4096 (Llama), 8200 (> 8·4·256: 257 threads
-// round up to 288); N up to beyond the 264 backward blocks so blocks take several rows.
-const RmsShape kShapes[] = {{1, 8}, {3, 200}, {77, 1032}, {300, 4096}, {5, 8200}, {600, 64}};
+// round up to 288), 16384 (the widest: 512 threads); N beyond the 264 backward blocks so blocks take
+// several rows.
+const RmsShape kShapes[] = {{1, 8}, {3, 200}, {77, 1032}, {300, 4096}, {5, 8200}, {600, 64}, {2, 16384}};
 const float kEps = 1e-5f;
 
 TEST(KernelRmsnorm, ForwardWithResidualMatchesCpu) {
