@@ -23,11 +23,19 @@ static std::vector<int> rows_with_target(const int32_t* targets, int N) {
   return rows;
 }
 
-// Gathers the chunk's hidden rows and computes its logits (n, V) into `logits`.
-template <typename T>
-static void chunk_logits(T* logits, T* hc, const T* h, const T* w, const int* rows, int n, int C, int V) {
-  for (int r = 0; r < n; ++r) std::memcpy(hc + (size_t)r * C, h + (size_t)rows[r] * C, sizeof(T) * C);
-  matmul_cpu(logits, hc, w, n, V, C, false, true, 0.0f);
+// For each chunk of positions with a target: gathers their hidden rows into hc (n, C), computes their logits
+// (n, V) and calls body(chunk_rows, n, hc, logits).
+template <typename T, typename Body>
+static void for_each_chunk(const T* h, const T* w, const int32_t* targets, int N, int C, int V, Body body) {
+  std::vector<int> rows = rows_with_target(targets, N);
+  const int chunk = lm_head_chunk_rows(V);
+  std::vector<T> hc((size_t)chunk * C), logits((size_t)chunk * V);
+  for (size_t r0 = 0; r0 < rows.size(); r0 += chunk) {
+    const int n = (int)std::min<size_t>(chunk, rows.size() - r0);
+    for (int r = 0; r < n; ++r) std::memcpy(hc.data() + (size_t)r * C, h + (size_t)rows[r0 + r] * C, sizeof(T) * C);
+    matmul_cpu(logits.data(), hc.data(), w, n, V, C, false, true, 0.0f);
+    body(rows.data() + r0, n, hc.data(), logits.data());
+  }
 }
 
 // Replaces a row of logits by exp(x − max) and returns max, Σ exp(x − max) and Σ exp(x − max)·(x − max):
@@ -52,16 +60,11 @@ template <typename T>
 void lm_head_forward(T* logp, T* entropy, const T* h, const T* w, const int32_t* targets, int N, int C, int V) {
   std::fill(logp, logp + N, (T)0);
   std::fill(entropy, entropy + N, (T)0);
-  std::vector<int> rows = rows_with_target(targets, N);
-  const int chunk = lm_head_chunk_rows(V);
-  std::vector<T> hc((size_t)chunk * C), logits((size_t)chunk * V);
-  for (size_t r0 = 0; r0 < rows.size(); r0 += chunk) {
-    int n = (int)std::min<size_t>(chunk, rows.size() - r0);
-    chunk_logits(logits.data(), hc.data(), h, w, rows.data() + r0, n, C, V);
+  for_each_chunk(h, w, targets, N, C, V, [&](const int* rows, int n, const T*, T* logits) {
 #pragma omp parallel for
     for (int r = 0; r < n; ++r) {
-      T* x = logits.data() + (size_t)r * V;
-      const int i = rows[r0 + r];
+      T* x = logits + (size_t)r * V;
+      const int i = rows[r];
       const T target_logit = x[targets[i]];
       const RowStats st = row_exp(x, V);
       const double log_sum = std::log(st.sum);
@@ -69,34 +72,30 @@ void lm_head_forward(T* logp, T* entropy, const T* h, const T* w, const int32_t*
       logp[i] = (T)((double)target_logit - st.max - log_sum);
       entropy[i] = (T)(log_sum - st.weighted / st.sum);
     }
-  }
+  });
 }
 
 template <typename T>
 void lm_head_backward(T* dh, T* dw, const T* dlogp, const T* h, const T* w, const int32_t* targets, int N, int C,
                       int V) {
   std::fill(dh, dh + (size_t)N * C, (T)0);
-  std::vector<int> rows = rows_with_target(targets, N);
-  const int chunk = lm_head_chunk_rows(V);
-  std::vector<T> hc((size_t)chunk * C), dhc((size_t)chunk * C), logits((size_t)chunk * V);
-  for (size_t r0 = 0; r0 < rows.size(); r0 += chunk) {
-    int n = (int)std::min<size_t>(chunk, rows.size() - r0);
-    chunk_logits(logits.data(), hc.data(), h, w, rows.data() + r0, n, C, V);
+  std::vector<T> dhc;
+  for_each_chunk(h, w, targets, N, C, V, [&](const int* rows, int n, const T* hc, T* logits) {
     // logits → d logits in place: dlogp·(onehot − p).
 #pragma omp parallel for
     for (int r = 0; r < n; ++r) {
-      T* x = logits.data() + (size_t)r * V;
-      const int i = rows[r0 + r];
+      T* x = logits + (size_t)r * V;
+      const int i = rows[r];
       const RowStats st = row_exp(x, V);
       const T scale = (T)(-dlogp[i] / st.sum);  // x now holds exp(x − max); p = that / Σ
       for (int v = 0; v < V; ++v) x[v] *= scale;
       x[targets[i]] += dlogp[i];
     }
-    matmul_cpu(dhc.data(), logits.data(), w, n, C, V, false, false, 0.0f);
-    matmul_cpu(dw, logits.data(), hc.data(), V, C, n, true, false, 1.0f);
-    for (int r = 0; r < n; ++r)
-      std::memcpy(dh + (size_t)rows[r0 + r] * C, dhc.data() + (size_t)r * C, sizeof(T) * C);
-  }
+    dhc.resize((size_t)n * C);
+    matmul_cpu(dhc.data(), logits, w, n, C, V, false, false, 0.0f);
+    matmul_cpu(dw, logits, hc, V, C, n, true, false, 1.0f);
+    for (int r = 0; r < n; ++r) std::memcpy(dh + (size_t)rows[r] * C, dhc.data() + (size_t)r * C, sizeof(T) * C);
+  });
 }
 
 template void lm_head_forward<float>(float*, float*, const float*, const float*, const int32_t*, int, int, int);

@@ -136,14 +136,17 @@ TEST(ModelOps, AttentionBackwardAcrossBlocksMatchesFiniteDifferences) {
   }
 }
 
-TEST(ModelOps, LmHeadMatchesExplicitLogitsAcrossChunks) {
+TEST(ModelOps, LmHeadForwardBackwardMatchExplicitLogitsAcrossChunks) {
   const int N = 300, C = 16, V = 50;  // 300 rows: more than one chunk
   std::vector<float> h = random_normal(N * C, 1.0f, 1), w = random_normal(V * C, 0.5f, 2);
   std::vector<float> u = random_uniform(N, 0.0f, (float)V, 3);
   std::vector<int32_t> targets(N);
   for (int i = 0; i < N; ++i) targets[i] = i % 7 == 3 ? -1 : std::min(V - 1, (int)u[i]);
   std::vector<float> logp(N), entropy(N), ref_logp(N), ref_entropy(N);
+  std::vector<float> dlogp = random_normal(N, 1.0f, 4), dh(N * C), dw = random_normal(V * C, 1.0f, 5);
+  std::vector<float> ref_dh(N * C, 0.0f), ref_dw = dw;  // dw accumulates onto what is there
   lm_head_forward(logp.data(), entropy.data(), h.data(), w.data(), targets.data(), N, C, V);
+  lm_head_backward(dh.data(), dw.data(), dlogp.data(), h.data(), w.data(), targets.data(), N, C, V);
   for (int i = 0; i < N; ++i) {
     if (targets[i] < 0) continue;
     std::vector<double> z(V);
@@ -157,9 +160,18 @@ TEST(ModelOps, LmHeadMatchesExplicitLogitsAcrossChunks) {
     for (int v = 0; v < V; ++v) ent -= std::exp(z[v] - lse) * (z[v] - lse);
     ref_logp[i] = (float)(z[targets[i]] - lse);
     ref_entropy[i] = (float)ent;
+    for (int v = 0; v < V; ++v) {  // d logit = dlogp·(onehot − p)
+      double g = dlogp[i] * ((v == targets[i]) - std::exp(z[v] - lse));
+      for (int c = 0; c < C; ++c) {
+        ref_dh[i * C + c] += (float)(g * w[v * C + c]);
+        ref_dw[v * C + c] += (float)(g * h[i * C + c]);
+      }
+    }
   }
   EXPECT_TRUE(all_close(logp, ref_logp, 1e-5, 1e-5));
   EXPECT_TRUE(all_close(entropy, ref_entropy, 1e-5, 1e-5));
+  EXPECT_TRUE(all_close(dh, ref_dh, 1e-5, 1e-4));
+  EXPECT_TRUE(all_close(dw, ref_dw, 1e-4, 1e-4));
 }
 
 }  // namespace
