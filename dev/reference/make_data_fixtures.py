@@ -2,6 +2,8 @@
 """Generates tests/fixtures/data/: a tiny Llama-3-style byte-level BPE tokenizer (trained here with HF
 `tokenizers`), preference JSONL files in the three input layouts, and expected.json holding the token ids
 prepare_data must write for each (file, template, truncation) case, for tests/data/test_prepare.cpp.
+llama3 and chatml cases use the tokenizer trained here; llama2 and mistral cases the SentencePiece-style
+tokenizers of tests/fixtures/tokenizer/ (their tokenizer_config.json holds the real templates).
 
 The ids come from HF transformers, the way docs/data-format.md specifies them:
   prompt   = apply_chat_template(prompt_messages, add_generation_prompt=True, tokenize=True)
@@ -35,10 +37,13 @@ LLAMA3_TEMPLATE = ("{% set loop_messages = messages %}{% for message in loop_mes
 CHATML_TEMPLATE = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
                    "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}"
                    "{% endif %}")
-TEMPLATES = {  # name: (jinja, renders BOS, end-of-turn token)
+TEMPLATES = {  # name: (jinja, renders BOS, end-of-turn token); llama2 and mistral come from the tokenizer fixtures
     "llama3": (LLAMA3_TEMPLATE, True, "<|eot_id|>"),
     "chatml": (CHATML_TEMPLATE, False, "<|im_end|>"),
 }
+# SentencePiece-style tokenizer.json files the tokenizer module commits (dev/reference/make_tokenizer_fixtures.py),
+# with Llama 2's and Mistral's chat templates in their tokenizer_config.json; both add BOS by default.
+SP_TOKENIZERS = {"llama2": "tokenizer/sp_legacy", "mistral": "tokenizer/sp_metaspace"}
 
 WORDS = ("the a of to and in is it you that was for on are with as his they be at one have this from or had by "
          "word but what some we can out other were all there when up use your how said an each she which do their "
@@ -135,7 +140,9 @@ def tokenize(hf, template, messages, chosen, rejected):
                                          return_dict=False))
     if not renders_bos:
         prompt = [hf.bos_token_id] + prompt
-    assert prompt.count(hf.bos_token_id) == 1 and prompt[0] == hf.bos_token_id, "exactly one BOS"
+    # One BOS first, never two; Llama 2's template repeats it before every later user turn, by design.
+    assert prompt[0] == hf.bos_token_id and prompt[1] != hf.bos_token_id, "one BOS first"
+    assert template == "llama2" or prompt.count(hf.bos_token_id) == 1, "exactly one BOS"
     eot = hf.convert_tokens_to_ids(end_of_turn)
     responses = []
     for content in (chosen, rejected):
@@ -144,7 +151,12 @@ def tokenize(hf, template, messages, chosen, rejected):
                                            chat_template=jinja, tokenize=True, return_dict=False))
         if not renders_bos:
             full = [hf.bos_token_id] + full
-        assert full[:len(prompt) + len(response)] == prompt + response, "response rule != the template's rendering"
+        # Llama 2's template writes ' ' + reply + ' ' + eos: HF's ids carry one more '▁' before </s> than the
+        # reply the model generates. Everywhere else the rendering is exactly prompt + response.
+        if template == "llama2":
+            assert full[:len(prompt) + len(response) - 1] == prompt + response[:-1], "llama2 reply != content ids"
+        else:
+            assert full[:len(prompt) + len(response)] == prompt + response, "response rule != the template's rendering"
         responses.append(response)
     return prompt, responses[0], responses[1]
 
@@ -168,9 +180,12 @@ def truncate(prompt, chosen, rejected, max_length, max_prompt_length, mode):
     return prompt, chosen, rejected, truncated, None
 
 
-def make_case(hf, name, inputs, template, max_length, max_prompt_length, mode):
-    case = {"name": name, "input": name.split("-")[0] + ".jsonl", "template": template, "max_length": max_length,
-            "max_prompt_length": max_prompt_length, "truncation": mode, "pairs": [], "truncated": 0, "skipped": {}}
+def make_case(tokenizers, name, inputs, template, max_length, max_prompt_length, mode):
+    tokenizer = SP_TOKENIZERS.get(template, "data/tokenizer")
+    hf = tokenizers[tokenizer]
+    case = {"name": name, "input": name.split("-")[0] + ".jsonl", "tokenizer": tokenizer, "bos_id": hf.bos_token_id,
+            "template": template, "max_length": max_length, "max_prompt_length": max_prompt_length,
+            "truncation": mode, "pairs": [], "truncated": 0, "skipped": {}}
     rows = inputs[case["input"]]
     for row in rows:
         rid, messages, chosen, rejected = record_of(row)
@@ -191,7 +206,15 @@ def main():
     args = parser.parse_args()
     rng = random.Random(20261127)
     os.makedirs(args.out, exist_ok=True)
-    hf = train_tokenizer(rng, args.out)
+    tokenizers = {"data/tokenizer": train_tokenizer(rng, args.out)}
+    fixtures = os.path.join(args.out, "..")
+    for template, directory in SP_TOKENIZERS.items():
+        path = os.path.join(fixtures, directory)
+        with open(os.path.join(path, "tokenizer_config.json")) as f:
+            TEMPLATES[template] = (json.load(f)["chat_template"], True, "</s>")
+        tokenizers[directory] = PreTrainedTokenizerFast(tokenizer_file=os.path.join(path, "tokenizer.json"),
+                                                        bos_token="<s>", eos_token="</s>")
+        assert tokenizers[directory]("hi").input_ids[0] == tokenizers[directory].bos_token_id
     inputs = make_inputs(rng)
     for file, rows in inputs.items():
         with open(os.path.join(args.out, file), "w") as f:
@@ -200,21 +223,24 @@ def main():
 
     cases = []
     for file in ("plain", "conversational", "whole"):
-        cases.append(make_case(hf, f"{file}-llama3", inputs, "llama3", 1024, 512, "keep_end"))
-    cases.append(make_case(hf, "plain-chatml", inputs, "chatml", 1024, 512, "keep_end"))
-    cases.append(make_case(hf, "plain-llama3-keep_end", inputs, "llama3", 40, 24, "keep_end"))
-    cases.append(make_case(hf, "plain-llama3-keep_start", inputs, "llama3", 40, 24, "keep_start"))
-    cases.append(make_case(hf, "conversational-chatml-keep_end", inputs, "chatml", 64, 32, "keep_end"))
+        cases.append(make_case(tokenizers, f"{file}-llama3", inputs, "llama3", 1024, 512, "keep_end"))
+    cases.append(make_case(tokenizers, "plain-chatml", inputs, "chatml", 1024, 512, "keep_end"))
+    cases.append(make_case(tokenizers, "plain-llama3-keep_end", inputs, "llama3", 40, 24, "keep_end"))
+    cases.append(make_case(tokenizers, "plain-llama3-keep_start", inputs, "llama3", 40, 24, "keep_start"))
+    cases.append(make_case(tokenizers, "conversational-chatml-keep_end", inputs, "chatml", 64, 32, "keep_end"))
+    for file in ("conversational", "whole"):
+        for template in ("llama2", "mistral"):
+            cases.append(make_case(tokenizers, f"{file}-{template}", inputs, template, 1024, 512, "keep_end"))
+    cases.append(make_case(tokenizers, "plain-mistral-keep_end", inputs, "mistral", 48, 24, "keep_end"))
     # No room: max_prompt_length = max_length = the longest prompt, which then leaves no room for a response,
     # while a prompt one token shorter keeps exactly one token of each response.
     prompts = sorted(len(p["prompt"]) for p in cases[0]["pairs"])
     longest = prompts[-1]
-    cases.append(make_case(hf, "plain-llama3-noroom", inputs, "llama3", longest, longest, "keep_start"))
-    cases.append(make_case(hf, "plain-llama3-oneroom", inputs, "llama3", longest + 1, longest + 1, "keep_start"))
+    cases.append(make_case(tokenizers, "plain-llama3-noroom", inputs, "llama3", longest, longest, "keep_start"))
+    cases.append(make_case(tokenizers, "plain-llama3-oneroom", inputs, "llama3", longest + 1, longest + 1, "keep_start"))
     assert cases[-2]["skipped"] and all(len(p["chosen"]) == 1 for p in cases[-1]["pairs"] if len(p["prompt"]) == longest)
 
-    expected = {"generated_by": "dev/reference/make_data_fixtures.py", "bos_id": hf.bos_token_id,
-                "vocab_size": len(hf), "cases": cases}
+    expected = {"generated_by": "dev/reference/make_data_fixtures.py", "cases": cases}
     with open(os.path.join(args.out, "expected.json"), "w") as f:
         json.dump(expected, f, ensure_ascii=False)
     for c in cases:

@@ -1,7 +1,11 @@
 // prepare_data's library path (data/prepare.h) against tests/fixtures/data/expected.json, made by
-// dev/reference/make_data_fixtures.py with HF tokenizers + apply_chat_template: every layout, templates with
-// and without their own BOS, each truncation path; plus the errors that need a tokenizer.
+// dev/reference/make_data_fixtures.py with HF tokenizers + apply_chat_template: every layout, the llama3,
+// chatml, llama2 and mistral templates (with and without their own BOS; byte-level and SentencePiece-style
+// tokenizers), each truncation path; plus the errors that need a tokenizer.
 #include <gtest/gtest.h>
+
+#include <map>
+#include <memory>
 
 #include <nlohmann/json.hpp>
 
@@ -23,8 +27,11 @@ const json& expected() {
   return e;
 }
 
-const Tokenizer& fixture_tokenizer() {
-  static const auto tokenizer = Tokenizer::load(test::fixture_path("data/tokenizer"));
+// A tokenizer under tests/fixtures/, loaded once.
+const Tokenizer& fixture_tokenizer(const std::string& relative = "data/tokenizer") {
+  static std::map<std::string, std::unique_ptr<Tokenizer>> loaded;
+  auto& tokenizer = loaded[relative];
+  if (!tokenizer) tokenizer = Tokenizer::load(test::fixture_path(relative));
   return *tokenizer;
 }
 
@@ -45,9 +52,9 @@ TEST_P(PrepareFixture, IdsAndCountsMatchTheHfReference) {
     if (c["name"] == GetParam()) found = &c;
   ASSERT_NE(found, nullptr) << "case " << GetParam() << " missing from expected.json";
   const json& c = *found;
-  const Tokenizer& tokenizer = fixture_tokenizer();
-  ASSERT_EQ(tokenizer.bos_id(), expected()["bos_id"].get<int32_t>());
-  ASSERT_TRUE(tokenizer.adds_bos_by_default()) << "the fixture tokenizer adds BOS (the double-BOS case)";
+  const Tokenizer& tokenizer = fixture_tokenizer(c["tokenizer"]);
+  ASSERT_EQ(tokenizer.bos_id(), c["bos_id"].get<int32_t>());
+  ASSERT_TRUE(tokenizer.adds_bos_by_default()) << "every fixture tokenizer adds BOS (the double-BOS case)";
   ChatTemplate chat_template = ChatTemplate::by_name(c["template"], tokenizer);
   PrepareConfig config = config_of(c);
   PrepareStats stats = prepare_data(tokenizer, chat_template, config);
@@ -73,9 +80,15 @@ TEST_P(PrepareFixture, IdsAndCountsMatchTheHfReference) {
     EXPECT_EQ(std::vector<int32_t>(v.chosen, v.chosen + v.chosen_length), want["chosen"].get<std::vector<int32_t>>());
     EXPECT_EQ(std::vector<int32_t>(v.rejected, v.rejected + v.rejected_length),
               want["rejected"].get<std::vector<int32_t>>());
-    // Exactly one BOS, first: the llama3 template renders it, chatml relies on the tokenizer's add-BOS.
+    // One BOS first, never two: llama3, llama2 and mistral render it, chatml relies on the tokenizer's
+    // add-BOS. Llama 2's template repeats BOS before each later user turn, by design.
     EXPECT_EQ(v.prompt[0], tokenizer.bos_id());
-    EXPECT_EQ(std::count(v.prompt, v.prompt + v.prompt_length, tokenizer.bos_id()), 1);
+    if (v.prompt_length > 1) {
+      EXPECT_NE(v.prompt[1], tokenizer.bos_id());
+    }
+    if (c["template"] != "llama2") {
+      EXPECT_EQ(std::count(v.prompt, v.prompt + v.prompt_length, tokenizer.bos_id()), 1);
+    }
     EXPECT_LE(v.prompt_length + std::max(v.chosen_length, v.rejected_length), config.truncation.max_length);
     EXPECT_GE(std::min(v.chosen_length, v.rejected_length), 1);
   }
@@ -84,15 +97,16 @@ TEST_P(PrepareFixture, IdsAndCountsMatchTheHfReference) {
 INSTANTIATE_TEST_SUITE_P(Cases, PrepareFixture,
                          ::testing::Values("plain-llama3", "conversational-llama3", "whole-llama3", "plain-chatml",
                                            "plain-llama3-keep_end", "plain-llama3-keep_start",
-                                           "conversational-chatml-keep_end", "plain-llama3-noroom",
-                                           "plain-llama3-oneroom"),
+                                           "conversational-chatml-keep_end", "conversational-llama2",
+                                           "conversational-mistral", "whole-llama2", "whole-mistral",
+                                           "plain-mistral-keep_end", "plain-llama3-noroom", "plain-llama3-oneroom"),
                          [](const auto& info) {
                            std::string name = info.param;
                            std::replace(name.begin(), name.end(), '-', '_');
                            return name;
                          });
 
-TEST(Prepare, EveryFixtureCaseIsTested) { EXPECT_EQ(expected()["cases"].size(), 9u); }
+TEST(Prepare, EveryFixtureCaseIsTested) { EXPECT_EQ(expected()["cases"].size(), 14u); }
 
 TEST(Prepare, SeveralFilesInDifferentLayoutsMakeOneShard) {
   PrepareConfig config;
