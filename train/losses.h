@@ -176,7 +176,12 @@ STAPO_HD inline PairLoss<T> loss_pair(const LossConfig& config, const PairLogps<
       break;
     }
     case LossKind::orpo: {  // on the average log-probs whatever the reward: TRL's odds ratio
-      const T a_w = in.logp_chosen / in.len_chosen, a_l = in.logp_rejected / in.len_rejected;
+      // A response of probability 1 (A = 0, reachable after rounding) has infinite odds: A is capped just
+      // below 0 so that log_odds and its derivative stay finite.
+      const T a_cap = T(-1e-6);
+      T a_w = in.logp_chosen / in.len_chosen, a_l = in.logp_rejected / in.len_rejected;
+      a_w = a_w < a_cap ? a_w : a_cap;
+      a_l = a_l < a_cap ? a_l : a_cap;
       const T log_odds = (a_w - a_l) - (log1mexp(a_w) - log1mexp(a_l));
       const T lambda = T(config.orpo_lambda);
       pref = -lambda * log_sigmoid(log_odds);

@@ -117,6 +117,15 @@ TEST(Losses, AsymptoticSlopesWithoutOverflow) {
   }
 }
 
+TEST(Losses, OrpoFiniteAtCertainty) {
+  LossConfig c = loss_defaults(LossKind::orpo);
+  for (float s_w : {0.0f, -1e-9f}) {
+    PairLoss<float> out = loss_pair(c, PairLogps<float>{s_w, -3.0f, 4.f, 2.f, 0.f, 0.f}, 0.25f);
+    EXPECT_TRUE(std::isfinite(out.loss) && std::isfinite(out.dloss_dlogp_chosen) &&
+                std::isfinite(out.dloss_dlogp_rejected));
+  }
+}
+
 TEST(Losses, StapoStationaryAtBandCentre) {
   LossConfig c = loss_defaults(LossKind::stapo_sigmoid);
   c.gamma_left = 0.7;
