@@ -14,14 +14,18 @@ int main(int argc, char** argv) {
   stapo::PrepareConfig config;
   app.add_option("--tokenizer", tokenizer_path, "tokenizer.json / tokenizer.model, or the model directory")
       ->required();
-  app.add_option("--template", template_name, "chat template: llama3 | llama2 | mistral | chatml | plain | auto");
+  app.add_option("--template", template_name, "chat template: llama3 | llama2 | mistral | chatml | plain | auto")
+      ->capture_default_str();
   app.add_option("--in", config.inputs, "input JSONL file(s); the layout is detected per file")->required();
   app.add_option("--out", config.output, "output shard")->required();
-  app.add_option("--max-length", config.truncation.max_length, "most tokens of prompt + response");
+  app.add_option("--max-length", config.truncation.max_length, "most tokens of prompt + response")
+      ->capture_default_str();
   app.add_option("--max-prompt-length", config.truncation.max_prompt_length,
-                 "prompt tokens kept when a pair is longer than --max-length");
+                 "prompt tokens kept when a pair is longer than --max-length")
+      ->capture_default_str();
   app.add_option("--truncation", truncation, "which part of a long prompt to keep")
-      ->check(CLI::IsMember({"keep_end", "keep_start"}));
+      ->check(CLI::IsMember({"keep_end", "keep_start"}))
+      ->capture_default_str();
   app.add_flag("--skip-bad", config.skip_bad, "skip and count bad lines instead of stopping at the first");
   STAPO_PARSE_CLI(app, argc, argv);
 
