@@ -76,14 +76,15 @@ inline double rms(const std::vector<float>& x) {
   return x.empty() ? 0.0 : std::sqrt(sum / x.size());
 }
 
-// The bf16 rule: ‖got − ref‖/‖ref‖ ≤ tol, and per element |got − ref| ≤ tol·rms(ref) + tol·|ref| (so a few
-// wrong or unwritten elements fail even when the norm would hide them; NaN always fails).
+// The bf16 rule: ‖got − ref‖/‖ref‖ ≤ tol, and per element |got − ref| ≤ 3·tol·(rms(ref) + |ref|), so a few
+// wrong or unwritten elements fail even when the norm would hide them (NaN always fails), while the rounding
+// of single elements whose terms cancel does not.
 inline ::testing::AssertionResult bf16_close(const std::vector<float>& got, const std::vector<float>& ref,
                                              double tol) {
   if (got.size() != ref.size()) return ::testing::AssertionFailure() << "size " << got.size() << " vs " << ref.size();
   const double err = relative_error(got.data(), ref.data(), got.size());
   if (!(err <= tol)) return ::testing::AssertionFailure() << "relative error " << err << " > " << tol;
-  return all_close(got, ref, tol * rms(ref), tol);
+  return all_close(got, ref, 3 * tol * rms(ref), 3 * tol);
 }
 
 }  // namespace stapo::test
