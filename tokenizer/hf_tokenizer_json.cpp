@@ -184,12 +184,12 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer_json(const std::string& path, const
 
     // Vocabulary, in raw bytes for byte-level models.
     for (const auto& [token, id_json] : member(model, "vocab", path).items()) {
-      int32_t id = id_json.get<int32_t>();
-      STAPO_CHECK(id >= 0 && id < (1 << 24), path, ": token \"", token, "\" has id ", id, " (out of range)");
+      int64_t id = id_json.get<int64_t>();
+      STAPO_CHECK(id >= 0 && id < kMaxVocabSize, path, ": token \"", token, "\" has id ", id, " (out of range)");
       std::string key = p.byte_level ? byte_level_to_bytes(token, path) : token;
       if (p.tokens.size() <= static_cast<size_t>(id)) p.tokens.resize(id + 1);
       p.tokens[id] = key;
-      p.token_ids[key] = id;
+      p.token_ids[key] = static_cast<int32_t>(id);
     }
     for (int b = 0; b < 256; ++b) {
       std::string key = p.byte_level ? std::string(1, static_cast<char>(b)) : cat("<0x", std::hex, std::uppercase,
@@ -231,15 +231,15 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer_json(const std::string& path, const
     }
 
     for (const json& added : root.value("added_tokens", json::array())) {
-      int32_t id = added.at("id").get<int32_t>();
+      int64_t id = added.at("id").get<int64_t>();
       std::string content = added.at("content");
-      STAPO_CHECK(id >= 0 && id < (1 << 24), path, ": added token \"", content, "\" has id ", id);
+      STAPO_CHECK(id >= 0 && id < kMaxVocabSize, path, ": added token \"", content, "\" has id ", id, " (out of range)");
       STAPO_CHECK(!added.value("single_word", false), path, ": added token \"", content,
                   "\" has single_word=true, which is not supported");
-      TokenMatcher::Token token{id, added.value("special", false), added.value("lstrip", false),
+      TokenMatcher::Token token{static_cast<int32_t>(id), added.value("special", false), added.value("lstrip", false),
                                 added.value("rstrip", false)};
       p.added_matcher.add(content, token);
-      p.added_ids[content] = id;
+      p.added_ids[content] = static_cast<int32_t>(id);
       if (p.tokens.size() <= static_cast<size_t>(id)) p.tokens.resize(id + 1);
       p.tokens[id] = content;
       if (p.added.size() <= static_cast<size_t>(id)) p.added.resize(id + 1);

@@ -73,6 +73,8 @@ std::unique_ptr<Tokenizer> load_tiktoken(const std::string& path, const std::str
       STAPO_CHECK(c >= '0' && c <= '9', path, ":", line_no, ": bad rank \"", digits, "\"");
       rank = rank * 10 + (c - '0');
     }
+    STAPO_CHECK(rank < kMaxVocabSize && token.size() <= kMaxTokenBytes, path, ":", line_no,
+                ": rank or token length out of range");
     STAPO_CHECK(p.token_ids.emplace(token, static_cast<int32_t>(rank)).second, path, ":", line_no, ": token listed twice");
     if (p.tokens.size() <= static_cast<size_t>(rank)) p.tokens.resize(rank + 1);
     p.tokens[rank] = token;

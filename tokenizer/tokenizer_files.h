@@ -12,6 +12,10 @@
 
 namespace stapo {
 
+// Larger ids or tokens are rejected as corrupt files (the largest real vocabularies have ~256k tokens).
+constexpr int32_t kMaxVocabSize = 1 << 21;
+constexpr size_t kMaxTokenBytes = 4096;
+
 struct TokenizerConfig {
   std::string chat_template;             // "" when absent
   std::string bos_token, eos_token;      // "" when absent
