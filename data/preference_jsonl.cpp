@@ -238,7 +238,8 @@ int64_t ReadCounts::skipped_total() const {
 }
 
 void preference_file_read(const std::string& path, bool skip_bad, ReadCounts& counts,
-                          const std::function<int64_t(int64_t, const PreferenceRecord&)>& on_record) {
+                          const std::function<int64_t(int64_t, const PreferenceRecord&)>& on_record,
+                          const std::function<int64_t()>& on_end) {
   std::string text = read_text_file(path);
   std::optional<PreferenceFormat> format;
   PreferenceRecord record;
@@ -261,12 +262,12 @@ void preference_file_read(const std::string& path, bool skip_bad, ReadCounts& co
     } else {
       tokens += on_record(line_number, record);
     }
-    if (line_number % 1000 == 0) {
+    if (line_number % 1000 == 0 && line_number < total_lines) {
       progress.update(line_number, tokens);
       tokens = 0;
     }
   }
-  progress.update(line_number, tokens);
+  progress.update(line_number, tokens + on_end());
   progress.finish();
 }
 

@@ -47,11 +47,13 @@ struct ReadCounts {  // accumulates over files
   int64_t skipped_total() const;
 };
 
-// Calls on_record(line_number, record) for each good record of `path`, in order; on_record returns the
-// tokens it produced (for the progress line). Blank lines are not records. A bad line is a stapo::Error
-// naming path, line and field, or, with skip_bad, one more in counts.skipped[reason].
+// Calls on_record(line_number, record) for each good record of `path`, in order, then on_end() once (to
+// finish buffered work); both return the tokens they produced, for the progress line. Blank lines are not
+// records. A bad line is a stapo::Error naming path, line and field, or, with skip_bad, one more in
+// counts.skipped[reason].
 void preference_file_read(const std::string& path, bool skip_bad, ReadCounts& counts,
-                          const std::function<int64_t(int64_t, const PreferenceRecord&)>& on_record);
+                          const std::function<int64_t(int64_t, const PreferenceRecord&)>& on_record,
+                          const std::function<int64_t()>& on_end = [] { return int64_t{0}; });
 
 // Byte offset of the first invalid UTF-8 sequence in text, or nullopt when text is valid UTF-8.
 std::optional<size_t> first_invalid_utf8(std::string_view text);

@@ -78,11 +78,13 @@ PrepareStats prepare_data(const Tokenizer& tokenizer, const ChatTemplate& chat_t
   };
 
   for (const std::string& path : config.inputs) {
-    preference_file_read(path, config.skip_bad, stats.input, [&](int64_t line, const PreferenceRecord& record) {
-      pending.push_back({line, record});
-      return pending.size() >= kChunkRecords ? flush(path) : int64_t{0};
-    });
-    flush(path);
+    preference_file_read(
+        path, config.skip_bad, stats.input,
+        [&](int64_t line, const PreferenceRecord& record) {
+          pending.push_back({line, record});
+          return pending.size() >= kChunkRecords ? flush(path) : int64_t{0};
+        },
+        [&] { return flush(path); });
   }
   stats.written = static_cast<int64_t>(pairs.size());
   STAPO_CHECK(!pairs.empty(), "no pair survived, nothing written to ", config.output, ":\n", stats.report());
