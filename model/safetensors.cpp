@@ -1,8 +1,10 @@
 // safetensors reader (mmap, F32/BF16/F16 → float/double) and writer (F32 or BF16, single or sharded).
 #include "model/safetensors.h"
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
@@ -89,9 +91,9 @@ SafetensorsReader::SafetensorsReader(const std::string& path) {
     STAPO_CHECK(file.is_string(), index, ": weight_map entry for tensor ", name, " is not a file name");
     weight_map[name] = file.get<std::string>();
   }
-  std::map<std::string, bool> files;
-  for (auto& [name, file] : weight_map) files[file] = true;
-  for (auto& [file, unused] : files) add_file(path + "/" + file);
+  std::set<std::string> files;
+  for (auto& [name, file] : weight_map) files.insert(file);
+  for (const std::string& file : files) add_file(path + "/" + file);
   for (auto& [name, file] : weight_map) {
     auto it = tensors_.find(name);
     STAPO_CHECK(it != tensors_.end() && it->second.file == path + "/" + file, index, ": tensor ", name,
@@ -194,21 +196,25 @@ static void write_one_file(const std::string& path, const TensorToWrite<T>* begi
     File f(tmp, "wb");
     f.write(&len, 8);
     f.write(text.data(), text.size());
-    std::vector<uint8_t> buf;
+    // Converted and written in pieces, so a large tensor never needs a second full-size buffer.
+    const size_t piece = 1 << 20;
+    std::vector<uint8_t> buf(piece * dtype_size(dtype));
     for (const TensorToWrite<T>* t = begin; t != end; ++t) {
       size_t numel = 1;
       for (int64_t d : t->shape) numel *= (size_t)d;
-      buf.resize(numel * dtype_size(dtype));
-      for (size_t i = 0; i < numel; ++i) {
-        float f32 = (float)t->data[i];
-        if (dtype == DType::BF16) {
-          uint16_t h = float_to_bf16(f32);
-          std::memcpy(buf.data() + 2 * i, &h, 2);
-        } else {
-          std::memcpy(buf.data() + 4 * i, &f32, 4);
+      for (size_t i0 = 0; i0 < numel; i0 += piece) {
+        const size_t n = std::min(piece, numel - i0);
+        for (size_t i = 0; i < n; ++i) {
+          float f32 = (float)t->data[i0 + i];
+          if (dtype == DType::BF16) {
+            uint16_t h = float_to_bf16(f32);
+            std::memcpy(buf.data() + 2 * i, &h, 2);
+          } else {
+            std::memcpy(buf.data() + 4 * i, &f32, 4);
+          }
         }
+        f.write(buf.data(), n * dtype_size(dtype));
       }
-      f.write(buf.data(), buf.size());
     }
     f.close();
   }
