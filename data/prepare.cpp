@@ -47,6 +47,8 @@ PrepareStats prepare_data(const Tokenizer& tokenizer, const ChatTemplate& chat_t
     for (int64_t i = 0; i < n; ++i) {
       try {
         problems[i] = pair_tokenizer.tokenize(pending[i].record, tokenized[i]);
+      } catch (const Error& e) {  // e.g. roles the template cannot render: a bad line like any other
+        problems[i] = LineProblem{"template rejects the conversation", "prompt", e.what()};
       } catch (...) {
         errors[i] = std::current_exception();
       }

@@ -148,6 +148,24 @@ TEST(Prepare, BadLinesStopWithFileLineAndFieldOrAreCountedWithSkipBad) {
   EXPECT_NE(stats.report().find("identical responses: 1"), std::string::npos) << stats.report();
 }
 
+TEST(Prepare, AConversationTheTemplateCannotRenderIsABadLine) {
+  // Llama 2's template needs user/assistant turns alternating.
+  std::string good = R"({"prompt": [{"role": "user", "content": "Hi"}], "chosen": [{"role": "assistant", "content": "Hello"}], "rejected": [{"role": "assistant", "content": "Go away"}]})";
+  std::string twice = R"({"prompt": [{"role": "user", "content": "Hi"}, {"role": "user", "content": "Hi?"}], "chosen": [{"role": "assistant", "content": "Hello"}], "rejected": [{"role": "assistant", "content": "Go away"}]})";
+  PrepareConfig config;
+  config.inputs = {test::write_scratch("turns.jsonl", good + "\n" + twice + "\n")};
+  config.output = test::scratch_path("turns.bin");
+  const Tokenizer& tokenizer = fixture_tokenizer("tokenizer/sp_legacy");
+  ChatTemplate chat_template = ChatTemplate::by_name("llama2", tokenizer);
+  std::string msg = test::error_message([&] { prepare_data(tokenizer, chat_template, config); });
+  EXPECT_NE(msg.find("turns.jsonl:2: field 'prompt'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("[template rejects the conversation]"), std::string::npos) << msg;
+  config.skip_bad = true;
+  PrepareStats stats = prepare_data(tokenizer, chat_template, config);
+  EXPECT_EQ(stats.written, 1);
+  EXPECT_EQ(stats.input.skipped.at("template rejects the conversation"), 1);
+}
+
 TEST(Prepare, AnEmptyPromptWithoutBosIsABadLine) {
   // The fixture tokenizer without its BOS post-processor, and the plain template: an empty prompt has no
   // token before the response.
