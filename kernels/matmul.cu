@@ -1,21 +1,45 @@
 // cuBLASLt wrapper. cuBLASLt is column-major; a row-major (r,c) matrix is its column-major transpose,
 // so D = op(A)·op(B) in row-major is Dᵀ = op(B)ᵀ·op(A)ᵀ in column-major: we pass B first.
+// The descriptors and the heuristic's algorithm are built once per distinct (shape, transposes, output type,
+// pointer alignments, beta = 0 or not) and cached in the context.
 #include "kernels/cuda_common.h"
 #include "kernels/matmul.h"
 
+#include <array>
 #include <cstdint>
+#include <map>
 
 namespace stapo {
+
+struct MatmulPlan {
+  cublasLtMatmulDesc_t desc;
+  cublasLtMatrixLayout_t first, second, out;  // column-major B, A, D
+  cublasLtMatmulAlgo_t algo;
+};
+
+struct MatmulPlanCache {
+  std::map<std::array<int64_t, 10>, MatmulPlan> plans;
+};
 
 MatmulContext matmul_context_create(size_t workspace_bytes) {
   MatmulContext ctx;
   cublasCheck(cublasLtCreate(&ctx.handle));
   ctx.workspace_bytes = workspace_bytes;
   cudaCheck(cudaMalloc(&ctx.workspace, workspace_bytes));
+  ctx.plans = new MatmulPlanCache;
   return ctx;
 }
 
 void matmul_context_free(MatmulContext& ctx) {
+  if (ctx.plans) {
+    for (auto& [key, plan] : ctx.plans->plans) {
+      cublasCheck(cublasLtMatrixLayoutDestroy(plan.out));
+      cublasCheck(cublasLtMatrixLayoutDestroy(plan.second));
+      cublasCheck(cublasLtMatrixLayoutDestroy(plan.first));
+      cublasCheck(cublasLtMatmulDescDestroy(plan.desc));
+    }
+    delete ctx.plans;
+  }
   if (ctx.workspace) cudaCheck(cudaFree(ctx.workspace));
   if (ctx.handle) cublasCheck(cublasLtDestroy(ctx.handle));
   ctx = MatmulContext{};
@@ -29,35 +53,31 @@ static uint32_t pointer_alignment(const void* p) {
   return align;
 }
 
-static void matmul_impl(const MatmulContext& ctx, void* d, cudaDataType_t d_type, const __nv_bfloat16* a,
-                        const __nv_bfloat16* b, int m, int n, int k, bool trans_a, bool trans_b, float beta,
-                        cudaStream_t stream) {
-  STAPO_CHECK(m > 0 && n > 0 && k > 0, "matmul_bf16: bad shape m=", m, " n=", n, " k=", k);
+static MatmulPlan matmul_plan_create(const MatmulContext& ctx, cudaDataType_t d_type, int m, int n, int k,
+                                     bool trans_a, bool trans_b, bool accumulate, uint32_t align_first,
+                                     uint32_t align_second, uint32_t align_out) {
+  MatmulPlan plan;
   // Column-major view: first operand is B (stored n×k when trans_b, else k×n row-major).
   cublasOperation_t op_first = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   cublasOperation_t op_second = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
-  cublasLtMatmulDesc_t desc;
-  cublasCheck(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-  cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_first, sizeof(op_first)));
-  cublasCheck(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_second, sizeof(op_second)));
-  cublasLtMatrixLayout_t first, second, out;
+  cublasCheck(cublasLtMatmulDescCreate(&plan.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  cublasCheck(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_first, sizeof(op_first)));
+  cublasCheck(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_second, sizeof(op_second)));
   // Stored column-major shapes (rows, cols, leading dimension).
   if (trans_b)
-    cublasCheck(cublasLtMatrixLayoutCreate(&first, CUDA_R_16BF, k, n, k));
+    cublasCheck(cublasLtMatrixLayoutCreate(&plan.first, CUDA_R_16BF, k, n, k));
   else
-    cublasCheck(cublasLtMatrixLayoutCreate(&first, CUDA_R_16BF, n, k, n));
+    cublasCheck(cublasLtMatrixLayoutCreate(&plan.first, CUDA_R_16BF, n, k, n));
   if (trans_a)
-    cublasCheck(cublasLtMatrixLayoutCreate(&second, CUDA_R_16BF, m, k, m));
+    cublasCheck(cublasLtMatrixLayoutCreate(&plan.second, CUDA_R_16BF, m, k, m));
   else
-    cublasCheck(cublasLtMatrixLayoutCreate(&second, CUDA_R_16BF, k, m, k));
-  cublasCheck(cublasLtMatrixLayoutCreate(&out, d_type, n, m, n));
+    cublasCheck(cublasLtMatrixLayoutCreate(&plan.second, CUDA_R_16BF, k, m, k));
+  cublasCheck(cublasLtMatrixLayoutCreate(&plan.out, d_type, n, m, n));
 
   cublasLtMatmulPreference_t pref;
   cublasCheck(cublasLtMatmulPreferenceCreate(&pref));
   cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                    &ctx.workspace_bytes, sizeof(ctx.workspace_bytes)));
-  const uint32_t align_first = pointer_alignment(b), align_second = pointer_alignment(a),
-                 align_out = pointer_alignment(d);
   cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_first,
                                                    sizeof(align_first)));
   cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_second,
@@ -68,17 +88,35 @@ static void matmul_impl(const MatmulContext& ctx, void* d, cudaDataType_t d_type
                                                    sizeof(align_out)));
   cublasLtMatmulHeuristicResult_t heuristic;
   int found = 0;
-  cublasCheck(cublasLtMatmulAlgoGetHeuristic(ctx.handle, desc, first, second, out, out, pref, 1, &heuristic, &found));
-  STAPO_CHECK(found > 0, "cuBLASLt has no bf16 algorithm for m=", m, " n=", n, " k=", k,
-              " (trans_a=", trans_a, ", trans_b=", trans_b, ")");
-  const float alpha = 1.0f;
-  cublasCheck(cublasLtMatmul(ctx.handle, desc, &alpha, b, first, a, second, &beta, d, out, d, out, &heuristic.algo,
-                             ctx.workspace, ctx.workspace_bytes, stream));
+  cublasCheck(cublasLtMatmulAlgoGetHeuristic(ctx.handle, plan.desc, plan.first, plan.second, plan.out, plan.out, pref,
+                                             1, &heuristic, &found));
   cublasCheck(cublasLtMatmulPreferenceDestroy(pref));
-  cublasCheck(cublasLtMatrixLayoutDestroy(out));
-  cublasCheck(cublasLtMatrixLayoutDestroy(second));
-  cublasCheck(cublasLtMatrixLayoutDestroy(first));
-  cublasCheck(cublasLtMatmulDescDestroy(desc));
+  STAPO_CHECK(found > 0, "cuBLASLt has no bf16 algorithm for m=", m, " n=", n, " k=", k, " (trans_a=", trans_a,
+              ", trans_b=", trans_b, ", ", d_type == CUDA_R_32F ? "fp32" : "bf16", " output, accumulate=", accumulate,
+              ")");
+  plan.algo = heuristic.algo;
+  return plan;
+}
+
+static void matmul_impl(const MatmulContext& ctx, void* d, cudaDataType_t d_type, const __nv_bfloat16* a,
+                        const __nv_bfloat16* b, int m, int n, int k, bool trans_a, bool trans_b, float beta,
+                        cudaStream_t stream) {
+  STAPO_CHECK(m > 0 && n > 0 && k > 0, "matmul: bad shape m=", m, " n=", n, " k=", k);
+  STAPO_CHECK(ctx.plans != nullptr, "matmul: the context was not created (matmul_context_create)");
+  const uint32_t align_first = pointer_alignment(b), align_second = pointer_alignment(a),
+                 align_out = pointer_alignment(d);
+  const std::array<int64_t, 10> key = {m, n, k, trans_a, trans_b, d_type, beta != 0.0f, align_first, align_second,
+                                       align_out};
+  auto it = ctx.plans->plans.find(key);
+  if (it == ctx.plans->plans.end())
+    it = ctx.plans->plans
+             .emplace(key, matmul_plan_create(ctx, d_type, m, n, k, trans_a, trans_b, beta != 0.0f, align_first,
+                                              align_second, align_out))
+             .first;
+  const MatmulPlan& plan = it->second;
+  const float alpha = 1.0f;
+  cublasCheck(cublasLtMatmul(ctx.handle, plan.desc, &alpha, b, plan.first, a, plan.second, &beta, d, plan.out, d,
+                             plan.out, &plan.algo, ctx.workspace, ctx.workspace_bytes, stream));
 }
 
 void matmul_bf16(const MatmulContext& ctx, __nv_bfloat16* d, const __nv_bfloat16* a, const __nv_bfloat16* b,

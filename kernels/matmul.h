@@ -11,10 +11,15 @@
 
 namespace stapo {
 
+struct MatmulPlanCache;  // kernels/matmul.cu: descriptors and the chosen algorithm per distinct call
+
 struct MatmulContext {
   cublasLtHandle_t handle = nullptr;
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
+  // A training step repeats the same few dozen shapes; asking the heuristic once per shape saves tens of
+  // microseconds per call. Not thread-safe: one context per thread.
+  MatmulPlanCache* plans = nullptr;
 };
 
 MatmulContext matmul_context_create(size_t workspace_bytes = 32u << 20);
