@@ -3,13 +3,14 @@
 #   make train_stapo_cpu the CPU trainer
 #   make train_stapo     the CUDA trainer (needs nvcc; a GPU only to run it)
 #   make test            build everything, then ctest (GPU tests skip without a GPU)
+#   make demo            the stability demo on a tiny Llama, CPU only (dev/demo.sh): table + plot in out/demo/
 #   make deps            install the Debian packages this project needs (as root)
 #   make clean
 BUILD ?= build
 CMAKE_ARGS ?=
 JOBS ?= $(shell nproc)
 
-.PHONY: all configure deps check-deps test clean train_stapo_cpu train_stapo
+.PHONY: all configure deps check-deps test clean train_stapo_cpu train_stapo demo
 
 all: configure
 	cmake --build $(BUILD) -j $(JOBS) --target stapo_cpu_binaries
@@ -31,6 +32,9 @@ train_stapo_cpu train_stapo: configure
 test: configure
 	cmake --build $(BUILD) -j $(JOBS)
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+demo:
+	BUILD=$(BUILD) bash dev/demo.sh
 
 clean:
 	rm -rf $(BUILD) $(BUILD).configure.log

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# make demo: what StaPO is for, on a tiny Llama on the CPU, in minutes.
+#   1. builds the CPU binaries;
+#   2. make_synthetic_data: digit-task preference pairs (chosen correct, rejected wrong or malformed), held-out
+#      prompts, a tiny byte-level BPE tokenizer and a randomly initialised tiny Llama for it;
+#   3. prepare_data: chatml shards;
+#   4. SFT (--loss sft) on the chosen answers;
+#   5. from that same checkpoint, each preference loss ($LOSSES) for $EPOCHS epochs, a checkpoint and an
+#      evaluation per epoch: eval reward accuracy, z/mean, entropy/chosen, logps/chosen from the trainer's
+#      log, and task accuracy and degeneration rate of greedy replies (eval_synthetic);
+#   6. dev/demo_report.sh: a markdown table and an SVG plot of those curves per loss.
+# Every setting below can be overridden from the environment (e.g. EPOCHS=8 LR=2e-3 make demo).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+OUT=${OUT:-out/demo}
+SEED=${SEED:-1}
+PAIRS=${PAIRS:-2000}
+EVAL=${EVAL:-200}
+MODEL_FLAGS=${MODEL_FLAGS:---layers 2 --hidden 64 --heads 4 --kv-heads 2 --ffn 192}
+BATCH=${BATCH:-16}
+MAX_LENGTH=${MAX_LENGTH:-48}
+SFT_EPOCHS=${SFT_EPOCHS:-10}
+SFT_LR=${SFT_LR:-3e-3}
+LOSSES=${LOSSES:-simpo dpo stapo}
+EPOCHS=${EPOCHS:-4}
+LR=${LR:-1e-3}
+# One thread per run: at this size OpenMP's fork/join costs more than the work it splits.
+THREADS=${THREADS:-1}
+
+start=$(date +%s)
+say() { printf '== [%4ss] %s\n' "$(( $(date +%s) - start ))" "$*"; }
+
+say "building the CPU binaries"
+make -s all BUILD="${BUILD:-build}" >/dev/null
+
+rm -rf "$OUT"
+mkdir -p "$OUT"
+say "data, tokenizer and a random tiny Llama -> $OUT/data, $OUT/init"
+./make_synthetic_data --out "$OUT/data" --pairs "$PAIRS" --eval "$EVAL" --seed "$SEED" --model-out "$OUT/init" \
+  $MODEL_FLAGS
+for split in train eval; do
+  ./prepare_data --tokenizer "$OUT/init" --template chatml --in "$OUT/data/$split.jsonl" \
+    --out "$OUT/data/$split.shard" >/dev/null
+done
+
+train() {  # train NAME EPOCHS LR extra flags...
+  local name=$1 epochs=$2 lr=$3
+  shift 3
+  ./train_stapo_cpu --data "$OUT/data/train.shard" --eval-data "$OUT/data/eval.shard" --out "$OUT/$name" \
+    --epochs "$epochs" --lr "$lr" --batch-size "$BATCH" --max-length "$MAX_LENGTH" --seed "$SEED" \
+    --threads "$THREADS" "$@" 2> "$OUT/$name.train.log" \
+    || { tail -n 20 "$OUT/$name.train.log"; exit 1; }
+}
+evaluate() {  # evaluate CHECKPOINT: one JSON line
+  ./eval_synthetic --model "$1" --prompts "$OUT/data/eval_prompts.jsonl" --template chatml --threads 1
+}
+
+steps_per_epoch=$(( (PAIRS + BATCH - 1) / BATCH ))
+say "SFT: $SFT_EPOCHS epochs on the chosen answers"
+train sft "$SFT_EPOCHS" "$SFT_LR" --model "$OUT/init" --loss sft --lr-schedule cosine --warmup-ratio 0.05
+sft_eval=$(evaluate "$OUT/sft/final")
+say "SFT model: $(echo "$sft_eval" | grep -o '"task_accuracy":[^,]*,"degeneration_rate":[^,]*')"
+
+# metrics.tsv: one row per loss and epoch; epoch 0 is the SFT model (its trainer metrics are not the loss's).
+metrics="$OUT/metrics.tsv"
+printf 'loss\tepoch\tstep\teval/rewards/accuracies\teval/z/mean\teval/entropy/chosen\teval/logps/chosen\ttask_accuracy\tdegeneration_rate\n' \
+  > "$metrics"
+row() {  # row LOSS EPOCH STEP EVAL_LOG_LINE EVAL_SYNTHETIC_JSON
+  printf '%s\n%s\n' "$4" "$5" | awk -v loss="$1" -v epoch="$2" -v step="$3" '
+    function field(line, key,   at, rest) {
+      at = index(line, "\"" key "\":")
+      if (at == 0) return "nan"
+      rest = substr(line, at + length(key) + 3)
+      match(rest, /^[^,}]*/)
+      return substr(rest, 1, RLENGTH)
+    }
+    NR == 1 { log_line = $0 }
+    NR == 2 { gen = $0 }
+    END {
+      printf "%s\t%s\t%s", loss, epoch, step
+      n = split("eval/rewards/accuracies eval/z/mean eval/entropy/chosen eval/logps/chosen", keys, " ")
+      for (i = 1; i <= n; i++) printf "\t%s", (log_line == "" ? "nan" : field(log_line, keys[i]))
+      printf "\t%s\t%s\n", field(gen, "task_accuracy"), field(gen, "degeneration_rate")
+    }' >> "$metrics"
+}
+
+for loss in $LOSSES; do
+  extra=()
+  case $loss in dpo | ipo | hinge) extra=(--ref precompute) ;; esac  # their rewards need the reference log-probs
+  say "$loss: $EPOCHS epochs from the SFT model"
+  train "$loss" "$EPOCHS" "$LR" --model "$OUT/sft/final" --loss "$loss" "${extra[@]}" \
+    --eval-every "$steps_per_epoch" --save-every "$steps_per_epoch"
+  row "$loss" 0 0 "" "$sft_eval"
+  for epoch in $(seq 1 "$EPOCHS"); do
+    step=$(( epoch * steps_per_epoch ))
+    checkpoint="$OUT/$loss/checkpoint-$step"
+    [ "$epoch" -eq "$EPOCHS" ] && checkpoint="$OUT/$loss/final"
+    log_line=$(grep "^{\"step\":$step,\"eval/" "$OUT/$loss/log.jsonl" || true)
+    row "$loss" "$epoch" "$step" "$log_line" "$(evaluate "$checkpoint")"
+  done
+done
+
+bash dev/demo_report.sh "$metrics" "$OUT"
+cat "$OUT/summary.md"
+say "done: table $OUT/summary.md, plot $OUT/stability.svg, per-epoch metrics $OUT/metrics.tsv"
