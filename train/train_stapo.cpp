@@ -1,20 +1,53 @@
-// train_stapo: the GPU trainer (bf16 CUDA engine). Until the CUDA engine lands it checks the device and the
-// toolchain only: it reports the GPU it would use and exits with an error saying training is not available.
-#include "common/cli.h"
-#include "kernels/cuda_common.h"
+// train_stapo: preference optimisation (StaPO and the one-sided baselines) on one GPU, bf16 CUDA engine
+// (train/cuda_engine.h). Flags, data, losses, logs and checkpoints are train_stapo_cpu's (train/train_main.h);
+// only the engine differs. It reports MFU and peak device memory while training and at the end.
+// --device-check compares one step with the CPU reference on tiny models and exits (train/device_check.h).
+#include <memory>
+
+#include "common/cli.h"          // defines: STAPO_PARSE_CLI, run_main
+#include "train/cuda_engine.h"   // defines: CudaEngine, CudaEngineOptions
+#include "train/device_check.h"  // defines: device_check_run
+#include "train/train_main.h"    // defines: TrainFlags, train_flags_add, train_run
 
 int main(int argc, char** argv) {
   CLI::App app{"train_stapo: align a Llama/Mistral checkpoint on preference pairs (StaPO and baselines), bf16 CUDA"};
   app.name("train_stapo");
-  std::string model_dir, data_path, out_dir;
-  app.add_option("--model", model_dir, "Hugging Face checkpoint directory (config.json + safetensors)");
-  app.add_option("--data", data_path, "training shard written by ./prepare_data");
-  app.add_option("--out", out_dir, "output directory for checkpoints and the JSONL log");
+  stapo::TrainFlags flags;
+  stapo::CudaEngineOptions options;
+  bool device_check = false;
+  options.report_every_s = 30;
+  stapo::train_flags_add(app, flags, /*required=*/false);
+  app.add_flag("--bf16-params", options.bf16_params,
+               "keep no fp32 master weights: AdamW updates the bf16 weights with stochastic rounding (less memory)");
+  app.add_option("--recompute", options.recompute,
+                 "activations recomputed in backward: 0 none, 1 RMSNorm outputs and SwiGLU (default), 2 every "
+                 "layer's forward (least memory)")
+      ->check(CLI::Range(0, 2));
+  app.add_option("--peak-tflops", options.peak_tflops,
+                 "the card's dense bf16 peak for MFU (default: known from the device name, e.g. H100 989)");
+  app.add_option("--report-every", options.report_every_s, "seconds between MFU / memory lines (0: off)");
+  app.add_flag("--device-check", device_check,
+               "compare one training step against the CPU reference on tiny random models, print a table and exit "
+               "(non-zero on mismatch); needs no other flag");
   STAPO_PARSE_CLI(app, argc, argv);
-  return stapo::run_main([&] {
-    std::string why;
-    STAPO_CHECK(stapo::cuda_device_available(&why), "no CUDA device: ", why, ". Use ./train_stapo_cpu on the CPU.");
-    fprintf(stderr, "device: %s\n", stapo::cuda_device_description().c_str());
-    stapo::fail("GPU training is not implemented yet in this build; use ./train_stapo_cpu");
+  int code = 0;
+  const int run = stapo::run_main([&] {
+    if (device_check) {
+      code = stapo::device_check_run();
+      return;
+    }
+    options.max_tokens = 2 * flags.loader.pairs_per_batch * flags.loader.row_length;
+    options.seed = flags.trainer.seed;
+    auto make_engine = [&](const std::string& dir) -> std::unique_ptr<stapo::Engine> {
+      return std::make_unique<stapo::CudaEngine>(*stapo::model_load_hf<float>(dir), options);
+    };
+    auto summary = [](stapo::Engine& engine) {
+      auto& cuda = static_cast<stapo::CudaEngine&>(engine);
+      const stapo::CudaStepStats s = cuda.take_step_stats();
+      if (s.steps > 0 && s.seconds > 0)
+        fprintf(stderr, "device, whole run: %s\n", stapo::step_stats_summary(s, cuda.peak_tflops()).c_str());
+    };
+    stapo::train_run(app, flags, make_engine, summary);
   });
+  return run != 0 ? run : code;
 }

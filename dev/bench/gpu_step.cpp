@@ -1,0 +1,156 @@
+// gpu_step: the time of one optimizer step of our GPU trainer on the benchmark config that
+// dev/bench/torch_baseline.py also reads (dev/bench/gpu_step_config.json: a Llama-3.2-1B-shaped model with
+// random weights, `pairs` pairs of `seq_len` tokens, the loss on the last seq_len − prompt_len targets).
+// A step is exactly the trainer's: zero_grad, step_forward_backward (forward, the loss on the host, backward),
+// the gradient norm, clipping at 1, one AdamW update; timed with CUDA events on the engine's stream after
+// `warmup_steps`, median of `steps`. Model FLOPs are torch_baseline.py's formula (train/model_flops.h), MFU
+// is against the config's peak for this device, peak memory is what the engine brought into use on the device
+// (cudaMemGetInfo, the CUDA context excluded, like torch.cuda.max_memory_allocated).
+//
+//   build-gpu/dev/bench/gpu_step --config dev/bench/gpu_step_config.json --out result.json [--bf16-params]
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <vector>
+
+#include "common/cli.h"           // defines: STAPO_PARSE_CLI, run_main
+#include "common/file_io.h"       // defines: read_text_file, write_file_atomic
+#include "kernels/cuda_common.h"  // defines: cudaCheck, cuda_device_description
+#include "model/config.h"         // defines: config_parse
+#include "train/cuda_engine.h"    // defines: CudaEngine
+#include "train/grad_clip.h"      // defines: grad_clip_factor
+#include "train/model_flops.h"    // defines: model_forward_flops, batch_flop_counts
+#include "train/trainer.h"        // defines: step_forward_backward
+
+namespace {
+
+// Every row one sequence of seq_len random tokens; sequence 2i chosen, 2i+1 rejected; the response is the last
+// seq_len − prompt_len tokens (the targets at positions prompt_len − 1 .. seq_len − 2), as in torch_baseline.py.
+stapo::PairBatch bench_batch(int pairs, int seq_len, int prompt_len, int V) {
+  STAPO_CHECK(pairs > 0 && prompt_len >= 1 && prompt_len < seq_len, "benchmark batch: pairs = ", pairs,
+              ", seq_len = ", seq_len, ", prompt_len = ", prompt_len, " (need 1 ≤ prompt_len < seq_len)");
+  stapo::PairBatch b;
+  stapo::TokenBatch& t = b.tokens;
+  t.rows = 2 * pairs;
+  t.T = seq_len;
+  const size_t n = (size_t)t.rows * t.T;
+  std::mt19937_64 rng(0);
+  std::uniform_int_distribution<int> token(0, V - 1);
+  t.tokens.resize(n);
+  for (int32_t& x : t.tokens) x = token(rng);
+  t.targets.assign(n, -1);
+  t.positions.resize(n);
+  t.segments.assign(n, 0);
+  b.response_sequence.assign(n, -1);
+  for (int r = 0; r < t.rows; ++r)
+    for (int p = 0; p < seq_len; ++p) {
+      const size_t i = (size_t)r * seq_len + p;
+      t.positions[i] = p;
+      if (p + 1 < seq_len) t.targets[i] = t.tokens[i + 1];
+      if (p >= prompt_len - 1 && p + 1 < seq_len) b.response_sequence[i] = r;
+    }
+  b.num_pairs = pairs;
+  for (int i = 0; i < pairs; ++i) b.pair_ids.push_back(i);
+  b.response_length.assign(t.rows, seq_len - prompt_len);
+  return b;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"gpu_step: median optimizer-step time, tokens/s, MFU and peak memory of train_stapo's CUDA engine"};
+  app.name("gpu_step");
+  std::string config_path = "dev/bench/gpu_step_config.json", out_path;
+  stapo::CudaEngineOptions options;
+  app.add_option("--config", config_path, "the benchmark config shared with dev/bench/torch_baseline.py");
+  app.add_option("--out", out_path, "also write the result JSON here");
+  app.add_flag("--bf16-params", options.bf16_params, "bf16 weights with stochastic rounding, no fp32 master copy");
+  app.add_option("--recompute", options.recompute, "activation recomputation level 0, 1 or 2 (train_stapo's)")
+      ->check(CLI::Range(0, 2));
+  STAPO_PARSE_CLI(app, argc, argv);
+  return stapo::run_main([&] {
+    nlohmann::json bench;
+    try {
+      bench = nlohmann::json::parse(stapo::read_text_file(config_path));
+    } catch (const nlohmann::json::exception& e) {
+      stapo::fail(config_path, ": not valid JSON (", e.what(), ")");
+    }
+    const stapo::ModelConfig config = stapo::config_parse(bench.at("model").dump(), config_path + " (model)");
+    const nlohmann::json& jb = bench.at("batch");
+    const int pairs = jb.at("pairs"), seq_len = jb.at("seq_len"), prompt_len = jb.at("prompt_len");
+    const nlohmann::json& jl = bench.at("loss");
+    stapo::LossConfig loss = stapo::loss_defaults(stapo::loss_from_name(jl.at("name")));
+    loss.reward = stapo::reward_from_name(jl.value("reward", stapo::reward_name(loss.reward)));
+    loss.beta = jl.value("beta", loss.beta);
+    loss.gamma_left = jl.value("gamma_left", loss.gamma_left);
+    loss.gamma_right = jl.value("gamma_right", loss.gamma_right);
+    loss.lambda_right = jl.value("lambda_right", loss.lambda_right);
+    stapo::AdamWConfig adamw;
+    const double lr = bench.at("optimizer").at("lr");
+    adamw.weight_decay = bench.at("optimizer").value("weight_decay", 0.0);
+    const int warmup = bench.at("timing").at("warmup_steps"), steps = bench.at("timing").at("steps");
+    STAPO_CHECK(steps > 0, config_path, ": timing.steps must be positive");
+
+    std::string why;
+    STAPO_CHECK(stapo::cuda_device_available(&why), "gpu_step needs a CUDA device: ", why);
+    const std::string device = stapo::cuda_device_description();
+    double peak = 0;
+    for (const auto& [part, tflops] : bench.at("peak_bf16_tflops").items())
+      if (part != "_comment" && device.find(part) != std::string::npos) peak = tflops.get<double>();
+
+    const stapo::PairBatch batch = bench_batch(pairs, seq_len, prompt_len, config.vocab_size);
+    options.random_init = true;  // N(0, 0.02) as HF initialises, drawn on the device: no 5 GB upload
+    options.max_tokens = batch.tokens.rows * seq_len;
+    // The host model only lends the parameter names and shapes.
+    auto host = std::make_unique<stapo::CpuModel<float>>(config);
+    stapo::CudaEngine engine(*host, options);
+    host.reset();
+    fprintf(stderr, "%s\n", engine.description().c_str());
+
+    cudaEvent_t start, end;
+    cudaCheck(cudaEventCreate(&start));
+    cudaCheck(cudaEventCreate(&end));
+    std::vector<double> times;
+    double last_loss = 0;
+    for (int i = 0; i < warmup + steps; ++i) {
+      cudaCheck(cudaEventRecord(start, engine.stream()));
+      engine.zero_grad();
+      last_loss = stapo::step_forward_backward(engine, {batch}, loss, true).loss(loss);
+      const double norm = std::sqrt(engine.grad_sum_squares());
+      engine.optimizer_step(lr, stapo::grad_clip_factor(norm, 1.0), adamw, i + 1);
+      cudaCheck(cudaEventRecord(end, engine.stream()));
+      cudaCheck(cudaEventSynchronize(end));
+      float ms = 0;
+      cudaCheck(cudaEventElapsedTime(&ms, start, end));
+      fprintf(stderr, "%s step %d: %.1f ms, loss %.4f, grad norm %.3f\n", i < warmup ? "warm-up" : "timed", i + 1,
+              ms, last_loss, norm);
+      if (i >= warmup) times.push_back(ms / 1e3);
+    }
+    std::sort(times.begin(), times.end());
+    const size_t k = times.size();
+    const double median = k % 2 ? times[k / 2] : 0.5 * (times[k / 2 - 1] + times[k / 2]);
+    double tokens = 0, causal_pairs = 0;
+    stapo::batch_flop_counts(batch.tokens, &tokens, &causal_pairs);
+    const double flops = 3 * stapo::model_forward_flops(config, tokens, causal_pairs);
+    const stapo::CudaStepStats stats = engine.take_step_stats();
+
+    nlohmann::ordered_json result;
+    result["impl"] = "stapo";
+    result["device"] = device;
+    result["median_step_s"] = median;
+    result["tokens_per_s"] = tokens / median;
+    result["model_tflops_per_step"] = flops / 1e12;
+    result["mfu"] = peak > 0 ? nlohmann::json(flops / median / 1e12 / peak) : nlohmann::json(nullptr);
+    result["peak_memory_gib"] = stats.peak_bytes / double(1 << 30);
+    result["bf16_params"] = options.bf16_params;
+    result["recompute"] = options.recompute;
+    result["loss"] = last_loss;
+    printf("%s\n", result.dump().c_str());
+    if (!out_path.empty()) stapo::write_file_atomic(out_path, result.dump(1) + "\n");
+    cudaCheck(cudaEventDestroy(start));
+    cudaCheck(cudaEventDestroy(end));
+  });
+}

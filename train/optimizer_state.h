@@ -1,0 +1,18 @@
+// The AdamW moments on disk, the same file for every engine (a CPU fp32 state resumes on the GPU and back):
+// "STAPOADM" magic, u32 version 1, u32 bytes per element, u64 element count, then m and v, each in the
+// order of the model's parameters (CpuModel::parameters(), no padding).
+// (train/cpu_engine.cpp writes the same layout with its own code; it can call these instead.)
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace stapo {
+
+template <typename T>
+void optimizer_state_write(const std::string& path, const T* m, const T* v, uint64_t count);
+// Reads exactly `count` elements of T per moment; any other magic, version, element size or count is an
+// error naming the file.
+template <typename T>
+void optimizer_state_read(const std::string& path, T* m, T* v, uint64_t count);
+
+}  // namespace stapo

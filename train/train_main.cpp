@@ -1,0 +1,99 @@
+// The shared trainer command line (train/train_main.h).
+#include "train/train_main.h"
+
+#include <cstdio>
+
+#include "common/error.h"
+#include "data/shard.h"       // defines: Shard
+#include "train/scoring.h"    // defines: reference_ensure, reference_tag
+
+namespace stapo {
+
+void train_flags_add(CLI::App& app, TrainFlags& f, bool required) {
+  TrainerConfig& tc = f.trainer;
+  PairLoaderConfig& lc = f.loader;
+  app.add_option("--model", f.model_dir, "initial HF checkpoint directory (config.json + safetensors)")
+      ->required(required);
+  app.add_option("--data", f.data_path, "training shard written by ./prepare_data")->required(required);
+  app.add_option("--eval-data", f.eval_path, "evaluation shard (optional)");
+  app.add_option("--out", f.out_dir, "output directory: log.jsonl, checkpoint-N/, final/")->required(required);
+  loss_flags_add(app, f.loss);
+  app.add_option("--ref", f.ref, "reference log-probs: none, or precompute (a pass with the initial weights, stored "
+                                 "in the shard and reused while the model is the same)")
+      ->check(CLI::IsMember({"none", "precompute"}));
+  app.add_option("--lr", tc.lr, "peak learning rate");
+  app.add_option("--lr-schedule", f.schedule, "constant, linear or cosine (after warm-up)")
+      ->check(CLI::IsMember({"constant", "linear", "cosine"}));
+  app.add_option("--warmup-ratio", tc.warmup_ratio, "fraction of the steps spent warming up from 0");
+  app.add_option("--weight-decay", tc.adamw.weight_decay, "AdamW decoupled weight decay (not on RMSNorm weights)");
+  app.add_option("--adam-beta1", tc.adamw.beta1, "AdamW β1");
+  app.add_option("--adam-beta2", tc.adamw.beta2, "AdamW β2");
+  app.add_option("--adam-eps", tc.adamw.eps, "AdamW ε");
+  app.add_option("--max-grad-norm", tc.max_grad_norm, "global gradient-norm clipping (0: off)");
+  app.add_option("--grad-accum", tc.grad_accum, "micro-batches per optimizer step");
+  app.add_option("--epochs", tc.epochs, "passes over the training shard");
+  app.add_option("--max-steps", tc.max_steps, "optimizer steps (overrides --epochs when > 0)");
+  app.add_option("--eval-every", tc.eval_every, "evaluate every N steps (and at the end)");
+  app.add_option("--save-every", tc.save_every, "checkpoint every N steps (and at the end, as final/)");
+  app.add_option("--batch-size", lc.pairs_per_batch, "pairs per micro-batch");
+  app.add_option("--max-length", lc.row_length, "row length T (every sequence must fit)");
+  app.add_flag("--pack", lc.pack, "pack sequences into rows instead of one padded row per sequence");
+  app.add_option("--seed", tc.seed, "data order seed");
+  app.add_option("--resume", f.resume_dir, "continue exactly from a checkpoint directory of this run");
+  app.add_flag("--skip-nonfinite", tc.skip_nonfinite, "skip (and count) steps whose loss or gradient is not finite");
+}
+
+void train_run(const CLI::App& app, TrainFlags& f, const EngineFactory& make_engine,
+               const std::function<void(Engine&)>& trained) {
+  STAPO_CHECK(!f.model_dir.empty() && !f.data_path.empty() && !f.out_dir.empty(),
+              "--model, --data and --out are required (see --help)");
+  TrainerConfig& tc = f.trainer;
+  PairLoaderConfig& lc = f.loader;
+  tc.loss = loss_flags_config(app, f.loss);
+  tc.schedule = lr_schedule_from_name(f.schedule);
+  tc.out_dir = f.out_dir;
+  tc.tokenizer_dir = f.resume_dir.empty() ? f.model_dir : f.resume_dir;
+  lc.seed = tc.seed;
+  // The reference pass runs with the initial weights, before any resume loads trained ones.
+  if (f.ref == "precompute") {
+    const std::string tag = reference_tag(f.model_dir);
+    for (const std::string& path : {f.data_path, f.eval_path}) {
+      if (path.empty()) continue;
+      if (!f.resume_dir.empty()) {
+        Shard shard(path);
+        STAPO_CHECK(shard.has_reference() && shard.reference_tag() == tag, path, ": no reference log-probs of ",
+                    f.model_dir, " to resume with: run the reference pass first (the same command without --resume, "
+                    "or ./score)");
+        continue;
+      }
+      std::unique_ptr<Engine> initial = make_engine(f.model_dir);
+      if (reference_ensure(*initial, path, lc, tag)) fprintf(stderr, "%s: reference log-probs stored\n", path.c_str());
+    }
+  }
+  Shard train_shard(f.data_path);
+  loss_config_validate(tc.loss, train_shard.has_reference());
+  std::unique_ptr<Shard> eval_shard;
+  std::unique_ptr<PairLoader> eval_loader;
+  int64_t eval_steps = 0;
+  PairLoaderConfig eval_lc = lc;
+  eval_lc.shuffle = false;
+  if (!f.eval_path.empty()) {
+    eval_shard = std::make_unique<Shard>(f.eval_path);
+    loss_config_validate(tc.loss, eval_shard->has_reference());
+    eval_loader = std::make_unique<PairLoader>(*eval_shard, eval_lc);
+    eval_steps = eval_loader->steps_per_epoch();
+  }
+  std::unique_ptr<Engine> engine = make_engine(f.resume_dir.empty() ? f.model_dir : f.resume_dir);
+  PairLoader loader(train_shard, lc);
+  Trainer trainer(*engine, loader, eval_loader.get(), eval_steps, tc);
+  if (!f.resume_dir.empty()) trainer.resume(f.resume_dir);
+  fprintf(stderr, "%s; loss %s, reward %s, beta %g; %lld steps from step %lld\n", engine->description().c_str(),
+          loss_name(tc.loss.loss), reward_name(tc.loss.reward), tc.loss.beta, (long long)trainer.total_steps(),
+          (long long)trainer.state().step);
+  trainer.train();
+  if (trained) trained(*engine);
+  fprintf(stderr, "done: %s/final (log: %s/log.jsonl, %lld non-finite steps skipped)\n", f.out_dir.c_str(),
+          f.out_dir.c_str(), (long long)trainer.state().skipped_nonfinite);
+}
+
+}  // namespace stapo

@@ -1,0 +1,36 @@
+// The command line both trainers share (train_stapo_cpu, train_stapo): the flags, the data, the optional
+// reference pass, resume, the Trainer loop and the closing summary. Only the engine differs: the caller adds
+// its own flags and says how a model directory becomes an engine.
+// (Factored out of train/train_stapo_cpu.cpp's main for the CUDA trainer; train_stapo_cpu can call it too.)
+#pragma once
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "data/pair_loader.h"  // defines: PairLoaderConfig
+#include "train/engine.h"      // defines: Engine
+#include "train/loss_flags.h"  // defines: LossFlags
+#include "train/trainer.h"     // defines: TrainerConfig
+
+namespace stapo {
+
+struct TrainFlags {
+  std::string model_dir, data_path, eval_path, out_dir, resume_dir, ref = "none", schedule = "linear";
+  LossFlags loss;
+  TrainerConfig trainer;
+  PairLoaderConfig loader;
+};
+
+// Adds the trainer's flags. With required = false, --model, --data and --out are checked by train_run instead
+// of by the parser (so a binary can offer a mode that needs none of them, like train_stapo --device-check).
+void train_flags_add(CLI::App& app, TrainFlags& flags, bool required = true);
+
+using EngineFactory = std::function<std::unique_ptr<Engine>(const std::string& model_dir)>;
+
+// Trains as the flags say. make_engine loads a checkpoint directory (called for the reference pass, then for
+// the model to train); `trained` runs on the training engine after the last step (e.g. a device summary).
+void train_run(const CLI::App& app, TrainFlags& flags, const EngineFactory& make_engine,
+               const std::function<void(Engine&)>& trained = nullptr);
+
+}  // namespace stapo
