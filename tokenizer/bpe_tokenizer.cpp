@@ -183,24 +183,44 @@ void BpeTokenizer::encode_word(std::string_view word, std::vector<int32_t>& out)
   cache_.store(word, &out[first], out.size() - first);
 }
 
+// Byte-level: all bytes joined, then one lossy UTF-8 pass (HF's ByteLevel decoder, tiktoken). SentencePiece-
+// style: the space marker becomes ' ', and each run of <0xXX> tokens becomes its bytes, or, when they are not
+// valid UTF-8, one U+FFFD per token (HF's ByteFallback decoder).
 std::string BpeTokenizer::decode(const std::vector<int32_t>& ids) const {
-  std::string bytes;
+  std::string text, run;
+  auto flush_run = [&] {
+    if (utf8_make_valid(run) == run) {
+      text += run;
+    } else {
+      for (size_t i = 0; i < run.size(); ++i) text += "\xEF\xBF\xBD";
+    }
+    run.clear();
+  };
   for (int32_t id : ids) {
     STAPO_CHECK(id >= 0 && id < vocab_size(), "token id ", id, " is out of range (vocabulary size ", vocab_size(),
                 ")");
     const std::string& token = p_.tokens[id];
-    if (p_.added[id] || p_.byte_level) {
-      bytes += token;
-    } else if (int byte = parse_byte_piece(token); byte >= 0 && p_.byte_ids[byte] == id) {
-      bytes += static_cast<char>(byte);
+    if (p_.byte_level) {
+      text += token;
+      continue;
+    }
+    int byte = p_.decode_byte_fallback && !p_.added[id] ? parse_byte_piece(token) : -1;
+    if (byte >= 0 && p_.byte_ids[byte] == id) {
+      run += static_cast<char>(byte);
+      continue;
+    }
+    flush_run();
+    if (p_.added[id]) {
+      text += token;
     } else {
-      std::string text = token;
-      replace_all(text, p_.space_marker, " ");
-      bytes += text;
+      std::string piece = token;
+      replace_all(piece, p_.space_marker, " ");
+      text += piece;
     }
   }
-  if (p_.decode_strips_space && starts_with(bytes, " ")) bytes.erase(0, 1);
-  return utf8_make_valid(bytes);
+  flush_run();
+  if (p_.decode_strips_space && starts_with(text, " ")) text.erase(0, 1);
+  return p_.byte_level ? utf8_make_valid(text) : text;
 }
 
 std::optional<int32_t> BpeTokenizer::special_token_id(std::string_view text) const {

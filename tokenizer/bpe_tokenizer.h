@@ -61,6 +61,7 @@ class BpeTokenizer : public Tokenizer {
     bool metaspace_split = false;
     std::string space_marker = "\xE2\x96\x81";  // SentencePiece-style decoding turns it into ' '
     bool decode_strips_space = false;           // decoder drops one leading space (Strip / Metaspace)
+    bool decode_byte_fallback = false;          // ByteFallback decoder: <0xXX> runs become bytes
 
     int32_t bos_id = -1, eos_id = -1;
     bool adds_bos = false;

@@ -141,7 +141,9 @@ static void read_decoder(const json& j, BpeTokenizer::Parts& p, const std::strin
       STAPO_CHECK(step.at("pattern").contains("String") && step.value("content", "") == " ", path,
                   ": only the Replace(marker → \" \") decoder is supported");
       p.space_marker = step["pattern"]["String"].get<std::string>();
-    } else if (type != "ByteLevel" && type != "ByteFallback" && type != "Fuse") {
+    } else if (type == "ByteFallback") {
+      p.decode_byte_fallback = true;
+    } else if (type != "ByteLevel" && type != "Fuse") {
       fail(path, ": decoder \"", type, "\" is not supported");
     }
   }

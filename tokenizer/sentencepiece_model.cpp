@@ -286,11 +286,11 @@ void SentencePieceTokenizer::encode_normalized(const std::string& text, std::vec
 }
 
 // As sentencepiece: ▁ → ' ', the dummy prefix's space dropped from the first piece, byte pieces joined into
-// UTF-8 (invalid sequences as U+FFFD), control pieces empty, unk as " ⁇ ".
+// UTF-8 (each invalid byte as U+FFFD), control pieces empty, unk as " ⁇ ".
 std::string SentencePieceTokenizer::decode(const std::vector<int32_t>& ids) const {
   std::string out, bytes;
   auto flush = [&] {
-    out += utf8_make_valid(bytes);
+    out += utf8_make_valid(bytes, true);
     bytes.clear();
   };
   bool first = true;

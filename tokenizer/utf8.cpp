@@ -51,7 +51,7 @@ void utf8_validate(std::string_view text, const char* what) {
   }
 }
 
-std::string utf8_make_valid(std::string_view bytes) {
+std::string utf8_make_valid(std::string_view bytes, bool per_byte) {
   std::string out;
   out.reserve(bytes.size());
   for (size_t pos = 0; pos < bytes.size();) {
@@ -59,7 +59,7 @@ std::string utf8_make_valid(std::string_view bytes) {
     size_t len = char_length(bytes, pos, &prefix);
     if (len == 0) {
       out += "\xEF\xBF\xBD";
-      pos += prefix;
+      pos += per_byte ? 1 : prefix;
     } else {
       out.append(bytes.substr(pos, len));
       pos += len;

@@ -1,6 +1,6 @@
 // UTF-8 helpers for the tokenizers: validation with a precise error, character lengths, and the lossy
-// repair decode() applies to byte sequences that ids can cut mid-character (one U+FFFD per maximal invalid
-// subpart, as Python and Rust print them).
+// repair decode() applies to byte sequences that ids can cut mid-character (U+FFFD, as each reference
+// library places them).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -13,8 +13,9 @@ namespace stapo {
 size_t utf8_char_length(std::string_view text, size_t pos);
 // Throws a stapo::Error naming the byte offset (and `what`, e.g. "input text") of the first invalid byte.
 void utf8_validate(std::string_view text, const char* what);
-// Copies bytes, replacing each maximal invalid subpart by U+FFFD.
-std::string utf8_make_valid(std::string_view bytes);
+// Copies bytes, replacing each maximal invalid subpart by U+FFFD (Python, Rust), or with per_byte each
+// invalid byte (sentencepiece).
+std::string utf8_make_valid(std::string_view bytes, bool per_byte = false);
 // The code point of the valid character of `len` bytes at text[pos].
 uint32_t utf8_decode(std::string_view text, size_t pos, size_t len);
 // Unicode White_Space (what Rust's char::is_whitespace tests).

@@ -9,6 +9,7 @@ Writes tests/fixtures/tokenizer/:
   <name>/                   a tokenizer we train here (ours, committed) and its tokenizer_config.json
   <name>.ids.jsonl          per corpus line: {"ids": [...]} encoded by the reference library, plus
                             "special": [...] when encoding with special tokens recognised differs
+  <name>.decode.jsonl       random id sequences and the reference library's decoding (U+FFFD placement)
   llama2_real.ids.jsonl     the real Llama 2 tokenizer.model (../shared, never committed) run by sentencepiece
   chat_templates.json       conversations rendered by transformers' apply_chat_template with the Jinja
                             templates below (text, and ids where the tokenizer has the template's tokens)
@@ -189,13 +190,13 @@ def train_sp_style(train_texts, vocab_size):
                                                                 {"type": "Replace", "pattern": {"String": " "},
                                                                  "content": "▁"}]}
     legacy["pre_tokenizer"] = None
-    legacy["decoder"] = {"type": "Sequence", "decoders": [
+    legacy["decoder"] = legacy_decoder = {"type": "Sequence", "decoders": [
         {"type": "Replace", "pattern": {"String": "▁"}, "content": " "}, {"type": "ByteFallback"}, {"type": "Fuse"},
         {"type": "Strip", "content": " ", "start": 1, "stop": 0}]}
     metaspace = dict(spec)
     metaspace["normalizer"] = None
     metaspace["pre_tokenizer"] = {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": False}
-    metaspace["decoder"] = {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": False}
+    metaspace["decoder"] = legacy_decoder
     return Tokenizer.from_str(json.dumps(legacy)), Tokenizer.from_str(json.dumps(metaspace))
 
 
@@ -220,6 +221,11 @@ def byte_level_table():
     return chars
 
 
+def sp_decode_rows(sp):
+    byte_ids = [i for i in range(sp.get_piece_size()) if sp.is_byte(i)]
+    return decode_rows(sp.decode, sp.get_piece_size(), byte_ids, SEED + 3)
+
+
 def write_jsonl(path, rows):
     with open(path, "w", encoding="utf-8") as f:
         for row in rows:
@@ -236,6 +242,19 @@ def ids_rows(encode_plain, encode_special, corpus):
             if special != plain:
                 row["special"] = special
         rows.append(row)
+    return rows
+
+
+def decode_rows(decode, vocab_size, byte_token_ids, seed):
+    """Random id sequences (half of them rich in byte tokens, so runs cut UTF-8 characters) and the reference
+    library's decoding of them."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(300):
+        pool = byte_token_ids if (i % 2 and byte_token_ids) else None
+        ids = [rng.choice(pool) if pool and rng.random() < 0.7 else rng.randrange(vocab_size)
+               for _ in range(rng.randrange(1, 13))]
+        rows.append({"ids": ids, "text": decode(ids)})
     return rows
 
 
@@ -360,6 +379,10 @@ def main():
             tok.encode_special_tokens = False
             return ids
         write_jsonl(f"{OUT}/{name}.ids.jsonl", ids_rows(plain, special, corpus))
+        vocab = tok.get_vocab()
+        byte_ids = [vocab[f"<0x{b:02X}>"] for b in range(256) if f"<0x{b:02X}>" in vocab]
+        write_jsonl(f"{OUT}/{name}.decode.jsonl", decode_rows(lambda ids: tok.decode(ids, skip_special_tokens=False),
+                                                              tok.get_vocab_size(), byte_ids, SEED + 3))
 
     llama3 = train_byte_level(train_texts, True, ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
                                                   "<|end_header_id|>", "<|eot_id|>"], 3000)
@@ -386,6 +409,7 @@ def main():
             f.write(model)
         sp = spm.SentencePieceProcessor(model_proto=model)
         write_jsonl(f"{OUT}/{name}.ids.jsonl", ids_rows(sp.encode, None, corpus))
+        write_jsonl(f"{OUT}/{name}.decode.jsonl", sp_decode_rows(sp))
 
     # tiktoken file from bl_llama3's vocabulary, checked by the tiktoken library itself.
     table = byte_level_table()
@@ -403,11 +427,13 @@ def main():
     write_jsonl(f"{OUT}/tiktoken.ids.jsonl",
                 ids_rows(lambda t: enc.encode(t, disallowed_special=()), lambda t: enc.encode(t, allowed_special="all"),
                          corpus))
+    write_jsonl(f"{OUT}/tiktoken.decode.jsonl", decode_rows(enc.decode, enc.n_vocab, list(range(256)), SEED + 3))
 
     real = f"{SHARED}/tokenizers/llama2/tokenizer.model"
     if os.path.exists(real):
         sp = spm.SentencePieceProcessor(model_file=real)
         write_jsonl(f"{OUT}/llama2_real.ids.jsonl", ids_rows(sp.encode, None, corpus))
+        write_jsonl(f"{OUT}/llama2_real.decode.jsonl", sp_decode_rows(sp))
     else:
         print(f"warning: {real} not found; llama2_real.ids.jsonl not regenerated", file=sys.stderr)
 

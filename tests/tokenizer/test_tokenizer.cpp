@@ -130,6 +130,28 @@ TEST_P(ReferenceIds, DecodeInvertsEncode) {
   EXPECT_TRUE(round_trips(*tok, texts));
 }
 
+// Random id sequences (many cutting UTF-8 characters) decode to the reference library's text.
+::testing::AssertionResult decodes_like_reference(const Tokenizer& tok, const std::string& name) {
+  auto rows = stapo::test::read_jsonl(fixture_path("tokenizer/" + name + ".decode.jsonl"));
+  size_t bad = 0;
+  std::string report;
+  for (const auto& row : rows) {
+    std::string got = tok.decode(row.at("ids").get<std::vector<int32_t>>());
+    if (got != row.at("text").get<std::string>()) {
+      if (bad < 5) report += "\n  ids " + row.at("ids").dump() + "\n    got  " + nlohmann::json(got).dump() +
+                             "\n    want " + row.at("text").dump();
+      ++bad;
+    }
+  }
+  if (rows.size() >= 300 && bad == 0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << bad << " of " << rows.size() << " id sequences decode differently" << report;
+}
+
+TEST_P(ReferenceIds, DecodeMatchesReference) {
+  auto tok = Tokenizer::load(fixture_path(std::string("tokenizer/") + GetParam().name));
+  EXPECT_TRUE(decodes_like_reference(*tok, GetParam().name));
+}
+
 INSTANTIATE_TEST_SUITE_P(Tokenizers, ReferenceIds,
                          ::testing::Values(Case{"bl_llama3", true, true}, Case{"bl_gpt2", true, true},
                                            Case{"sp_legacy", true, true}, Case{"sp_metaspace", true, false},
@@ -141,6 +163,7 @@ TEST(ReferenceIdsClean, SentencePieceWithWhitespaceCleanupMatches) {
   auto tok = Tokenizer::load(fixture_path("tokenizer/sp_model_clean"));
   auto corpus = stapo::test::read_corpus();
   EXPECT_TRUE(matches_reference(*tok, corpus, stapo::test::read_ids("sp_model_clean"), false));
+  EXPECT_TRUE(decodes_like_reference(*tok, "sp_model_clean"));
   EXPECT_EQ(tok->decode(tok->encode("  two   spaces  ")), "two spaces");
 }
 
@@ -153,6 +176,7 @@ TEST(Llama2Real, SameIdsAsSentencePiece) {
   EXPECT_TRUE(tok->adds_bos_by_default());
   auto corpus = stapo::test::read_corpus();
   EXPECT_TRUE(matches_reference(*tok, corpus, stapo::test::read_ids("llama2_real"), false));
+  EXPECT_TRUE(decodes_like_reference(*tok, "llama2_real"));
   EXPECT_TRUE(round_trips(*tok, corpus));
   EXPECT_TRUE(round_trips(*tok, random_texts(500)));
 }
