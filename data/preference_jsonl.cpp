@@ -51,6 +51,61 @@ std::optional<std::string> find_marker(const json& value, const std::string& pat
   return std::nullopt;
 }
 
+// Follows the key path while a line parses, so a syntax error can name the field where parsing stopped.
+class FieldTracker : public nlohmann::json_sax<json> {
+ public:
+  std::string path() const {
+    std::string out;
+    for (const Frame& f : frames_) {
+      if (f.is_array && f.count > 0) out += cat("[", f.count - 1, "]");
+      if (!f.is_array && !f.key.empty()) out += (out.empty() ? "" : ".") + f.key;
+    }
+    return out;
+  }
+  std::string error;
+
+  bool null() override { return value(); }
+  bool boolean(bool) override { return value(); }
+  bool number_integer(number_integer_t) override { return value(); }
+  bool number_unsigned(number_unsigned_t) override { return value(); }
+  bool number_float(number_float_t, const string_t&) override { return value(); }
+  bool string(string_t&) override { return value(); }
+  bool binary(binary_t&) override { return value(); }
+  bool start_object(std::size_t) override { return open(false); }
+  bool key(string_t& k) override {
+    frames_.back().key = k;
+    return true;
+  }
+  bool end_object() override { return close(); }
+  bool start_array(std::size_t) override { return open(true); }
+  bool end_array() override { return close(); }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) override {
+    error = e.what();
+    return false;
+  }
+
+ private:
+  struct Frame {
+    bool is_array;
+    std::string key;
+    size_t count = 0;
+  };
+  std::vector<Frame> frames_;
+  bool value() {
+    if (!frames_.empty() && frames_.back().is_array) ++frames_.back().count;
+    return true;
+  }
+  bool open(bool is_array) {
+    value();
+    frames_.push_back({is_array, "", 0});
+    return true;
+  }
+  bool close() {
+    frames_.pop_back();
+    return true;
+  }
+};
+
 LineProblem problem(std::string reason, std::string field, std::string detail) {
   return {std::move(reason), std::move(field), std::move(detail)};
 }
@@ -188,11 +243,11 @@ std::optional<LineProblem> parse_preference_line(std::string_view line, std::opt
     return problem("invalid UTF-8", field,
                    cat("holds bytes that are not UTF-8 (first at byte ", *bad + 1, " of the line); re-encode the file as UTF-8"));
   }
-  json j;
-  try {
-    j = json::parse(line);
-  } catch (const json::parse_error& e) {
-    return problem("malformed JSON", "", e.what());
+  json j = json::parse(line, nullptr, false);
+  if (j.is_discarded()) {
+    FieldTracker tracker;
+    json::sax_parse(line, &tracker);
+    return problem("malformed JSON", tracker.path(), cat("(where parsing stopped): ", tracker.error));
   }
   if (!j.is_object()) return problem("wrong type", "", cat("the line must be a JSON object, got ", json_type(j)));
 

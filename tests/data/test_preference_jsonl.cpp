@@ -115,7 +115,14 @@ void expect_bad(const BadCase& c) {
   EXPECT_EQ(r.counts.skipped[c.reason], 1);
 }
 
-TEST(PreferenceJsonl, MalformedJson) { expect_bad({R"({"prompt": "p", "chosen": "a", )", "", "malformed JSON"}); }
+TEST(PreferenceJsonl, MalformedJson) {
+  expect_bad({R"({"prompt": "p", "chosen": "a" "rejected": "b"})", "chosen", "malformed JSON"});
+  expect_bad({R"({"prompt": "p", "chosen": "a", "rejected": "b)", "rejected", "malformed JSON"});
+  expect_bad({R"(prompt: p, chosen: a)", "", "malformed JSON"});
+  std::string conv = R"({"prompt": [{"role": "user", "content": "p"}], "chosen": [{"role": "assistant", "content": "a"}], "rejected": [{"role": "assistant", "content": "b"}]})";
+  std::string msg = error_of(conv + "\n" + R"({"prompt": [{"role": "user", "content": "p"}, {"role": "user" "content": "q"}]})" + "\n");
+  EXPECT_NE(msg.find("in.jsonl:2: field 'prompt[1].role' (where parsing stopped)"), std::string::npos) << msg;
+}
 
 TEST(PreferenceJsonl, MissingField) {
   expect_bad({R"({"prompt": "p", "chosen": "a"})", "rejected", "missing field"});
