@@ -54,6 +54,48 @@ __device__ inline void load_tile(float* dst, const bf16* src, int rows, int vali
 // First key a query tile starting at q0 may see (sliding window), or 0.
 __device__ inline int first_visible_key(int q0, int window) { return window > 0 ? max(0, q0 - window + 1) : 0; }
 
+// The two products every kernel is made of, on fp32 tiles in shared memory (row stride D+1 for (·, D) tiles):
+//   tile_dot:        out[i][j]  = Σ_d a[4·group + i][d] · b[lane + 16·j][d]        (a scores tile, e.g. Q·Kᵀ)
+//   tile_accumulate: acc[i][c] += Σ_t p[4·group + i][t] · b[t][lane + 16·c]       (e.g. O += P·V), p's row
+//                    stride `ldp`, t over `cols` rows of b
+template <int D, int COLS>
+__device__ inline void tile_dot(float out[ATTN_ROWS_PER_THREAD][COLS / 16], const float* a, const float* b,
+                                int group, int lane) {
+  constexpr int R = ATTN_ROWS_PER_THREAD, SC = COLS / 16, LD = D + 1;
+#pragma unroll
+  for (int i = 0; i < R; ++i)
+#pragma unroll
+    for (int j = 0; j < SC; ++j) out[i][j] = 0.0f;
+  for (int d = 0; d < D; ++d) {
+    float a_col[R], b_col[SC];
+#pragma unroll
+    for (int i = 0; i < R; ++i) a_col[i] = a[(group * R + i) * LD + d];
+#pragma unroll
+    for (int j = 0; j < SC; ++j) b_col[j] = b[(lane + 16 * j) * LD + d];
+#pragma unroll
+    for (int i = 0; i < R; ++i)
+#pragma unroll
+      for (int j = 0; j < SC; ++j) out[i][j] += a_col[i] * b_col[j];
+  }
+}
+
+template <int D, int COLS>
+__device__ inline void tile_accumulate(float acc[ATTN_ROWS_PER_THREAD][D / 16], const float* p, int ldp,
+                                       const float* b, int group, int lane) {
+  constexpr int R = ATTN_ROWS_PER_THREAD, DC = D / 16, LD = D + 1;
+  for (int t = 0; t < COLS; ++t) {
+    float b_row[DC];
+#pragma unroll
+    for (int c = 0; c < DC; ++c) b_row[c] = b[t * LD + lane + 16 * c];
+#pragma unroll
+    for (int i = 0; i < R; ++i) {
+      const float w = p[(group * R + i) * ldp + t];
+#pragma unroll
+      for (int c = 0; c < DC; ++c) acc[i][c] += w * b_row[c];
+    }
+  }
+}
+
 // ---- forward ----
 
 template <int D>
@@ -101,21 +143,7 @@ __global__ void __launch_bounds__(ATTN_THREADS)
     __syncthreads();
 
     float s[R][SC];
-#pragma unroll
-    for (int i = 0; i < R; ++i)
-#pragma unroll
-      for (int j = 0; j < SC; ++j) s[i][j] = 0.0f;
-    for (int d = 0; d < D; ++d) {
-      float a[R], b[SC];
-#pragma unroll
-      for (int i = 0; i < R; ++i) a[i] = q_s[(group * R + i) * LD + d];
-#pragma unroll
-      for (int j = 0; j < SC; ++j) b[j] = kv_s[(lane + 16 * j) * LD + d];
-#pragma unroll
-      for (int i = 0; i < R; ++i)
-#pragma unroll
-        for (int j = 0; j < SC; ++j) s[i][j] += a[i] * b[j];
-    }
+    tile_dot<D, FWD_BK>(s, q_s, kv_s, group, lane);
 
     // Online softmax: rescale what was accumulated with the old max, add this tile's probabilities.
 #pragma unroll
@@ -146,17 +174,7 @@ __global__ void __launch_bounds__(ATTN_THREADS)
     __syncthreads();  // P complete, K no longer read
     load_tile<D>(kv_s, v + (row_base + k0) * Hkv * D + (size_t)hk * D, FWD_BK, k_valid, (size_t)Hkv * D);
     __syncthreads();
-    for (int kj = 0; kj < FWD_BK; ++kj) {
-      float b[DC];
-#pragma unroll
-      for (int c = 0; c < DC; ++c) b[c] = kv_s[kj * LD + lane + 16 * c];
-#pragma unroll
-      for (int i = 0; i < R; ++i) {
-        const float p = p_s[(group * R + i) * (FWD_BK + 1) + kj];
-#pragma unroll
-        for (int c = 0; c < DC; ++c) acc[i][c] += p * b[c];
-      }
-    }
+    tile_accumulate<D, FWD_BK>(acc, p_s, FWD_BK + 1, kv_s, group, lane);
   }
 
 #pragma unroll
@@ -246,30 +264,8 @@ __global__ void __launch_bounds__(ATTN_THREADS)
       __syncthreads();
 
       float s[R][SC], dp[R][SC];
-#pragma unroll
-      for (int i = 0; i < R; ++i)
-#pragma unroll
-        for (int j = 0; j < SC; ++j) s[i][j] = dp[i][j] = 0.0f;
-      for (int d = 0; d < D; ++d) {
-        float a_k[R], a_v[R], b_q[SC], b_do[SC];
-#pragma unroll
-        for (int i = 0; i < R; ++i) {
-          a_k[i] = k_s[(group * R + i) * LD + d];
-          a_v[i] = v_s[(group * R + i) * LD + d];
-        }
-#pragma unroll
-        for (int j = 0; j < SC; ++j) {
-          b_q[j] = q_s[(lane + 16 * j) * LD + d];
-          b_do[j] = do_s[(lane + 16 * j) * LD + d];
-        }
-#pragma unroll
-        for (int i = 0; i < R; ++i)
-#pragma unroll
-          for (int j = 0; j < SC; ++j) {
-            s[i][j] += a_k[i] * b_q[j];
-            dp[i][j] += a_v[i] * b_do[j];
-          }
-      }
+      tile_dot<D, DKV_BQ>(s, k_s, q_s, group, lane);     // scoresᵀ: keys × queries
+      tile_dot<D, DKV_BQ>(dp, v_s, do_s, group, lane);   // dPᵀ = V·dOᵀ
 #pragma unroll
       for (int i = 0; i < R; ++i)
 #pragma unroll
@@ -281,23 +277,8 @@ __global__ void __launch_bounds__(ATTN_THREADS)
           dst_s[(group * R + i) * LP + qj] = p * (dp[i][j] - delta_s[qj]);
         }
       __syncthreads();
-      for (int qj = 0; qj < DKV_BQ; ++qj) {
-        float b_do[DC], b_q[DC];
-#pragma unroll
-        for (int c = 0; c < DC; ++c) {
-          b_do[c] = do_s[qj * LD + lane + 16 * c];
-          b_q[c] = q_s[qj * LD + lane + 16 * c];
-        }
-#pragma unroll
-        for (int i = 0; i < R; ++i) {
-          const float p = pt_s[(group * R + i) * LP + qj], ds = dst_s[(group * R + i) * LP + qj];
-#pragma unroll
-          for (int c = 0; c < DC; ++c) {
-            acc_dv[i][c] += p * b_do[c];
-            acc_dk[i][c] += ds * b_q[c];
-          }
-        }
-      }
+      tile_accumulate<D, DKV_BQ>(acc_dv, pt_s, LP, do_s, group, lane);   // dV += Pᵀ·dO
+      tile_accumulate<D, DKV_BQ>(acc_dk, dst_s, LP, q_s, group, lane);  // dK += dSᵀ·Q (·scale at the end)
     }
 
 #pragma unroll
@@ -364,30 +345,8 @@ __global__ void __launch_bounds__(ATTN_THREADS)
     __syncthreads();
 
     float s[R][SC], dp[R][SC];
-#pragma unroll
-    for (int i = 0; i < R; ++i)
-#pragma unroll
-      for (int j = 0; j < SC; ++j) s[i][j] = dp[i][j] = 0.0f;
-    for (int d = 0; d < D; ++d) {
-      float a_q[R], a_do[R], b_k[SC], b_v[SC];
-#pragma unroll
-      for (int i = 0; i < R; ++i) {
-        a_q[i] = q_s[(group * R + i) * LD + d];
-        a_do[i] = do_s[(group * R + i) * LD + d];
-      }
-#pragma unroll
-      for (int j = 0; j < SC; ++j) {
-        b_k[j] = k_s[(lane + 16 * j) * LD + d];
-        b_v[j] = v_s[(lane + 16 * j) * LD + d];
-      }
-#pragma unroll
-      for (int i = 0; i < R; ++i)
-#pragma unroll
-        for (int j = 0; j < SC; ++j) {
-          s[i][j] += a_q[i] * b_k[j];
-          dp[i][j] += a_do[i] * b_v[j];
-        }
-    }
+    tile_dot<D, DQ_BK>(s, q_s, k_s, group, lane);
+    tile_dot<D, DQ_BK>(dp, do_s, v_s, group, lane);
 #pragma unroll
     for (int i = 0; i < R; ++i)
 #pragma unroll
@@ -397,17 +356,7 @@ __global__ void __launch_bounds__(ATTN_THREADS)
         ds_s[(group * R + i) * LS + kj] = vis ? expf(s[i][j] * scale - lse_q[i]) * (dp[i][j] - delta_q[i]) : 0.0f;
       }
     __syncthreads();
-    for (int kj = 0; kj < DQ_BK; ++kj) {
-      float b_k[DC];
-#pragma unroll
-      for (int c = 0; c < DC; ++c) b_k[c] = k_s[kj * LD + lane + 16 * c];
-#pragma unroll
-      for (int i = 0; i < R; ++i) {
-        const float ds = ds_s[(group * R + i) * LS + kj];
-#pragma unroll
-        for (int c = 0; c < DC; ++c) acc[i][c] += ds * b_k[c];
-      }
-    }
+    tile_accumulate<D, DQ_BK>(acc, ds_s, LS, k_s, group, lane);
   }
 
 #pragma unroll

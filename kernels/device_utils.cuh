@@ -46,31 +46,23 @@ __device__ inline float warp_max(float v) {
   return v;
 }
 
-// Sum over the whole block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
+// Sum or max over the whole block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
 // The fixed reduction order makes the result deterministic.
-__device__ inline float block_sum(float v) {
+template <bool MAX>
+__device__ inline float block_reduce(float v) {
   __shared__ float partial[32];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
-  v = warp_sum(v);
+  v = MAX ? warp_max(v) : warp_sum(v);
   if (lane == 0) partial[warp] = v;
   __syncthreads();
-  v = lane < warps ? partial[lane] : 0.0f;
-  v = warp_sum(v);
+  v = lane < warps ? partial[lane] : (MAX ? -INFINITY : 0.0f);
+  v = MAX ? warp_max(v) : warp_sum(v);
   __syncthreads();  // partial[] may be reused by the next call
   return v;
 }
 
-__device__ inline float block_max(float v) {
-  __shared__ float partial[32];
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
-  v = warp_max(v);
-  if (lane == 0) partial[warp] = v;
-  __syncthreads();
-  v = lane < warps ? partial[lane] : -INFINITY;
-  v = warp_max(v);
-  __syncthreads();
-  return v;
-}
+__device__ inline float block_sum(float v) { return block_reduce<false>(v); }
+__device__ inline float block_max(float v) { return block_reduce<true>(v); }
 
 // Launcher preconditions: the kernels use 128-bit accesses, so pointers must be 16-byte aligned.
 inline void check_aligned16(const void* p, const char* op, const char* tensor) {
