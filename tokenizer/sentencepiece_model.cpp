@@ -105,7 +105,8 @@ class SentencePieceTokenizer : public Tokenizer {
   void encode_normalized(const std::string& normalized, std::vector<int32_t>& out) const;
 
   std::vector<Piece> pieces_;
-  std::unordered_map<std::string, int32_t> piece_ids_;    // normal, user-defined, unused: what BPE merges into
+  // Normal, user-defined and unused pieces (what BPE merges into), keyed by views of pieces_[id].text.
+  std::unordered_map<std::string_view, int32_t> piece_ids_;
   std::unordered_map<std::string, int32_t> special_ids_;  // control + user-defined, by text
   TokenMatcher user_defined_, controls_;
   int32_t unk_id_ = -1, bos_id_ = -1, eos_id_ = -1;
@@ -250,21 +251,21 @@ void SentencePieceTokenizer::encode_normalized(const std::string& text, std::vec
   std::unordered_map<std::string, std::pair<std::string, std::string>> unused_halves;
   bpe_merge(symbols, [&](const BpeSymbol& a, const BpeSymbol& b, double* priority, int32_t* merged) {
     if (frozen[&a - symbols.data()] || frozen[&b - symbols.data()]) return false;
-    std::string piece = text.substr(a.start, a.len + b.len);
+    std::string_view piece = std::string_view(text).substr(a.start, a.len + b.len);
     auto it = piece_ids_.find(piece);
     if (it == piece_ids_.end()) return false;
     *priority = -static_cast<double>(pieces_[it->second].score);
     *merged = it->second;
     if (pieces_[it->second].type == kUnused)
-      unused_halves[piece] = {text.substr(a.start, a.len), text.substr(b.start, b.len)};
+      unused_halves[std::string(piece)] = {text.substr(a.start, a.len), text.substr(b.start, b.len)};
     return true;
   });
 
   bool prev_unk = false;
-  auto emit = [&](const std::string& piece, auto&& self) -> void {
+  auto emit = [&](std::string_view piece, auto&& self) -> void {
     auto it = piece_ids_.find(piece);
     if (it != piece_ids_.end() && pieces_[it->second].type == kUnused) {
-      auto halves = unused_halves.find(piece);
+      auto halves = unused_halves.find(std::string(piece));
       if (halves != unused_halves.end()) {
         self(halves->second.first, self);
         self(halves->second.second, self);
@@ -282,7 +283,8 @@ void SentencePieceTokenizer::encode_normalized(const std::string& text, std::vec
       prev_unk = true;
     }
   };
-  for (int32_t i = 0; i >= 0; i = symbols[i].next) emit(text.substr(symbols[i].start, symbols[i].len), emit);
+  for (int32_t i = 0; i >= 0; i = symbols[i].next)
+    emit(std::string_view(text).substr(symbols[i].start, symbols[i].len), emit);
 }
 
 // As sentencepiece: ▁ → ' ', the dummy prefix's space dropped from the first piece, byte pieces joined into

@@ -7,6 +7,7 @@
 
 #include <fstream>
 #include <random>
+#include <thread>
 
 #include "common/error.h"
 #include "tests/test_util.h"
@@ -181,6 +182,27 @@ TEST(Llama2Real, SameIdsAsSentencePiece) {
   EXPECT_TRUE(round_trips(*tok, random_texts(500)));
 }
 
+// The data pipeline shares one tokenizer between threads: the word cache must not mix results up.
+TEST(Tokenizer, ConcurrentEncodeMatchesSequential) {
+  auto corpus = stapo::test::read_corpus();
+  for (const char* name : {"bl_llama3", "sp_model"}) {
+    auto tok = Tokenizer::load(fixture_path(std::string("tokenizer/") + name));
+    auto want = stapo::test::read_ids(name);
+    std::vector<int> bad(4, 0);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+      threads.emplace_back([&, t] {
+        for (size_t k = 0; k < corpus.size(); ++k) {
+          size_t i = (k * 7 + t * 613) % corpus.size();  // each thread its own order
+          if (tok->encode(corpus[i]) != want[i].ids) ++bad[t];
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+    for (int t = 0; t < 4; ++t) EXPECT_EQ(bad[t], 0) << name << " thread " << t;
+  }
+}
+
 TEST(Tokenizer, InvalidUtf8IsAnErrorNamingTheOffset) {
   for (const char* name : {"bl_llama3", "sp_legacy", "sp_model", "tiktoken"}) {
     auto tok = Tokenizer::load(fixture_path(std::string("tokenizer/") + name));
@@ -246,12 +268,6 @@ TEST(Tokenizer, DecodeRejectsOutOfRangeIds) {
   }
 }
 
-std::string temp_file(const std::string& name, const std::string& contents) {
-  std::string path = ::testing::TempDir() + "/" + std::to_string(stapo::test::seed_from_test_name()) + "_" + name;
-  std::ofstream(path, std::ios::binary) << contents;
-  return path;
-}
-
 void expect_load_error(const std::string& path, const std::string& needle) {
   try {
     Tokenizer::load(path);
@@ -260,6 +276,25 @@ void expect_load_error(const std::string& path, const std::string& needle) {
     EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find(path.substr(path.rfind('/') + 1)), std::string::npos) << e.what();
   }
+}
+
+// A file in a folder of its own (so no stray tokenizer_config.json is picked up).
+std::string temp_file(const std::string& name, const std::string& contents) {
+  std::string dir = ::testing::TempDir() + "/stapo_tokenizer_" + std::to_string(stapo::test::seed_from_test_name());
+  stapo::make_directories(dir);
+  std::string path = dir + "/" + name;
+  std::ofstream(path, std::ios::binary) << contents;
+  return path;
+}
+
+// tokenizers >= 0.20 writes merges as [left, right] pairs (our fixtures); older files as "left right".
+TEST(Tokenizer, MergesWrittenAsStringsGiveTheSameIds) {
+  auto spec = nlohmann::json::parse(stapo::read_text_file(fixture_path("tokenizer/bl_llama3/tokenizer.json")));
+  ASSERT_TRUE(spec["model"]["merges"][0].is_array());
+  for (auto& merge : spec["model"]["merges"]) merge = merge[0].get<std::string>() + " " + merge[1].get<std::string>();
+  auto tok = Tokenizer::load(temp_file("string_merges.json", spec.dump()));
+  auto corpus = stapo::test::read_corpus();
+  EXPECT_TRUE(matches_reference(*tok, corpus, stapo::test::read_ids("bl_llama3"), true));
 }
 
 TEST(Tokenizer, BadFilesAreClearErrors) {
