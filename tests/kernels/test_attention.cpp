@@ -83,6 +83,44 @@ TEST(KernelAttention, ForwardAndBackwardMatchCpu) {
   }
 }
 
+// Structured: q = 0 makes every visible key equally likely, so out_i is the plain mean of the visible v_j and
+// lse_i = log(count): exact expectations that show a masking error directly (here per query, not as a norm).
+TEST(KernelAttention, ZeroQueriesAverageExactlyTheVisibleValues) {
+  STAPO_REQUIRE_GPU();
+  const AttentionCase c{{2, 150, 2, 1, 64, 50}, {70, 60}};  // window 50, two sequences, 20 padding positions
+  const AttentionShape& s = c.shape;
+  const size_t N = (size_t)s.rows * s.T, nq = N * s.H * s.D, nkv = N * s.Hkv * s.D;
+  auto v = round_bf16(random_uniform(nkv, -1, 1, 1));
+  auto segments = packed_segments(c);
+  std::vector<float> want(nq, 0.0f), want_lse(N * s.H, -INFINITY);
+  for (int r = 0; r < s.rows; ++r)
+    for (int i = 0; i < s.T; ++i) {
+      const size_t qi = (size_t)r * s.T + i;
+      if (segments[qi] < 0) continue;
+      int count = 0;
+      std::vector<double> sum(s.D, 0.0);
+      for (int j = 0; j <= i; ++j) {
+        const size_t kj = (size_t)r * s.T + j;
+        if (segments[kj] != segments[qi] || i - j >= s.window) continue;
+        ++count;
+        for (int d = 0; d < s.D; ++d) sum[d] += v[kj * s.D + d];
+      }
+      for (int h = 0; h < s.H; ++h) {
+        want_lse[qi * s.H + h] = std::log((float)count);
+        for (int d = 0; d < s.D; ++d) want[(qi * s.H + h) * s.D + d] = (float)(sum[d] / count);
+      }
+    }
+  auto d_q = device_bf16(std::vector<float>(nq, 0.0f)), d_k = device_bf16(random_uniform(nkv, -1, 1, 2)),
+       d_v = device_bf16(v);
+  DeviceArray<int32_t> d_segments(segments);
+  DeviceArray<bf16> d_out(nq);
+  DeviceArray<float> d_lse(N * s.H);
+  attention_forward(d_out.get(), d_lse.get(), d_q->get(), d_k->get(), d_v->get(), s, d_segments.get(), 0);
+  // bf16 output: one rounding of the exact mean.
+  EXPECT_TRUE(all_close(download_bf16(d_out), want, 1e-5, 4e-3));
+  EXPECT_TRUE(all_close(finite_lse(d_lse.download()), finite_lse(want_lse), 1e-5, 1e-5));
+}
+
 TEST(KernelAttention, RejectsUnsupportedShapes) {
   EXPECT_THROW(attention_forward(nullptr, nullptr, nullptr, nullptr, nullptr, {1, 8, 4, 4, 96, 0}, nullptr, 0),
                Error);

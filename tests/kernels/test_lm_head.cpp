@@ -61,5 +61,30 @@ TEST(KernelLmHead, ForwardAndBackwardMatchCpu) {
   matmul_context_free(ctx);
 }
 
+// Structured: w = 0 gives logits 0, so every token has logp = −log V and entropy = log V exactly.
+TEST(KernelLmHead, ZeroWeightsGiveUniformDistribution) {
+  STAPO_REQUIRE_GPU();
+  const int N = 19, C = 32, V = 1000;
+  auto ctx = matmul_context_create();
+  auto ws = lm_head_workspace_create(C, 8, 256);
+  auto d_h = device_bf16(random_normal((size_t)N * C, 1.0f, 1));
+  auto d_w = device_bf16(std::vector<float>((size_t)V * C, 0.0f));
+  auto targets = random_targets(N, V, 2);
+  DeviceArray<int32_t> d_targets(targets);
+  DeviceArray<float> d_logp(N), d_entropy(N), d_lse(N);
+  lm_head_forward(ctx, ws, d_logp.get(), d_entropy.get(), d_lse.get(), d_h->get(), d_w->get(), d_targets.get(), N, C,
+                  V, 0);
+  std::vector<float> want_logp(N), want_entropy(N);
+  for (int i = 0; i < N; ++i) {
+    want_logp[i] = targets[i] >= 0 ? -std::log((float)V) : 0.0f;
+    want_entropy[i] = targets[i] >= 0 ? std::log((float)V) : 0.0f;
+  }
+  EXPECT_TRUE(all_close(d_logp.download(), want_logp, 1e-5, 1e-6));
+  EXPECT_TRUE(all_close(d_entropy.download(), want_entropy, 1e-5, 1e-6));
+  EXPECT_TRUE(all_close(d_lse.download(), std::vector<float>(N, std::log((float)V)), 1e-5, 1e-6));
+  lm_head_workspace_free(ws);
+  matmul_context_free(ctx);
+}
+
 }  // namespace
 }  // namespace stapo::test
