@@ -63,9 +63,12 @@ device_check() {
   fi
 }
 
+# bench_ours NAME [gpu_step flags]: writes $out/bench_NAME.json.
 bench_ours() {
+  local name=$1
+  shift
   if [ -x "$build/dev/bench/gpu_step" ]; then
-    "$build/dev/bench/gpu_step" --config dev/bench/gpu_step_config.json --out "$out/bench_ours.json"
+    "$build/dev/bench/gpu_step" --config dev/bench/gpu_step_config.json --out "$out/bench_$name.json" "$@"
   else
     echo "dev/bench/gpu_step is not built in this version"
     return 3
@@ -86,7 +89,9 @@ if [ -f .sysroot/env.sh ]; then
 fi
 run_part gpu_tests gpu_tests
 run_part device_check device_check
-run_part bench_ours bench_ours
+run_part bench_ours bench_ours ours
+# The least-memory configuration: bf16 weights with stochastic rounding, every layer recomputed.
+run_part bench_lowmem bench_ours ours_lowmem --bf16-params --recompute 2
 run_part bench_torch bench_torch
 
 echo
@@ -98,15 +103,26 @@ python3 - "$out" <<'PY'
 import json, os, sys
 out = sys.argv[1]
 rows = []
-for impl in ("ours", "torch"):
+for impl in ("ours", "ours_lowmem", "torch"):
     path = os.path.join(out, f"bench_{impl}.json")
     if os.path.exists(path):
         r = json.load(open(path))
         mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") else "?"
         mem = f"{r['peak_memory_gib']:.1f} GiB" if r.get("peak_memory_gib") else "?"
-        rows.append(f"{impl:6s} {r['median_step_s'] * 1000:9.1f} ms {r['tokens_per_s']:10.0f} tok/s  MFU {mfu:>6s}  peak {mem}")
+        rows.append(f"{impl:11s} {r['median_step_s'] * 1000:9.1f} ms {r['tokens_per_s']:10.0f} tok/s  MFU {mfu:>6s}  peak {mem}")
     else:
-        rows.append(f"{impl:6s} (no result)")
+        rows.append(f"{impl:11s} (no result)")
+results = {}
+for impl in ("ours", "ours_lowmem", "torch"):
+    path = os.path.join(out, f"bench_{impl}.json")
+    if os.path.exists(path):
+        results[impl] = json.load(open(path))
+torch_r = results.get("torch")
+for impl in ("ours", "ours_lowmem"):
+    r = results.get(impl)
+    if r and torch_r and torch_r.get("peak_memory_gib") and r.get("peak_memory_gib"):
+        rows.append(f"{impl} / torch: tokens/s x{r['tokens_per_s'] / torch_r['tokens_per_s']:.2f} (goal >= 1.5), "
+                    f"peak memory x{r['peak_memory_gib'] / torch_r['peak_memory_gib']:.2f} (goal <= 0.5)")
 print("\n".join(rows))
 PY
 echo

@@ -27,8 +27,7 @@ constexpr double kLogpPerTokenTol = 0.03;  // nats per response token
 constexpr double kLossTol = 0.02;          // relative (and absolute below 1)
 constexpr double kGradNormTol = 0.05;      // relative
 constexpr double kGradTol = 0.08;          // relative L2 per tensor
-constexpr double kUpdateTol = 0.10;        // relative L2 per tensor
-constexpr double kUpdateTolBf16 = 0.25;    // the same with bf16 weights: stochastic rounding adds noise
+constexpr double kUpdateTol = 0.10;        // relative L2 per tensor (beyond stochastic rounding's noise)
 constexpr double kRecomputeTol = 1e-3;     // relative L2 against recompute level 0 (expected: identical)
 
 ModelConfig tiny_config(bool mistral) {
@@ -121,20 +120,36 @@ void step_update(Engine& engine, const HostParameter& host, size_t tensors, doub
   for (size_t i = 0; i < tensors; ++i) r.after.push_back(host(i, false));
 }
 
-double relative_l2(const std::vector<float>& out, const std::vector<float>& ref) {
-  double diff = 0, norm = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    diff += (double(out[i]) - ref[i]) * (double(out[i]) - ref[i]);
-    norm += double(ref[i]) * ref[i];
-  }
-  if (norm == 0) return diff == 0 ? 0 : INFINITY;
-  return std::sqrt(diff / norm);
-}
-
 std::vector<float> difference(const std::vector<float>& a, const std::vector<float>& b) {
   std::vector<float> d(a.size());
   for (size_t i = 0; i < a.size(); ++i) d[i] = a[i] - b[i];
   return d;
+}
+
+double l2_norm(const std::vector<float>& x) {
+  double sum = 0;
+  for (float v : x) sum += double(v) * v;
+  return std::sqrt(sum);
+}
+
+// ‖out − ref‖ / ‖ref‖, less `allowance` of the difference's norm (0 for ref = out = 0).
+double relative_l2(const std::vector<float>& out, const std::vector<float>& ref, double allowance = 0) {
+  const double diff = std::max(0.0, l2_norm(difference(out, ref)) - allowance), norm = l2_norm(ref);
+  if (norm == 0) return diff == 0 ? 0 : INFINITY;
+  return diff / norm;
+}
+
+// Stochastic rounding to bf16 moves each weight by at most one ulp, with a standard deviation of at most half
+// an ulp: over a tensor the rounding noise has an L2 norm of about ½·sqrt(Σ ulp²). Twice that is allowed on
+// top of the tolerance, so that tensors whose update is about one ulp (the RMSNorm weights near 1) are checked
+// for what stochastic rounding can get right.
+double rounding_noise(const std::vector<float>& weights) {
+  double sum = 0;
+  for (float w : weights) {
+    const double ulp = w == 0 ? 0 : std::ldexp(1.0, std::ilogb(w) - 7);  // bf16: 8 significant bits
+    sum += ulp * ulp;
+  }
+  return std::sqrt(sum);
 }
 
 struct Case {
@@ -215,13 +230,14 @@ int device_check_run() {
     for (size_t i = 0; i < tensors; ++i) {
       const std::string& name = cpu.model().parameters()[i].name;
       const double g = relative_l2(out.grads[i], ref.grads[i]);
-      const double u = relative_l2(difference(out.after[i], out.before[i]), difference(ref.after[i], ref.before[i]));
+      const double noise = k.options.bf16_params ? rounding_noise(out.before[i]) : 0.0;
+      const double u = relative_l2(difference(out.after[i], out.before[i]), difference(ref.after[i], ref.before[i]),
+                                   noise);
       if (g >= grad_err) grad_err = g, grad_worst = name;
       if (u >= update_err) update_err = u, update_worst = name;
     }
-    const double update_tol = k.options.bf16_params ? kUpdateTolBf16 : kUpdateTol;
     bool ok = std::isfinite(out.loss) && logp_err <= kLogpPerTokenTol && loss_err <= kLossTol &&
-              norm_err <= kGradNormTol && grad_err <= kGradTol && update_err <= update_tol;
+              norm_err <= kGradNormTol && grad_err <= kGradTol && update_err <= kUpdateTol;
     std::string note;
     if (!k.mistral && !k.options.bf16_params) {  // recompute levels must reproduce level 0's gradients
       if (k.options.recompute == 0) {
@@ -239,9 +255,9 @@ int device_check_run() {
            norm_err, grad_err, grad_worst.c_str(), update_err, update_worst.c_str(), ok ? "ok" : "MISMATCH",
            note.c_str());
   }
-  printf("tolerances: dS/token %.2g nats, loss %.2g, grad norm %.2g, grad %.2g, update %.2g (bf16 weights %.2g), "
-         "recompute %.1g\n",
-         kLogpPerTokenTol, kLossTol, kGradNormTol, kGradTol, kUpdateTol, kUpdateTolBf16, kRecomputeTol);
+  printf("tolerances: dS/token %.2g nats, loss %.2g, grad norm %.2g, grad %.2g, update %.2g (+ 2·SR noise with bf16 "
+         "weights), recompute %.1g\n",
+         kLogpPerTokenTol, kLossTol, kGradNormTol, kGradTol, kUpdateTol, kRecomputeTol);
   printf("device check: %s\n", all_ok ? "PASSED" : "FAILED");
   return all_ok ? 0 : 1;
 }
