@@ -89,10 +89,25 @@ static void split_piece(std::string_view piece, const BpeTokenizer::Split& split
   }
 }
 
+// HF ByteLevel(add_prefix_space): every piece that does not start with ' ' gets one. The new pieces live in
+// `storage`, reserved up front so that the views stay valid.
+static void add_prefix_spaces(std::vector<std::string_view>& pieces, std::string& storage) {
+  size_t total = 0;
+  for (std::string_view piece : pieces) total += piece.size() + 1;
+  storage.clear();
+  storage.reserve(total);
+  for (std::string_view& piece : pieces) {
+    size_t begin = storage.size();
+    if (!starts_with(piece, " ")) storage += ' ';
+    storage.append(piece);
+    piece = std::string_view(storage).substr(begin);
+  }
+}
+
 void BpeTokenizer::encode_segment(std::string_view segment, bool at_text_start, std::vector<int32_t>& out) const {
   std::string buffer;
   std::string_view text = segment;
-  if (!p_.normalizers.empty() || p_.metaspace || p_.prefix_space) {
+  if (!p_.normalizers.empty() || p_.metaspace) {
     buffer.assign(segment);
     for (const Normalizer& n : p_.normalizers) {
       if (n.prepend) {
@@ -107,16 +122,18 @@ void BpeTokenizer::encode_segment(std::string_view segment, bool at_text_start, 
                      (p_.metaspace_prepend == PrependScheme::first && at_text_start);
       if (prepend && !starts_with(buffer, p_.metaspace_replacement)) buffer.insert(0, p_.metaspace_replacement);
     }
-    if (p_.prefix_space && !starts_with(buffer, " ")) buffer.insert(0, " ");
     text = buffer;
   }
   if (text.empty()) return;
 
   std::vector<std::string_view> pieces{text}, next;
   std::vector<std::pair<size_t, size_t>> matches;
-  for (const Split& split : p_.splits) {
+  std::string prefixed;
+  for (size_t i = 0; i <= p_.splits.size(); ++i) {
+    if (static_cast<int>(i) == p_.prefix_space_at) add_prefix_spaces(pieces, prefixed);
+    if (i == p_.splits.size()) break;
     next.clear();
-    for (std::string_view piece : pieces) split_piece(piece, split, matches, next);
+    for (std::string_view piece : pieces) split_piece(piece, p_.splits[i], matches, next);
     pieces.swap(next);
   }
   for (std::string_view piece : pieces) encode_word(piece, out);

@@ -54,7 +54,7 @@ class BpeTokenizer : public Tokenizer {
 
     std::vector<Normalizer> normalizers;
     std::vector<Split> splits;         // applied in order
-    bool prefix_space = false;         // ByteLevel add_prefix_space
+    int prefix_space_at = -1;          // ByteLevel add_prefix_space: before splits[i], each piece gets a ' '
     bool metaspace = false;            // Metaspace pre-tokenizer
     std::string metaspace_replacement = "\xE2\x96\x81";  // ▁
     PrependScheme metaspace_prepend = PrependScheme::always;

@@ -108,7 +108,7 @@ static void read_pre_tokenizers(const json& j, BpeTokenizer::Parts& p, const std
     } else if (type == "ByteLevel") {
       STAPO_CHECK(i + 1 == steps.size(), path, ": ByteLevel must be the last pre-tokenizer");
       p.byte_level = true;
-      p.prefix_space = step.value("add_prefix_space", false);
+      if (step.value("add_prefix_space", true)) p.prefix_space_at = static_cast<int>(p.splits.size());
       if (step.value("use_regex", true))
         p.splits.push_back({std::make_shared<Regex>(kGpt2Pattern, false), SplitBehavior::isolated, false});
     } else if (type == "Metaspace") {

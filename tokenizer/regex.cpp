@@ -10,7 +10,7 @@
 namespace stapo {
 
 Regex::Regex(const std::string& pattern, bool literal) {
-  uint32_t options = PCRE2_UTF | PCRE2_UCP | (literal ? PCRE2_LITERAL : 0);
+  uint32_t options = PCRE2_UTF | (literal ? PCRE2_LITERAL : PCRE2_UCP);
   int error_code;
   PCRE2_SIZE error_offset;
   code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), options, &error_code,

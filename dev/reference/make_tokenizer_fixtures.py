@@ -11,6 +11,7 @@ Writes tests/fixtures/tokenizer/:
                             "special": [...] when encoding with special tokens recognised differs
   <name>.decode.jsonl       random id sequences and the reference library's decoding (U+FFFD placement)
   llama2_real.ids.jsonl     the real Llama 2 tokenizer.model (../shared, never committed) run by sentencepiece
+  variants.json             pre-tokenizer/normalizer variants swapped into the files above, with tokenizers' ids
   chat_templates.json       conversations rendered by transformers' apply_chat_template with the Jinja
                             templates below (text, and ids where the tokenizer has the template's tokens)
 
@@ -164,10 +165,13 @@ def train_sp_style(train_texts, vocab_size):
     <unk> <s> </s> then <0x00>..<0xFF> as ordinary vocabulary, then the learned pieces."""
     tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<unk>", "<s>", "</s>"], limit_alphabet=120,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<unk>", "<s>", "</s>"],
                                   show_progress=False, min_frequency=2)
-    # Text spelling a byte token ("<0x41>") would teach merges that build it, a collision Llama 2 never has.
-    tok.train_from_iterator([t.replace("<0x", "<0 x") for t in train_texts], trainer)
+    # Characters from U+3000 up (CJK, emoji, ...) are left out of training so that they need byte fallback
+    # (limit_alphabet would do it too, but breaks frequency ties at random). Text spelling a byte token
+    # ("<0x41>") would teach merges that build it, a collision Llama 2 never has.
+    texts = ["".join(c for c in t if ord(c) < 0x3000).replace("<0x", "<0 x") for t in train_texts]
+    tok.train_from_iterator(texts, trainer)
     spec = json.loads(tok.to_str())
     learned = sorted(spec["model"]["vocab"].items(), key=lambda kv: kv[1])
     vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
@@ -219,6 +223,35 @@ def byte_level_table():
             chars[chr(256 + n)] = b
             n += 1
     return chars
+
+
+def variant_rows(corpus):
+    """The less common pipeline pieces, each swapped into a trained tokenizer.json and run by tokenizers on the
+    first 400 corpus strings. The C++ test makes the same swap in the committed file."""
+    P, N = pre_tokenizers, normalizers
+    variants = [
+        ("bl_gpt2", "pre_tokenizer", P.ByteLevel(add_prefix_space=True, use_regex=True)),
+        ("bl_gpt2", "pre_tokenizer", P.Sequence([P.Split(Regex(r"\s+"), "removed"), P.ByteLevel(use_regex=False)])),
+        ("bl_gpt2", "pre_tokenizer", P.Sequence([P.Split(Regex(r"[.,!?]"), "merged_with_previous"),
+                                                 P.ByteLevel(use_regex=False)])),
+        ("bl_gpt2", "pre_tokenizer", P.Sequence([P.Split(Regex(r"\s"), "merged_with_next"),
+                                                 P.ByteLevel(use_regex=False)])),
+        ("bl_gpt2", "pre_tokenizer", P.Sequence([P.Split(Regex(r"\d"), "contiguous"), P.ByteLevel(use_regex=False)])),
+        ("bl_gpt2", "pre_tokenizer", P.Sequence([P.Split(Regex(r"\p{L}+"), "isolated", invert=True),
+                                                 P.ByteLevel(use_regex=False)])),
+        ("bl_gpt2", "pre_tokenizer", P.Sequence([P.Split(" ", "isolated"), P.ByteLevel(use_regex=False)])),
+        ("sp_metaspace", "pre_tokenizer", P.Metaspace(prepend_scheme="always", split=True)),
+        ("sp_metaspace", "pre_tokenizer", P.Metaspace(prepend_scheme="never", split=False)),
+        ("sp_legacy", "normalizer", N.Sequence([N.Replace(" ", "▁")])),
+    ]
+    rows = []
+    for base, key, component in variants:
+        tok = Tokenizer.from_file(f"{OUT}/{base}/tokenizer.json")
+        setattr(tok, key, component)
+        tok.encode_special_tokens = True
+        rows.append({"base": base, "key": key, "value": json.loads(tok.to_str())[key],
+                     "ids": [tok.encode(t, add_special_tokens=False).ids for t in corpus[:400]]})
+    return rows
 
 
 def sp_decode_rows(sp):
@@ -437,6 +470,8 @@ def main():
     else:
         print(f"warning: {real} not found; llama2_real.ids.jsonl not regenerated", file=sys.stderr)
 
+    with open(f"{OUT}/variants.json", "w", encoding="utf-8") as f:
+        json.dump(variant_rows(corpus), f, ensure_ascii=False, separators=(",", ":"))
     with open(f"{OUT}/chat_templates.json", "w", encoding="utf-8") as f:
         json.dump(chat_fixture(OUT, random.Random(SEED + 2)), f, ensure_ascii=False, indent=0)
     print(f"wrote {OUT}: {len(corpus)} strings")

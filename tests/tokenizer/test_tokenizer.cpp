@@ -297,6 +297,26 @@ TEST(Tokenizer, MergesWrittenAsStringsGiveTheSameIds) {
   EXPECT_TRUE(matches_reference(*tok, corpus, stapo::test::read_ids("bl_llama3"), true));
 }
 
+// Pre-tokenizer and normalizer variants (Split behaviours, invert, String patterns, ByteLevel prefix space,
+// Metaspace schemes, Replace alone) swapped into the committed files, against tokenizers' ids.
+TEST(Tokenizer, PipelineVariantsMatchTokenizers) {
+  auto variants = nlohmann::json::parse(stapo::read_text_file(fixture_path("tokenizer/variants.json")));
+  auto corpus = stapo::test::read_corpus();
+  ASSERT_GE(variants.size(), 10u);
+  int index = 0;
+  for (const auto& v : variants) {
+    std::string base = v.at("base");
+    auto spec = nlohmann::json::parse(stapo::read_text_file(fixture_path("tokenizer/" + base + "/tokenizer.json")));
+    spec[v.at("key").get<std::string>()] = v.at("value");
+    auto tok = Tokenizer::load(temp_file("variant" + std::to_string(index++) + ".json", spec.dump()));
+    const auto& ids = v.at("ids");
+    std::vector<stapo::test::IdsRow> want;
+    for (const auto& row : ids) want.push_back({row.get<std::vector<int32_t>>(), std::nullopt});
+    std::vector<std::string> texts(corpus.begin(), corpus.begin() + want.size());
+    EXPECT_TRUE(matches_reference(*tok, texts, want, false)) << base << " with " << v.at("value").dump();
+  }
+}
+
 TEST(Tokenizer, BadFilesAreClearErrors) {
   std::string json = stapo::read_text_file(fixture_path("tokenizer/bl_llama3/tokenizer.json"));
   expect_load_error(temp_file("truncated.json", json.substr(0, json.size() / 2)), "not valid JSON");
