@@ -1,19 +1,12 @@
-// The CPU engine (train/cpu_engine.h). Optimizer state file: "STAPOADM" magic, u32 version 1, u32 bytes
-// per element, u64 element count, then m and v in the order of the model's parameter buffer.
+// The CPU engine (train/cpu_engine.h). Its optimizer state file is train/optimizer_state.h's, shared with the
+// CUDA engine (the moments in the order of the model's parameter buffer).
 #include "train/cpu_engine.h"
 
-#include <cstring>
-
 #include "common/error.h"
-#include "common/file_io.h"
 #include "train/grad_clip.h"
+#include "train/optimizer_state.h"
 
 namespace stapo {
-
-namespace {
-constexpr char kOptimizerMagic[8] = {'S', 'T', 'A', 'P', 'O', 'A', 'D', 'M'};
-constexpr uint32_t kOptimizerVersion = 1;
-}  // namespace
 
 template <typename T>
 CpuEngine<T>::CpuEngine(std::unique_ptr<CpuModel<T>> model)
@@ -75,33 +68,12 @@ void CpuEngine<T>::save_model(const std::string& dir) {
 
 template <typename T>
 void CpuEngine<T>::save_optimizer(const std::string& path) {
-  std::string bytes(kOptimizerMagic, 8);
-  const uint32_t header[2] = {kOptimizerVersion, uint32_t(sizeof(T))};
-  const uint64_t count = m_.size();
-  bytes.append(reinterpret_cast<const char*>(header), sizeof(header));
-  bytes.append(reinterpret_cast<const char*>(&count), sizeof(count));
-  bytes.append(reinterpret_cast<const char*>(m_.data()), m_.size() * sizeof(T));
-  bytes.append(reinterpret_cast<const char*>(v_.data()), v_.size() * sizeof(T));
-  write_file_atomic(path, bytes);
+  optimizer_state_write(path, m_.data(), v_.data(), m_.size());
 }
 
 template <typename T>
 void CpuEngine<T>::load_optimizer(const std::string& path) {
-  File f(path, "rb");
-  char magic[8];
-  uint32_t header[2];
-  uint64_t count = 0;
-  f.read(magic, 8);
-  STAPO_CHECK(std::memcmp(magic, kOptimizerMagic, 8) == 0, path, ": not a stapo optimizer state file");
-  f.read(header, sizeof(header));
-  f.read(&count, sizeof(count));
-  STAPO_CHECK(header[0] == kOptimizerVersion, path, ": optimizer state version ", header[0], ", this build reads ",
-              kOptimizerVersion);
-  STAPO_CHECK(header[1] == sizeof(T), path, ": optimizer state has ", header[1], "-byte elements, this engine ",
-              sizeof(T));
-  STAPO_CHECK(count == m_.size(), path, ": optimizer state for ", count, " parameters, the model has ", m_.size());
-  f.read(m_.data(), m_.size() * sizeof(T));
-  f.read(v_.data(), v_.size() * sizeof(T));
+  optimizer_state_read(path, m_.data(), v_.data(), m_.size());
 }
 
 template <typename T>

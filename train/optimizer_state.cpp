@@ -44,5 +44,7 @@ void optimizer_state_read(const std::string& path, T* m, T* v, uint64_t count) {
 
 template void optimizer_state_write<float>(const std::string&, const float*, const float*, uint64_t);
 template void optimizer_state_read<float>(const std::string&, float*, float*, uint64_t);
+template void optimizer_state_write<double>(const std::string&, const double*, const double*, uint64_t);
+template void optimizer_state_read<double>(const std::string&, double*, double*, uint64_t);
 
 }  // namespace stapo

@@ -1,7 +1,6 @@
 // The AdamW moments on disk, the same file for every engine (a CPU fp32 state resumes on the GPU and back):
 // "STAPOADM" magic, u32 version 1, u32 bytes per element, u64 element count, then m and v, each in the
 // order of the model's parameters (CpuModel::parameters(), no padding).
-// (train/cpu_engine.cpp writes the same layout with its own code; it can call these instead.)
 #pragma once
 #include <cstdint>
 #include <string>

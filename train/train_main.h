@@ -1,7 +1,7 @@
 // The command line both trainers share (train_stapo_cpu, train_stapo): the flags, the data, the optional
 // reference pass, resume, the Trainer loop and the closing summary. Only the engine differs: the caller adds
 // its own flags and says how a model directory becomes an engine.
-// (Factored out of train/train_stapo_cpu.cpp's main for the CUDA trainer; train_stapo_cpu can call it too.)
+// train_stapo_cpu and train_stapo are this plus their engine factory and their own few flags.
 #pragma once
 #include <CLI/CLI.hpp>
 #include <functional>
