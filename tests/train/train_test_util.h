@@ -1,8 +1,6 @@
 // Helpers of the trainer tests: a tiny Llama config, shards of random or synthetic preference pairs written
-// with the real shard writer, batches from the real dataloader, and a temporary directory.
+// with the real shard writer and batches from the real dataloader.
 #pragma once
-#include <unistd.h>
-
 #include <filesystem>
 #include <random>
 #include <string>
@@ -12,6 +10,7 @@
 #include "data/pair_loader.h"
 #include "data/shard.h"
 #include "model/model.h"
+#include "tests/model/model_test_util.h"  // defines: TempDir
 #include "tests/test_util.h"
 
 namespace stapo::test {
@@ -30,17 +29,6 @@ inline ModelConfig train_tiny_config(int vocab = 16) {
   c.rope_theta = 10000.0;
   return c;
 }
-
-struct TempDir {
-  std::string path;
-  TempDir() {
-    path = (std::filesystem::temp_directory_path() / cat("stapo_train_test_", seed_from_test_name(), "_", ::getpid()))
-               .string();
-    std::filesystem::remove_all(path);
-    std::filesystem::create_directories(path);
-  }
-  ~TempDir() { std::filesystem::remove_all(path); }
-};
 
 // `synthetic`: the chosen response repeats the prompt, the rejected one is random — a preference a tiny model
 // can learn. Otherwise both responses are random. Lengths vary so `avg` normalisation matters.
