@@ -59,6 +59,24 @@ __global__ void init_weights_kernel(float* out, size_t n, float stddev, float va
   }
 }
 
+// Row gather (scatter = false):  out[m] = in[index[m]];  scatter (true):  out[index[m]] = in[m];  rows of C bf16,
+// m < M. One thread per 8 channels (C % 8 == 0, 16-byte-aligned rows).
+__global__ void rows_copy_kernel(bf16* out, const bf16* in, const int32_t* index, int M, int C, bool scatter) {
+  const int vecs = C / 8;
+  const size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+  if (i >= (size_t)M * vecs) return;
+  const int m = (int)(i / vecs), c = (int)(i % vecs) * 8;
+  const size_t dst = (size_t)(scatter ? index[m] : m) * C + c, src = (size_t)(scatter ? m : index[m]) * C + c;
+  *reinterpret_cast<int4*>(out + dst) = *reinterpret_cast<const int4*>(in + src);
+}
+
+void rows_copy(bf16* out, const bf16* in, const int32_t* index, int M, int C, bool scatter, cudaStream_t stream) {
+  if (M == 0) return;
+  const size_t threads = (size_t)M * (C / 8);
+  rows_copy_kernel<<<(unsigned)((threads + 255) / 256), 256, 0, stream>>>(out, in, index, M, C, scatter);
+  cudaCheck(cudaGetLastError());
+}
+
 // Carves one allocation into 256-byte-aligned pieces; with a null base it only measures.
 struct Carver {
   char* base = nullptr;
@@ -265,15 +283,17 @@ void CudaEngine::ensure_tokens(int N) {
     final_resid_ = k.take<bf16>(n * C);
     final_norm_ = k.take<bf16>(n * C);
     final_rstd_ = k.take<float>(n);
+    tokens_ = k.take<int32_t>(n);
+    positions_ = k.take<int32_t>(n);
+    segments_ = k.take<int32_t>(n);
+    head_index_ = k.take<int32_t>(n);  // M ≤ N
+    head_targets_ = k.take<int32_t>(n);
+    head_sequence_ = k.take<int32_t>(n);
+    head_h_ = k.take<bf16>(n * C);
     logp_ = k.take<float>(n);
     entropy_ = k.take<float>(n);
     head_lse_ = k.take<float>(n);
     dlogp_ = k.take<float>(n);
-    tokens_ = k.take<int32_t>(n);
-    targets_ = k.take<int32_t>(n);
-    positions_ = k.take<int32_t>(n);
-    segments_ = k.take<int32_t>(n);
-    response_sequence_ = k.take<int32_t>(n);
     d_resid_ = k.take<bf16>(n * C);
     d_norm_ = k.take<bf16>(n * C);
     d_att_ = k.take<bf16>(n * HD);
@@ -373,23 +393,35 @@ void CudaEngine::forward(const PairBatch& batch, std::vector<double>& logp_sum, 
   T_ = t.T;
   sequences_ = sequences;
   host_tokens_ = t.tokens;
+  std::vector<int32_t> index, targets, sequence;  // the response positions, in order
+  for (int i = 0; i < N; ++i)
+    if (batch.response_sequence[i] >= 0) {
+      index.push_back(i);
+      targets.push_back(t.targets[i]);
+      sequence.push_back(batch.response_sequence[i]);
+    }
+  head_rows_ = (int)index.size();
   // Pageable sources: each copy returns once staged, in stream order after the previous step's kernels.
-  const size_t bytes = (size_t)N * sizeof(int32_t);
+  const size_t bytes = (size_t)N * sizeof(int32_t), head_bytes = (size_t)head_rows_ * sizeof(int32_t);
   cudaCheck(cudaMemcpyAsync(tokens_, t.tokens.data(), bytes, cudaMemcpyHostToDevice, stream_));
-  cudaCheck(cudaMemcpyAsync(targets_, t.targets.data(), bytes, cudaMemcpyHostToDevice, stream_));
   cudaCheck(cudaMemcpyAsync(positions_, t.positions.data(), bytes, cudaMemcpyHostToDevice, stream_));
   cudaCheck(cudaMemcpyAsync(segments_, t.segments.data(), bytes, cudaMemcpyHostToDevice, stream_));
-  cudaCheck(cudaMemcpyAsync(response_sequence_, batch.response_sequence.data(), bytes, cudaMemcpyHostToDevice,
-                            stream_));
+  if (head_rows_ > 0) {
+    cudaCheck(cudaMemcpyAsync(head_index_, index.data(), head_bytes, cudaMemcpyHostToDevice, stream_));
+    cudaCheck(cudaMemcpyAsync(head_targets_, targets.data(), head_bytes, cudaMemcpyHostToDevice, stream_));
+    cudaCheck(cudaMemcpyAsync(head_sequence_, sequence.data(), head_bytes, cudaMemcpyHostToDevice, stream_));
+  }
 
   const int C = c.hidden_size, L = c.num_hidden_layers;
   embedding_forward(acts_[0].resid, tokens_, w_.embed, N, C, stream_);
   for (int l = 0; l < L; ++l) layer_forward(l, false);
   rmsnorm_forward(final_norm_, final_rstd_, final_resid_, acts_[L - 1].resid2, branch_, w_.final_norm, N, C,
                   (float)c.rms_norm_eps, stream_);
-  lm_head_forward(matmul_, lm_head_ws_, logp_, entropy_, head_lse_, final_norm_, w_.lm_head, targets_, N, C,
+  const int M = head_rows_;
+  rows_copy(head_h_, final_norm_, head_index_, M, C, false, stream_);
+  lm_head_forward(matmul_, lm_head_ws_, logp_, entropy_, head_lse_, head_h_, w_.lm_head, head_targets_, M, C,
                   c.vocab_size, stream_);
-  sequence_sums(seq_logp_, seq_entropy_, seq_tokens_, logp_, entropy_, response_sequence_, N, sequences, stream_);
+  sequence_sums(seq_logp_, seq_entropy_, seq_tokens_, logp_, entropy_, head_sequence_, M, sequences, stream_);
   cudaCheck(cudaMemcpyAsync(host_sums_, seq_logp_, sequences * sizeof(float), cudaMemcpyDeviceToHost, stream_));
   cudaCheck(cudaMemcpyAsync(host_sums_ + sequences, seq_entropy_, sequences * sizeof(float), cudaMemcpyDeviceToHost,
                             stream_));
@@ -417,11 +449,15 @@ void CudaEngine::backward(const std::vector<double>& dlogp_sum) {
   const AttentionShape shape{rows_, T_, H, Hkv, D, c.sliding_window};
   const std::vector<float> dseq(dlogp_sum.begin(), dlogp_sum.end());
   cudaCheck(cudaMemcpyAsync(dseq_, dseq.data(), sequences_ * sizeof(float), cudaMemcpyHostToDevice, stream_));
-  token_dlogp(dlogp_, dseq_, response_sequence_, N, stream_);
+  const int M = head_rows_;
+  token_dlogp(dlogp_, dseq_, head_sequence_, M, stream_);
   embedding_grad_index_build(embedding_index_, host_tokens_.data(), N, V, stream_);
 
-  lm_head_backward(matmul_, lm_head_ws_, d_norm_, g_.lm_head, dlogp_, head_lse_, final_norm_, w_.lm_head, targets_, N,
+  // dh of the response rows into branch_ (free until the layers' backward), scattered into the zeroed (N, C).
+  lm_head_backward(matmul_, lm_head_ws_, branch_, g_.lm_head, dlogp_, head_lse_, head_h_, w_.lm_head, head_targets_, M,
                    C, V, stream_);
+  cudaCheck(cudaMemsetAsync(d_norm_, 0, (size_t)N * C * sizeof(bf16), stream_));
+  rows_copy(d_norm_, branch_, head_index_, M, C, true, stream_);
   cudaCheck(cudaMemsetAsync(d_resid_, 0, (size_t)N * C * sizeof(bf16), stream_));
   rmsnorm_backward(d_resid_, g_.final_norm, rmsnorm_scratch_, d_norm_, final_resid_, w_.final_norm, final_rstd_, N, C,
                    stream_);

@@ -9,9 +9,11 @@
 //   1: the RMSNorm outputs and the SwiGLU product are recomputed in backward (cheap, memory-bound), the rest kept
 //   2: only the layer's input residual is kept; backward re-runs the layer's forward first (+~1/3 of the
 //      layer matmuls, ~1/L of the activations)
-// The final reduction: lm_head_forward (fused lm_head + log-prob + entropy, chunked, no (N, V) logits), then
-// sequence_sums on the device; only the 2B per-sequence sums cross to the host, where the trainer evaluates
-// the loss exactly as for the CPU engine, and backward sends back the 2B dℓ/dS (token_dlogp spreads them).
+// The final reduction: only the M response positions (response_sequence ≥ 0) enter S(y), so their rows of the
+// final norm are gathered first (about half of N in preference data: the prompts are skipped) and the fused
+// lm_head_forward (lm_head + log-prob + entropy, chunked, no (M, V) logits) runs on those; sequence_sums on the
+// device; only the 2B per-sequence sums cross to the host, where the trainer evaluates the loss exactly as for
+// the CPU engine, and backward sends back the 2B dℓ/dS (token_dlogp spreads them, dh is scattered back).
 // Parameters live in one buffer in the model's parameter order, each tensor starting on a 256-byte boundary.
 #pragma once
 #include <cuda_bf16.h>
@@ -133,11 +135,16 @@ class CudaEngine : public Engine {
   int capacity_ = 0;
   void* arena_ = nullptr;
   std::vector<LayerActs> acts_;
-  __nv_bfloat16 *branch_ = nullptr;  // (N, C) attention or MLP output before its residual add
+  __nv_bfloat16 *branch_ = nullptr;  // (N, C) attention or MLP output before its residual add; the lm_head's
+                                     // dh (M, C) in backward
   __nv_bfloat16 *final_resid_ = nullptr, *final_norm_ = nullptr;  // (N, C)
-  float *final_rstd_ = nullptr, *logp_ = nullptr, *entropy_ = nullptr, *head_lse_ = nullptr, *dlogp_ = nullptr;
-  int32_t *tokens_ = nullptr, *targets_ = nullptr, *positions_ = nullptr, *segments_ = nullptr;
-  int32_t* response_sequence_ = nullptr;
+  float* final_rstd_ = nullptr;                                   // (N)
+  int32_t *tokens_ = nullptr, *positions_ = nullptr, *segments_ = nullptr;  // (N)
+  // The lm_head's rows: the M response positions, their targets and sequences, the gathered final-norm rows.
+  int head_rows_ = 0;                                                               // M
+  int32_t *head_index_ = nullptr, *head_targets_ = nullptr, *head_sequence_ = nullptr;  // (M)
+  __nv_bfloat16* head_h_ = nullptr;                                                  // (M, C)
+  float *logp_ = nullptr, *entropy_ = nullptr, *head_lse_ = nullptr, *dlogp_ = nullptr;  // (M)
   // Backward scratch, reused by every layer.
   __nv_bfloat16 *d_resid_ = nullptr, *d_norm_ = nullptr, *d_att_ = nullptr, *d_q_ = nullptr, *d_k_ = nullptr,
                 *d_v_ = nullptr, *d_act_ = nullptr, *d_gate_ = nullptr, *d_up_ = nullptr;
