@@ -54,6 +54,25 @@ __device__ inline void load_tile(float* dst, const bf16* src, int rows, int vali
 // First key a query tile starting at q0 may see (sliding window), or 0.
 __device__ inline int first_visible_key(int q0, int window) { return window > 0 ? max(0, q0 - window + 1) : 0; }
 
+// Whether any (row, column) pair of the block's tile is visible, agreed by all threads (it is a barrier).
+// Tiles that nobody sees (another packed sequence, outside the window) are skipped before they are loaded.
+// Rows are this thread's 4 (segments in registers), columns lane + 16·j (segments in shared memory).
+template <int COLS, bool ROWS_ARE_QUERIES>
+__device__ __forceinline__ bool block_any_visible(int row0, int col0, const int* seg_row, const int* seg_col_s,
+                                                  int window, int group, int lane) {
+  bool any = false;
+#pragma unroll
+  for (int i = 0; i < ATTN_ROWS_PER_THREAD; ++i)
+#pragma unroll
+    for (int j = 0; j < COLS / 16; ++j) {
+      const int r = row0 + group * ATTN_ROWS_PER_THREAD + i, c = col0 + lane + 16 * j;
+      const int seg_c = seg_col_s[lane + 16 * j];
+      any |= ROWS_ARE_QUERIES ? attention_visible(r, c, seg_row[i], seg_c, window)
+                              : attention_visible(c, r, seg_c, seg_row[i], window);
+    }
+  return __syncthreads_or(any) != 0;
+}
+
 // The two products every kernel is made of, on fp32 tiles in shared memory (row stride D+1 for (·, D) tiles):
 //   tile_dot:        out[i][j]  = Σ_d a[4·group + i][d] · b[lane + 16·j][d]        (a scores tile, e.g. Q·Kᵀ)
 //   tile_accumulate: acc[i][c] += Σ_t p[4·group + i][t] · b[t][lane + 16·c]       (e.g. O += P·V), p's row
@@ -105,7 +124,7 @@ constexpr size_t attention_forward_smem() {
 
 // Block = (query tile, query head, row).
 template <int D>
-__global__ void __launch_bounds__(ATTN_THREADS)
+__global__ void __launch_bounds__(ATTN_THREADS, 1)
     attention_forward_kernel(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v,
                              const int32_t* segments, int T, int H, int Hkv, int window, float scale) {
   constexpr int LD = D + 1, DC = D / 16, R = ATTN_ROWS_PER_THREAD, SC = FWD_BK / 16;
@@ -137,9 +156,11 @@ __global__ void __launch_bounds__(ATTN_THREADS)
   const int kv_end = q0 + q_valid;  // causal: no key after the tile's last query
   for (int k0 = first_visible_key(q0, window); k0 < kv_end; k0 += FWD_BK) {
     const int k_valid = min(FWD_BK, T - k0);
-    __syncthreads();  // the previous tile's V and P are no longer read
-    load_tile<D>(kv_s, k + (row_base + k0) * Hkv * D + (size_t)hk * D, FWD_BK, k_valid, (size_t)Hkv * D);
+    __syncthreads();  // the previous tile's V, P and key segments are no longer read
     if (threadIdx.x < FWD_BK) seg_k_s[threadIdx.x] = (int)threadIdx.x < k_valid ? seg[k0 + threadIdx.x] : -1;
+    __syncthreads();
+    if (!block_any_visible<FWD_BK, true>(q0, k0, seg_q, seg_k_s, window, group, lane)) continue;
+    load_tile<D>(kv_s, k + (row_base + k0) * Hkv * D + (size_t)hk * D, FWD_BK, k_valid, (size_t)Hkv * D);
     __syncthreads();
 
     float s[R][SC];
@@ -212,7 +233,7 @@ constexpr size_t attention_dkv_smem() {
 // Block = (key tile, kv head, row): streams the query tiles of every query head sharing this kv head, so it
 // alone writes its slice of dk and dv. Thread rows are keys here, columns queries.
 template <int D>
-__global__ void __launch_bounds__(ATTN_THREADS)
+__global__ void __launch_bounds__(ATTN_THREADS, 1)
     attention_dkv_kernel(bf16* dk, bf16* dv, const bf16* dout, const float* lse, const float* delta, const bf16* q,
                          const bf16* k, const bf16* v, const int32_t* segments, int T, int H, int Hkv, int window,
                          float scale) {
@@ -252,8 +273,6 @@ __global__ void __launch_bounds__(ATTN_THREADS)
     for (int q0 = k0; q0 < q_end; q0 += DKV_BQ) {
       const int q_valid = min(DKV_BQ, T - q0);
       __syncthreads();  // the previous query tile is no longer read
-      load_tile<D>(q_s, q + (row_base + q0) * H * D + (size_t)h * D, DKV_BQ, q_valid, (size_t)H * D);
-      load_tile<D>(do_s, dout + (row_base + q0) * H * D + (size_t)h * D, DKV_BQ, q_valid, (size_t)H * D);
       if (threadIdx.x < DKV_BQ) {
         const bool in = (int)threadIdx.x < q_valid;
         const size_t head = (row_base + q0 + threadIdx.x) * H + h;
@@ -261,6 +280,10 @@ __global__ void __launch_bounds__(ATTN_THREADS)
         delta_s[threadIdx.x] = in ? delta[head] : 0.0f;
         seg_q_s[threadIdx.x] = in ? seg[q0 + threadIdx.x] : -1;
       }
+      __syncthreads();
+      if (!block_any_visible<DKV_BQ, false>(k0, q0, seg_k, seg_q_s, window, group, lane)) continue;
+      load_tile<D>(q_s, q + (row_base + q0) * H * D + (size_t)h * D, DKV_BQ, q_valid, (size_t)H * D);
+      load_tile<D>(do_s, dout + (row_base + q0) * H * D + (size_t)h * D, DKV_BQ, q_valid, (size_t)H * D);
       __syncthreads();
 
       float s[R][SC], dp[R][SC];
@@ -301,7 +324,7 @@ constexpr size_t attention_dq_smem() {
 
 // Block = (query tile, query head, row); streams key tiles like the forward.
 template <int D>
-__global__ void __launch_bounds__(ATTN_THREADS)
+__global__ void __launch_bounds__(ATTN_THREADS, 1)
     attention_dq_kernel(bf16* dq, const bf16* dout, const float* lse, const float* delta, const bf16* q,
                         const bf16* k, const bf16* v, const int32_t* segments, int T, int H, int Hkv, int window,
                         float scale) {
@@ -338,10 +361,12 @@ __global__ void __launch_bounds__(ATTN_THREADS)
   const int kv_end = q0 + q_valid;
   for (int k0 = first_visible_key(q0, window); k0 < kv_end; k0 += DQ_BK) {
     const int k_valid = min(DQ_BK, T - k0);
-    __syncthreads();  // the previous key tile and dscore are no longer read
+    __syncthreads();  // the previous key tile, its segments and dscore are no longer read
+    if (threadIdx.x < DQ_BK) seg_k_s[threadIdx.x] = (int)threadIdx.x < k_valid ? seg[k0 + threadIdx.x] : -1;
+    __syncthreads();
+    if (!block_any_visible<DQ_BK, true>(q0, k0, seg_q, seg_k_s, window, group, lane)) continue;
     load_tile<D>(k_s, k + (row_base + k0) * Hkv * D + (size_t)hk * D, DQ_BK, k_valid, (size_t)Hkv * D);
     load_tile<D>(v_s, v + (row_base + k0) * Hkv * D + (size_t)hk * D, DQ_BK, k_valid, (size_t)Hkv * D);
-    if (threadIdx.x < DQ_BK) seg_k_s[threadIdx.x] = (int)threadIdx.x < k_valid ? seg[k0 + threadIdx.x] : -1;
     __syncthreads();
 
     float s[R][SC], dp[R][SC];

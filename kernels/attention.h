@@ -8,8 +8,9 @@
 // tile. The backward is two deterministic kernels, no atomics: one per key tile (dk, dv, looping over the
 // query heads that share the kv head), one per query tile (dq); both first need
 //   delta_i = Σ_d dout_i·out_i   (fp32 scratch of N·H floats).
-// Key tiles wholly after a query tile (causal) or wholly before its window are skipped; segment boundaries are
-// masked per element. fp32 in shared memory and registers; D ∈ {64, 128}.
+// Key tiles wholly after a query tile (causal) or wholly before its window are never visited; a visited tile in
+// which no pair is visible (another packed sequence) is skipped before it is loaded; the rest is masked per
+// element. fp32 in shared memory and registers; D ∈ {64, 128}.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
