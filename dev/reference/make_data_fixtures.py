@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
@@ -41,9 +42,10 @@ TEMPLATES = {  # name: (jinja, renders BOS, end-of-turn token); llama2 and mistr
     "llama3": (LLAMA3_TEMPLATE, True, "<|eot_id|>"),
     "chatml": (CHATML_TEMPLATE, False, "<|im_end|>"),
 }
-# SentencePiece-style tokenizer.json files the tokenizer module commits (dev/reference/make_tokenizer_fixtures.py),
-# with Llama 2's and Mistral's chat templates in their tokenizer_config.json; both add BOS by default.
-SP_TOKENIZERS = {"llama2": "tokenizer/sp_legacy", "mistral": "tokenizer/sp_metaspace"}
+# SentencePiece-style tokenizers with Llama 2's and Mistral's chat templates in their tokenizer_config.json, both
+# adding BOS by default: snapshots of tests/fixtures/tokenizer/{sp_legacy,sp_metaspace} (made by
+# dev/reference/make_tokenizer_fixtures.py), copied here so these ids stay valid when those are regenerated.
+SP_TOKENIZERS = {"llama2": "data/sp_legacy", "mistral": "data/sp_metaspace"}
 
 WORDS = ("the a of to and in is it you that was for on are with as his they be at one have this from or had by "
          "word but what some we can out other were all there when up use your how said an each she which do their "
@@ -210,6 +212,9 @@ def main():
     fixtures = os.path.join(args.out, "..")
     for template, directory in SP_TOKENIZERS.items():
         path = os.path.join(fixtures, directory)
+        source = os.path.join(fixtures, "tokenizer", os.path.basename(directory))
+        if os.path.exists(source):
+            shutil.copytree(source, path, dirs_exist_ok=True)
         with open(os.path.join(path, "tokenizer_config.json")) as f:
             TEMPLATES[template] = (json.load(f)["chat_template"], True, "</s>")
         tokenizers[directory] = PreTrainedTokenizerFast(tokenizer_file=os.path.join(path, "tokenizer.json"),

@@ -155,7 +155,7 @@ TEST(Prepare, AConversationTheTemplateCannotRenderIsABadLine) {
   PrepareConfig config;
   config.inputs = {test::write_scratch("turns.jsonl", good + "\n" + twice + "\n")};
   config.output = test::scratch_path("turns.bin");
-  const Tokenizer& tokenizer = fixture_tokenizer("tokenizer/sp_legacy");
+  const Tokenizer& tokenizer = fixture_tokenizer("data/sp_legacy");
   ChatTemplate chat_template = ChatTemplate::by_name("llama2", tokenizer);
   std::string msg = test::error_message([&] { prepare_data(tokenizer, chat_template, config); });
   EXPECT_NE(msg.find("turns.jsonl:2: field 'prompt'"), std::string::npos) << msg;
