@@ -104,6 +104,12 @@ static void lm_head_check(const LmHeadWorkspace& ws, int C, int V, const char* o
               " must be a positive multiple of 8 (pad the lm_head rows)");
 }
 
+// logits (rows, vc) fp32 = h[n0 : n0+rows] · w[v0 : v0+vc]ᵀ, into the workspace.
+static void chunk_logits(const MatmulContext& ctx, LmHeadWorkspace& ws, const bf16* h, const bf16* w, int n0,
+                         int rows, int v0, int vc, int C, cudaStream_t stream) {
+  matmul_bf16_f32(ctx, ws.logits, h + (size_t)n0 * C, w + (size_t)v0 * C, rows, vc, C, false, true, 0.0f, stream);
+}
+
 void lm_head_forward(const MatmulContext& ctx, LmHeadWorkspace& ws, float* logp, float* entropy, float* lse,
                      const bf16* h, const bf16* w, const int32_t* targets, int N, int C, int V, cudaStream_t stream) {
   lm_head_check(ws, C, V, "lm_head_forward");
@@ -111,8 +117,7 @@ void lm_head_forward(const MatmulContext& ctx, LmHeadWorkspace& ws, float* logp,
     const int rows = std::min(ws.chunk_rows, N - n0);
     for (int v0 = 0; v0 < V; v0 += ws.chunk_vocab) {
       const int vc = std::min(ws.chunk_vocab, V - v0);
-      matmul_bf16_f32(ctx, ws.logits, h + (size_t)n0 * C, w + (size_t)v0 * C, rows, vc, C, false, true, 0.0f,
-                      stream);
+      chunk_logits(ctx, ws, h, w, n0, rows, v0, vc, C, stream);
       lm_head_chunk_stats_kernel<<<rows, 256, 0, stream>>>(ws.running, ws.logits, targets + n0, rows, vc, v0,
                                                           v0 == 0);
       cudaCheck(cudaGetLastError());
@@ -131,8 +136,7 @@ void lm_head_backward(const MatmulContext& ctx, LmHeadWorkspace& ws, bf16* dh, b
     const int rows = std::min(ws.chunk_rows, N - n0);
     for (int v0 = 0; v0 < V; v0 += ws.chunk_vocab) {
       const int vc = std::min(ws.chunk_vocab, V - v0);
-      matmul_bf16_f32(ctx, ws.logits, h + (size_t)n0 * C, w + (size_t)v0 * C, rows, vc, C, false, true, 0.0f,
-                      stream);
+      chunk_logits(ctx, ws, h, w, n0, rows, v0, vc, C, stream);
       lm_head_dlogits_kernel<<<rows, 256, 0, stream>>>(ws.dlogits, ws.logits, lse + n0, dlogp + n0, targets + n0, vc,
                                                       v0);
       cudaCheck(cudaGetLastError());
