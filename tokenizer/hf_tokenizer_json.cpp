@@ -48,6 +48,15 @@ static const json& member(const json& j, const char* key, const std::string& whe
   return *it;
 }
 
+// An integer in [0, kMaxVocabSize) (checked before converting: a huge float would not fit).
+static int64_t small_integer(const json& j, const std::string& path, const std::string& what) {
+  STAPO_CHECK(j.is_number_integer(), path, ": ", what, " is not an integer");
+  bool ok = j.is_number_unsigned() ? j.get<uint64_t>() < static_cast<uint64_t>(kMaxVocabSize)
+                                   : j.get<int64_t>() >= 0 && j.get<int64_t>() < kMaxVocabSize;
+  STAPO_CHECK(ok, path, ": ", what, " is ", j.dump(), ", out of range");
+  return j.get<int64_t>();
+}
+
 // A list of steps: a Sequence's children, one step, or none (null).
 static std::vector<json> steps_of(const json& j, const char* list_key) {
   if (j.is_null()) return {};
@@ -131,9 +140,11 @@ static void read_decoder(const json& j, BpeTokenizer::Parts& p, const std::strin
   for (const json& step : steps_of(j, "decoders")) {
     std::string type = step.value("type", "");
     if (type == "Strip") {
-      STAPO_CHECK(step.value("content", " ") == " " && step.value("start", 0) <= 1 && step.value("stop", 0) == 0,
+      int64_t start = small_integer(step.value("start", json(0)), path, "Strip start");
+      STAPO_CHECK(step.value("content", " ") == " " && start <= 1 &&
+                      small_integer(step.value("stop", json(0)), path, "Strip stop") == 0,
                   path, ": only Strip(content=\" \", start<=1, stop=0) is supported");
-      p.decode_strips_space = step.value("start", 0) == 1;
+      p.decode_strips_space = start == 1;
     } else if (type == "Metaspace") {
       p.space_marker = step.value("replacement", std::string("\xE2\x96\x81"));
       p.decode_strips_space = metaspace_scheme(step) != PrependScheme::never;
@@ -186,8 +197,7 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer_json(const std::string& path, const
 
     // Vocabulary, in raw bytes for byte-level models.
     for (const auto& [token, id_json] : member(model, "vocab", path).items()) {
-      int64_t id = id_json.get<int64_t>();
-      STAPO_CHECK(id >= 0 && id < kMaxVocabSize, path, ": token \"", token, "\" has id ", id, " (out of range)");
+      int64_t id = small_integer(id_json, path, "the id of token \"" + token + "\"");
       std::string key = p.byte_level ? byte_level_to_bytes(token, path) : token;
       if (p.tokens.size() <= static_cast<size_t>(id)) p.tokens.resize(id + 1);
       p.tokens[id] = key;
@@ -233,9 +243,8 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer_json(const std::string& path, const
     }
 
     for (const json& added : root.value("added_tokens", json::array())) {
-      int64_t id = added.at("id").get<int64_t>();
       std::string content = added.at("content");
-      STAPO_CHECK(id >= 0 && id < kMaxVocabSize, path, ": added token \"", content, "\" has id ", id, " (out of range)");
+      int64_t id = small_integer(added.at("id"), path, "the id of added token \"" + content + "\"");
       STAPO_CHECK(!added.value("single_word", false), path, ": added token \"", content,
                   "\" has single_word=true, which is not supported");
       TokenMatcher::Token token{static_cast<int32_t>(id), added.value("special", false), added.value("lstrip", false),

@@ -4,6 +4,7 @@
 // highest score (leftmost on ties), then map pieces to ids: unknown → byte pieces <0xXX> with byte fallback,
 // else one unk per run. Only the fields used here are read from the protobuf; the wire format is
 // varint / fixed32 / fixed64 / length-delimited, so unknown fields are skipped safely.
+#include <cmath>
 #include <cstring>
 #include <unordered_map>
 
@@ -172,6 +173,7 @@ SentencePieceTokenizer::SentencePieceTokenizer(const std::string& path, const st
     const Piece& piece = pieces_[i];
     int32_t id = static_cast<int32_t>(i);
     STAPO_CHECK(piece.type >= kNormal && piece.type <= kByte, path, ": piece ", i, " has unknown type ", piece.type);
+    STAPO_CHECK(!std::isnan(piece.score), path, ": piece ", i, " has a NaN score");
     bool mergeable = piece.type == kNormal || piece.type == kUserDefined || piece.type == kUnused;
     if (mergeable) STAPO_CHECK(piece_ids_.emplace(piece.text, id).second, path, ": piece \"", piece.text, "\" twice");
     if (piece.type == kUnknown) unk_id_ = id;
