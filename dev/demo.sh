@@ -9,7 +9,9 @@
 #      evaluation per epoch: eval reward accuracy, z/mean, entropy/chosen, logps/chosen from the trainer's
 #      log, and task accuracy and degeneration rate of greedy replies (eval_synthetic);
 #   6. dev/demo_report.sh: a markdown table and an SVG plot of those curves per loss.
-# Every setting below can be overridden from the environment (e.g. EPOCHS=8 LR=2e-3 make demo).
+# Every setting below can be overridden from the environment (e.g. EPOCHS=8 LR=2e-3 make demo); FLAGS_<loss>
+# adds trainer flags to one loss (FLAGS_stapo="--gamma-right 10"); SFT_MODEL=DIR skips SFT and starts every
+# loss from DIR (an SFT checkpoint of an earlier run with the same SEED, PAIRS and MODEL_FLAGS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,13 +19,14 @@ OUT=${OUT:-out/demo}
 SEED=${SEED:-1}
 PAIRS=${PAIRS:-2000}
 EVAL=${EVAL:-200}
+DATA_FLAGS=${DATA_FLAGS:-}  # more make_synthetic_data flags, e.g. --malformed-fraction 0
 MODEL_FLAGS=${MODEL_FLAGS:---layers 2 --hidden 64 --heads 4 --kv-heads 2 --ffn 192}
 BATCH=${BATCH:-16}
 MAX_LENGTH=${MAX_LENGTH:-48}
 SFT_EPOCHS=${SFT_EPOCHS:-10}
 SFT_LR=${SFT_LR:-3e-3}
 LOSSES=${LOSSES:-simpo dpo stapo}
-EPOCHS=${EPOCHS:-4}
+EPOCHS=${EPOCHS:-8}
 LR=${LR:-1e-3}
 # One thread per run: at this size OpenMP's fork/join costs more than the work it splits.
 THREADS=${THREADS:-1}
@@ -31,14 +34,17 @@ THREADS=${THREADS:-1}
 start=$(date +%s)
 say() { printf '== [%4ss] %s\n' "$(( $(date +%s) - start ))" "$*"; }
 
-say "building the CPU binaries"
-make -s all BUILD="${BUILD:-build}" >/dev/null
+BUILD=${BUILD:-build}
+say "building the CPU binaries the demo runs ($BUILD)"
+make -s configure BUILD="$BUILD"
+cmake --build "$BUILD" -j "$(nproc)" --target make_synthetic_data prepare_data train_stapo_cpu eval_synthetic \
+  generate >/dev/null
 
 rm -rf "$OUT"
 mkdir -p "$OUT"
 say "data, tokenizer and a random tiny Llama -> $OUT/data, $OUT/init"
 ./make_synthetic_data --out "$OUT/data" --pairs "$PAIRS" --eval "$EVAL" --seed "$SEED" --model-out "$OUT/init" \
-  $MODEL_FLAGS
+  $MODEL_FLAGS $DATA_FLAGS
 for split in train eval; do
   ./prepare_data --tokenizer "$OUT/init" --template chatml --in "$OUT/data/$split.jsonl" \
     --out "$OUT/data/$split.shard" >/dev/null
@@ -57,9 +63,15 @@ evaluate() {  # evaluate CHECKPOINT: one JSON line
 }
 
 steps_per_epoch=$(( (PAIRS + BATCH - 1) / BATCH ))
-say "SFT: $SFT_EPOCHS epochs on the chosen answers"
-train sft "$SFT_EPOCHS" "$SFT_LR" --model "$OUT/init" --loss sft --lr-schedule cosine --warmup-ratio 0.05
-sft_eval=$(evaluate "$OUT/sft/final")
+if [ -n "${SFT_MODEL:-}" ]; then
+  say "SFT: reusing $SFT_MODEL"
+  sft=$SFT_MODEL
+else
+  say "SFT: $SFT_EPOCHS epochs on the chosen answers"
+  train sft "$SFT_EPOCHS" "$SFT_LR" --model "$OUT/init" --loss sft --lr-schedule cosine --warmup-ratio 0.05
+  sft="$OUT/sft/final"
+fi
+sft_eval=$(evaluate "$sft")
 say "SFT model: $(echo "$sft_eval" | grep -o '"task_accuracy":[^,]*,"degeneration_rate":[^,]*')"
 
 # metrics.tsv: one row per loss and epoch; epoch 0 is the SFT model (its trainer metrics are not the loss's).
@@ -88,8 +100,11 @@ row() {  # row LOSS EPOCH STEP EVAL_LOG_LINE EVAL_SYNTHETIC_JSON
 for loss in $LOSSES; do
   extra=()
   case $loss in dpo | ipo | hinge) extra=(--ref precompute) ;; esac  # their rewards need the reference log-probs
-  say "$loss: $EPOCHS epochs from the SFT model"
-  train "$loss" "$EPOCHS" "$LR" --model "$OUT/sft/final" --loss "$loss" "${extra[@]}" \
+  flags_var="FLAGS_${loss//-/_}"
+  read -r -a loss_flags <<< "${!flags_var:-}"
+  extra+=("${loss_flags[@]}")
+  say "$loss: $EPOCHS epochs from the SFT model ${!flags_var:-}"
+  train "$loss" "$EPOCHS" "$LR" --model "$sft" --loss "$loss" "${extra[@]}" \
     --eval-every "$steps_per_epoch" --save-every "$steps_per_epoch"
   row "$loss" 0 0 "" "$sft_eval"
   for epoch in $(seq 1 "$EPOCHS"); do
