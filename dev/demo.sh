@@ -76,8 +76,8 @@ say "SFT model: $(echo "$sft_eval" | grep -o '"task_accuracy":[^,]*,"degeneratio
 
 # metrics.tsv: one row per loss and epoch; epoch 0 is the SFT model (its trainer metrics are not the loss's).
 metrics="$OUT/metrics.tsv"
-printf 'loss\tepoch\tstep\teval/rewards/accuracies\teval/z/mean\teval/entropy/chosen\teval/logps/chosen\ttask_accuracy\tdegeneration_rate\n' \
-  > "$metrics"
+columns="loss epoch step eval/rewards/accuracies eval/z/mean eval/entropy/chosen eval/logps/chosen"
+echo "$columns task_accuracy degeneration_rate" | tr ' ' '\t' > "$metrics"
 row() {  # row LOSS EPOCH STEP EVAL_LOG_LINE EVAL_SYNTHETIC_JSON
   printf '%s\n%s\n' "$4" "$5" | awk -v loss="$1" -v epoch="$2" -v step="$3" '
     function field(line, key,   at, rest) {

@@ -19,7 +19,8 @@ int32_t sample_next(const float* logits, int V, const SamplingOptions& options, 
   std::vector<int32_t> order(V);
   std::iota(order.begin(), order.end(), 0);
   // Most likely first; ties by id so the order (and the sample) does not depend on the sort.
-  std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return prob[a] != prob[b] ? prob[a] > prob[b] : a < b; });
+  std::sort(order.begin(), order.end(),
+            [&](int32_t a, int32_t b) { return prob[a] != prob[b] ? prob[a] > prob[b] : a < b; });
   size_t kept = 0;
   double kept_mass = 0;
   while (kept < order.size() && (kept == 0 || kept_mass < options.top_p * total)) kept_mass += prob[order[kept++]];
