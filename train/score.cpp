@@ -8,7 +8,7 @@
 #include "common/file_io.h"    // defines: write_file_atomic
 #include "train/cpu_engine.h"  // defines: CpuEngine
 #include "train/loss_flags.h"  // defines: LossFlags, loss_flags_add, loss_flags_config
-#include "train/scoring.h"     // defines: score_shard
+#include "train/scoring.h"     // defines: score_shard, check_shard_tokenizer
 
 int main(int argc, char** argv) {
   CLI::App app{"score: per-pair sequence log-probs, lengths, entropies and z of a shard under a model (JSONL)"};
@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
     if (threads > 0) omp_set_num_threads(threads);
     stapo::LossConfig config = stapo::loss_flags_config(app, loss_flags);
     stapo::Shard shard(data_path);
+    stapo::check_shard_tokenizer(shard, model_dir);
     stapo::loss_config_validate(config, shard.has_reference());
     stapo::CpuEngine<float> engine(stapo::model_load_hf<float>(model_dir));
     std::vector<stapo::PairScore> scores = stapo::score_shard(engine, shard, lc, "score");

@@ -8,6 +8,7 @@
 #include "common/error.h"
 #include "common/file_io.h"
 #include "common/progress.h"
+#include "tokenizer/tokenizer.h"  // defines: Tokenizer
 
 namespace stapo {
 
@@ -73,6 +74,15 @@ bool reference_ensure(Engine& engine, const std::string& shard_path, const PairL
   shard_write_reference_logps(shard_path, 0, logps);
   shard_mark_reference_complete(shard_path, tag);
   return true;
+}
+
+void check_shard_tokenizer(const Shard& shard, const std::string& model_dir) {
+  if (!file_exists(model_dir + "/tokenizer.json") && !file_exists(model_dir + "/tokenizer.model")) {
+    fprintf(stderr, "warning: %s has no tokenizer files: cannot check that %s was tokenized for this model\n",
+            model_dir.c_str(), shard.path().c_str());
+    return;
+  }
+  shard.check_tokenizer(Tokenizer::load(model_dir)->content_hash());
 }
 
 }  // namespace stapo

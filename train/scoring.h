@@ -27,6 +27,11 @@ std::vector<PairScore> score_shard(Engine& engine, const Shard& shard, PairLoade
 std::string reference_tag(const std::string& model_dir);
 
 // Runs the pass when the shard has no reference or one from another model (returns true), else reuses it.
+// The shard must have been tokenized by the tokenizer shipped in the model directory (tokenizer.json or
+// tokenizer.model): otherwise its ids mean other words to the model. A directory without tokenizer files
+// cannot be checked; that is said on stderr, not silently passed.
+void check_shard_tokenizer(const Shard& shard, const std::string& model_dir);
+
 bool reference_ensure(Engine& engine, const std::string& shard_path, const PairLoaderConfig& loader_config,
                       const std::string& tag);
 

@@ -5,11 +5,13 @@
 
 #include "common/error.h"
 #include "data/shard.h"       // defines: Shard
-#include "train/scoring.h"    // defines: reference_ensure, reference_tag
+#include "train/scoring.h"    // defines: reference_ensure, reference_tag, check_shard_tokenizer
 
 namespace stapo {
 
 void train_flags_add(CLI::App& app, TrainFlags& f, bool required) {
+  for (const std::string& path : {f.data_path, f.eval_path})
+    if (!path.empty()) check_shard_tokenizer(Shard(path), f.model_dir);
   TrainerConfig& tc = f.trainer;
   PairLoaderConfig& lc = f.loader;
   app.add_option("--model", f.model_dir, "initial HF checkpoint directory (config.json + safetensors)")

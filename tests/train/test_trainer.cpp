@@ -10,6 +10,7 @@
 #include "tests/train/train_test_util.h"
 #include "train/cpu_engine.h"
 #include "train/scoring.h"
+#include "tokenizer/tokenizer.h"
 #include "train/trainer.h"
 
 namespace stapo {
@@ -266,6 +267,39 @@ TEST(Trainer, NonFiniteStopsNamingStepPairsAndCheckpoint) {
   trainer.train();
   EXPECT_EQ(trainer.state().skipped_nonfinite, 3);
   EXPECT_EQ(trainer.state().updates, 0);
+}
+
+}  // namespace
+}  // namespace stapo
+
+namespace stapo {
+namespace {
+
+// A shard tokenized by another tokenizer than the model's is refused, naming the shard and what to do.
+TEST(Trainer, ShardOfAnotherTokenizerIsRefused) {
+  test::TempDir dir;
+  const std::string model_dir = dir.path + "/model";
+  std::filesystem::create_directories(model_dir);
+  std::filesystem::copy_file(test::fixture_path("tokenizer/bl_gpt2/tokenizer.json"), model_dir + "/tokenizer.json");
+  const std::string own_hash = Tokenizer::load(model_dir)->content_hash();
+  const std::string other_hash = Tokenizer::load(test::fixture_path("tokenizer/bl_llama3"))->content_hash();
+  ASSERT_NE(own_hash, other_hash);
+  for (const std::string& hash : {own_hash, other_hash}) {
+    ShardInfo info;
+    info.tokenizer_hash = hash;
+    info.template_name = "plain";
+    info.vocab_size = 16;
+    const std::string path = dir.path + "/shard.bin";
+    shard_write(path, info, test::make_pairs(2, 16, 3, false));
+    Shard shard(path);
+    if (hash == own_hash) {
+      EXPECT_NO_THROW(check_shard_tokenizer(shard, model_dir));
+    } else {
+      const std::string msg = test::error_message([&] { check_shard_tokenizer(shard, model_dir); });
+      EXPECT_NE(msg.find("shard.bin was tokenized by a different tokenizer"), std::string::npos) << msg;
+      EXPECT_NE(msg.find("re-run prepare_data"), std::string::npos) << msg;
+    }
+  }
 }
 
 }  // namespace
