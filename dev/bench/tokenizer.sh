@@ -10,8 +10,9 @@ cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build-bench-tok}
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release > "$BUILD.configure.log" 2>&1 || { cat "$BUILD.configure.log"; exit 1; }
 cmake --build "$BUILD" -j 2 --target stapo_tokenizer > /dev/null
+read -ra PCRE2_LIBS <<< "$(pkg-config --libs libpcre2-8)"
 g++ -std=c++17 -O3 -march=native -I. dev/bench/tokenizer_bench.cpp "$BUILD/tokenizer/libstapo_tokenizer.a" \
-  "$BUILD/common/libstapo_common.a" $(pkg-config --libs libpcre2-8) -o "$BUILD/tokenizer_bench"
+  "$BUILD/common/libstapo_common.a" "${PCRE2_LIBS[@]}" -o "$BUILD/tokenizer_bench"
 
 TEXT="$BUILD/bench_docs.jsonl"
 python3 - "$TEXT" <<'PY'

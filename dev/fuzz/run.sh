@@ -12,8 +12,9 @@ mkdir -p "$OUT/seeds" "$OUT/corpus"
 CXX=${CXX:-clang++-14}
 SOURCES=(dev/fuzz/tokenizer_fuzz.cpp common/file_io.cpp)
 for f in tokenizer/*.cpp; do [ "$f" = tokenizer/tokenize.cpp ] || SOURCES+=("$f"); done
+read -ra PCRE2_LIBS <<< "$(pkg-config --libs libpcre2-8)"
 "$CXX" -std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -I. \
-  -DSTAPO_SOURCE_DIR="\"$PWD\"" "${SOURCES[@]}" $(pkg-config --libs libpcre2-8) -o "$OUT/tokenizer_fuzz"
+  -DSTAPO_SOURCE_DIR="\"$PWD\"" "${SOURCES[@]}" "${PCRE2_LIBS[@]}" -o "$OUT/tokenizer_fuzz"
 python3 dev/fuzz/make_seeds.py "$OUT/seeds"
 cd "$OUT"
 ./tokenizer_fuzz -max_total_time="$SECONDS_TO_RUN" -max_len=65536 -timeout=20 -rss_limit_mb=4096 \
