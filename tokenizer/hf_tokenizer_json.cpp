@@ -6,6 +6,7 @@
 
 #include "common/error.h"
 #include "tokenizer/bpe_tokenizer.h"
+#include "tokenizer/byte_level.h"
 #include "tokenizer/tokenizer_files.h"
 #include "tokenizer/utf8.h"
 
@@ -13,28 +14,13 @@ namespace stapo {
 
 using json = nlohmann::json;
 
-// GPT-2's byte-to-character alphabet: printable Latin-1 bytes stand for themselves, the other 68 bytes
-// for U+0100.. in byte order. Returns the byte each code point stands for (-1: not in the alphabet).
-static int byte_of_code_point(uint32_t cp) {
-  static const std::vector<int> table = [] {
-    std::vector<int> t(512, -1);
-    int next = 256;
-    for (int b = 0; b < 256; ++b) {
-      bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
-      t[printable ? b : next++] = b;
-    }
-    return t;
-  }();
-  return cp < table.size() ? table[cp] : -1;
-}
-
 // A byte-level vocabulary string back to the raw bytes it stands for.
 static std::string byte_level_to_bytes(const std::string& token, const std::string& path) {
   std::string bytes;
   for (size_t i = 0; i < token.size();) {
     size_t len = utf8_char_length(token, i);
     STAPO_CHECK(len > 0, path, ": vocabulary token is not valid UTF-8");
-    int byte = byte_of_code_point(utf8_decode(token, i, len));
+    int byte = byte_level_byte(utf8_decode(token, i, len));
     STAPO_CHECK(byte >= 0, path, ": token \"", token, "\" has a character outside the ByteLevel alphabet");
     bytes += static_cast<char>(byte);
     i += len;

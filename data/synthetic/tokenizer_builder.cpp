@@ -5,29 +5,11 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "tokenizer/byte_level.h"
 
 namespace stapo {
 
-// GPT-2's reversible byte→character map: printable Latin-1 bytes are themselves, the other 68 bytes take
-// the code points 256, 257, ... in byte order, so no token text contains whitespace or control characters.
-// Every code point is below 0x800: one UTF-8 byte below 0x80, two from there.
-static const std::vector<std::string>& byte_characters() {
-  static const std::vector<std::string> table = [] {
-    std::vector<std::string> chars(256);
-    uint32_t next_unprintable = 256;
-    for (int byte = 0; byte < 256; ++byte) {
-      bool printable = (byte >= '!' && byte <= '~') || (byte >= 0xA1 && byte <= 0xAC) || byte >= 0xAE;
-      uint32_t cp = printable ? static_cast<uint32_t>(byte) : next_unprintable++;
-      if (cp < 0x80)
-        chars[byte] = std::string(1, static_cast<char>(cp));
-      else
-        chars[byte] = {static_cast<char>(0xC0 | (cp >> 6)), static_cast<char>(0x80 | (cp & 0x3F))};
-    }
-    return chars;
-  }();
-  return table;
-}
-static const std::string& byte_character(char c) { return byte_characters()[static_cast<unsigned char>(c)]; }
+static const std::string& byte_character(char c) { return byte_level_character(static_cast<uint8_t>(c)); }
 
 static bool ascii_letter(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
 
@@ -52,7 +34,7 @@ static std::map<std::vector<std::string>, int64_t> letter_run_counts(const std::
 
 ByteLevelBpe bpe_train_letter_runs(const std::vector<std::string>& texts, int max_merges) {
   ByteLevelBpe bpe;
-  bpe.tokens = byte_characters();
+  for (int byte = 0; byte < 256; ++byte) bpe.tokens.push_back(byte_level_character(static_cast<uint8_t>(byte)));
   auto words = letter_run_counts(texts);
   for (int m = 0; m < max_merges; ++m) {
     std::map<std::pair<std::string, std::string>, int64_t> pair_counts;
