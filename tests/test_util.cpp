@@ -6,6 +6,8 @@
 #include <functional>
 #include <random>
 
+#include <unistd.h>
+
 #include "common/error.h"
 
 #ifndef STAPO_SOURCE_DIR
@@ -76,6 +78,13 @@ std::string error_message(const std::function<void()>& f) {
   }
   return "(no error)";
 }
+
+TempDir::TempDir() {
+  path = (std::filesystem::temp_directory_path() / cat("stapo_test_", seed_from_test_name(), "_", ::getpid())).string();
+  std::filesystem::remove_all(path);
+  std::filesystem::create_directories(path);
+}
+TempDir::~TempDir() { std::filesystem::remove_all(path); }
 
 uint64_t seed_from_test_name(uint64_t salt) {
   const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();

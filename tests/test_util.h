@@ -1,4 +1,5 @@
-// Helpers shared by every test: the one tolerance rule, fixtures, ../shared, fresh random inputs.
+// Helpers shared by every test: the one tolerance rule, fixtures, ../shared, error messages, temporary
+// directories, fresh random inputs.
 #pragma once
 #include <gtest/gtest.h>
 
@@ -29,6 +30,16 @@ std::optional<std::string> shared_path(const std::string& relative);
 
 // The message of the stapo::Error that f throws, or "(no error)" (tests check what an error says).
 std::string error_message(const std::function<void()>& f);
+
+// A fresh directory under the system temp dir, named after the running test and process; removed with the
+// object (also when the test fails).
+struct TempDir {
+  std::string path;
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+};
 
 // Fresh random inputs, seeded by the test's own name so reruns are reproducible but inputs differ per test.
 std::vector<float> random_uniform(size_t n, float lo, float hi, uint64_t salt = 0);

@@ -1,10 +1,7 @@
 // Helpers shared by the model tests: the fixture batches written by dev/reference/make_model_fixtures.py,
-// a tiny model config, random batches and a temporary directory.
+// a tiny model config and random batches.
 #pragma once
-#include <unistd.h>
-
 #include <algorithm>
-#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -92,17 +89,5 @@ inline ModelConfig tiny_config(const std::string& model_type) {
   }
   return c;
 }
-
-// A fresh directory under the system temp dir, removed when the test ends.
-struct TempDir {
-  std::string path;
-  TempDir() {
-    path = (std::filesystem::temp_directory_path() / cat("stapo_model_test_", seed_from_test_name(), "_", ::getpid()))
-               .string();
-    std::filesystem::remove_all(path);
-    std::filesystem::create_directories(path);
-  }
-  ~TempDir() { std::filesystem::remove_all(path); }
-};
 
 }  // namespace stapo::test

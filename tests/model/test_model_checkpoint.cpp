@@ -30,15 +30,6 @@ void expect_identical(CpuModel<float>& a, CpuModel<float>& b) {
   }
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
 TEST(ModelCheckpoint, SaveLoadFp32IsIdentical) {
   for (const char* type : {"llama", "mistral"}) {
     auto model = random_model(type);
@@ -136,7 +127,7 @@ TEST(ModelConfig, UnsupportedFeaturesAreNamed) {
     EXPECT_NE(at, std::string::npos) << from;
     return s.replace(at, from.size(), to);
   };
-  auto err = [&](const std::string& text) { return error_of([&] { config_parse(text, "dir/config.json"); }); };
+  auto err = [&](const std::string& text) { return error_message([&] { config_parse(text, "dir/config.json"); }); };
   std::string e = err(with("\"attention_bias\": false", "\"attention_bias\": true"));
   EXPECT_NE(e.find("attention_bias"), std::string::npos) << e;
   EXPECT_NE(e.find("dir/config.json"), std::string::npos) << e;
@@ -180,7 +171,7 @@ TEST(ModelBadCheckpoint, MissingTensorIsNamed) {
   auto model = random_model("llama");
   TempDir dir;
   write_checkpoint(dir.path, *model, [](auto& t) { erase_tensor(t, "model.layers.1.mlp.up_proj.weight"); });
-  std::string e = error_of([&] { model_load_hf<float>(dir.path); });
+  std::string e = error_message([&] { model_load_hf<float>(dir.path); });
   EXPECT_NE(e.find("missing"), std::string::npos) << e;
   EXPECT_NE(e.find("model.layers.1.mlp.up_proj.weight"), std::string::npos) << e;
   EXPECT_NE(e.find(dir.path), std::string::npos) << e;
@@ -193,7 +184,7 @@ TEST(ModelBadCheckpoint, WrongShapeIsNamed) {
     for (auto& x : t)
       if (x.name == "model.layers.0.self_attn.k_proj.weight") x.shape = {4, 16};  // was (8, 8): same bytes
   });
-  std::string e = error_of([&] { model_load_hf<float>(dir.path); });
+  std::string e = error_message([&] { model_load_hf<float>(dir.path); });
   EXPECT_NE(e.find("model.layers.0.self_attn.k_proj.weight is (4, 16), expected (8, 8)"), std::string::npos) << e;
 }
 
@@ -208,7 +199,7 @@ TEST(ModelBadCheckpoint, AllProblemsInOneError) {
       if (x.name == "model.layers.1.mlp.down_proj.weight") x.shape = {12, 8};
     t.push_back({"model.layers.0.self_attn.rotary_emb.inv_freq", {5}, extra.data()});
   });
-  std::string e = error_of([&] { model_load_hf<float>(dir.path); });
+  std::string e = error_message([&] { model_load_hf<float>(dir.path); });
   for (const char* name : {"lm_head.weight", "model.norm.weight", "model.layers.1.mlp.down_proj.weight",
                            "model.layers.0.self_attn.rotary_emb.inv_freq", "2 missing", "1 mis-shaped",
                            "1 unexpected"})
@@ -229,7 +220,7 @@ TEST(ModelBadCheckpoint, UnknownDtypeIsNamed) {
   TempDir dir;
   std::string path = dir.path + "/model.safetensors";
   write_raw_safetensors(path, R"({"model.embed_tokens.weight":{"dtype":"I64","shape":[2,2],"data_offsets":[0,32]}})", 32);
-  std::string e = error_of([&] { SafetensorsReader reader(dir.path); });
+  std::string e = error_message([&] { SafetensorsReader reader(dir.path); });
   EXPECT_NE(e.find("model.embed_tokens.weight"), std::string::npos) << e;
   EXPECT_NE(e.find("I64"), std::string::npos) << e;
   EXPECT_NE(e.find(path), std::string::npos) << e;
@@ -241,12 +232,12 @@ TEST(ModelBadCheckpoint, TruncatedFileIsNamed) {
   model_save_hf(*model, dir.path, DType::F32);
   std::string path = dir.path + "/model.safetensors";
   std::filesystem::resize_file(path, std::filesystem::file_size(path) - 10);
-  std::string e = error_of([&] { model_load_hf<float>(dir.path); });
+  std::string e = error_message([&] { model_load_hf<float>(dir.path); });
   EXPECT_NE(e.find("truncated"), std::string::npos) << e;
   EXPECT_NE(e.find(path), std::string::npos) << e;
   EXPECT_NE(e.find("model.norm.weight"), std::string::npos) << e;  // the last tensor written
   std::filesystem::resize_file(path, 5);
-  e = error_of([&] { model_load_hf<float>(dir.path); });
+  e = error_message([&] { model_load_hf<float>(dir.path); });
   EXPECT_NE(e.find("truncated"), std::string::npos) << e;
   EXPECT_NE(e.find(path), std::string::npos) << e;
 }
@@ -256,13 +247,13 @@ TEST(ModelBadCheckpoint, BadJsonIsNamed) {
   TempDir dir;
   model_save_hf(*model, dir.path, DType::F32);
   write_file_atomic(dir.path + "/config.json", "{\"model_type\": \"llama\", ");
-  std::string e = error_of([&] { model_load_hf<float>(dir.path); });
+  std::string e = error_message([&] { model_load_hf<float>(dir.path); });
   EXPECT_NE(e.find(dir.path + "/config.json"), std::string::npos) << e;
   EXPECT_NE(e.find("not valid JSON"), std::string::npos) << e;
 
   std::string path = dir.path + "/bad.safetensors";
   write_raw_safetensors(path, "{\"x\": [1, 2", 0);
-  e = error_of([&] { SafetensorsReader reader(path); });
+  e = error_message([&] { SafetensorsReader reader(path); });
   EXPECT_NE(e.find(path), std::string::npos) << e;
   EXPECT_NE(e.find("not valid JSON"), std::string::npos) << e;
 }
@@ -276,7 +267,7 @@ TEST(ModelBadCheckpoint, ShardIndexNamesMissingFile) {
     if (entry.path().filename().string().rfind("model-00002-of-", 0) == 0) shard = entry.path().filename().string();
   ASSERT_FALSE(shard.empty());
   std::filesystem::remove(dir.path + "/" + shard);
-  std::string e = error_of([&] { model_load_hf<float>(dir.path); });
+  std::string e = error_message([&] { model_load_hf<float>(dir.path); });
   EXPECT_NE(e.find(shard), std::string::npos) << e;
 }
 

@@ -10,7 +10,6 @@
 #include "data/pair_loader.h"
 #include "data/shard.h"
 #include "model/model.h"
-#include "tests/model/model_test_util.h"  // defines: TempDir
 #include "tests/test_util.h"
 
 namespace stapo::test {
