@@ -3,7 +3,6 @@
 // tokenizer it writes loads in stapo::Tokenizer and gives transformers' ids and texts, and the prompt ids
 // generation uses are the ones the data pipeline trains on.
 #include <cstdlib>
-#include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -92,11 +91,6 @@ std::string make_data(const std::string& dir, int seed) {
   return make_data(dir, cat("--pairs 500 --eval 60 --seed ", seed));
 }
 
-std::string temp_dir() {
-  return (std::filesystem::temp_directory_path() / cat("stapo_synthetic_", test::seed_from_test_name(), "_", getpid()))
-      .string();
-}
-
 std::vector<nlohmann::json> read_jsonl(const std::string& path) {
   std::vector<nlohmann::json> lines;
   std::istringstream in(read_text_file(path));
@@ -105,8 +99,8 @@ std::vector<nlohmann::json> read_jsonl(const std::string& path) {
 }
 
 TEST(MakeSyntheticData, FilesVerifyHeldOutIsDisjointAndSeedsReproduce) {
-  std::string root = temp_dir();
-  std::string a = make_data(root + "/a", 7), b = make_data(root + "/b", 7), c = make_data(root + "/c", 8);
+  test::TempDir root;
+  std::string a = make_data(root.path + "/a", 7), b = make_data(root.path + "/b", 7), c = make_data(root.path + "/c", 8);
   for (const char* file :
        {"train.jsonl", "eval.jsonl", "eval_prompts.jsonl", "tokenizer.json", "tokenizer_config.json"})
     EXPECT_EQ(read_text_file(a + "/" + file), read_text_file(b + "/" + file)) << file << " differs for one seed";
@@ -134,7 +128,6 @@ TEST(MakeSyntheticData, FilesVerifyHeldOutIsDisjointAndSeedsReproduce) {
     ids.insert(j["id"].get<std::string>());
   }
   EXPECT_EQ(ids.size(), train.size());
-  std::filesystem::remove_all(root);
 }
 
 // ---- the tokenizer make_synthetic_data writes, against transformers (dev/reference/make_synthetic_fixtures.py) ----
@@ -143,11 +136,11 @@ TEST(SyntheticTokenizer, BuilderIsDeterministicAndMatchesFixture) {
   nlohmann::json ref = nlohmann::json::parse(read_text_file(test::fixture_path("synthetic/hf_reference.json")));
   std::string args;
   for (const auto& a : ref["make_synthetic_data_args"]) args += a.get<std::string>() + " ";
-  std::string dir = make_data(temp_dir(), args);
+  test::TempDir out;
+  std::string dir = make_data(out.path, args);
   for (const char* file : {"tokenizer.json", "tokenizer_config.json"})
     EXPECT_EQ(read_text_file(dir + "/" + file), read_text_file(test::fixture_path(cat("synthetic/", file))))
         << file << " differs from the fixture: rerun dev/reference/make_synthetic_fixtures.py if the builder changed";
-  std::filesystem::remove_all(dir);
 }
 
 TEST(SyntheticTokenizer, MatchesTransformers) {
