@@ -4,11 +4,13 @@
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <random>
 
 #include <unistd.h>
 
 #include "common/error.h"
+#include "common/file_io.h"
 
 #ifndef STAPO_SOURCE_DIR
 #error "STAPO_SOURCE_DIR must be defined by the build"
@@ -77,6 +79,18 @@ std::string error_message(const std::function<void()>& f) {
     return e.what();
   }
   return "(no error)";
+}
+
+std::vector<nlohmann::json> read_jsonl(const std::string& path) {
+  std::vector<nlohmann::json> rows;
+  std::string text = read_text_file(path);
+  for (size_t pos = 0; pos < text.size();) {
+    size_t end = text.find('\n', pos);
+    if (end == std::string::npos) end = text.size();
+    if (end > pos) rows.push_back(nlohmann::json::parse(text.substr(pos, end - pos)));
+    pos = end + 1;
+  }
+  return rows;
 }
 
 TempDir::TempDir() {

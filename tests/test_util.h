@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -30,6 +31,9 @@ std::optional<std::string> shared_path(const std::string& relative);
 
 // The message of the stapo::Error that f throws, or "(no error)" (tests check what an error says).
 std::string error_message(const std::function<void()>& f);
+
+// The rows of a JSON Lines file (blank lines skipped); a missing file or a bad line throws.
+std::vector<nlohmann::json> read_jsonl(const std::string& path);
 
 // A fresh directory under the system temp dir, named after the running test and process; removed with the
 // object (also when the test fails).

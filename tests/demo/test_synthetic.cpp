@@ -6,7 +6,6 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
-#include <sstream>
 
 #include "common/error.h"
 #include "common/file_io.h"
@@ -91,13 +90,6 @@ std::string make_data(const std::string& dir, int seed) {
   return make_data(dir, cat("--pairs 500 --eval 60 --seed ", seed));
 }
 
-std::vector<nlohmann::json> read_jsonl(const std::string& path) {
-  std::vector<nlohmann::json> lines;
-  std::istringstream in(read_text_file(path));
-  for (std::string line; std::getline(in, line);) lines.push_back(nlohmann::json::parse(line));
-  return lines;
-}
-
 TEST(MakeSyntheticData, FilesVerifyHeldOutIsDisjointAndSeedsReproduce) {
   test::TempDir root;
   std::string a = make_data(root.path + "/a", 7), b = make_data(root.path + "/b", 7), c = make_data(root.path + "/c", 8);
@@ -106,8 +98,8 @@ TEST(MakeSyntheticData, FilesVerifyHeldOutIsDisjointAndSeedsReproduce) {
     EXPECT_EQ(read_text_file(a + "/" + file), read_text_file(b + "/" + file)) << file << " differs for one seed";
   EXPECT_NE(read_text_file(a + "/train.jsonl"), read_text_file(c + "/train.jsonl"));
 
-  auto train = read_jsonl(a + "/train.jsonl"), eval = read_jsonl(a + "/eval.jsonl");
-  auto prompts = read_jsonl(a + "/eval_prompts.jsonl");
+  auto train = test::read_jsonl(a + "/train.jsonl"), eval = test::read_jsonl(a + "/eval.jsonl");
+  auto prompts = test::read_jsonl(a + "/eval_prompts.jsonl");
   ASSERT_EQ(train.size(), 500u);
   ASSERT_EQ(eval.size(), 60u);
   ASSERT_EQ(prompts.size(), 60u);

@@ -15,18 +15,6 @@ struct IdsRow {
   std::optional<std::vector<int32_t>> special;  // with special tokens recognised, when that differs
 };
 
-inline std::vector<nlohmann::json> read_jsonl(const std::string& path) {
-  std::vector<nlohmann::json> rows;
-  std::string text = read_text_file(path);
-  for (size_t pos = 0; pos < text.size();) {
-    size_t end = text.find('\n', pos);
-    if (end == std::string::npos) end = text.size();
-    if (end > pos) rows.push_back(nlohmann::json::parse(text.substr(pos, end - pos)));
-    pos = end + 1;
-  }
-  return rows;
-}
-
 inline std::vector<std::string> read_corpus() {
   std::vector<std::string> corpus;
   for (const auto& row : read_jsonl(fixture_path("tokenizer/corpus.jsonl"))) corpus.push_back(row.get<std::string>());

@@ -2,7 +2,6 @@
 // with a tiny random Llama: the trainer reaches ≥ 90% training reward accuracy, stapo keeps z/mean inside
 // [γL, γR] once there, while simpo keeps pushing it up. Reads the metrics back from the JSONL log.
 #include <cstdio>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "tests/train/train_test_util.h"
@@ -29,9 +28,7 @@ std::vector<nlohmann::json> train_and_log(const std::string& dir, const std::str
   tc.seed = 17;
   Trainer trainer(engine, loader, nullptr, 0, tc);
   trainer.train();
-  std::ifstream in(tc.out_dir + "/log.jsonl");
-  std::vector<nlohmann::json> lines;
-  for (std::string line; std::getline(in, line);) lines.push_back(nlohmann::json::parse(line));
+  const std::vector<nlohmann::json> lines = test::read_jsonl(tc.out_dir + "/log.jsonl");
   EXPECT_EQ(int64_t(lines.size()), steps);
   for (int64_t s = 0; s < steps; s += steps / 10)
     printf("%s step %3lld: loss %.4f rewards/accuracies %.3f z/mean %.3f z/max %.3f entropy/chosen %.3f\n",
