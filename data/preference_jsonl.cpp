@@ -143,6 +143,15 @@ std::optional<LineProblem> parse_messages(const json& list, const std::string& f
   return std::nullopt;
 }
 
+// The message list object[key]; `expected` names the list the layout wants (for the wrong-type message).
+std::optional<LineProblem> get_messages(const json& object, const char* key, const char* expected,
+                                        std::vector<ChatMessage>& out) {
+  auto it = object.find(key);
+  if (it == object.end()) return problem("missing field", key, "is missing");
+  if (!it->is_array()) return problem("wrong type", key, cat("must be ", expected, ", got ", json_type(*it)));
+  return parse_messages(*it, key, out);
+}
+
 // The single assistant message a response list must hold.
 std::optional<LineProblem> single_assistant(const std::vector<ChatMessage>& messages, size_t first,
                                             const std::string& field, std::string& content) {
@@ -180,12 +189,8 @@ std::optional<LineProblem> parse_conversational(const json& j, PreferenceRecord&
   if (auto p = parse_messages(j["prompt"], "prompt", record.prompt)) return p;
   if (record.prompt.empty()) return problem("empty prompt", "prompt", "is an empty list of messages");
   for (const char* key : {"chosen", "rejected"}) {
-    auto it = j.find(key);
-    if (it == j.end()) return problem("missing field", key, "is missing");
-    if (!it->is_array())
-      return problem("wrong type", key, cat("must be a list of messages like 'prompt', got ", json_type(*it)));
     std::vector<ChatMessage> messages;
-    if (auto p = parse_messages(*it, key, messages)) return p;
+    if (auto p = get_messages(j, key, "a list of messages like 'prompt'", messages)) return p;
     if (auto p = single_assistant(messages, 0, key, key[0] == 'c' ? record.chosen : record.rejected)) return p;
   }
   return std::nullopt;
@@ -194,11 +199,8 @@ std::optional<LineProblem> parse_conversational(const json& j, PreferenceRecord&
 std::optional<LineProblem> parse_whole(const json& j, PreferenceRecord& record) {
   std::vector<ChatMessage> chosen, rejected;
   for (const char* key : {"chosen", "rejected"}) {
-    auto it = j.find(key);
-    if (it == j.end()) return problem("missing field", key, "is missing");
-    if (!it->is_array())
-      return problem("wrong type", key, cat("must be a list of messages (whole conversation), got ", json_type(*it)));
-    if (auto p = parse_messages(*it, key, key[0] == 'c' ? chosen : rejected)) return p;
+    if (auto p = get_messages(j, key, "a list of messages (whole conversation)", key[0] == 'c' ? chosen : rejected))
+      return p;
   }
   auto same = [](const ChatMessage& a, const ChatMessage& b) { return a.role == b.role && a.content == b.content; };
   size_t shared = 0;

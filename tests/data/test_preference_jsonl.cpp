@@ -173,6 +173,10 @@ TEST(PreferenceJsonl, BadMessagesNameTheirPath) {
         "prompt", "empty prompt");
   check(R"({"prompt": [{"role": "user", "content": "p"}], "chosen": [{"role": "assistant", "content": "a"}], "rejected": [{"role": "assistant", "content": "a"}]})",
         "rejected", "identical responses");
+  check(R"({"prompt": [{"role": "user", "content": "p"}], "chosen": [{"role": "assistant", "content": "a"}], "rejected": "b"})",
+        "rejected", "wrong type");
+  check(R"({"prompt": [{"role": "user", "content": "p"}], "chosen": [{"role": "assistant", "content": "a"}]})",
+        "rejected", "missing field");
 
   std::string whole = R"({"chosen": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "rejected": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "b"}]})";
   auto check_whole = [&](const std::string& line, const char* field, const char* reason) {
@@ -186,6 +190,8 @@ TEST(PreferenceJsonl, BadMessagesNameTheirPath) {
               "rejected", "identical responses");
   check_whole(R"({"chosen": [{"role": "user", "content": "q"}, {"role": "assistant", "content": ""}], "rejected": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "b"}]})",
               "chosen", "empty response");
+  check_whole(R"({"chosen": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "rejected": "b"})",
+              "rejected", "wrong type");
 }
 
 }  // namespace
