@@ -157,12 +157,15 @@ TEST(PreferenceJsonl, NonUtf8Line) {
 }
 
 TEST(PreferenceJsonl, BadMessagesNameTheirPath) {
-  std::string conv = R"({"prompt": [{"role": "user", "content": "p"}], "chosen": [{"role": "assistant", "content": "a"}], "rejected": [{"role": "assistant", "content": "b"}]})";
-  auto check = [&](const std::string& line, const char* field, const char* reason) {
-    std::string msg = error_of(conv + "\n" + line + "\n");
-    EXPECT_NE(msg.find(cat("in.jsonl:2: field '", field, "'")), std::string::npos) << msg;
-    EXPECT_NE(msg.find(cat("[", reason, "]")), std::string::npos) << msg;
+  // A check of `line` after a good first line, which sets the file's layout.
+  auto checker = [](const std::string& first) {
+    return [first](const std::string& line, const char* field, const char* reason) {
+      std::string msg = error_of(first + "\n" + line + "\n");
+      EXPECT_NE(msg.find(cat("in.jsonl:2: field '", field, "'")), std::string::npos) << msg;
+      EXPECT_NE(msg.find(cat("[", reason, "]")), std::string::npos) << msg;
+    };
   };
+  auto check = checker(R"({"prompt": [{"role": "user", "content": "p"}], "chosen": [{"role": "assistant", "content": "a"}], "rejected": [{"role": "assistant", "content": "b"}]})");
   check(R"({"prompt": [{"role": "user"}], "chosen": [{"role": "assistant", "content": "a"}], "rejected": [{"role": "assistant", "content": "b"}]})",
         "prompt[0].content", "missing field");
   check(R"({"prompt": [{"role": "robot", "content": "p"}], "chosen": [{"role": "assistant", "content": "a"}], "rejected": [{"role": "assistant", "content": "b"}]})",
@@ -178,12 +181,7 @@ TEST(PreferenceJsonl, BadMessagesNameTheirPath) {
   check(R"({"prompt": [{"role": "user", "content": "p"}], "chosen": [{"role": "assistant", "content": "a"}]})",
         "rejected", "missing field");
 
-  std::string whole = R"({"chosen": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "rejected": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "b"}]})";
-  auto check_whole = [&](const std::string& line, const char* field, const char* reason) {
-    std::string msg = error_of(whole + "\n" + line + "\n");
-    EXPECT_NE(msg.find(cat("in.jsonl:2: field '", field, "'")), std::string::npos) << msg;
-    EXPECT_NE(msg.find(cat("[", reason, "]")), std::string::npos) << msg;
-  };
+  auto check_whole = checker(R"({"chosen": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "rejected": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "b"}]})");
   check_whole(R"({"chosen": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "rejected": [{"role": "user", "content": "other q"}, {"role": "assistant", "content": "b"}]})",
               "chosen", "no shared prompt");
   check_whole(R"({"chosen": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "rejected": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]})",
