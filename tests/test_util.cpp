@@ -81,6 +81,14 @@ std::string error_message(const std::function<void()>& f) {
   return "(no error)";
 }
 
+nlohmann::json json_fixture(const std::string& relative, int version) {
+  const std::string path = fixture_path(relative);
+  nlohmann::json j = nlohmann::json::parse(read_text_file(path));
+  STAPO_CHECK(j.value("version", -1) == version, path, ": fixture version ", j.value("version", -1), ", this test reads ",
+              version, ": regenerate with the script in dev/reference/ that names it");
+  return j;
+}
+
 std::vector<nlohmann::json> read_jsonl(const std::string& path) {
   std::vector<nlohmann::json> rows;
   std::string text = read_text_file(path);

@@ -32,6 +32,9 @@ std::optional<std::string> shared_path(const std::string& relative);
 // The message of the stapo::Error that f throws, or "(no error)" (tests check what an error says).
 std::string error_message(const std::function<void()>& f);
 
+// A JSON fixture under tests/fixtures/ (as fixture_path finds it); throws unless its "version" is `version`.
+nlohmann::json json_fixture(const std::string& relative, int version);
+
 // The rows of a JSON Lines file (blank lines skipped); a missing file or a bad line throws.
 std::vector<nlohmann::json> read_jsonl(const std::string& path);
 

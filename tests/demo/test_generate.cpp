@@ -3,11 +3,9 @@
 // embeddings), greedy generation equals argmax over full recomputation, transformers' own greedy generate()
 // on the model fixtures is reproduced, and sampling follows softmax/top-p with repeatable seeds.
 #include <cmath>
-#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 
-#include "common/file_io.h"
 #include "model/generate.h"
 #include "model/kv_cache.h"
 #include "tests/model/model_test_util.h"  // defines: tiny_config
@@ -139,8 +137,7 @@ TEST(Generate, RejectsPromptBeyondContext) {
 
 // transformers' greedy generate() with its own KV cache on the model fixtures' checkpoints.
 TEST(Generate, ReproducesTransformersGreedy) {
-  nlohmann::json fixture = nlohmann::json::parse(read_text_file(test::fixture_path("generate/greedy.json")));
-  ASSERT_EQ(fixture["version"], 1);
+  nlohmann::json fixture = test::json_fixture("generate/greedy.json", 1);
   const int new_tokens = fixture["max_new_tokens"];
   for (const auto& [name, entry] : fixture["models"].items()) {
     auto model = model_load_hf<float>(test::fixture_path("model/" + name));

@@ -125,7 +125,7 @@ TEST(MakeSyntheticData, FilesVerifyHeldOutIsDisjointAndSeedsReproduce) {
 // ---- the tokenizer make_synthetic_data writes, against transformers (dev/reference/make_synthetic_fixtures.py) ----
 
 TEST(SyntheticTokenizer, BuilderIsDeterministicAndMatchesFixture) {
-  nlohmann::json ref = nlohmann::json::parse(read_text_file(test::fixture_path("synthetic/hf_reference.json")));
+  nlohmann::json ref = test::json_fixture("synthetic/hf_reference.json", 1);
   std::string args;
   for (const auto& a : ref["make_synthetic_data_args"]) args += a.get<std::string>() + " ";
   test::TempDir out;
@@ -136,8 +136,7 @@ TEST(SyntheticTokenizer, BuilderIsDeterministicAndMatchesFixture) {
 }
 
 TEST(SyntheticTokenizer, MatchesTransformers) {
-  nlohmann::json ref = nlohmann::json::parse(read_text_file(test::fixture_path("synthetic/hf_reference.json")));
-  ASSERT_EQ(ref["version"], 1);
+  nlohmann::json ref = test::json_fixture("synthetic/hf_reference.json", 1);
   auto tokenizer = Tokenizer::load(test::fixture_path("synthetic/tokenizer.json"));
   EXPECT_EQ(tokenizer->vocab_size(), ref["vocab_size"].get<int>());
   EXPECT_EQ(tokenizer->eos_id(), ref["eos_token_id"].get<int>());

@@ -2,7 +2,6 @@
 // (tests/fixtures/train/losses.json, from dev/reference/make_loss_fixtures.py): per-pair losses, z, rewards
 // and the gradient of the batch loss in S_w, S_l, in double (≤ 1e-6 relative) and float (finite at |z| = 100).
 #include <cmath>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
@@ -13,13 +12,6 @@ namespace stapo {
 namespace {
 
 using nlohmann::json;
-
-json load_fixture() {
-  std::ifstream in(test::fixture_path("train/losses.json"));
-  json j = json::parse(in);
-  EXPECT_EQ(j.at("version").get<int>(), 1);
-  return j;
-}
 
 LossConfig config_from_json(const json& c) {
   LossConfig config = loss_defaults(loss_from_name(c.at("loss").get<std::string>()));
@@ -52,7 +44,7 @@ std::vector<PairLogps<T>> pairs_from_json(const json& p) {
 }
 
 TEST(Losses, MatchTorchAutogradInDouble) {
-  json fixture = load_fixture();
+  json fixture = test::json_fixture("train/losses.json", 1);
   ASSERT_GE(fixture["cases"].size(), 18u);
   for (const json& c : fixture["cases"]) {
     const std::string name = c["name"];
@@ -83,7 +75,7 @@ TEST(Losses, MatchTorchAutogradInDouble) {
 
 // Float (the GPU's type) at the extremes: finite everywhere, and close to double.
 TEST(Losses, FloatFiniteAndCloseAtExtremes) {
-  json fixture = load_fixture();
+  json fixture = test::json_fixture("train/losses.json", 1);
   for (const json& c : fixture["cases"]) {
     const std::string name = c["name"];
     LossConfig config = config_from_json(c["config"]);

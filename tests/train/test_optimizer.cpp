@@ -1,7 +1,6 @@
 // AdamW, global-norm clipping and the LR schedules against torch.optim.AdamW, clip_grad_norm_ and
 // transformers' schedules (tests/fixtures/train/optimizer.json from dev/reference/make_optimizer_fixtures.py).
 #include <cmath>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
@@ -15,15 +14,8 @@ namespace {
 
 using nlohmann::json;
 
-json load_fixture() {
-  std::ifstream in(test::fixture_path("train/optimizer.json"));
-  json j = json::parse(in);
-  EXPECT_EQ(j.at("version").get<int>(), 1);
-  return j;
-}
-
 TEST(Optimizer, AdamWWithClippingMatchesTorch) {
-  json f = load_fixture()["adamw"];
+  json f = test::json_fixture("train/optimizer.json", 1)["adamw"];
   const json& c = f["config"];
   AdamWConfig config;
   config.beta1 = c["beta1"];
@@ -61,7 +53,7 @@ TEST(Optimizer, ClipFactor) {
 }
 
 TEST(Optimizer, SchedulesMatchTransformers) {
-  json f = load_fixture()["schedules"];
+  json f = test::json_fixture("train/optimizer.json", 1)["schedules"];
   ASSERT_EQ(f.size(), 9u);
   for (const json& s : f) {
     LrSchedule schedule = lr_schedule_from_name(s["schedule"]);
