@@ -7,7 +7,8 @@
 #   4. SFT (--loss sft) on the chosen answers;
 #   5. from that same checkpoint, each preference loss ($LOSSES) for $EPOCHS epochs, a checkpoint and an
 #      evaluation per epoch: eval reward accuracy, z/mean, entropy/chosen, logps/chosen from the trainer's
-#      log, and task accuracy and degeneration rate of greedy replies (eval_synthetic);
+#      log, and task accuracy and degeneration rate of greedy replies (eval_synthetic); the trainer also logs
+#      greedy replies to two held-out prompts at each evaluation (its --sample-prompts);
 #   6. dev/demo_report.sh: a markdown table and an SVG plot of those curves per loss.
 # Every setting below can be overridden from the environment (e.g. EPOCHS=8 LR=2e-3 make demo); FLAGS_<loss>
 # adds trainer flags to one loss (FLAGS_stapo="--gamma-right 10"); SFT_MODEL=DIR skips SFT and starts every
@@ -49,13 +50,15 @@ for split in train eval; do
   ./prepare_data --tokenizer "$OUT/init" --template chatml --in "$OUT/data/$split.jsonl" \
     --out "$OUT/data/$split.shard" >/dev/null
 done
+# Two held-out prompts every trainer answers greedily at each evaluation (stderr and log.jsonl "samples").
+head -n 2 "$OUT/data/eval_prompts.jsonl" > "$OUT/data/sample_prompts.jsonl"
 
 train() {  # train NAME EPOCHS LR extra flags...
   local name=$1 epochs=$2 lr=$3
   shift 3
   ./train_stapo_cpu --data "$OUT/data/train.shard" --eval-data "$OUT/data/eval.shard" --out "$OUT/$name" \
     --epochs "$epochs" --lr "$lr" --batch-size "$BATCH" --max-length "$MAX_LENGTH" --seed "$SEED" \
-    --threads "$THREADS" "$@" 2> "$OUT/$name.train.log" \
+    --threads "$THREADS" --sample-prompts "$OUT/data/sample_prompts.jsonl" "$@" 2> "$OUT/$name.train.log" \
     || { tail -n 20 "$OUT/$name.train.log"; exit 1; }
 }
 evaluate() {  # evaluate CHECKPOINT: one JSON line
@@ -106,6 +109,7 @@ for loss in $LOSSES; do
   say "$loss: $EPOCHS epochs from the SFT model ${!flags_var:-}"
   train "$loss" "$EPOCHS" "$LR" --model "$sft" --loss "$loss" "${extra[@]}" \
     --eval-every "$steps_per_epoch" --save-every "$steps_per_epoch"
+  grep "^sample at step $(( EPOCHS * steps_per_epoch )):" "$OUT/$loss.train.log" | sed 's/^/   /' || true
   row "$loss" 0 0 "" "$sft_eval"
   for epoch in $(seq 1 "$EPOCHS"); do
     step=$(( epoch * steps_per_epoch ))

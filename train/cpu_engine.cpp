@@ -2,6 +2,8 @@
 // CUDA engine (the moments in the order of the model's parameter buffer).
 #include "train/cpu_engine.h"
 
+#include <algorithm>
+
 #include "common/error.h"
 #include "train/grad_clip.h"
 #include "train/optimizer_state.h"
@@ -79,6 +81,14 @@ void CpuEngine<T>::load_optimizer(const std::string& path) {
 template <typename T>
 std::string CpuEngine<T>::description() const {
   return cat("cpu ", sizeof(T) == 4 ? "fp32" : "fp64", ", ", model_->num_params(), " parameters");
+}
+
+template <typename T>
+std::unique_ptr<CpuModel<float>> CpuEngine<T>::weights_to_cpu() {
+  auto copy = std::make_unique<CpuModel<float>>(model_->config());
+  const T* from = model_->param_data();
+  std::transform(from, from + model_->num_params(), copy->param_data(), [](T x) { return float(x); });
+  return copy;
 }
 
 template class CpuEngine<float>;

@@ -22,6 +22,7 @@ class CpuEngine : public Engine {
   void save_optimizer(const std::string& path) override;
   void load_optimizer(const std::string& path) override;
   std::string description() const override;
+  std::unique_ptr<CpuModel<float>> weights_to_cpu() override;
 
   CpuModel<T>& model() { return *model_; }
 

@@ -560,7 +560,7 @@ void CudaEngine::finish_step() {
   float ms = 0;
   cudaCheck(cudaEventElapsedTime(&ms, step_start_, step_end_));
   step_pending_ = false;
-  for (CudaStepStats* s : {&stats_, &report_stats_}) {
+  for (CudaStepStats* s : {&stats_, &report_stats_, &last_step_stats_}) {
     s->steps++;
     s->seconds += ms / 1e3;
     s->model_flops += step_flops_;
@@ -573,6 +573,28 @@ CudaStepStats CudaEngine::take_step_stats() {
   out.peak_bytes = peak_used_;
   stats_ = CudaStepStats{};
   return out;
+}
+
+Engine::StepReport CudaEngine::step_report() {
+  finish_step();
+  const CudaStepStats s = last_step_stats_;
+  last_step_stats_ = CudaStepStats{};
+  StepReport report;
+  if (s.steps == 0 || s.seconds <= 0) return report;  // a skipped (non-finite) step ran no update
+  const double tflops = model_tflops(s);
+  const double gib = peak_used_ / double(1 << 30);
+  report.metrics["step_time_s"] = s.seconds / double(s.steps);
+  report.metrics["tflops"] = tflops;
+  char text[96] = "";
+  if (options_.peak_tflops > 0) {
+    report.metrics["mfu"] = tflops / options_.peak_tflops;
+    snprintf(text, sizeof(text), "MFU %.1f%% ", 100.0 * tflops / options_.peak_tflops);
+  }
+  report.metrics["peak_memory_gib"] = gib;
+  report.progress = text;
+  snprintf(text, sizeof(text), "mem %.2f GiB", gib);
+  report.progress += text;
+  return report;
 }
 
 void CudaEngine::sample_memory() {
@@ -603,6 +625,20 @@ std::vector<float> CudaEngine::parameter_to_host(size_t index, bool grad) {
   cudaCheck(cudaStreamSynchronize(stream_));
   for (size_t i = 0; i < t.numel; ++i) out[i] = __bfloat162float(raw[i]);
   return out;
+}
+
+std::unique_ptr<CpuModel<float>> CudaEngine::weights_to_cpu() {
+  auto model = std::make_unique<CpuModel<float>>(config_);
+  std::vector<Parameter<float>>& params = model->parameters();
+  STAPO_CHECK(params.size() == tensors_.size(), "CudaEngine: ", tensors_.size(), " tensors but the CPU model has ",
+              params.size());
+  for (size_t i = 0; i < tensors_.size(); ++i) {
+    const std::vector<float> host = parameter_to_host(i, false);
+    STAPO_CHECK(host.size() == params[i].numel && params[i].name == tensors_[i].name, "CudaEngine: tensor ",
+                tensors_[i].name, " does not match the CPU model's ", params[i].name);
+    std::copy(host.begin(), host.end(), params[i].data);
+  }
+  return model;
 }
 
 void CudaEngine::save_model(const std::string& dir) {
@@ -647,8 +683,10 @@ void CudaEngine::load_optimizer(const std::string& path) {
   cudaCheck(cudaStreamSynchronize(stream_));  // m and v are freed on return
 }
 
+double model_tflops(const CudaStepStats& s) { return s.model_flops / s.seconds / 1e12; }
+
 std::string step_stats_summary(const CudaStepStats& s, double peak_tflops) {
-  const double tflops = s.model_flops / s.seconds / 1e12;
+  const double tflops = model_tflops(s);
   char line[256];
   snprintf(line, sizeof(line), "%lld steps at %.1f ms, %.1f model TFLOP/s", (long long)s.steps,
            1e3 * s.seconds / s.steps, tflops);

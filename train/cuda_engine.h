@@ -21,6 +21,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -53,6 +54,7 @@ struct CudaStepStats {
   double peak_bytes = 0;   // device memory in use by this process since the engine started, at most
 };
 
+double model_tflops(const CudaStepStats& stats);  // model FLOPs per second / 1e12
 // "12 steps at 130.2 ms, 480.1 model TFLOP/s, MFU 48.5% of 989, peak device memory 27.10 GiB"
 std::string step_stats_summary(const CudaStepStats& stats, double peak_tflops);
 
@@ -73,6 +75,10 @@ class CudaEngine : public Engine {
   void save_optimizer(const std::string& path) override;
   void load_optimizer(const std::string& path) override;
   std::string description() const override;
+  std::unique_ptr<CpuModel<float>> weights_to_cpu() override;  // the master weights, else the bf16 ones
+  // "step_time_s" (CUDA events, zero_grad to the end of the update), "tflops" (model TFLOP/s), "mfu" (of
+  // peak_tflops, when known) and "peak_memory_gib" (since the engine started). Waits for the update to finish.
+  StepReport step_report() override;
 
   // Parameter `index` (model.parameters() order) as fp32 on the host: weights (the master copy when there is
   // one) or the gradient. For checks and checkpoints.
@@ -171,7 +177,7 @@ class CudaEngine : public Engine {
   cudaEvent_t step_start_ = nullptr, step_end_ = nullptr;
   bool step_open_ = false, step_pending_ = false;
   double step_flops_ = 0;
-  CudaStepStats stats_, report_stats_;
+  CudaStepStats stats_, report_stats_, last_step_stats_;  // whole run, since the last report, since step_report
   size_t baseline_used_ = 0;  // device bytes in use before the engine
   double peak_used_ = 0;
   std::chrono::steady_clock::time_point last_report_;

@@ -8,10 +8,13 @@
 // (∂S/∂logp_t = 1), accumulating parameter gradients across calls until zero_grad().
 #pragma once
 #include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "model/batch.h"   // defines: PairBatch
+#include "model/model.h"   // defines: CpuModel
 #include "train/adamw.h"   // defines: AdamWConfig
 
 namespace stapo {
@@ -35,6 +38,17 @@ class Engine {
   virtual void save_optimizer(const std::string& path) = 0;  // the moments
   virtual void load_optimizer(const std::string& path) = 0;
   virtual std::string description() const = 0;  // for logs: kind, parameter count
+  // The current weights as an fp32 CPU model, as save_model would write them (rounded to fp32): the trainer's
+  // eval samples decode with it (train/eval_samples.h).
+  virtual std::unique_ptr<CpuModel<float>> weights_to_cpu() = 0;
+
+  // What the engine measured of the step whose optimizer_step just returned: `metrics` join that step's log
+  // line, `progress` its progress line. Default: nothing (the trainer logs tokens_per_s for every engine).
+  struct StepReport {
+    nlohmann::ordered_json metrics = nlohmann::ordered_json::object();
+    std::string progress;
+  };
+  virtual StepReport step_report() { return {}; }
 };
 
 }  // namespace stapo

@@ -5,13 +5,12 @@
 
 #include "common/error.h"
 #include "data/shard.h"       // defines: Shard
+#include "train/eval_samples.h"  // defines: EvalSampler, read_sample_prompts
 #include "train/scoring.h"    // defines: reference_ensure, reference_tag, check_shard_tokenizer
 
 namespace stapo {
 
 void train_flags_add(CLI::App& app, TrainFlags& f, bool required) {
-  for (const std::string& path : {f.data_path, f.eval_path})
-    if (!path.empty()) check_shard_tokenizer(Shard(path), f.model_dir);
   TrainerConfig& tc = f.trainer;
   PairLoaderConfig& lc = f.loader;
   app.add_option("--model", f.model_dir, "initial HF checkpoint directory (config.json + safetensors)")
@@ -43,12 +42,21 @@ void train_flags_add(CLI::App& app, TrainFlags& f, bool required) {
   app.add_option("--seed", tc.seed, "data order seed");
   app.add_option("--resume", f.resume_dir, "continue exactly from a checkpoint directory of this run");
   app.add_flag("--skip-nonfinite", tc.skip_nonfinite, "skip (and count) steps whose loss or gradient is not finite");
+  app.add_option("--sample-prompts", f.sample_prompts,
+                 "at every evaluation, greedy replies to these user messages with the current weights, printed "
+                 "and logged: FILE.jsonl of {\"prompt\": ...} lines, or any other file of one prompt per line");
+  app.add_option("--sample-tokens", f.sample_tokens, "most tokens per eval sample reply")->check(CLI::Range(1, 1 << 20));
+  app.add_option("--template", f.sample_template,
+                 "chat template of the eval samples: llama3, llama2, mistral, chatml, plain, auto (default: the "
+                 "training shard's, as prepare_data wrote it)");
 }
 
 void train_run(const CLI::App& app, TrainFlags& f, const EngineFactory& make_engine,
                const std::function<void(Engine&)>& trained) {
   STAPO_CHECK(!f.model_dir.empty() && !f.data_path.empty() && !f.out_dir.empty(),
               "--model, --data and --out are required (see --help)");
+  for (const std::string& path : {f.data_path, f.eval_path})
+    if (!path.empty()) check_shard_tokenizer(Shard(path), f.model_dir);
   TrainerConfig& tc = f.trainer;
   PairLoaderConfig& lc = f.loader;
   tc.loss = loss_flags_config(app, f.loss);
@@ -56,6 +64,12 @@ void train_run(const CLI::App& app, TrainFlags& f, const EngineFactory& make_eng
   tc.out_dir = f.out_dir;
   tc.tokenizer_dir = f.resume_dir.empty() ? f.model_dir : f.resume_dir;
   lc.seed = tc.seed;
+  std::unique_ptr<EvalSampler> sampler;  // before the reference pass: a bad prompt file or template fails fast
+  if (!f.sample_prompts.empty()) {
+    const std::string name = f.sample_template.empty() ? Shard(f.data_path).info().template_name : f.sample_template;
+    sampler = std::make_unique<EvalSampler>(read_sample_prompts(f.sample_prompts), tc.tokenizer_dir, name,
+                                            f.sample_tokens);
+  }
   // The reference pass runs with the initial weights, before any resume loads trained ones.
   if (f.ref == "precompute") {
     const std::string tag = reference_tag(f.model_dir);
@@ -88,6 +102,7 @@ void train_run(const CLI::App& app, TrainFlags& f, const EngineFactory& make_eng
   std::unique_ptr<Engine> engine = make_engine(f.resume_dir.empty() ? f.model_dir : f.resume_dir);
   PairLoader loader(train_shard, lc);
   Trainer trainer(*engine, loader, eval_loader.get(), eval_steps, tc);
+  if (sampler) trainer.set_eval_sampler(sampler.get());
   if (!f.resume_dir.empty()) trainer.resume(f.resume_dir);
   fprintf(stderr, "%s; loss %s, reward %s, beta %g; %lld steps from step %lld\n", engine->description().c_str(),
           loss_name(tc.loss.loss), reward_name(tc.loss.reward), tc.loss.beta, (long long)trainer.total_steps(),

@@ -17,6 +17,8 @@ namespace stapo {
 
 struct TrainFlags {
   std::string model_dir, data_path, eval_path, out_dir, resume_dir, ref = "none", schedule = "linear";
+  std::string sample_prompts, sample_template;  // train/eval_samples.h; template "": the training shard's
+  int sample_tokens = 32;
   LossFlags loss;
   TrainerConfig trainer;
   PairLoaderConfig loader;

@@ -1,6 +1,7 @@
 // train_stapo: preference optimisation (StaPO and the one-sided baselines) on one GPU, bf16 CUDA engine
 // (train/cuda_engine.h). Flags, data, losses, logs and checkpoints are train_stapo_cpu's (train/train_main.h);
-// only the engine differs. It reports MFU and peak device memory while training and at the end.
+// only the engine differs. MFU and peak device memory go into every step's log and progress line
+// (CudaEngine::step_report), to stderr every --report-every seconds, and into a summary at the end.
 // --device-check compares one step with the CPU reference on tiny models and exits (train/device_check.h).
 #include <memory>
 

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <unistd.h>
 
 #include "common/error.h"
 #include "common/file_io.h"
@@ -75,6 +76,9 @@ int64_t count_tokens(const TokenBatch& t) {
   for (int32_t s : t.segments) n += s >= 0;
   return n;
 }
+
+// JSON text; invalid UTF-8 (a sample reply of a barely trained model cut inside a character) becomes U+FFFD.
+std::string json_text(const ordered_json& j) { return j.dump(-1, ' ', false, ordered_json::error_handler_t::replace); }
 
 std::string pair_id_list(const std::vector<PairBatch>& batches) {
   std::string out;
@@ -155,7 +159,7 @@ int64_t Trainer::total_steps() const {
 
 void Trainer::log(const ordered_json& line) {
   File f(config_.out_dir + "/log.jsonl", "ab");
-  const std::string text = line.dump() + "\n";
+  const std::string text = json_text(line) + "\n";
   f.write(text.data(), text.size());
   f.close();
 }
@@ -172,6 +176,23 @@ ordered_json Trainer::evaluate() {
   j["step"] = state_.step;
   j.update(metrics_json(sums, config_.loss, "eval/"));
   j["eval/pairs"] = sums.pairs;
+  return j;
+}
+
+ordered_json Trainer::eval_samples() {
+  const std::vector<EvalSample> samples = sampler_->sample(*engine_.weights_to_cpu());
+  ordered_json j;
+  j["step"] = state_.step;
+  j["samples"] = ordered_json::array();
+  // On a terminal the progress bar is being redrawn in place: clear its line first.
+  const char* clear = isatty(fileno(stderr)) ? "\r\033[K" : "";
+  for (const EvalSample& s : samples) {
+    j["samples"].push_back({{"prompt", s.prompt}, {"reply", s.reply}, {"stopped", s.stopped}});
+    std::string reply = json_text(s.reply);  // quoted, newlines escaped: one line per sample
+    if (reply.size() > 100) reply = reply.substr(0, 96) + "...\"";
+    fprintf(stderr, "%ssample at step %lld: %s -> %s\n", clear, (long long)state_.step,
+            json_text(s.prompt).c_str(), reply.c_str());
+  }
   return j;
 }
 
@@ -266,11 +287,16 @@ void Trainer::train() {
     line["tokens_per_s"] = double(sums.tokens) / seconds;
     line["pairs"] = sums.pairs;
     line["skipped_nonfinite"] = state_.skipped_nonfinite;
+    const Engine::StepReport report = engine_.step_report();
+    if (!report.metrics.empty()) line.update(report.metrics);
     log(line);
     progress.update(state_.step, sums.tokens,
-                    cat("loss ", loss, " acc ", sums.correct / double(sums.pairs), " z ", sums.z / double(sums.pairs)));
+                    cat("loss ", loss, " acc ", sums.correct / double(sums.pairs), " z ", sums.z / double(sums.pairs),
+                        report.progress.empty() ? "" : " ", report.progress));
     const bool last = state_.step == total;
-    if (eval_loader_ && ((config_.eval_every > 0 && state_.step % config_.eval_every == 0) || last)) log(evaluate());
+    const bool eval_due = (config_.eval_every > 0 && state_.step % config_.eval_every == 0) || last;
+    if (eval_due && eval_loader_) log(evaluate());
+    if (eval_due && sampler_) log(eval_samples());
     if (last) {
       save_checkpoint("final");
     } else if (config_.save_every > 0 && state_.step % config_.save_every == 0) {

@@ -4,8 +4,8 @@
 // step's pair count P and chosen-token count N_w are known before any backward: each pair's gradient is
 // (∂ℓ_i/∂S)/P with the NLL weight P/N_w (train/losses.h), which makes k micro-batches of B pairs exactly
 // one batch of k·B pairs, token normalisation of `avg` rewards and NLL terms included.
-// Then: global-norm clipping, the LR of the schedule, one AdamW update, a JSONL log line, a progress line,
-// evaluation and checkpoints when due. A non-finite loss or gradient stops the run naming the step, the pairs
+// Then: global-norm clipping, the LR of the schedule, one AdamW update, a JSONL log line and a progress line
+// (with the engine's step_report), evaluation and eval samples (train/eval_samples.h) and checkpoints when due. A non-finite loss or gradient stops the run naming the step, the pairs
 // and the last good checkpoint, or (skip_nonfinite) drops that step's update and counts it.
 #pragma once
 #include <cstdint>
@@ -18,6 +18,7 @@
 #include "data/shard.h"        // defines: Shard
 #include "train/adamw.h"       // defines: AdamWConfig
 #include "train/engine.h"      // defines: Engine
+#include "train/eval_samples.h"  // defines: EvalSampler
 #include "train/losses.h"      // defines: LossConfig
 #include "train/lr_schedule.h"  // defines: LrSchedule
 
@@ -80,6 +81,9 @@ class Trainer {
   Trainer(Engine& engine, PairLoader& loader, PairLoader* eval_loader, int64_t eval_steps,
           const TrainerConfig& config);
 
+  // Greedy replies to the sampler's prompts at every evaluation point (every eval_every steps and at the end,
+  // with or without eval data), logged and printed. Kept by reference; null: none.
+  void set_eval_sampler(const EvalSampler* sampler) { sampler_ = sampler; }
   // Continues from a checkpoint written by this trainer: optimizer moments, step, data position.
   // The engine must already hold the checkpoint's model (loaded from the same directory).
   void resume(const std::string& checkpoint_dir);
@@ -87,6 +91,7 @@ class Trainer {
   int64_t total_steps() const;
   const TrainerState& state() const { return state_; }
   nlohmann::ordered_json evaluate();
+  nlohmann::ordered_json eval_samples();  // {"step", "samples"}, printed on stderr too
   // Writes <out>/<name> atomically (temp dir + rename): model, tokenizer files, optimizer, trainer state.
   std::string save_checkpoint(const std::string& name);
 
@@ -97,6 +102,7 @@ class Trainer {
   PairLoader& loader_;
   PairLoader* eval_loader_;
   int64_t eval_steps_;
+  const EvalSampler* sampler_ = nullptr;
   TrainerConfig config_;
   TrainerState state_;
   int64_t steps_per_epoch_;

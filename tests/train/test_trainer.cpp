@@ -8,9 +8,13 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/train/train_test_util.h"
-#include "train/cpu_engine.h"
-#include "train/scoring.h"
+#include "common/file_io.h"
+#include "model/generate.h"
+#include "model/generate_chat.h"
 #include "tokenizer/tokenizer.h"
+#include "train/cpu_engine.h"
+#include "train/eval_samples.h"
+#include "train/scoring.h"
 #include "train/trainer.h"
 
 namespace stapo {
@@ -267,6 +271,129 @@ TEST(Trainer, NonFiniteStopsNamingStepPairsAndCheckpoint) {
   trainer.train();
   EXPECT_EQ(trainer.state().skipped_nonfinite, 3);
   EXPECT_EQ(trainer.state().updates, 0);
+}
+
+std::vector<nlohmann::json> log_lines(const std::string& run) {
+  std::ifstream in(run + "/log.jsonl");
+  std::vector<nlohmann::json> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(nlohmann::json::parse(line));
+  return lines;
+}
+
+// As the log writes text: invalid UTF-8 (a tiny random model's byte tokens) becomes U+FFFD.
+std::string as_logged(const std::string& text) {
+  return nlohmann::json(text).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+// Eval samples: at every evaluation the trainer logs greedy replies made with the weights of that step, i.e.
+// what model/generate.h gives for the checkpoint saved at that step.
+TEST(Trainer, EvalSamplesAreGreedyRepliesOfTheCheckpointOfTheirStep) {
+  TempDir dir;
+  const std::string tokenizer_dir = test::fixture_path("tokenizer/bl_gpt2");
+  auto tokenizer = Tokenizer::load(tokenizer_dir);
+  const int vocab = tokenizer->vocab_size();
+  auto model = std::make_unique<CpuModel<float>>(test::train_tiny_config(vocab));
+  model_init_random(*model, 61, 0.3f);
+  const std::vector<std::string> prompts = {"sort 3 1 2", "Hello, how are you?"};
+  const int max_new_tokens = 10;
+  EvalSampler sampler(prompts, tokenizer_dir, "chatml", max_new_tokens);
+  const std::vector<EvalSample> initial = sampler.sample(*model);
+  Shard shard(test::write_shard(dir.path, "d.bin", test::make_pairs(12, vocab, 16, true), vocab, false, 0));
+  PairLoader loader(shard, test::test_loader_config(3, 9));
+  CpuEngine<float> engine(std::move(model));
+  TrainerConfig tc = run_config(dir.path + "/run", LossKind::simpo, 4);
+  tc.lr = 3e-2;
+  tc.eval_every = 2;
+  tc.save_every = 2;
+  tc.tokenizer_dir = tokenizer_dir;
+  Trainer trainer(engine, loader, nullptr, 0, tc);
+  trainer.set_eval_sampler(&sampler);
+  trainer.train();
+
+  const ChatTemplate chatml = ChatTemplate::by_name("chatml", *tokenizer);
+  SamplingOptions greedy;
+  greedy.max_new_tokens = max_new_tokens;
+  std::vector<nlohmann::json> sample_lines;
+  for (const nlohmann::json& line : log_lines(tc.out_dir))
+    if (line.contains("samples")) sample_lines.push_back(line);
+  ASSERT_EQ(sample_lines.size(), 2u) << "one sample line per evaluation point (steps 2 and 4)";
+  bool replies_moved = false;
+  for (const nlohmann::json& line : sample_lines) {
+    const int64_t step = line["step"];
+    const std::string checkpoint = tc.out_dir + (step == 4 ? "/final" : "/checkpoint-" + std::to_string(step));
+    auto saved = model_load_hf<float>(checkpoint);
+    const std::vector<int32_t> stop_ids = reply_stop_ids(*tokenizer, chatml, saved->config());
+    ASSERT_EQ(line["samples"].size(), prompts.size());
+    for (size_t i = 0; i < prompts.size(); i++) {
+      const nlohmann::json& sample = line["samples"][i];
+      const Generation g = generate(*saved, chat_prompt_ids(*tokenizer, chatml, {{"user", prompts[i]}}), stop_ids,
+                                    greedy);
+      EXPECT_EQ(sample["prompt"], prompts[i]);
+      EXPECT_EQ(as_logged(sample["reply"].get<std::string>()), as_logged(tokenizer->decode(g.ids)))
+          << "step " << step << " prompt " << i;
+      EXPECT_EQ(sample["stopped"], g.stopped);
+      replies_moved |= as_logged(tokenizer->decode(g.ids)) != as_logged(initial[i].reply);
+    }
+  }
+  // Otherwise the samples could come from the initial weights and still match.
+  EXPECT_TRUE(replies_moved) << "training changed no greedy reply: the test cannot tell the weights apart";
+}
+
+TEST(Trainer, SamplePromptFilesJsonlOrPlainLines) {
+  TempDir dir;
+  write_file_atomic(dir.path + "/p.jsonl", "{\"prompt\": \"sort 3 1\", \"id\": 1}\n\n{\"prompt\": \"a\\nb\"}\n");
+  EXPECT_EQ(read_sample_prompts(dir.path + "/p.jsonl"), (std::vector<std::string>{"sort 3 1", "a\nb"}));
+  write_file_atomic(dir.path + "/p.txt", "first prompt\r\n  \n{not json}\n");
+  EXPECT_EQ(read_sample_prompts(dir.path + "/p.txt"), (std::vector<std::string>{"first prompt", "{not json}"}));
+  write_file_atomic(dir.path + "/bad.jsonl", "{\"prompt\": \"ok\"}\nplain text\n");
+  std::string msg = test::error_message([&] { read_sample_prompts(dir.path + "/bad.jsonl"); });
+  EXPECT_NE(msg.find("bad.jsonl:2: not valid JSON"), std::string::npos) << msg;
+  write_file_atomic(dir.path + "/nofield.jsonl", "{\"text\": \"x\"}\n");
+  msg = test::error_message([&] { read_sample_prompts(dir.path + "/nofield.jsonl"); });
+  EXPECT_NE(msg.find("nofield.jsonl:1: needs a string field \"prompt\""), std::string::npos) << msg;
+  write_file_atomic(dir.path + "/empty.txt", "\n");
+  msg = test::error_message([&] { read_sample_prompts(dir.path + "/empty.txt"); });
+  EXPECT_NE(msg.find("empty.txt: no prompts"), std::string::npos) << msg;
+}
+
+// The fp64 engine's copy for generation is its weights rounded to fp32, in the same layout.
+TEST(Trainer, WeightsToCpuAreTheEngineWeightsInFp32) {
+  CpuEngine<double> engine(tiny_model<double>(81));
+  const std::unique_ptr<CpuModel<float>> copy = engine.weights_to_cpu();
+  ASSERT_EQ(copy->num_params(), engine.model().num_params());
+  for (size_t i = 0; i < copy->num_params(); i++)
+    ASSERT_EQ(copy->param_data()[i], float(engine.model().param_data()[i])) << "parameter " << i;
+}
+
+// An engine's step_report joins each step's log line (the CUDA engine's MFU and memory take this path).
+class ReportingEngine : public CpuEngine<float> {
+ public:
+  using CpuEngine<float>::CpuEngine;
+  StepReport step_report() override {
+    StepReport r;
+    r.metrics["engine/steps_reported"] = ++reports;
+    r.progress = "reported";
+    return r;
+  }
+  int reports = 0;
+};
+
+TEST(Trainer, EngineStepReportJoinsTheLogLine) {
+  TempDir dir;
+  const int vocab = 16;
+  Shard shard(test::write_shard(dir.path, "d.bin", test::make_pairs(8, vocab, 17, false), vocab, false, 0));
+  PairLoader loader(shard, test::test_loader_config(2, 9));
+  ReportingEngine engine(tiny_model<float>(91));
+  const TrainerConfig tc = run_config(dir.path + "/run", LossKind::simpo, 3);
+  Trainer trainer(engine, loader, nullptr, 0, tc);
+  trainer.train();
+  int64_t step = 0;
+  for (const nlohmann::json& line : log_lines(tc.out_dir)) {
+    ASSERT_TRUE(line.contains("engine/steps_reported")) << line.dump();
+    EXPECT_EQ(line["engine/steps_reported"], ++step);
+    EXPECT_TRUE(line.contains("loss")) << line.dump();
+  }
+  EXPECT_EQ(step, 3);
 }
 
 }  // namespace
