@@ -36,7 +36,7 @@ ToyBatch toy_batch(int B, int T, int C, int V) {
 }
 
 struct CpuReduction {
-  std::vector<double> seq_logp, seq_tokens, dseq, dlogp;
+  std::vector<double> seq_logp, seq_entropy, seq_tokens, dseq, dlogp;
   std::vector<PairLoss<double>> losses;
   std::vector<float> dh, dw;
 };
@@ -46,6 +46,7 @@ CpuReduction cpu_reduction(const ToyBatch& b, const std::vector<float>& h, const
   const int N = 2 * b.B * b.T, S = 2 * b.B;
   CpuReduction r;
   r.seq_logp.assign(S, 0);
+  r.seq_entropy.assign(S, 0);
   r.seq_tokens.assign(S, 0);
   std::vector<double> logits((size_t)N * b.V), lse(N);
   for (int t = 0; t < N; ++t) {
@@ -56,12 +57,17 @@ CpuReduction cpu_reduction(const ToyBatch& b, const std::vector<float>& h, const
       logits[(size_t)t * b.V + v] = x;
       m = std::max(m, x);
     }
-    double sum = 0;
-    for (int v = 0; v < b.V; ++v) sum += std::exp(logits[(size_t)t * b.V + v] - m);
+    double sum = 0, weighted = 0;  // Σ e^(x−m), Σ e^(x−m)·x
+    for (int v = 0; v < b.V; ++v) {
+      const double x = logits[(size_t)t * b.V + v];
+      sum += std::exp(x - m);
+      weighted += std::exp(x - m) * x;
+    }
     lse[t] = m + std::log(sum);
     const int s = b.response_sequence[t];
     if (s >= 0) {
       r.seq_logp[s] += logits[(size_t)t * b.V + b.targets[t]] - lse[t];
+      r.seq_entropy[s] += lse[t] - weighted / sum;  // H_t = LSE_t − Σ p·x
       r.seq_tokens[s] += 1;
     }
   }
@@ -147,6 +153,7 @@ TEST(KernelFusedReduction, MatchesUnfusedCpuLogSoftmaxGatherAndLoss) {
 
     EXPECT_TRUE(all_close(d_seq_tokens.download(), as_float(ref.seq_tokens), 0, 0)) << what;
     EXPECT_TRUE(all_close(d_seq_logp.download(), as_float(ref.seq_logp), 1e-2, 1e-4)) << what;
+    EXPECT_TRUE(all_close(d_seq_entropy.download(), as_float(ref.seq_entropy), 1e-2, 1e-4)) << what;
     auto losses = d_losses.download();
     for (int i = 0; i < B; ++i) {
       EXPECT_NEAR(losses[i].loss, ref.losses[i].loss, 1e-3 * (1 + std::fabs(ref.losses[i].loss))) << what << " pair " << i;
