@@ -22,6 +22,9 @@ PAIRS=${PAIRS:-2000}
 EVAL=${EVAL:-200}
 DATA_FLAGS=${DATA_FLAGS:-}  # more make_synthetic_data flags, e.g. --malformed-fraction 0
 MODEL_FLAGS=${MODEL_FLAGS:---layers 2 --hidden 64 --heads 4 --kv-heads 2 --ffn 192}
+# Both are lists of flags: split on spaces on purpose.
+read -ra model_flags <<< "$MODEL_FLAGS"
+read -ra data_flags <<< "$DATA_FLAGS"
 BATCH=${BATCH:-16}
 MAX_LENGTH=${MAX_LENGTH:-48}
 SFT_EPOCHS=${SFT_EPOCHS:-10}
@@ -45,7 +48,7 @@ rm -rf "$OUT"
 mkdir -p "$OUT"
 say "data, tokenizer and a random tiny Llama -> $OUT/data, $OUT/init"
 ./make_synthetic_data --out "$OUT/data" --pairs "$PAIRS" --eval "$EVAL" --seed "$SEED" --model-out "$OUT/init" \
-  $MODEL_FLAGS $DATA_FLAGS
+  "${model_flags[@]}" "${data_flags[@]}"
 for split in train eval; do
   ./prepare_data --tokenizer "$OUT/init" --template chatml --in "$OUT/data/$split.jsonl" \
     --out "$OUT/data/$split.shard" >/dev/null
