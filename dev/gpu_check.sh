@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # ONE command for all GPU verification, sized for a short lease on a lent H100/H200:
-#   versions -> configure + build (Release, sm_90a, all cores) -> every `gpu`-labelled test ->
+#   versions -> configure + build of the GPU targets (Release, sm_90a, all cores) -> every `gpu`-labelled test ->
 #   ./train_stapo --device-check -> the benchmark pair (ours vs PyTorch) -> a summary table, printed last.
 # It keeps going after a failure and reports each part. Results go to the folder given as $1, else $OUT,
 # else ./out/gpu_check.
@@ -47,7 +47,7 @@ configure_and_build() {
     extra+=("-DCMAKE_PREFIX_PATH=$STAPO_SYSROOT/usr" "-DBLAS_LIBRARIES=$STAPO_SYSROOT_BLAS")
   fi
   cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DSTAPO_CUDA=ON -DSTAPO_CUDA_ARCHS=90a "${extra[@]}" &&
-    cmake --build "$build" -j "$jobs"
+    cmake --build "$build" -j "$jobs" --target test_gpu_smoke test_kernels train_stapo gpu_step
 }
 
 gpu_tests() {
