@@ -4,7 +4,6 @@
 #include <cmath>
 #include <filesystem>
 #include <cstring>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "tests/train/train_test_util.h"
@@ -273,13 +272,6 @@ TEST(Trainer, NonFiniteStopsNamingStepPairsAndCheckpoint) {
   EXPECT_EQ(trainer.state().updates, 0);
 }
 
-std::vector<nlohmann::json> log_lines(const std::string& run) {
-  std::ifstream in(run + "/log.jsonl");
-  std::vector<nlohmann::json> lines;
-  for (std::string line; std::getline(in, line);) lines.push_back(nlohmann::json::parse(line));
-  return lines;
-}
-
 // As the log writes text: invalid UTF-8 (a tiny random model's byte tokens) becomes U+FFFD.
 std::string as_logged(const std::string& text) {
   return nlohmann::json(text).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
@@ -314,7 +306,7 @@ TEST(Trainer, EvalSamplesAreGreedyRepliesOfTheCheckpointOfTheirStep) {
   SamplingOptions greedy;
   greedy.max_new_tokens = max_new_tokens;
   std::vector<nlohmann::json> sample_lines;
-  for (const nlohmann::json& line : log_lines(tc.out_dir))
+  for (const nlohmann::json& line : test::read_jsonl(tc.out_dir + "/log.jsonl"))
     if (line.contains("samples")) sample_lines.push_back(line);
   ASSERT_EQ(sample_lines.size(), 2u) << "one sample line per evaluation point (steps 2 and 4)";
   bool replies_moved = false;
@@ -388,7 +380,7 @@ TEST(Trainer, EngineStepReportJoinsTheLogLine) {
   Trainer trainer(engine, loader, nullptr, 0, tc);
   trainer.train();
   int64_t step = 0;
-  for (const nlohmann::json& line : log_lines(tc.out_dir)) {
+  for (const nlohmann::json& line : test::read_jsonl(tc.out_dir + "/log.jsonl")) {
     ASSERT_TRUE(line.contains("engine/steps_reported")) << line.dump();
     EXPECT_EQ(line["engine/steps_reported"], ++step);
     EXPECT_TRUE(line.contains("loss")) << line.dump();
