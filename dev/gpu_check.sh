@@ -2,8 +2,8 @@
 # ONE command for all GPU verification, sized for a short lease on a lent H100/H200:
 #   versions -> configure + build of the GPU targets (Release, sm_90a, all cores) -> every `gpu`-labelled test ->
 #   ./train_stapo --device-check -> the benchmark pair (ours vs PyTorch) -> a summary table, printed last.
-# It keeps going after a failure and reports each part. Results go to the folder given as $1, else $OUT,
-# else ./out/gpu_check.
+# It keeps going after a failure, bounds each part with a timeout, and reports each part. Results go to the
+# folder given as $1, else $OUT, else ./out/gpu_check.
 #
 #   dev/gpu_check.sh [OUTDIR]
 #
@@ -47,16 +47,16 @@ configure_and_build() {
     extra+=("-DCMAKE_PREFIX_PATH=$STAPO_SYSROOT/usr" "-DBLAS_LIBRARIES=$STAPO_SYSROOT_BLAS")
   fi
   cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DSTAPO_CUDA=ON -DSTAPO_CUDA_ARCHS=90a "${extra[@]}" &&
-    cmake --build "$build" -j "$jobs" --target test_gpu_smoke test_kernels train_stapo gpu_step
+    cmake --build "$build" -j "$jobs" --target test_gpu_smoke test_kernels train_stapo gpu_step -- -k
 }
 
 gpu_tests() {
-  (cd "$build" && ctest -L gpu --output-on-failure --output-junit "$out/gpu_tests.xml" -j 1)
+  (cd "$build" && ctest -L gpu --timeout 120 --output-on-failure --output-junit "$out/gpu_tests.xml" -j 1)
 }
 
 device_check() {
   if ./train_stapo --help | grep -q -- "--device-check"; then
-    ./train_stapo --device-check
+    timeout 120 ./train_stapo --device-check
   else
     echo "./train_stapo has no --device-check in this build"
     return 3
@@ -68,7 +68,7 @@ bench_ours() {
   local name=$1
   shift
   if [ -x "$build/dev/bench/gpu_step" ]; then
-    "$build/dev/bench/gpu_step" --config dev/bench/gpu_step_config.json --out "$out/bench_$name.json" "$@"
+    timeout 150 "$build/dev/bench/gpu_step" --config dev/bench/gpu_step_config.json --out "$out/bench_$name.json" "$@"
   else
     echo "dev/bench/gpu_step is not built in this version"
     return 3
@@ -76,7 +76,7 @@ bench_ours() {
 }
 
 bench_torch() {
-  PYTHONUNBUFFERED=1 python3 dev/bench/torch_baseline.py --config dev/bench/gpu_step_config.json \
+  PYTHONUNBUFFERED=1 timeout 150 python3 dev/bench/torch_baseline.py --config dev/bench/gpu_step_config.json \
     --out "$out/bench_torch.json"
 }
 
