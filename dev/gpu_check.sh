@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # ONE command for all GPU verification, sized for a short lease on a lent H100/H200:
 #   versions -> configure + build of the GPU targets (Release, sm_90a, all cores) -> every `gpu`-labelled test ->
-#   ./train_stapo --device-check -> the benchmark pair (ours vs PyTorch) -> a summary table, printed last.
+#   ./train_stapo --device-check -> the benchmark pair (ours vs PyTorch) -> the dev/cuda playgrounds ->
+#   compute-sanitizer memcheck over the kernel tests -> a summary table, printed last.
 # It keeps going after a failure, bounds each part with a timeout, and reports each part. Results go to the
 # folder given as $1, else $OUT, else ./out/gpu_check.
 #
@@ -75,6 +76,26 @@ bench_ours() {
   fi
 }
 
+# The dev/cuda playgrounds: each checks its kernel against the CPU twin, then times it (per-kernel numbers).
+playgrounds() {
+  local blas=()
+  if [ -n "${STAPO_SYSROOT:-}" ]; then
+    blas+=("BLAS_CFLAGS=-I$STAPO_SYSROOT/usr/include/x86_64-linux-gnu/openblas-pthread" "BLAS_LIBS=$STAPO_SYSROOT_BLAS")
+  fi
+  make -C dev/cuda -j "$jobs" "${blas[@]}" || return 1
+  local failed=0 playground
+  for playground in attention embedding lm_head rmsnorm rope swiglu adamw; do
+    echo "-- $playground"
+    timeout 60 "dev/cuda/$playground" || failed=1
+  done
+  return $failed
+}
+
+# Out-of-bounds and misaligned accesses in every kernel test (slow: the last part).
+sanitizer() {
+  timeout 150 compute-sanitizer --tool memcheck --error-exitcode 1 "$build/tests/kernels/test_kernels"
+}
+
 bench_torch() {
   PYTHONUNBUFFERED=1 timeout 150 python3 dev/bench/torch_baseline.py --config dev/bench/gpu_step_config.json \
     --out "$out/bench_torch.json"
@@ -93,6 +114,8 @@ run_part bench_ours bench_ours ours
 # The least-memory configuration: bf16 weights with stochastic rounding, every layer recomputed.
 run_part bench_lowmem bench_ours ours_lowmem --bf16-params --recompute 2
 run_part bench_torch bench_torch
+run_part playgrounds playgrounds
+run_part sanitizer sanitizer
 
 echo
 echo "== test results (ctest -L gpu)"
