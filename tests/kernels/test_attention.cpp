@@ -77,8 +77,12 @@ TEST(KernelAttention, ForwardAndBackwardMatchCpu) {
     // The backward takes the GPU forward's own out and lse, as the trainer will.
     attention_backward(d_dq.get(), d_dk.get(), d_dv.get(), d_scratch.get(), d_dout->get(), d_out.get(), d_lse.get(),
                        d_q->get(), d_k->get(), d_v->get(), s, d_segments.get(), 0);
-    EXPECT_TRUE(bf16_close(download_bf16(d_dq), ref_dq, 2e-2)) << "dq " << describe(s);
-    EXPECT_TRUE(bf16_close(download_bf16(d_dk), ref_dk, 2e-2)) << "dk " << describe(s);
+    // A query that sees a single key has dq = 0 and gives that key dk = 0 exactly (softmax over one score has no
+    // gradient); on the GPU dP − D cancels to fp32 rounding there (~1e-8 seen on an H100), so those tensors are
+    // judged on a scale well under the call's gradients: 1e-3 of rms(dv).
+    const double cancel_scale = 1e-3 * rms(ref_dv);
+    EXPECT_TRUE(bf16_close(download_bf16(d_dq), ref_dq, 2e-2, cancel_scale)) << "dq " << describe(s);
+    EXPECT_TRUE(bf16_close(download_bf16(d_dk), ref_dk, 2e-2, cancel_scale)) << "dk " << describe(s);
     EXPECT_TRUE(bf16_close(download_bf16(d_dv), ref_dv, 2e-2)) << "dv " << describe(s);
   }
 }
