@@ -142,6 +142,14 @@ CudaEngine::CudaEngine(const CpuModel<float>& model, const CudaEngineOptions& op
               c.head_dim, "; use ./train_stapo_cpu for it");
   std::string why;
   STAPO_CHECK(cuda_device_available(&why), "no CUDA device: ", why, ". Use ./train_stapo_cpu on the CPU.");
+  if (options.attention == AttentionPath::cudnn) {
+#ifdef STAPO_HAVE_CUDNN
+    cudnn_attention_ = std::make_unique<CudnnAttention>();
+#else
+    fail("--attention cudnn: this build has no cuDNN attention path (CMake found no cuDNN or cudnn-frontend "
+         "headers: run dev/deps.sh --cudnn-frontend and rebuild), or use --attention flash");
+#endif
+  }
   if (options_.peak_tflops <= 0) options_.peak_tflops = peak_bf16_tflops(cuda_device_description());
   cudaCheck(cudaFree(nullptr));  // creates the context, so the baseline below includes it
   size_t free_bytes = 0, total_bytes = 0;
@@ -338,6 +346,24 @@ void CudaEngine::ensure_sequences(int sequences) {
   sequence_capacity_ = sequences;
 }
 
+// ---- attention: ours, or cuDNN's where the build has it and the options ask ----
+
+void CudaEngine::attention_forward_any(const LayerActs& a, const AttentionShape& shape) {
+#ifdef STAPO_HAVE_CUDNN
+  if (cudnn_attention_) return cudnn_attention_->forward(a.att, a.lse, a.q, a.k, a.v, shape, stream_);
+#endif
+  attention_forward(a.att, a.lse, a.q, a.k, a.v, shape, segments_, stream_);
+}
+
+void CudaEngine::attention_backward_any(const LayerActs& a, const AttentionShape& shape) {
+#ifdef STAPO_HAVE_CUDNN
+  if (cudnn_attention_)
+    return cudnn_attention_->backward(d_q_, d_k_, d_v_, d_att_, a.att, a.lse, a.q, a.k, a.v, shape, stream_);
+#endif
+  attention_backward(d_q_, d_k_, d_v_, attention_scratch_, d_att_, a.att, a.lse, a.q, a.k, a.v, shape, segments_,
+                     stream_);
+}
+
 // ---- forward ----
 
 void CudaEngine::layer_forward(int l, bool recompute) {
@@ -357,7 +383,7 @@ void CudaEngine::layer_forward(int l, bool recompute) {
   matmul_bf16(matmul_, a.v, a.norm1, w.wv, N, Hkv * D, C, false, true, 0.0f, stream_);
   rope_forward(a.q, positions_, inv_freq_, N, H, D, stream_);
   rope_forward(a.k, positions_, inv_freq_, N, Hkv, D, stream_);
-  attention_forward(a.att, a.lse, a.q, a.k, a.v, shape, segments_, stream_);
+  attention_forward_any(a, shape);
   matmul_bf16(matmul_, branch_, a.att, w.wo, N, C, H * D, false, true, 0.0f, stream_);
   rmsnorm_forward(a.norm2, a.rstd2, a.resid2, a.resid, branch_, w.post_norm, N, C, eps, stream_);
   matmul_bf16(matmul_, a.gate, a.norm2, w.w_gate, N, F, C, false, true, 0.0f, stream_);
@@ -406,6 +432,9 @@ void CudaEngine::forward(const PairBatch& batch, std::vector<double>& logp_sum, 
   cudaCheck(cudaMemcpyAsync(tokens_, t.tokens.data(), bytes, cudaMemcpyHostToDevice, stream_));
   cudaCheck(cudaMemcpyAsync(positions_, t.positions.data(), bytes, cudaMemcpyHostToDevice, stream_));
   cudaCheck(cudaMemcpyAsync(segments_, t.segments.data(), bytes, cudaMemcpyHostToDevice, stream_));
+#ifdef STAPO_HAVE_CUDNN
+  if (cudnn_attention_) cudnn_attention_->set_rows(t.segments, t.rows, t.T, stream_);
+#endif
   if (head_rows_ > 0) {
     cudaCheck(cudaMemcpyAsync(head_index_, index.data(), head_bytes, cudaMemcpyHostToDevice, stream_));
     cudaCheck(cudaMemcpyAsync(head_targets_, targets.data(), head_bytes, cudaMemcpyHostToDevice, stream_));
@@ -480,8 +509,7 @@ void CudaEngine::backward(const std::vector<double>& dlogp_sum) {
     // Attention branch: resid2 = resid + att·Woᵀ.
     matmul_bf16(matmul_, d_att_, d_resid_, w.wo, N, H * D, C, false, false, 0.0f, stream_);
     matmul_bf16(matmul_, g.wo, d_resid_, a.att, C, H * D, N, true, false, 1.0f, stream_);
-    attention_backward(d_q_, d_k_, d_v_, attention_scratch_, d_att_, a.att, a.lse, a.q, a.k, a.v, shape, segments_,
-                       stream_);
+    attention_backward_any(a, shape);
     rope_backward(d_q_, positions_, inv_freq_, N, H, D, stream_);
     rope_backward(d_k_, positions_, inv_freq_, N, Hkv, D, stream_);
     matmul_bf16(matmul_, d_norm_, d_q_, w.wq, N, C, H * D, false, false, 0.0f, stream_);
@@ -703,7 +731,9 @@ std::string CudaEngine::description() const {
   size_t count = 0;
   for (const Tensor& t : tensors_) count += t.numel;
   return cat("cuda bf16, ", master_ ? "fp32 master weights" : "bf16 weights with stochastic rounding",
-             ", recompute ", options_.recompute, ", ", count, " parameters, ", cuda_device_description());
+             ", recompute ", options_.recompute,
+             options_.attention == AttentionPath::cudnn ? ", cuDNN attention" : "", ", ", count, " parameters, ",
+             cuda_device_description());
 }
 
 }  // namespace stapo

@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/attention_cudnn.h"  // defines: CudnnAttention
 #include "kernels/embedding.h"  // defines: EmbeddingGradIndex
 #include "kernels/lm_head.h"    // defines: LmHeadWorkspace
 #include "kernels/matmul.h"     // defines: MatmulContext
@@ -32,6 +33,14 @@
 #include "train/engine.h"       // defines: Engine
 
 namespace stapo {
+
+// Which attention kernels run: ours (kernels/attention.h) or cuDNN's fused SDPA (kernels/attention_cudnn.h:
+// builds with cuDNN only; one sequence per row, so no --packing).
+enum class AttentionPath { flash, cudnn };
+// --attention's value: "flash" or "cudnn" (the command lines check the name first).
+inline AttentionPath attention_path(const std::string& name) {
+  return name == "cudnn" ? AttentionPath::cudnn : AttentionPath::flash;
+}
 
 struct CudaEngineOptions {
   bool bf16_params = false;  // no fp32 master weights: stochastic rounding into bf16
@@ -44,6 +53,7 @@ struct CudaEngineOptions {
   uint64_t seed = 0;         // random_init and stochastic rounding
   double peak_tflops = 0;    // the card's dense bf16 peak for MFU (0: train/model_flops.h's table by device name)
   double report_every_s = 0; // > 0: optimizer_step prints MFU and memory to stderr at most this often
+  AttentionPath attention = AttentionPath::flash;
 };
 
 // Time and model FLOPs of the optimizer steps since the last take_step_stats().
@@ -117,6 +127,8 @@ class CudaEngine : public Engine {
   void ensure_sequences(int sequences);
   void layer_forward(int l, bool recompute);
   void layer_restore(int l);  // makes acts_[l] whole again before its backward
+  void attention_forward_any(const LayerActs& a, const AttentionShape& shape);
+  void attention_backward_any(const LayerActs& a, const AttentionShape& shape);
   void sample_memory();
 
   ModelConfig config_;
@@ -125,6 +137,9 @@ class CudaEngine : public Engine {
   MatmulContext matmul_;
   LmHeadWorkspace lm_head_ws_;
   EmbeddingGradIndex embedding_index_;
+#ifdef STAPO_HAVE_CUDNN
+  std::unique_ptr<CudnnAttention> cudnn_attention_;  // set with AttentionPath::cudnn
+#endif
 
   std::vector<Tensor> tensors_;
   size_t total_ = 0;               // elements of each parameter buffer (with alignment padding)

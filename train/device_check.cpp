@@ -56,16 +56,19 @@ ModelConfig tiny_config(bool mistral) {
   return c;
 }
 
-// Two pairs in three rows of 32: row 0 packs sequences 0 and 1, row 1 is sequence 2, row 2 is sequence 3 and
-// padding. Random tokens; targets are the next token within each sequence.
-PairBatch check_batch(int V, uint64_t seed) {
+// Two pairs in rows of 32. Packed: row 0 holds sequences 0 and 1, row 1 sequence 2, row 2 sequence 3 and
+// padding. Unpacked (what the cuDNN attention path takes): one sequence per row, rows 0, 1 and 3 padded.
+// Random tokens; targets are the next token within each sequence.
+PairBatch check_batch(int V, uint64_t seed, bool packed) {
   struct Seq {
     int row, start, len, prompt;
   };
-  const Seq seqs[4] = {{0, 0, 18, 6}, {0, 18, 14, 6}, {1, 0, 32, 9}, {2, 0, 23, 9}};
+  const Seq packed_seqs[4] = {{0, 0, 18, 6}, {0, 18, 14, 6}, {1, 0, 32, 9}, {2, 0, 23, 9}};
+  const Seq unpacked_seqs[4] = {{0, 0, 18, 6}, {1, 0, 14, 6}, {2, 0, 32, 9}, {3, 0, 23, 9}};
+  const Seq* seqs = packed ? packed_seqs : unpacked_seqs;
   PairBatch b;
   TokenBatch& t = b.tokens;
-  t.rows = 3;
+  t.rows = packed ? 3 : 4;
   t.T = 32;
   const size_t n = (size_t)t.rows * t.T;
   t.tokens.assign(n, 0);
@@ -170,20 +173,25 @@ int device_check_run() {
   loss.alpha = 0.5;  // the NLL term too
   const double lr = 1e-2;
 
-  auto options = [](int recompute, bool bf16_params) {
+  auto options = [](int recompute, bool bf16_params, AttentionPath attention = AttentionPath::flash) {
     CudaEngineOptions o;
     o.recompute = recompute;
     o.bf16_params = bf16_params;
+    o.attention = attention;
     o.lm_head_chunk_rows = 40;    // 57 response rows: chunks of 40, 17
     o.lm_head_chunk_vocab = 128;  // 384 words: 3 chunks
     o.seed = 7;
     return o;
   };
-  const std::vector<Case> cases = {{"llama recompute 0", false, options(0, false)},
-                                   {"llama recompute 1", false, options(1, false)},
-                                   {"llama recompute 2", false, options(2, false)},
-                                   {"llama bf16 weights+SR", false, options(1, true)},
-                                   {"mistral tied window", true, options(1, false)}};
+  std::vector<Case> cases = {{"llama recompute 0", false, options(0, false)},
+                             {"llama recompute 1", false, options(1, false)},
+                             {"llama recompute 2", false, options(2, false)},
+                             {"llama bf16 weights+SR", false, options(1, true)},
+                             {"mistral tied window", true, options(1, false)}};
+#ifdef STAPO_HAVE_CUDNN
+  cases.push_back({"llama cudnn attention", false, options(1, false, AttentionPath::cudnn)});
+  cases.push_back({"mistral cudnn window", true, options(1, false, AttentionPath::cudnn)});
+#endif
 
   printf("%-22s %11s %9s %9s %9s %9s %-34s %9s %-34s %s\n", "case", "dS/token", "dH/token", "dloss", "dnorm", "grad",
          "(worst tensor)", "update", "(worst tensor)", "result");
@@ -196,7 +204,7 @@ int device_check_run() {
     CudaEngine gpu(*model, k.options);
     CpuEngine<float> cpu(std::move(model));
     const size_t tensors = cpu.model().parameters().size();
-    const PairBatch batch = check_batch(config.vocab_size, seed + 1);
+    const PairBatch batch = check_batch(config.vocab_size, seed + 1, k.options.attention == AttentionPath::flash);
 
     StepRecord ref, out;
     const HostParameter cpu_host = [&](size_t i, bool grad) {
@@ -242,7 +250,8 @@ int device_check_run() {
     bool ok = std::isfinite(out.loss) && logp_err <= kLogpPerTokenTol && entropy_err <= kEntropyPerTokenTol &&
               loss_err <= kLossTol && norm_err <= kGradNormTol && grad_err <= kGradTol && update_err <= kUpdateTol;
     std::string note;
-    if (!k.mistral && !k.options.bf16_params) {  // recompute levels must reproduce level 0's gradients
+    // Recompute levels must reproduce level 0's gradients (same kernels, same batch).
+    if (!k.mistral && !k.options.bf16_params && k.options.attention == AttentionPath::flash) {
       if (k.options.recompute == 0) {
         recompute0_grads = out.grads;
       } else {

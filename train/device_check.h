@@ -4,9 +4,10 @@
 //   per-sequence log-prob sums S (error per response token), the loss, the gradient norm, every gradient tensor
 //   (relative L2 error, worst tensor named), and every tensor's AdamW update w_after − w_before (the same).
 // Cases: a Llama (llama3 RoPE, untied) under each recompute level and under bf16 weights with stochastic
-// rounding, and a Mistral (sliding window, tied embeddings). The lm_head runs in small chunks so that its chunk
-// loops are exercised. Recompute levels 1 and 2 must also reproduce level 0's gradients (the recomputed
-// activations are the same values). Prints one table; returns 0 when everything is within tolerance, else 1.
+// rounding, and a Mistral (sliding window, tied embeddings); in builds with the cuDNN attention path, both
+// models again on it (with an unpacked batch: one sequence per row). The lm_head runs in small chunks so that
+// its chunk loops are exercised. Recompute levels 1 and 2 must also reproduce level 0's gradients (the
+// recomputed activations are the same values). Prints one table; returns 0 when everything is within tolerance, else 1.
 #pragma once
 
 namespace stapo {

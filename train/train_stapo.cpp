@@ -4,6 +4,7 @@
 // (CudaEngine::step_report), to stderr every --report-every seconds, and into a summary at the end.
 // --device-check compares one step with the CPU reference on tiny models and exits (train/device_check.h).
 #include <memory>
+#include <string>
 
 #include "common/cli.h"          // defines: STAPO_PARSE_CLI, run_main
 #include "train/cuda_engine.h"   // defines: CudaEngine, CudaEngineOptions
@@ -24,6 +25,11 @@ int main(int argc, char** argv) {
                  "activations recomputed in backward: 0 none, 1 RMSNorm outputs and SwiGLU (default), 2 every "
                  "layer's forward (least memory)")
       ->check(CLI::Range(0, 2));
+  std::string attention = "flash";
+  app.add_option("--attention", attention,
+                 "attention kernels: flash (ours, default) or cudnn (cuDNN's fused SDPA, for comparison: builds "
+                 "with cuDNN only, one sequence per row, so no --packing)")
+      ->check(CLI::IsMember({"flash", "cudnn"}));
   app.add_option("--peak-tflops", options.peak_tflops,
                  "the card's dense bf16 peak for MFU (default: known from the device name, e.g. H100 989)");
   app.add_option("--report-every", options.report_every_s, "seconds between MFU / memory lines (0: off)");
@@ -37,6 +43,7 @@ int main(int argc, char** argv) {
       code = stapo::device_check_run();
       return;
     }
+    options.attention = stapo::attention_path(attention);
     options.max_tokens = 2 * flags.loader.pairs_per_batch * flags.loader.row_length;
     options.seed = flags.trainer.seed;
     auto make_engine = [&](const std::string& dir) -> std::unique_ptr<stapo::Engine> {

@@ -8,12 +8,14 @@
 // (cudaMemGetInfo, the CUDA context excluded, like torch.cuda.max_memory_allocated).
 //
 //   build-gpu/dev/bench/gpu_step --config dev/bench/gpu_step_config.json --out result.json [--bf16-params]
+//     [--recompute 0|1|2] [--attention flash|cudnn]
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "common/cli.h"           // defines: STAPO_PARSE_CLI, run_main
@@ -70,8 +72,12 @@ int main(int argc, char** argv) {
   app.add_flag("--bf16-params", options.bf16_params, "bf16 weights with stochastic rounding, no fp32 master copy");
   app.add_option("--recompute", options.recompute, "activation recomputation level 0, 1 or 2 (train_stapo's)")
       ->check(CLI::Range(0, 2));
+  std::string attention = "flash";
+  app.add_option("--attention", attention, "attention kernels: flash (ours) or cudnn (train_stapo's)")
+      ->check(CLI::IsMember({"flash", "cudnn"}));
   STAPO_PARSE_CLI(app, argc, argv);
   return stapo::run_main([&] {
+    options.attention = stapo::attention_path(attention);
     nlohmann::json bench;
     try {
       bench = nlohmann::json::parse(stapo::read_text_file(config_path));
@@ -147,6 +153,7 @@ int main(int argc, char** argv) {
     result["peak_memory_gib"] = stats.peak_bytes / double(1 << 30);
     result["bf16_params"] = options.bf16_params;
     result["recompute"] = options.recompute;
+    result["attention"] = attention;
     result["loss"] = last_loss;
     printf("%s\n", result.dump().c_str());
     if (!out_path.empty()) stapo::write_file_atomic(out_path, result.dump(1) + "\n");
