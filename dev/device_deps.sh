@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build packages for a machine that cannot reach a package registry (the lent GPU machines).
-#   dev/device_deps.sh download          here: apt-get download the .debs into .debs/ (carry that folder)
+#   dev/device_deps.sh download          here: apt-get download the .debs into .debs/, and the cudnn-frontend
+#                                        headers into .deps/ (carry both folders)
 #   dev/device_deps.sh unpack DIR        there: unpack them into DIR (never into /) and write DIR/env.sh,
 #                                        which points CMake, pkg-config and the loader at DIR
 set -euo pipefail
@@ -15,6 +16,7 @@ case "${1:-}" in
     mkdir -p .debs
     (cd .debs && apt-get download "${packages[@]}")
     echo "downloaded $(find .debs -name '*.deb' | wc -l) packages into .debs/ ($(du -sh .debs | cut -f1))"
+    bash dev/deps.sh --cudnn-frontend  # headers for the cuDNN attention path, into .deps/ (carry it too)
     ;;
   unpack)
     root=$(mkdir -p "${2:?unpack needs a folder}" && cd "$2" && pwd)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # ONE command for all GPU verification, sized for a short lease on a lent H100/H200:
 #   versions -> configure + build of the GPU targets (Release, sm_90a, all cores) -> every `gpu`-labelled test ->
-#   ./train_stapo --device-check -> the benchmark pair (ours vs PyTorch) -> the dev/cuda playgrounds ->
-#   compute-sanitizer memcheck over the kernel tests -> a summary table, printed last.
+#   ./train_stapo --device-check -> the benchmark pair (ours vs PyTorch; and ours on cuDNN's attention where
+#   that path is built) -> the dev/cuda playgrounds -> compute-sanitizer memcheck over the kernel tests -> a
+#   summary table, printed last.
 # It keeps going after a failure, bounds each part with a timeout, and reports each part. Results go to the
 # folder given as $1, else $OUT, else ./out/gpu_check.
 #
@@ -10,7 +11,8 @@
 #
 # On a machine without this project's Debian build packages (the lent GPU machines have CUDA, CMake and
 # PyTorch but no GoogleTest, nlohmann-json, CLI11, PCRE2 or OpenBLAS), run `dev/device_deps.sh download`
-# here first and carry the `.debs/` folder: this script unpacks it into .sysroot/ and builds against it.
+# here first and carry the `.debs/` and `.deps/` folders: this script unpacks .debs/ into .sysroot/ and builds
+# against it; .deps/ holds the cudnn-frontend headers for the cuDNN attention path.
 set -u -o pipefail
 cd "$(dirname "$0")/.." || exit 1
 
@@ -40,15 +42,26 @@ versions() {
 }
 
 configure_and_build() {
-  local extra=()
+  local extra=() prefixes=()
   if [ -d .debs ]; then
     bash dev/device_deps.sh unpack .sysroot
     # shellcheck disable=SC1091
     source .sysroot/env.sh
-    extra+=("-DCMAKE_PREFIX_PATH=$STAPO_SYSROOT/usr" "-DBLAS_LIBRARIES=$STAPO_SYSROOT_BLAS")
+    prefixes+=("$STAPO_SYSROOT/usr")
+    extra+=("-DBLAS_LIBRARIES=$STAPO_SYSROOT_BLAS")
+  fi
+  # The cuDNN attention path (kernels/attention_cudnn.h) is built when CMake finds cuDNN and the frontend
+  # headers (.deps/, carried from `dev/deps.sh --cudnn-frontend`). Where the toolkit has no cuDNN, PyTorch's
+  # wheel of it (nvidia/cudnn: include/ and lib/) serves.
+  local torch_cudnn
+  torch_cudnn=$(python3 -c "import nvidia.cudnn as m; print(m.__path__[0])" 2>/dev/null) &&
+    [ ! -f /usr/local/cuda/include/cudnn.h ] && prefixes+=("$torch_cudnn")
+  if [ "${#prefixes[@]}" -gt 0 ]; then
+    extra+=("-DCMAKE_PREFIX_PATH=$(IFS=';'; echo "${prefixes[*]}")")
   fi
   cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DSTAPO_CUDA=ON -DSTAPO_CUDA_ARCHS=90a "${extra[@]}" &&
     cmake --build "$build" -j "$jobs" --target test_gpu_smoke test_kernels train_stapo gpu_step -- -k
+  if cudnn_built; then echo "cuDNN attention path: built"; else echo "cuDNN attention path: not built"; fi
 }
 
 gpu_tests() {
@@ -76,6 +89,11 @@ bench_ours() {
   fi
 }
 
+cudnn_built() {
+  grep -q "^STAPO_CUDNN_FRONTEND_INCLUDE_DIR:PATH=/" "$build/CMakeCache.txt" 2>/dev/null &&
+    grep -q "^STAPO_CUDNN_LIB:FILEPATH=/" "$build/CMakeCache.txt"
+}
+
 # The dev/cuda playgrounds: each checks its kernel against the CPU twin, then times it (per-kernel numbers).
 playgrounds() {
   local blas=()
@@ -88,6 +106,17 @@ playgrounds() {
     echo "-- $playground"
     timeout 60 "dev/cuda/$playground" || failed=1
   done
+  if cudnn_built; then  # attention version 3: cuDNN's SDPA on the same shapes
+    local lib
+    lib=$(dirname "$(grep "^STAPO_CUDNN_LIB:FILEPATH=" "$build/CMakeCache.txt" | cut -d= -f2)")
+    local include
+    include=$(grep "^STAPO_CUDNN_INCLUDE_DIR:PATH=" "$build/CMakeCache.txt" | cut -d= -f2)
+    rm -f dev/cuda/attention
+    echo "-- attention 3 (cuDNN)"
+    make -C dev/cuda attention CUDNN=1 "${blas[@]}" "CUDNN_DIRS=-I$include -L$lib -Xlinker -rpath=$lib" &&
+      timeout 120 dev/cuda/attention 3 || failed=1
+    rm -f dev/cuda/attention
+  fi
   return $failed
 }
 
@@ -113,6 +142,7 @@ run_part device_check device_check
 run_part bench_ours bench_ours ours
 # The least-memory configuration: bf16 weights with stochastic rounding, every layer recomputed.
 run_part bench_lowmem bench_ours ours_lowmem --bf16-params --recompute 2
+if cudnn_built; then run_part bench_cudnn bench_ours ours_cudnn --attention cudnn; fi
 run_part bench_torch bench_torch
 run_part playgrounds playgrounds
 run_part sanitizer sanitizer
@@ -126,7 +156,7 @@ python3 - "$out" <<'PY'
 import json, os, sys
 out = sys.argv[1]
 rows = []
-for impl in ("ours", "ours_lowmem", "torch"):
+for impl in ("ours", "ours_lowmem", "ours_cudnn", "torch"):
     path = os.path.join(out, f"bench_{impl}.json")
     if os.path.exists(path):
         r = json.load(open(path))
@@ -136,12 +166,12 @@ for impl in ("ours", "ours_lowmem", "torch"):
     else:
         rows.append(f"{impl:11s} (no result)")
 results = {}
-for impl in ("ours", "ours_lowmem", "torch"):
+for impl in ("ours", "ours_lowmem", "ours_cudnn", "torch"):
     path = os.path.join(out, f"bench_{impl}.json")
     if os.path.exists(path):
         results[impl] = json.load(open(path))
 torch_r = results.get("torch")
-for impl in ("ours", "ours_lowmem"):
+for impl in ("ours", "ours_lowmem", "ours_cudnn"):
     r = results.get(impl)
     if r and torch_r and torch_r.get("peak_memory_gib") and r.get("peak_memory_gib"):
         rows.append(f"{impl} / torch: tokens/s x{r['tokens_per_s'] / torch_r['tokens_per_s']:.2f} (goal >= 1.5), "

@@ -5,11 +5,19 @@
 //      Correct and obvious; a baseline for what tiling buys.
 //   2: the mainline flash-attention kernels: 64-query × 64-key tiles in shared memory, 4×4 register
 //      micro-tiles, online softmax; backward as two atomic-free kernels (dk/dv per key tile, dq per query tile).
-// Validates the chosen version (and the backward) against the CPU twin on a small packed batch, then times it
-// on a Llama-3-8B-shaped batch and prints achieved TFLOP/s (causal: half the dense FLOPs).
+//   3: cuDNN's fused SDPA through kernels/attention_cudnn.h (build: make attention CUDNN=1), the yardstick for
+//      2. It takes one sequence per row, so its validation batch is one sequence and padding per row.
+// Validates the chosen version (and the backward) against the CPU twin on a small batch (packed for 1 and 2),
+// then times it on a Llama-3-8B-shaped batch and prints achieved TFLOP/s (causal: half the dense FLOPs).
+#include <functional>
+#include <memory>
+
 #include "dev/cuda/common.h"
 #include "kernels/attention.cu"
 #include "model/ops/attention.h"
+#ifdef STAPO_HAVE_CUDNN
+#include "kernels/attention_cudnn.h"
+#endif
 
 using namespace playground;
 
@@ -59,10 +67,19 @@ void attention_forward_version(int version, bf16* out, float* lse, const bf16* q
 
 int main(int argc, char** argv) {
   const int version = argc > 1 ? std::atoi(argv[1]) : 2;
-  if (version < 1 || version > 2) {
-    std::printf("usage: %s [1|2]\n", argv[0]);
+  if (version < 1 || version > 3) {
+    std::printf("usage: %s [1|2|3]\n", argv[0]);
     return 2;
   }
+#ifdef STAPO_HAVE_CUDNN
+  std::unique_ptr<stapo::CudnnAttention> cudnn;
+  if (version == 3) cudnn = std::make_unique<stapo::CudnnAttention>();
+#else
+  if (version == 3) {
+    std::printf("version 3 needs cuDNN: make attention CUDNN=1\n");
+    return 2;
+  }
+#endif
   print_device();
   std::printf("version %d\n", version);
   for (int pass = 0; pass < 2; ++pass) {
@@ -74,7 +91,8 @@ int main(int argc, char** argv) {
     std::vector<int32_t> segments(N);
     for (size_t i = 0; i < N; ++i) {
       const int p = (int)(i % s.T);
-      segments[i] = bench ? 0 : (p < 120 ? 0 : p < 280 ? 1 : -1);  // two packed sequences, then padding
+      // Two packed sequences then padding; version 3 takes one sequence per row.
+      segments[i] = bench ? 0 : p < 120 ? 0 : p < 280 ? (version == 3 ? 0 : 1) : -1;
     }
     auto q = random_normal(nq, 1.0f, 1), k = random_normal(nkv, 1.0f, 2), v = random_normal(nkv, 1.0f, 3),
          dout = random_normal(nq, 1.0f, 4);
@@ -83,13 +101,20 @@ int main(int argc, char** argv) {
          *d_dv = device_alloc<bf16>(nkv);
     float *d_lse = device_alloc<float>(N * s.H), *d_scratch = device_alloc<float>(N * s.H);
     int32_t* d_segments = to_device(segments);
-    auto forward = [&] { attention_forward_version(version, d_out, d_lse, d_q, d_k, d_v, s, d_segments); };
-    auto backward = [&] {
+    std::function<void()> forward = [&] { attention_forward_version(version, d_out, d_lse, d_q, d_k, d_v, s, d_segments); };
+    std::function<void()> backward = [&] {
       stapo::attention_backward(d_dq, d_dk, d_dv, d_scratch, d_dout, d_out, d_lse, d_q, d_k, d_v, s, d_segments, 0);
     };
+#ifdef STAPO_HAVE_CUDNN
+    if (cudnn) {
+      cudnn->set_rows(segments, s.rows, s.T, 0);
+      forward = [&] { cudnn->forward(d_out, d_lse, d_q, d_k, d_v, s, 0); };
+      backward = [&] { cudnn->backward(d_dq, d_dk, d_dv, d_dout, d_out, d_lse, d_q, d_k, d_v, s, 0); };
+    }
+#endif
     if (!bench) {
-      std::printf("validate rows=%d T=%d H=%d Hkv=%d D=%d window=%d (packed + padding)\n", s.rows, s.T, s.H, s.Hkv,
-                  s.D, s.window);
+      std::printf("validate rows=%d T=%d H=%d Hkv=%d D=%d window=%d (%s + padding)\n", s.rows, s.T, s.H, s.Hkv,
+                  s.D, s.window, version == 3 ? "one sequence" : "packed");
       std::vector<float> out(nq), lse(N * s.H), dq(nq), dk(nkv), dv(nkv);
       stapo::attention_forward(out.data(), lse.data(), q.data(), k.data(), v.data(), s, segments.data());
       stapo::attention_backward(dq.data(), dk.data(), dv.data(), dout.data(), out.data(), lse.data(), q.data(),
