@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <sstream>
 #include <unistd.h>
 
 #include "common/error.h"
@@ -227,6 +228,32 @@ std::string Trainer::save_checkpoint(const std::string& name) {
   return final_dir;
 }
 
+// Every log line carries "step"; a line that does not parse (a crash mid-write) goes too, and is counted.
+void Trainer::drop_log_after(int64_t step) {
+  const std::string path = config_.out_dir + "/log.jsonl";
+  if (!std::filesystem::exists(path)) return;
+  std::istringstream in(read_text_file(path));
+  std::string kept, line;
+  size_t later = 0, unreadable = 0;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("step") || !j["step"].is_number_integer()) {
+      ++unreadable;
+    } else if (j["step"].get<int64_t>() > step) {
+      ++later;
+    } else {
+      kept += line + "\n";
+    }
+  }
+  if (later + unreadable == 0) return;
+  write_file_atomic(path, kept);
+  fprintf(stderr, "resume: removed %zu lines of %s from steps after %lld (they run again)", later, path.c_str(),
+          (long long)step);
+  if (unreadable > 0) fprintf(stderr, " and %zu unreadable lines", unreadable);
+  fprintf(stderr, "\n");
+}
+
 void Trainer::resume(const std::string& dir) {
   const std::string path = dir + "/trainer_state.json";
   nlohmann::json state;
@@ -248,6 +275,7 @@ void Trainer::resume(const std::string& dir) {
   state_.position = DataPosition{state["data_epoch"], state["data_index"]};
   state_.last_checkpoint = dir;
   loader_.seek(state_.position);
+  drop_log_after(state_.step);
 }
 
 void Trainer::train() {

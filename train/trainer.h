@@ -85,7 +85,8 @@ class Trainer {
   // with or without eval data), logged and printed. Kept by reference; null: none.
   void set_eval_sampler(const EvalSampler* sampler) { sampler_ = sampler; }
   // Continues from a checkpoint written by this trainer: optimizer moments, step, data position.
-  // The engine must already hold the checkpoint's model (loaded from the same directory).
+  // The engine must already hold the checkpoint's model (loaded from the same directory). Lines of
+  // <out>/log.jsonl from steps after the checkpoint are removed (those steps run again), with a count on stderr.
   void resume(const std::string& checkpoint_dir);
   void train();  // until total_steps()
   int64_t total_steps() const;
@@ -97,6 +98,7 @@ class Trainer {
 
  private:
   void log(const nlohmann::ordered_json& line);
+  void drop_log_after(int64_t step);
 
   Engine& engine_;
   PairLoader& loader_;

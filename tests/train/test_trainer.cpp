@@ -241,6 +241,40 @@ TEST(Trainer, ResumeIsBitwiseExact) {
   EXPECT_TRUE(std::filesystem::exists(dir.path + "/straight/final/trainer_state.json"));
 }
 
+// Resuming into the run's own folder re-runs the steps after the checkpoint: their earlier log lines (and a
+// torn last line) are removed, so each step is logged once.
+TEST(Trainer, ResumeInPlaceLogsEachStepOnce) {
+  TempDir dir;
+  const int vocab = 16;
+  const std::string data = test::write_shard(dir.path, "d.bin", test::make_pairs(20, vocab, 13, false), vocab, true, 7);
+  const std::string init = dir.path + "/init", out = dir.path + "/run";
+  model_save_hf(*tiny_model<float>(41), init, DType::F32);
+  const int64_t N = 3;
+  {  // a run that got to step 2N − 1 (its checkpoint at N), then died mid-line
+    Shard shard(data);
+    PairLoader loader(shard, test::test_loader_config(3, 9));
+    CpuEngine<float> engine(model_load_hf<float>(init));
+    TrainerConfig tc = run_config(out, LossKind::simpo, 2 * N - 1);
+    tc.save_every = N;
+    Trainer trainer(engine, loader, nullptr, 0, tc);
+    trainer.train();
+    File(out + "/log.jsonl", "ab").write("{\"step\": 6, \"lo", 15);
+  }
+  {
+    const std::string ckpt = out + "/checkpoint-" + std::to_string(N);
+    Shard shard(data);
+    PairLoader loader(shard, test::test_loader_config(3, 9));
+    CpuEngine<float> engine(model_load_hf<float>(ckpt));
+    Trainer trainer(engine, loader, nullptr, 0, run_config(out, LossKind::simpo, 2 * N));
+    trainer.resume(ckpt);
+    trainer.train();
+  }
+  std::vector<int64_t> steps;
+  for (const auto& line : test::read_jsonl(out + "/log.jsonl"))
+    if (line.contains("loss")) steps.push_back(line["step"].get<int64_t>());
+  EXPECT_EQ(steps, (std::vector<int64_t>{1, 2, 3, 4, 5, 6}));
+}
+
 TEST(Trainer, NonFiniteStopsNamingStepPairsAndCheckpoint) {
   TempDir dir;
   const int vocab = 16;
