@@ -57,14 +57,15 @@ CpuModel<T>::CpuModel(const ModelConfig& config) : config_(config) {
     total += n;
   }
   param_buffer_.assign(total, (T)0);
-  grad_buffer_.assign(total, (T)0);
+  grad_buffer_.reset(static_cast<T*>(std::calloc(total, sizeof(T))));
+  STAPO_CHECK(grad_buffer_ != nullptr, "out of memory: ", total, " gradients of ", sizeof(T), " bytes");
   for (size_t i = 0; i < specs.size(); ++i) {
     Parameter<T> p;
     p.name = specs[i].name;
     p.shape = specs[i].shape;
     p.numel = (i + 1 < specs.size() ? offsets[i + 1] : total) - offsets[i];
     p.data = param_buffer_.data() + offsets[i];
-    p.grad = grad_buffer_.data() + offsets[i];
+    p.grad = grad_buffer_.get() + offsets[i];
     p.is_norm = specs[i].is_norm;
     params_.push_back(p);
   }
@@ -94,7 +95,7 @@ Parameter<T>& CpuModel<T>::parameter(const std::string& name) {
 
 template <typename T>
 void CpuModel<T>::zero_grad() {
-  std::fill(grad_buffer_.begin(), grad_buffer_.end(), (T)0);
+  std::fill(grad_buffer_.get(), grad_buffer_.get() + param_buffer_.size(), (T)0);
 }
 
 template <typename T>

@@ -4,6 +4,7 @@
 // order of parameters(); activations of the last forward are kept for backward (sizes in docs/model.md).
 #pragma once
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -36,7 +37,7 @@ class CpuModel {
   const std::vector<Parameter<T>>& parameters() const { return params_; }
   Parameter<T>& parameter(const std::string& name);  // error naming it when absent
   T* param_data() { return param_buffer_.data(); }  // all parameters, contiguous
-  T* grad_data() { return grad_buffer_.data(); }
+  T* grad_data() { return grad_buffer_.get(); }
   size_t num_params() const { return param_buffer_.size(); }
 
   // Per position of batch (rows·T): log-prob of targets[i] and entropy of the next-token distribution,
@@ -92,7 +93,12 @@ class CpuModel {
 
   ModelConfig config_;
   std::vector<T> param_buffer_;
-  std::vector<T> grad_buffer_;
+  struct FreeDeleter {
+    void operator()(T* p) const { std::free(p); }
+  };
+  // calloc'd: the OS commits its zero pages only when they are first written, so a model that only runs
+  // forward (generate, score, the trainer's eval samples) costs its weights alone.
+  std::unique_ptr<T[], FreeDeleter> grad_buffer_;
   std::vector<Parameter<T>> params_;
   std::vector<Layer> w_layers_, g_layers_;  // weights and gradients per layer
   Globals w_, g_;
