@@ -94,7 +94,7 @@ std::vector<int32_t> cudnn_attention_row_lengths(const std::vector<int32_t>& seg
 
 struct CudnnAttention::Impl {
   cudnnHandle_t handle = nullptr;
-  std::map<ShapeKey, std::shared_ptr<fe::graph::Graph>> forward_graphs, backward_graphs;
+  std::map<ShapeKey, std::shared_ptr<fe::graph::Graph>> forward_graphs, backward_graphs;  // per shape
   void* workspace = nullptr;
   int64_t workspace_bytes = 0;
   std::vector<int32_t> lengths;        // host copy: which positions are padding
@@ -127,48 +127,51 @@ struct CudnnAttention::Impl {
     if (s.window > 0) options.set_sliding_window_length(s.window);
   }
 
-  std::shared_ptr<fe::graph::Graph> forward_graph(const AttentionShape& s) {
-    auto found = forward_graphs.find(key_of(s));
-    if (found != forward_graphs.end()) return found->second;
+  using GraphCache = std::map<ShapeKey, std::shared_ptr<fe::graph::Graph>>;
+  using TensorPtr = std::shared_ptr<fe::graph::Tensor_attributes>;
+
+  // The graph for shape s from `cache`, else a new one: q, k, v as inputs, then `define` adds the rest.
+  template <class Define>
+  std::shared_ptr<fe::graph::Graph> cached_graph(GraphCache& cache, const AttentionShape& s, Define define) {
+    auto found = cache.find(key_of(s));
+    if (found != cache.end()) return found->second;
     auto graph = new_graph();
-    auto q = graph->tensor(token_major("q", kQ, s, s.H));
-    auto k = graph->tensor(token_major("k", kK, s, s.Hkv));
-    auto v = graph->tensor(token_major("v", kV, s, s.Hkv));
-    auto options = fe::graph::SDPA_attributes().set_name("sdpa").set_generate_stats(true);
-    set_masks(*graph, s, options);
-    auto [o, stats] = graph->sdpa(q, k, v, options);
-    const auto o_layout = token_major("o", kO, s, s.H);
-    o->set_output(true).set_uid(kO).set_dim(o_layout.get_dim()).set_stride(o_layout.get_stride());
-    const auto stats_layout = stats_tensor(s);
-    stats->set_output(true)
-        .set_uid(kStats)
-        .set_data_type(fe::DataType_t::FLOAT)
-        .set_dim(stats_layout.get_dim())
-        .set_stride(stats_layout.get_stride());
+    define(*graph, graph->tensor(token_major("q", kQ, s, s.H)), graph->tensor(token_major("k", kK, s, s.Hkv)),
+           graph->tensor(token_major("v", kV, s, s.Hkv)));
     finish(graph, s);
-    return forward_graphs[key_of(s)] = graph;
+    return cache[key_of(s)] = graph;
+  }
+
+  // Marks an operation's result as an output with the uid, dims and strides of `layout`.
+  static void bind_output(const TensorPtr& tensor, const fe::graph::Tensor_attributes& layout) {
+    tensor->set_output(true).set_uid(layout.get_uid()).set_dim(layout.get_dim()).set_stride(layout.get_stride());
+  }
+
+  std::shared_ptr<fe::graph::Graph> forward_graph(const AttentionShape& s) {
+    return cached_graph(forward_graphs, s, [&](fe::graph::Graph& graph, TensorPtr q, TensorPtr k, TensorPtr v) {
+      auto options = fe::graph::SDPA_attributes().set_name("sdpa").set_generate_stats(true);
+      set_masks(graph, s, options);
+      auto [o, stats] = graph.sdpa(q, k, v, options);
+      bind_output(o, token_major("o", kO, s, s.H));
+      bind_output(stats, stats_tensor(s));
+      stats->set_data_type(fe::DataType_t::FLOAT);
+    });
   }
 
   std::shared_ptr<fe::graph::Graph> backward_graph(const AttentionShape& s) {
-    auto found = backward_graphs.find(key_of(s));
-    if (found != backward_graphs.end()) return found->second;
-    auto graph = new_graph();
-    auto q = graph->tensor(token_major("q", kQ, s, s.H));
-    auto k = graph->tensor(token_major("k", kK, s, s.Hkv));
-    auto v = graph->tensor(token_major("v", kV, s, s.Hkv));
-    auto o = graph->tensor(token_major("o", kO, s, s.H));
-    auto d_o = graph->tensor(token_major("dO", kDO, s, s.H));
-    auto stats = graph->tensor(stats_tensor(s));
-    // Deterministic: the trainer promises bitwise-identical resumed runs.
-    auto options = fe::graph::SDPA_backward_attributes().set_name("sdpa_backward").set_deterministic_algorithm(true);
-    set_masks(*graph, s, options);
-    auto [dq, dk, dv] = graph->sdpa_backward(q, k, v, o, d_o, stats, options);
-    for (auto [tensor, uid, heads] : {std::tuple{dq, kDQ, s.H}, std::tuple{dk, kDK, s.Hkv}, std::tuple{dv, kDV, s.Hkv}}) {
-      const auto layout = token_major("d", uid, s, heads);
-      tensor->set_output(true).set_uid(uid).set_dim(layout.get_dim()).set_stride(layout.get_stride());
-    }
-    finish(graph, s);
-    return backward_graphs[key_of(s)] = graph;
+    return cached_graph(backward_graphs, s, [&](fe::graph::Graph& graph, TensorPtr q, TensorPtr k, TensorPtr v) {
+      auto o = graph.tensor(token_major("o", kO, s, s.H));
+      auto d_o = graph.tensor(token_major("dO", kDO, s, s.H));
+      auto stats = graph.tensor(stats_tensor(s));
+      // Deterministic: the trainer promises bitwise-identical resumed runs.
+      auto options =
+          fe::graph::SDPA_backward_attributes().set_name("sdpa_backward").set_deterministic_algorithm(true);
+      set_masks(graph, s, options);
+      auto [dq, dk, dv] = graph.sdpa_backward(q, k, v, o, d_o, stats, options);
+      bind_output(dq, token_major("dq", kDQ, s, s.H));
+      bind_output(dk, token_major("dk", kDK, s, s.Hkv));
+      bind_output(dv, token_major("dv", kDV, s, s.Hkv));
+    });
   }
 
   void check_rows(const AttentionShape& s) const {
