@@ -41,13 +41,14 @@ Generation generate(const CpuModel<float>& model, const std::vector<int32_t>& pr
   STAPO_CHECK(c.max_position_embeddings <= 0 || needed <= c.max_position_embeddings, "generate: ", prompt.size(),
               " prompt tokens + ", options.max_new_tokens, " new tokens exceed the model's max_position_embeddings (",
               c.max_position_embeddings, "); lower --max-new-tokens or shorten the prompt");
+  const int drawable = options.vocab_limit > 0 ? std::min(options.vocab_limit, c.vocab_size) : c.vocab_size;
   KvDecoder<float> decoder(model, std::max(needed, 1));
   std::mt19937_64 rng(options.seed);
   const std::vector<float>* logits = nullptr;
   for (int32_t id : prompt) logits = &decoder.step(id);
   Generation out;
   for (int i = 0; i < options.max_new_tokens; ++i) {
-    int32_t next = sample_next(logits->data(), c.vocab_size, options, rng);
+    int32_t next = sample_next(logits->data(), drawable, options, rng);
     if (std::find(stop_ids.begin(), stop_ids.end(), next) != stop_ids.end()) {
       out.stopped = true;
       break;

@@ -17,6 +17,8 @@ struct SamplingOptions {
   float top_p = 1.0f;        // in (0, 1]
   int max_new_tokens = 64;
   uint64_t seed = 0;
+  int vocab_limit = 0;  // > 0: only ids below it are drawn (the tokenizer's size, when the model's vocabulary
+                        // is padded past it: no token maps to the extra rows)
 };
 
 struct Generation {
@@ -28,7 +30,7 @@ struct Generation {
 int32_t sample_next(const float* logits, int V, const SamplingOptions& options, std::mt19937_64& rng);
 
 // Continues `prompt` (non-empty; prompt + max_new_tokens must fit max_position_embeddings when the
-// config sets it).
+// config sets it). Draws from the first min(vocab_size, vocab_limit) logits.
 Generation generate(const CpuModel<float>& model, const std::vector<int32_t>& prompt,
                     const std::vector<int32_t>& stop_ids, const SamplingOptions& options);
 

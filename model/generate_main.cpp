@@ -58,6 +58,7 @@ int main(int argc, char** argv) {
     auto tokenizer = stapo::Tokenizer::load(tokenizer_path.empty() ? model_dir : tokenizer_path);
     STAPO_CHECK(tokenizer->vocab_size() <= model->config().vocab_size, "the tokenizer has ", tokenizer->vocab_size(),
                 " tokens but the model's vocab_size is ", model->config().vocab_size, ": they do not belong together");
+    options.vocab_limit = tokenizer->vocab_size();
     auto chat_template = stapo::ChatTemplate::by_name(template_name, *tokenizer);
     std::vector<int32_t> ids = stapo::chat_prompt_ids(*tokenizer, chat_template, messages);
     stapo::Generation out =

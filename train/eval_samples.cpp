@@ -56,6 +56,7 @@ std::vector<EvalSample> EvalSampler::sample(const CpuModel<float>& model) const 
   const std::vector<int32_t> stop_ids = reply_stop_ids(*tokenizer_, chat_template_, model.config());
   SamplingOptions greedy;
   greedy.max_new_tokens = max_new_tokens_;
+  greedy.vocab_limit = tokenizer_->vocab_size();
   std::vector<EvalSample> out;
   for (size_t i = 0; i < prompts_.size(); i++) {
     const Generation g = generate(model, prompt_ids_[i], stop_ids, greedy);

@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
     if (threads > 0) omp_set_num_threads(threads);
     auto model = stapo::model_load_hf<float>(model_dir);
     auto tokenizer = stapo::Tokenizer::load(tokenizer_path.empty() ? model_dir : tokenizer_path);
+    greedy.vocab_limit = tokenizer->vocab_size();
     auto chat_template = stapo::ChatTemplate::by_name(template_name, *tokenizer);
     const std::vector<int32_t> stop_ids = stapo::reply_stop_ids(*tokenizer, chat_template, model->config());
     std::istringstream lines(stapo::read_text_file(prompts_path));

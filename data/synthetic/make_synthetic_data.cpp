@@ -15,11 +15,14 @@
 #include "data/synthetic/tokenizer_builder.h"  // defines: bpe_train_letter_runs, bpe_tokenizer_json
 #include "model/model.h"                       // defines: CpuModel, model_init_random, model_save_hf
 
-// A Llama of the given size whose vocabulary is the tokenizer's and whose end of text is <|im_end|>.
+// A Llama of the given size whose vocabulary is the tokenizer's, rounded up to a multiple of vocab_multiple
+// (the CUDA engine wants multiples of 8; no token maps to the extra rows, as in HF's padded vocabularies), and
+// whose end of text is <|im_end|>.
 static stapo::ModelConfig tiny_llama_config(const stapo::ByteLevelBpe& bpe, int layers, int hidden, int heads,
-                                            int kv_heads, int ffn) {
+                                            int kv_heads, int ffn, int vocab_multiple) {
   stapo::ModelConfig c;
-  c.vocab_size = static_cast<int>(bpe.tokens.size() + bpe.special_tokens.size());
+  const int tokens = static_cast<int>(bpe.tokens.size() + bpe.special_tokens.size());
+  c.vocab_size = (tokens + vocab_multiple - 1) / vocab_multiple * vocab_multiple;
   c.hidden_size = hidden;
   c.intermediate_size = ffn;
   c.num_hidden_layers = layers;
@@ -51,13 +54,17 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.0, 1.0));
   app.add_option("--merges", max_merges, "most BPE merges to learn (letter runs only)")->check(CLI::Range(0, 10000));
   std::string model_dir;
-  int layers = 2, hidden = 64, heads = 4, kv_heads = 2, ffn = 192;
+  int layers = 2, hidden = 64, heads = 4, kv_heads = 2, ffn = 192, vocab_multiple = 1;
   app.add_option("--model-out", model_dir, "also write a randomly initialised tiny Llama for the tokenizer here");
   app.add_option("--layers", layers, "model: decoder layers")->check(CLI::Range(1, 64));
   app.add_option("--hidden", hidden, "model: hidden size")->check(CLI::Range(8, 4096));
   app.add_option("--heads", heads, "model: attention heads")->check(CLI::Range(1, 64));
   app.add_option("--kv-heads", kv_heads, "model: key/value heads")->check(CLI::Range(1, 64));
   app.add_option("--ffn", ffn, "model: MLP intermediate size")->check(CLI::Range(8, 16384));
+  app.add_option("--vocab-multiple", vocab_multiple,
+                 "model: vocabulary rounded up to a multiple of this (8 for the CUDA engine); the extra rows are "
+                 "no token's")
+      ->check(CLI::Range(1, 1024));
   STAPO_PARSE_CLI(app, argc, argv);
   return stapo::run_main([&] {
     stapo::SyntheticRng rng(seed);
@@ -95,7 +102,7 @@ int main(int argc, char** argv) {
     stapo::write_file_atomic(out_dir + "/tokenizer.json", stapo::bpe_tokenizer_json(bpe));
     stapo::write_file_atomic(out_dir + "/tokenizer_config.json", stapo::bpe_tokenizer_config_json());
     if (!model_dir.empty()) {
-      stapo::CpuModel<float> model(tiny_llama_config(bpe, layers, hidden, heads, kv_heads, ffn));
+      stapo::CpuModel<float> model(tiny_llama_config(bpe, layers, hidden, heads, kv_heads, ffn, vocab_multiple));
       stapo::model_init_random(model, seed);
       stapo::model_save_hf(model, model_dir, stapo::DType::F32);
       stapo::write_file_atomic(model_dir + "/tokenizer.json", stapo::bpe_tokenizer_json(bpe));

@@ -184,6 +184,24 @@ TEST(Sampling, GreedyIsFirstArgmax) {
   EXPECT_EQ(sample_next(logits.data(), 50, greedy, rng), 7);
 }
 
+// A model whose vocabulary is padded past the tokenizer's never yields a padding id, greedy or sampled.
+TEST(Generate, VocabLimitKeepsPaddingIdsOut) {
+  ModelConfig config = generation_config("llama");
+  auto model = random_model<float>(config, 8);
+  const std::vector<int32_t> prompt = random_tokens(4, config.vocab_size, 9);
+  SamplingOptions options;
+  options.max_new_tokens = 24;
+  const Generation unlimited = generate(*model, prompt, {}, options);
+  ASSERT_FALSE(unlimited.ids.empty());
+  // Cut the vocabulary just below the greedy run's largest id: that id may no longer appear.
+  options.vocab_limit = *std::max_element(unlimited.ids.begin(), unlimited.ids.end());
+  for (float temperature : {0.0f, 1.5f}) {
+    options.temperature = temperature;
+    for (int32_t id : generate(*model, prompt, {}, options).ids)
+      EXPECT_LT(id, options.vocab_limit) << "temperature " << temperature;
+  }
+}
+
 TEST(Sampling, FrequenciesFollowSoftmaxWithTemperature) {
   std::vector<float> logits = test::random_normal(6, 1.0f);
   SamplingOptions options;
