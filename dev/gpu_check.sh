@@ -2,8 +2,8 @@
 # ONE command for all GPU verification, sized for a short lease on a lent H100/H200:
 #   versions -> configure + build of the GPU targets (Release, sm_90a, all cores) -> every `gpu`-labelled test ->
 #   ./train_stapo --device-check -> the benchmark pair (ours vs PyTorch; and ours on cuDNN's attention where
-#   that path is built) -> the dev/cuda playgrounds -> compute-sanitizer memcheck over the kernel tests -> a
-#   summary table, printed last.
+#   that path is built) -> a short `make demo` on the GPU -> the dev/cuda playgrounds -> compute-sanitizer
+#   memcheck over the kernel tests -> a summary table, printed last.
 # It keeps going after a failure, bounds each part with a timeout, and reports each part. Results go to the
 # folder given as $1, else $OUT, else ./out/gpu_check.
 #
@@ -94,6 +94,13 @@ cudnn_built() {
     grep -q "^STAPO_CUDNN_LIB:FILEPATH=/" "$build/CMakeCache.txt"
 }
 
+# The README's `make demo` on the GPU, shortened (fewer pairs and epochs): dev/demo.sh's GPU route end to end.
+demo_gpu() {
+  rm -rf /tmp/stapo-demo-gpu
+  DEVICE=gpu BUILD="$build" PAIRS=500 EVAL=50 SFT_EPOCHS=3 EPOCHS=2 OUT=/tmp/stapo-demo-gpu \
+    timeout 300 bash dev/demo.sh && cp /tmp/stapo-demo-gpu/summary.md "$out/demo_summary.md"
+}
+
 # The dev/cuda playgrounds: each checks its kernel against the CPU twin, then times it (per-kernel numbers).
 playgrounds() {
   local blas=()
@@ -144,6 +151,7 @@ run_part bench_ours bench_ours ours
 run_part bench_lowmem bench_ours ours_lowmem --bf16-params --recompute 2
 if cudnn_built; then run_part bench_cudnn bench_ours ours_cudnn --attention cudnn; fi
 run_part bench_torch bench_torch
+run_part demo_gpu demo_gpu
 run_part playgrounds playgrounds
 run_part sanitizer sanitizer
 
