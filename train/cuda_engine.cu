@@ -140,22 +140,23 @@ CudaEngine::CudaEngine(const CpuModel<float>& model, const CudaEngineOptions& op
               ") and vocab_size (", c.vocab_size, ") to be multiples of 8; use ./train_stapo_cpu for this model");
   STAPO_CHECK(c.head_dim == 64 || c.head_dim == 128, "the CUDA attention supports head_dim 64 or 128, this model has ",
               c.head_dim, "; use ./train_stapo_cpu for it");
+#ifndef STAPO_HAVE_CUDNN
+  STAPO_CHECK(options.attention != AttentionPath::cudnn, "--attention cudnn: this build has no cuDNN attention path "
+              "(CMake found no cuDNN or no cudnn-frontend headers: run dev/deps.sh --cudnn-frontend and rebuild), "
+              "or use --attention flash");
+#endif
   std::string why;
   STAPO_CHECK(cuda_device_available(&why), "no CUDA device: ", why, ". Use ./train_stapo_cpu on the CPU.");
-  if (options.attention == AttentionPath::cudnn) {
-#ifdef STAPO_HAVE_CUDNN
-    cudnn_attention_ = std::make_unique<CudnnAttention>();
-#else
-    fail("--attention cudnn: this build has no cuDNN attention path (CMake found no cuDNN or cudnn-frontend "
-         "headers: run dev/deps.sh --cudnn-frontend and rebuild), or use --attention flash");
-#endif
-  }
   if (options_.peak_tflops <= 0) options_.peak_tflops = peak_bf16_tflops(cuda_device_description());
   cudaCheck(cudaFree(nullptr));  // creates the context, so the baseline below includes it
   size_t free_bytes = 0, total_bytes = 0;
   cudaCheck(cudaMemGetInfo(&free_bytes, &total_bytes));
   baseline_used_ = total_bytes - free_bytes;
   cudaCheck(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+#ifdef STAPO_HAVE_CUDNN
+  // After the baseline, so that the handle's device memory counts as the engine's.
+  if (options.attention == AttentionPath::cudnn) cudnn_attention_ = std::make_unique<CudnnAttention>();
+#endif
 
   for (const Parameter<float>& p : model.parameters()) {
     Tensor t{p.name, p.shape, round_up(total_, kAlignElements), p.numel, p.is_norm};
