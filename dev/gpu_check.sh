@@ -113,6 +113,8 @@ playgrounds() {
     echo "-- $playground"
     timeout 60 "dev/cuda/$playground" || failed=1
   done
+  echo "-- attention 4 (tensor-core forward, not yet in kernels/)"
+  timeout 60 dev/cuda/attention 4 || failed=1
   if cudnn_built; then  # attention version 3: cuDNN's SDPA on the same shapes
     local lib
     lib=$(dirname "$(grep "^STAPO_CUDNN_LIB:FILEPATH=" "$build/CMakeCache.txt" | cut -d= -f2)")
