@@ -10,8 +10,9 @@
 //   4: version 2's tiles, masking and online softmax with its two products on tensor cores (WMMA, bf16
 //      16×16×16, fp32 accumulate): Q, K, V and P in shared memory as bf16, S = Q·Kᵀ and the tile's P·V written
 //      to fp32 shared memory by the warps, then read back in version 2's per-thread layout. P is rounded to
-//      bf16 for P·V, as FlashAttention does. Forward only: its backward is version 2's. A step towards
-//      tensor-core kernels in kernels/attention.cu, promoted only once it validates and wins here.
+//      bf16 for P·V, as FlashAttention does. The backward likewise: version 2's two kernels (dk/dv per key
+//      tile, dq per query tile) with their four products on tensor cores, P and dS rounded to bf16 for them.
+//      A step towards tensor-core kernels in kernels/attention.cu, promoted only once it validates and wins.
 // Validates the chosen version (and the backward) against the CPU twin on small batches (packed except for
 // 3), then times it on a Llama-3-8B- and a Llama-3.2-1B-shaped batch and prints achieved TFLOP/s (causal:
 // half the dense FLOPs).
@@ -78,6 +79,8 @@ struct TcForwardSmem {
                           o = p + sizeof(bf16) * TC_BQ * TC_LDP, seg = o + sizeof(float) * TC_BQ * LDO,
                           bytes = seg + sizeof(int) * TC_BK;
 };
+static_assert(TcForwardSmem<64>::bytes <= ATTN_MAX_SMEM && TcForwardSmem<128>::bytes <= ATTN_MAX_SMEM,
+              "TcForwardSmem: over the shared memory a block may have");
 
 // rows × D bf16 rows (global row stride `stride`) → bf16 shared memory with row stride D+8, 16 bytes at a
 // time; rows ≥ valid are zero.
@@ -222,6 +225,238 @@ void attention_forward_tc(bf16* out, float* lse, const bf16* q, const bf16* k, c
   cudaCheck(cudaGetLastError());
 }
 
+
+// ---- version 4's backward: version 2's two kernels with their four products on tensor cores ----
+// Each block's (rows × D) accumulators stay in registers in version 2's layout; every product of a tile goes
+// through fp32 shared memory (scores, dP: rows × 32, row stride 36; the tile's product: rows × D, D+4), and the
+// probabilities and dscores that feed a product are bf16 (row stride 40).
+constexpr int TC_LDT = 32 + 4, TC_LDPT = 32 + 8;
+
+template <int D>
+struct TcDkvSmem {  // keys 64 (the block's), queries 32 (streamed)
+  static constexpr int LDH = D + 8, LDO = D + 4;
+  static constexpr size_t k = 0, v = k + sizeof(bf16) * 64 * LDH, q = v + sizeof(bf16) * 64 * LDH,
+                          dout = q + sizeof(bf16) * 32 * LDH, st = dout + sizeof(bf16) * 32 * LDH,
+                          dpt = st + sizeof(float) * 64 * TC_LDT, pt = dpt + sizeof(float) * 64 * TC_LDT,
+                          dst = pt + sizeof(bf16) * 64 * TC_LDPT, o = dst + sizeof(bf16) * 64 * TC_LDPT,
+                          lse = o + sizeof(float) * 64 * LDO, delta = lse + sizeof(float) * 32,
+                          seg = delta + sizeof(float) * 32, bytes = seg + sizeof(int) * 32;
+};
+static_assert(TcDkvSmem<64>::bytes <= ATTN_MAX_SMEM && TcDkvSmem<128>::bytes <= ATTN_MAX_SMEM,
+              "TcDkvSmem: over the shared memory a block may have");
+
+// acc[i][c] += the (rows × D) product the warps left in o_s (row stride ldo), in version 2's thread layout.
+template <int D>
+__device__ inline void add_product(float acc[ATTN_ROWS_PER_THREAD][D / 16], const float* o_s, int ldo, int group,
+                                   int lane) {
+#pragma unroll
+  for (int i = 0; i < ATTN_ROWS_PER_THREAD; ++i)
+#pragma unroll
+    for (int c = 0; c < D / 16; ++c) acc[i][c] += o_s[(group * ATTN_ROWS_PER_THREAD + i) * ldo + lane + 16 * c];
+}
+
+template <int D>
+__global__ void __launch_bounds__(ATTN_THREADS, 1)
+    attention_dkv_tc_kernel(bf16* dk, bf16* dv, const bf16* dout, const float* lse, const float* delta,
+                            const bf16* q, const bf16* k, const bf16* v, const int32_t* segments, int T, int H,
+                            int Hkv, int window, float scale) {
+  using L = TcDkvSmem<D>;
+  constexpr int BK = 64, BQ = 32, DC = D / 16, R = ATTN_ROWS_PER_THREAD, SC = BQ / 16;
+  extern __shared__ __align__(128) unsigned char smem_tc[];
+  bf16* k_s = reinterpret_cast<bf16*>(smem_tc + L::k);
+  bf16* v_s = reinterpret_cast<bf16*>(smem_tc + L::v);
+  bf16* q_s = reinterpret_cast<bf16*>(smem_tc + L::q);
+  bf16* do_s = reinterpret_cast<bf16*>(smem_tc + L::dout);
+  float* st_s = reinterpret_cast<float*>(smem_tc + L::st);    // scoresᵀ: keys × queries
+  float* dpt_s = reinterpret_cast<float*>(smem_tc + L::dpt);  // dPᵀ = V·dOᵀ
+  bf16* pt_s = reinterpret_cast<bf16*>(smem_tc + L::pt);
+  bf16* dst_s = reinterpret_cast<bf16*>(smem_tc + L::dst);
+  float* o_s = reinterpret_cast<float*>(smem_tc + L::o);
+  float* lse_s = reinterpret_cast<float*>(smem_tc + L::lse);
+  float* delta_s = reinterpret_cast<float*>(smem_tc + L::delta);
+  int* seg_q_s = reinterpret_cast<int*>(smem_tc + L::seg);
+
+  const int k0 = blockIdx.x * BK, hk = blockIdx.y, group_size = H / Hkv;
+  const int group = threadIdx.x / 16, lane = threadIdx.x % 16;
+  const size_t row_base = (size_t)blockIdx.z * T;
+  const int32_t* seg = segments + row_base;
+  const int k_valid = min(BK, T - k0);
+  load_tile_bf16<D>(k_s, k + (row_base + k0) * Hkv * D + (size_t)hk * D, BK, k_valid, (size_t)Hkv * D);
+  load_tile_bf16<D>(v_s, v + (row_base + k0) * Hkv * D + (size_t)hk * D, BK, k_valid, (size_t)Hkv * D);
+
+  int seg_k[R];
+  float acc_dk[R][DC], acc_dv[R][DC];
+#pragma unroll
+  for (int i = 0; i < R; ++i) {
+    const int jk = k0 + group * R + i;
+    seg_k[i] = jk < T ? seg[jk] : -1;
+#pragma unroll
+    for (int c = 0; c < DC; ++c) acc_dk[i][c] = acc_dv[i][c] = 0.0f;
+  }
+
+  const int q_end = window > 0 ? min(T, k0 + k_valid - 1 + window) : T;
+  for (int h = hk * group_size; h < (hk + 1) * group_size; ++h)
+    for (int q0 = k0; q0 < q_end; q0 += BQ) {
+      const int q_valid = min(BQ, T - q0);
+      __syncthreads();  // the previous query tile and its products are no longer read
+      if (threadIdx.x < BQ) {
+        const bool in = (int)threadIdx.x < q_valid;
+        const size_t head = (row_base + q0 + threadIdx.x) * H + h;
+        lse_s[threadIdx.x] = in ? lse[head] : 0.0f;
+        delta_s[threadIdx.x] = in ? delta[head] : 0.0f;
+        seg_q_s[threadIdx.x] = in ? seg[q0 + threadIdx.x] : -1;
+      }
+      __syncthreads();
+      if (!block_any_visible<BQ, false>(k0, q0, seg_k, seg_q_s, window, group, lane)) continue;
+      load_tile_bf16<D>(q_s, q + (row_base + q0) * H * D + (size_t)h * D, BQ, q_valid, (size_t)H * D);
+      load_tile_bf16<D>(do_s, dout + (row_base + q0) * H * D + (size_t)h * D, BQ, q_valid, (size_t)H * D);
+      __syncthreads();
+      wmma_product<BK, BQ, D, true>(st_s, TC_LDT, k_s, L::LDH, q_s, L::LDH);
+      wmma_product<BK, BQ, D, true>(dpt_s, TC_LDT, v_s, L::LDH, do_s, L::LDH);
+      __syncthreads();
+#pragma unroll
+      for (int i = 0; i < R; ++i)
+#pragma unroll
+        for (int j = 0; j < SC; ++j) {
+          const int row = group * R + i, qj = lane + 16 * j;
+          const bool vis = attention_visible(q0 + qj, k0 + row, seg_q_s[qj], seg_k[i], window);
+          const float p = vis ? expf(st_s[row * TC_LDT + qj] * scale - lse_s[qj]) : 0.0f;
+          pt_s[row * TC_LDPT + qj] = __float2bfloat16_rn(p);
+          dst_s[row * TC_LDPT + qj] = __float2bfloat16_rn(p * (dpt_s[row * TC_LDT + qj] - delta_s[qj]));
+        }
+      __syncthreads();
+      wmma_product<BK, D, BQ, false>(o_s, L::LDO, pt_s, TC_LDPT, do_s, L::LDH);  // Pᵀ·dO
+      __syncthreads();
+      add_product<D>(acc_dv, o_s, L::LDO, group, lane);
+      __syncthreads();
+      wmma_product<BK, D, BQ, false>(o_s, L::LDO, dst_s, TC_LDPT, q_s, L::LDH);  // dSᵀ·Q (·scale at the end)
+      __syncthreads();
+      add_product<D>(acc_dk, o_s, L::LDO, group, lane);
+    }
+
+#pragma unroll
+  for (int i = 0; i < R; ++i) {
+    const int jk = k0 + group * R + i;
+    if (jk >= T) continue;
+    const size_t at = ((row_base + jk) * Hkv + hk) * D + lane;
+#pragma unroll
+    for (int c = 0; c < DC; ++c) {
+      dk[at + 16 * c] = __float2bfloat16_rn(acc_dk[i][c] * scale);
+      dv[at + 16 * c] = __float2bfloat16_rn(acc_dv[i][c]);
+    }
+  }
+}
+
+template <int D>
+struct TcDqSmem {  // queries 64 (the block's), keys 32 (streamed)
+  static constexpr int LDH = D + 8, LDO = D + 4;
+  static constexpr size_t q = 0, dout = q + sizeof(bf16) * 64 * LDH, k = dout + sizeof(bf16) * 64 * LDH,
+                          v = k + sizeof(bf16) * 32 * LDH, s = v + sizeof(bf16) * 32 * LDH,
+                          dp = s + sizeof(float) * 64 * TC_LDT, ds = dp + sizeof(float) * 64 * TC_LDT,
+                          o = ds + sizeof(bf16) * 64 * TC_LDPT, seg = o + sizeof(float) * 64 * LDO,
+                          bytes = seg + sizeof(int) * 32;
+};
+static_assert(TcDqSmem<64>::bytes <= ATTN_MAX_SMEM && TcDqSmem<128>::bytes <= ATTN_MAX_SMEM,
+              "TcDqSmem: over the shared memory a block may have");
+
+template <int D>
+__global__ void __launch_bounds__(ATTN_THREADS, 1)
+    attention_dq_tc_kernel(bf16* dq, const bf16* dout, const float* lse, const float* delta, const bf16* q,
+                           const bf16* k, const bf16* v, const int32_t* segments, int T, int H, int Hkv, int window,
+                           float scale) {
+  using L = TcDqSmem<D>;
+  constexpr int BQ = 64, BK = 32, DC = D / 16, R = ATTN_ROWS_PER_THREAD, SC = BK / 16;
+  extern __shared__ __align__(128) unsigned char smem_tc[];
+  bf16* q_s = reinterpret_cast<bf16*>(smem_tc + L::q);
+  bf16* do_s = reinterpret_cast<bf16*>(smem_tc + L::dout);
+  bf16* k_s = reinterpret_cast<bf16*>(smem_tc + L::k);
+  bf16* v_s = reinterpret_cast<bf16*>(smem_tc + L::v);
+  float* s_s = reinterpret_cast<float*>(smem_tc + L::s);
+  float* dp_s = reinterpret_cast<float*>(smem_tc + L::dp);
+  bf16* ds_s = reinterpret_cast<bf16*>(smem_tc + L::ds);
+  float* o_s = reinterpret_cast<float*>(smem_tc + L::o);
+  int* seg_k_s = reinterpret_cast<int*>(smem_tc + L::seg);
+
+  const int q0 = blockIdx.x * BQ, h = blockIdx.y, hk = h / (H / Hkv);
+  const int group = threadIdx.x / 16, lane = threadIdx.x % 16;
+  const size_t row_base = (size_t)blockIdx.z * T;
+  const int32_t* seg = segments + row_base;
+  const int q_valid = min(BQ, T - q0);
+  load_tile_bf16<D>(q_s, q + (row_base + q0) * H * D + (size_t)h * D, BQ, q_valid, (size_t)H * D);
+  load_tile_bf16<D>(do_s, dout + (row_base + q0) * H * D + (size_t)h * D, BQ, q_valid, (size_t)H * D);
+
+  int seg_q[R];
+  float lse_q[R], delta_q[R], acc[R][DC];
+#pragma unroll
+  for (int i = 0; i < R; ++i) {
+    const int iq = q0 + group * R + i;
+    const bool in = iq < T;
+    seg_q[i] = in ? seg[iq] : -1;
+    lse_q[i] = in ? lse[(row_base + iq) * H + h] : 0.0f;
+    delta_q[i] = in ? delta[(row_base + iq) * H + h] : 0.0f;
+#pragma unroll
+    for (int c = 0; c < DC; ++c) acc[i][c] = 0.0f;
+  }
+
+  const int kv_end = q0 + q_valid;
+  for (int k0 = first_visible_key(q0, window); k0 < kv_end; k0 += BK) {
+    const int k_valid = min(BK, T - k0);
+    __syncthreads();  // the previous key tile and its products are no longer read
+    if (threadIdx.x < BK) seg_k_s[threadIdx.x] = (int)threadIdx.x < k_valid ? seg[k0 + threadIdx.x] : -1;
+    __syncthreads();
+    if (!block_any_visible<BK, true>(q0, k0, seg_q, seg_k_s, window, group, lane)) continue;
+    load_tile_bf16<D>(k_s, k + (row_base + k0) * Hkv * D + (size_t)hk * D, BK, k_valid, (size_t)Hkv * D);
+    load_tile_bf16<D>(v_s, v + (row_base + k0) * Hkv * D + (size_t)hk * D, BK, k_valid, (size_t)Hkv * D);
+    __syncthreads();
+    wmma_product<BQ, BK, D, true>(s_s, TC_LDT, q_s, L::LDH, k_s, L::LDH);    // S = Q·Kᵀ
+    wmma_product<BQ, BK, D, true>(dp_s, TC_LDT, do_s, L::LDH, v_s, L::LDH);  // dP = dO·Vᵀ
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < R; ++i)
+#pragma unroll
+      for (int j = 0; j < SC; ++j) {
+        const int row = group * R + i, kj = lane + 16 * j;
+        const bool vis = attention_visible(q0 + row, k0 + kj, seg_q[i], seg_k_s[kj], window);
+        const float ds = vis ? expf(s_s[row * TC_LDT + kj] * scale - lse_q[i]) * (dp_s[row * TC_LDT + kj] - delta_q[i])
+                             : 0.0f;
+        ds_s[row * TC_LDPT + kj] = __float2bfloat16_rn(ds);
+      }
+    __syncthreads();
+    wmma_product<BQ, D, BK, false>(o_s, L::LDO, ds_s, TC_LDPT, k_s, L::LDH);  // dS·K (·scale at the end)
+    __syncthreads();
+    add_product<D>(acc, o_s, L::LDO, group, lane);
+  }
+
+#pragma unroll
+  for (int i = 0; i < R; ++i) {
+    const int iq = q0 + group * R + i;
+    if (iq >= T) continue;
+    const size_t at = ((row_base + iq) * H + h) * D + lane;
+#pragma unroll
+    for (int c = 0; c < DC; ++c) dq[at + 16 * c] = __float2bfloat16_rn(acc[i][c] * scale);
+  }
+}
+
+// The mainline's delta kernel, then the two tensor-core kernels.
+template <int D>
+void attention_backward_tc(bf16* dq, bf16* dk, bf16* dv, float* delta, const bf16* dout, const bf16* out,
+                           const float* lse, const bf16* q, const bf16* k, const bf16* v,
+                           const stapo::AttentionShape& s, const int32_t* segments) {
+  const size_t heads = attention_backward_scratch_floats(s);
+  attention_delta_kernel<<<(unsigned)((heads * 32 + 255) / 256), 256>>>(delta, dout, out, heads, D);
+  cudaCheck(cudaGetLastError());
+  const float scale = 1.0f / sqrtf((float)D);
+  constexpr size_t smem_dkv = TcDkvSmem<D>::bytes, smem_dq = TcDqSmem<D>::bytes;
+  allow_smem(attention_dkv_tc_kernel<D>, smem_dkv);
+  allow_smem(attention_dq_tc_kernel<D>, smem_dq);
+  attention_dkv_tc_kernel<D><<<dim3(ceil_div(s.T, 64), s.Hkv, s.rows), ATTN_THREADS, smem_dkv>>>(
+      dk, dv, dout, lse, delta, q, k, v, segments, s.T, s.H, s.Hkv, s.window, scale);
+  cudaCheck(cudaGetLastError());
+  attention_dq_tc_kernel<D><<<dim3(ceil_div(s.T, 64), s.H, s.rows), ATTN_THREADS, smem_dq>>>(
+      dq, dout, lse, delta, q, k, v, segments, s.T, s.H, s.Hkv, s.window, scale);
+  cudaCheck(cudaGetLastError());
+}
+
 }  // namespace tensor_core
 
 void attention_forward_version(int version, bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v,
@@ -284,9 +519,19 @@ int main(int argc, char** argv) {
          *d_dv = device_alloc<bf16>(nkv);
     float *d_lse = device_alloc<float>(N * s.H), *d_scratch = device_alloc<float>(N * s.H);
     int32_t* d_segments = to_device(segments);
-    std::function<void()> forward = [&] { attention_forward_version(version, d_out, d_lse, d_q, d_k, d_v, s, d_segments); };
+    std::function<void()> forward = [&] {
+      attention_forward_version(version, d_out, d_lse, d_q, d_k, d_v, s, d_segments);
+    };
     std::function<void()> backward = [&] {
-      stapo::attention_backward(d_dq, d_dk, d_dv, d_scratch, d_dout, d_out, d_lse, d_q, d_k, d_v, s, d_segments, 0);
+      if (version == 4 && s.D == 64)
+        tensor_core::attention_backward_tc<64>(d_dq, d_dk, d_dv, d_scratch, d_dout, d_out, d_lse, d_q, d_k, d_v, s,
+                                               d_segments);
+      else if (version == 4)
+        tensor_core::attention_backward_tc<128>(d_dq, d_dk, d_dv, d_scratch, d_dout, d_out, d_lse, d_q, d_k, d_v, s,
+                                                d_segments);
+      else
+        stapo::attention_backward(d_dq, d_dk, d_dv, d_scratch, d_dout, d_out, d_lse, d_q, d_k, d_v, s, d_segments,
+                                  0);
     };
 #ifdef STAPO_HAVE_CUDNN
     if (cudnn) {
