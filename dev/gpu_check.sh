@@ -2,8 +2,8 @@
 # ONE command for all GPU verification, sized for a short lease on a lent H100/H200:
 #   versions -> configure + build of the GPU targets (Release, sm_90a, all cores) -> every `gpu`-labelled test ->
 #   ./train_stapo --device-check -> the benchmark pair (ours vs PyTorch; and ours on cuDNN's attention where
-#   that path is built) -> a short `make demo` on the GPU -> the dev/cuda playgrounds -> compute-sanitizer
-#   memcheck over the kernel tests -> a summary table, printed last.
+#   that path is built) -> the dev/cuda playgrounds -> a short `make demo` on the GPU -> compute-sanitizer
+#   memcheck over the kernel tests -> a summary table, printed last. GPU_CHECK_PARTS selects parts.
 # It keeps going after a failure, bounds each part with a timeout, and reports each part. Results go to the
 # folder given as $1, else $OUT, else ./out/gpu_check.
 #
@@ -97,7 +97,7 @@ cudnn_built() {
 # The README's `make demo` on the GPU, shortened (fewer pairs and epochs): dev/demo.sh's GPU route end to end.
 demo_gpu() {
   rm -rf /tmp/stapo-demo-gpu
-  DEVICE=gpu BUILD="$build" PAIRS=500 EVAL=50 SFT_EPOCHS=3 EPOCHS=2 OUT=/tmp/stapo-demo-gpu \
+  DEVICE=gpu BUILD="$build" PAIRS=300 EVAL=30 SFT_EPOCHS=2 EPOCHS=1 OUT=/tmp/stapo-demo-gpu \
     timeout 300 bash dev/demo.sh && cp /tmp/stapo-demo-gpu/summary.md "$out/demo_summary.md"
 }
 
@@ -109,12 +109,12 @@ playgrounds() {
   fi
   make -C dev/cuda -j "$jobs" "${blas[@]}" || return 1
   local failed=0 playground
+  echo "-- attention 4 (tensor cores, not yet in kernels/)"
+  timeout 60 dev/cuda/attention 4 || failed=1
   for playground in attention embedding lm_head rmsnorm rope swiglu adamw; do
     echo "-- $playground"
     timeout 60 "dev/cuda/$playground" || failed=1
   done
-  echo "-- attention 4 (tensor-core forward, not yet in kernels/)"
-  timeout 60 dev/cuda/attention 4 || failed=1
   if cudnn_built; then  # attention version 3: cuDNN's SDPA on the same shapes
     local lib
     lib=$(dirname "$(grep "^STAPO_CUDNN_LIB:FILEPATH=" "$build/CMakeCache.txt" | cut -d= -f2)")
@@ -139,27 +139,33 @@ bench_torch() {
     --out "$out/bench_torch.json"
 }
 
-run_part versions versions
+# GPU_CHECK_PARTS picks parts for a second, shorter call (e.g. "gpu_tests playgrounds"); the build always runs.
+parts=" ${GPU_CHECK_PARTS:-versions gpu_tests device_check bench playgrounds demo_gpu sanitizer} "
+want() { [[ $parts == *" $1 "* ]]; }
+
+want versions && run_part versions versions
 run_part build configure_and_build
 # Later parts need the environment the build part set up (sysroot libraries).
 if [ -f .sysroot/env.sh ]; then
   # shellcheck disable=SC1091
   source .sysroot/env.sh
 fi
-run_part gpu_tests gpu_tests
-run_part device_check device_check
-run_part bench_ours bench_ours ours
-# The least-memory configuration: bf16 weights with stochastic rounding, every layer recomputed.
-run_part bench_lowmem bench_ours ours_lowmem --bf16-params --recompute 2
-if cudnn_built; then run_part bench_cudnn bench_ours ours_cudnn --attention cudnn; fi
-run_part bench_torch bench_torch
-run_part demo_gpu demo_gpu
-run_part playgrounds playgrounds
-run_part sanitizer sanitizer
+want gpu_tests && run_part gpu_tests gpu_tests
+want device_check && run_part device_check device_check
+if want bench; then
+  run_part bench_ours bench_ours ours
+  # The least-memory configuration: bf16 weights with stochastic rounding, every layer recomputed.
+  run_part bench_lowmem bench_ours ours_lowmem --bf16-params --recompute 2
+  if cudnn_built; then run_part bench_cudnn bench_ours ours_cudnn --attention cudnn; fi
+  run_part bench_torch bench_torch
+fi
+want playgrounds && run_part playgrounds playgrounds
+want demo_gpu && run_part demo_gpu demo_gpu
+want sanitizer && run_part sanitizer sanitizer
 
 echo
 echo "== test results (ctest -L gpu)"
-grep -E "tests passed|tests failed|Skipped|\*\*\*Failed" "$out/gpu_tests.log" | tail -n 20
+[ -f "$out/gpu_tests.log" ] && grep -E "tests passed|tests failed|Skipped|\*\*\*Failed" "$out/gpu_tests.log" | tail -n 20
 echo
 echo "== benchmark (dev/bench/gpu_step_config.json)"
 python3 - "$out" <<'PY'
