@@ -35,13 +35,20 @@ void make_directories(const std::string& path) {
 }
 
 void write_file_atomic(const std::string& path, std::string_view bytes) {
+  write_file_atomic(path, [&](File& file) { file.write(bytes.data(), bytes.size()); });
+}
+
+void write_file_atomic(const std::string& path, const std::function<void(File&)>& fill) {
   std::string tmp = cat(path, ".tmp.", getpid());
-  {
+  try {
     File file(tmp, "wb");
-    file.write(bytes.data(), bytes.size());
+    fill(file);
     STAPO_CHECK(fflush(file.get()) == 0 && fsync(fileno(file.get())) == 0, "cannot flush ", tmp, ": ",
                 strerror(errno));
     file.close();
+  } catch (...) {
+    std::remove(tmp.c_str());
+    throw;
   }
   STAPO_CHECK(rename(tmp.c_str(), path.c_str()) == 0, "cannot rename ", tmp, " to ", path, ": ",
               strerror(errno));

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <functional>
 #include <string>
 #include <string_view>
 
@@ -17,6 +18,10 @@ void make_directories(const std::string& path);  // mkdir -p
 
 // Writes bytes to path atomically (path.tmp.<pid> then rename).
 void write_file_atomic(const std::string& path, std::string_view bytes);
+class File;
+// The same for content written piece by piece: `fill` writes into the temporary file; if it throws, the
+// temporary file is removed and path is untouched.
+void write_file_atomic(const std::string& path, const std::function<void(File&)>& fill);
 
 // Replaces directory `final_dir` by the fully written `tmp_dir` (rename; the old one is removed).
 void replace_directory(const std::string& tmp_dir, const std::string& final_dir);

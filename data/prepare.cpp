@@ -35,7 +35,7 @@ PrepareStats prepare_data(const Tokenizer& tokenizer, const ChatTemplate& chat_t
   STAPO_CHECK(!config.inputs.empty(), "no input files (--in)");
   PairTokenizer pair_tokenizer(tokenizer, chat_template);
   PrepareStats stats;
-  std::vector<TokenizedPair> pairs;
+  ShardWriter writer(config.output, tokenizer.vocab_size());  // pairs stream to disk as they are tokenized
   std::vector<PendingRecord> pending;
 
   auto flush = [&](const std::string& path) -> int64_t {
@@ -72,7 +72,7 @@ PrepareStats prepare_data(const Tokenizer& tokenizer, const ChatTemplate& chat_t
       stats.responses_truncated += cut.responses_truncated;
       stats.truncated += cut.prompt_truncated || cut.responses_truncated;
       tokens += static_cast<int64_t>(pair.prompt.size() + pair.chosen.size() + pair.rejected.size());
-      pairs.push_back(std::move(pair));
+      writer.add(pair);
     }
     stats.tokens += tokens;
     pending.clear();
@@ -88,8 +88,8 @@ PrepareStats prepare_data(const Tokenizer& tokenizer, const ChatTemplate& chat_t
         },
         [&] { return flush(path); });
   }
-  stats.written = static_cast<int64_t>(pairs.size());
-  STAPO_CHECK(!pairs.empty(), "no pair survived, nothing written to ", config.output, ":\n", stats.report());
+  stats.written = writer.num_pairs();
+  STAPO_CHECK(stats.written > 0, "no pair survived, nothing written to ", config.output, ":\n", stats.report());
 
   ShardInfo info;
   info.tokenizer_hash = tokenizer.content_hash();
@@ -99,7 +99,7 @@ PrepareStats prepare_data(const Tokenizer& tokenizer, const ChatTemplate& chat_t
   info.pairs_read = stats.input.read;
   info.pairs_skipped = stats.input.skipped_total();
   info.pairs_truncated = stats.truncated;
-  shard_write(config.output, info, pairs);
+  writer.finish(info);
   return stats;
 }
 

@@ -2,8 +2,10 @@
 
 #include <cmath>
 #include <cstddef>
+#include <algorithm>
 #include <cstring>
 #include <limits>
+#include <unistd.h>
 
 #include "common/error.h"
 
@@ -78,8 +80,39 @@ ShardHeader read_header(const MappedFile& file) {
 
 }  // namespace
 
-void shard_write(const std::string& path, const ShardInfo& info, const std::vector<TokenizedPair>& pairs) {
+ShardWriter::ShardWriter(const std::string& path, int32_t vocab_size)
+    : path_(path), tokens_path_(cat(path, ".tokens.tmp.", getpid())), vocab_size_(vocab_size) {
+  tokens_ = std::make_unique<File>(tokens_path_, "wb");
+}
+
+ShardWriter::~ShardWriter() {
+  tokens_.reset();
+  std::remove(tokens_path_.c_str());
+}
+
+void ShardWriter::add(const TokenizedPair& p) {
+  const int64_t index = num_pairs();
+  STAPO_CHECK(!p.prompt.empty() && !p.chosen.empty() && !p.rejected.empty(), "pair ", index,
+              " has an empty prompt or response; it cannot be written to ", path_);
+  for (const auto* part : {&p.prompt, &p.chosen, &p.rejected}) {
+    for (int32_t id : *part)
+      STAPO_CHECK(id >= 0 && (vocab_size_ == 0 || id < vocab_size_), "pair ", index, " holds token id ", id,
+                  " outside the vocabulary [0, ", vocab_size_, ")");
+    tokens_->write(part->data(), part->size() * sizeof(int32_t));
+  }
+  table_.push_back({num_tokens_, static_cast<int32_t>(p.prompt.size()), static_cast<int32_t>(p.chosen.size()),
+                    static_cast<int32_t>(p.rejected.size()), static_cast<uint32_t>(p.id.size()), ids_.size()});
+  ids_ += p.id;
+  num_tokens_ += p.prompt.size() + p.chosen.size() + p.rejected.size();
+}
+
+void ShardWriter::finish(const ShardInfo& info) {
+  static_assert(sizeof(Entry) == sizeof(ShardPairEntry) &&
+                    offsetof(Entry, id_offset) == offsetof(ShardPairEntry, id_offset),
+                "ShardWriter's table entries are written as the file's pair entries");
   truncation_check(info.truncation);
+  STAPO_CHECK(info.vocab_size == vocab_size_, "ShardWriter for ", path_, ": vocab_size ", info.vocab_size,
+              " at finish, ", vocab_size_, " at the start");
   ShardHeader header{};
   memcpy(header.magic, kMagic, sizeof(kMagic));
   header.version = kShardVersion;
@@ -93,45 +126,39 @@ void shard_write(const std::string& path, const ShardInfo& info, const std::vect
   header.pairs_truncated = info.pairs_truncated;
   copy_field(header.tokenizer_hash, sizeof(header.tokenizer_hash), info.tokenizer_hash, "tokenizer hash");
   copy_field(header.template_name, sizeof(header.template_name), info.template_name, "template name");
-
-  std::vector<ShardPairEntry> table(pairs.size());
-  std::string ids;
-  uint64_t num_tokens = 0;
-  for (size_t i = 0; i < pairs.size(); ++i) {
-    const TokenizedPair& p = pairs[i];
-    STAPO_CHECK(!p.prompt.empty() && !p.chosen.empty() && !p.rejected.empty(), "pair ", i,
-                " has an empty prompt or response; it cannot be written to ", path);
-    for (const auto* part : {&p.prompt, &p.chosen, &p.rejected})
-      for (int32_t id : *part)
-        STAPO_CHECK(id >= 0 && (info.vocab_size == 0 || id < info.vocab_size), "pair ", i, " holds token id ", id,
-                    " outside the vocabulary [0, ", info.vocab_size, ")");
-    table[i] = {num_tokens, static_cast<int32_t>(p.prompt.size()), static_cast<int32_t>(p.chosen.size()),
-                static_cast<int32_t>(p.rejected.size()), static_cast<uint32_t>(p.id.size()), ids.size()};
-    ids += p.id;
-    num_tokens += p.prompt.size() + p.chosen.size() + p.rejected.size();
-  }
-  header.num_pairs = static_cast<int64_t>(pairs.size());
-  header.num_tokens = static_cast<int64_t>(num_tokens);
+  header.num_pairs = num_pairs();
+  header.num_tokens = static_cast<int64_t>(num_tokens_);
   header.table_offset = sizeof(header);
-  header.reference_offset = header.table_offset + table.size() * sizeof(ShardPairEntry);
-  header.ids_offset = header.reference_offset + pairs.size() * 2 * sizeof(float);
-  header.ids_bytes = ids.size();
-  header.tokens_offset = align8(header.ids_offset + ids.size());
+  header.reference_offset = header.table_offset + table_.size() * sizeof(ShardPairEntry);
+  header.ids_offset = header.reference_offset + table_.size() * 2 * sizeof(float);
+  header.ids_bytes = ids_.size();
+  header.tokens_offset = align8(header.ids_offset + ids_.size());
+  tokens_->close();
+  tokens_.reset();
 
-  std::string bytes(header.tokens_offset + num_tokens * sizeof(int32_t), '\0');
-  char* out = bytes.data();
-  memcpy(out, &header, sizeof(header));
-  memcpy(out + header.table_offset, table.data(), table.size() * sizeof(ShardPairEntry));
-  std::vector<float> missing(pairs.size() * 2, std::numeric_limits<float>::quiet_NaN());
-  memcpy(out + header.reference_offset, missing.data(), missing.size() * sizeof(float));
-  memcpy(out + header.ids_offset, ids.data(), ids.size());
-  char* tokens = out + header.tokens_offset;
-  for (const TokenizedPair& p : pairs)
-    for (const auto* part : {&p.prompt, &p.chosen, &p.rejected}) {
-      memcpy(tokens, part->data(), part->size() * sizeof(int32_t));
-      tokens += part->size() * sizeof(int32_t);
+  write_file_atomic(path_, [&](File& out) {
+    out.write(&header, sizeof(header));
+    out.write(table_.data(), table_.size() * sizeof(Entry));
+    const std::vector<float> missing(table_.size() * 2, std::numeric_limits<float>::quiet_NaN());
+    out.write(missing.data(), missing.size() * sizeof(float));
+    out.write(ids_.data(), ids_.size());
+    const char zeros[8] = {};
+    out.write(zeros, header.tokens_offset - (header.ids_offset + ids_.size()));
+    File in(tokens_path_, "rb");
+    std::vector<char> buffer(1 << 22);
+    for (uint64_t left = num_tokens_ * sizeof(int32_t); left > 0;) {
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(left, buffer.size()));
+      in.read(buffer.data(), n);
+      out.write(buffer.data(), n);
+      left -= n;
     }
-  write_file_atomic(path, bytes);
+  });
+}
+
+void shard_write(const std::string& path, const ShardInfo& info, const std::vector<TokenizedPair>& pairs) {
+  ShardWriter writer(path, info.vocab_size);
+  for (const TokenizedPair& pair : pairs) writer.add(pair);
+  writer.finish(info);
 }
 
 Shard::Shard(const std::string& path) : file_(path) {

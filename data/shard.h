@@ -8,6 +8,7 @@
 // ever rewritten, in place, so a shard never needs a second copy.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -31,6 +32,34 @@ struct ShardInfo {
 struct TokenizedPair {
   std::string id;  // from the input's "id" field, "" when absent
   std::vector<int32_t> prompt, chosen, rejected;
+};
+
+// Streams pairs into a shard, so that memory holds 32 bytes and the id per pair, not the tokens: add() appends
+// a pair's tokens to a temporary file beside `path`; finish() writes the header, pair table, reference and id
+// sections, then the tokens, into path atomically. Unfinished (an error on the way), it leaves no file.
+class ShardWriter {
+ public:
+  ShardWriter(const std::string& path, int32_t vocab_size);  // vocab_size 0: ids are not range-checked
+  ~ShardWriter();
+  ShardWriter(const ShardWriter&) = delete;
+  ShardWriter& operator=(const ShardWriter&) = delete;
+  void add(const TokenizedPair& pair);  // a stapo::Error for an empty part or an id outside the vocabulary
+  int64_t num_pairs() const { return static_cast<int64_t>(table_.size()); }
+  void finish(const ShardInfo& info);  // info.vocab_size must be the constructor's
+
+ private:
+  struct Entry {
+    uint64_t token_offset;
+    int32_t prompt_length, chosen_length, rejected_length;
+    uint32_t id_length;
+    uint64_t id_offset;
+  };
+  std::string path_, tokens_path_;
+  int32_t vocab_size_;
+  std::unique_ptr<File> tokens_;  // the temporary token section
+  std::vector<Entry> table_;
+  std::string ids_;
+  uint64_t num_tokens_ = 0;
 };
 
 void shard_write(const std::string& path, const ShardInfo& info, const std::vector<TokenizedPair>& pairs);

@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 
 #include "common/error.h"
 #include "common/file_io.h"
@@ -99,6 +100,33 @@ TEST(Shard, WriterRejectsIdsOutsideTheVocabularyAndEmptyResponses) {
   pairs[1].chosen.clear();
   msg = test::error_message([&] { shard_write(scratch_path("x.bin"), test_shard_info(100), pairs); });
   EXPECT_NE(msg.find("pair 1 has an empty"), std::string::npos) << msg;
+}
+
+// The streaming writer leaves nothing behind when it stops early (a bad pair, an error upstream), and nothing
+// under the final name; finishing removes its temporary token file.
+TEST(Shard, WriterLeavesNoFileUnlessFinished) {
+  test::TempDir dir;
+  const std::string path = dir.path + "/s.bin";
+  auto files_in = [&] {
+    std::vector<std::string> names;
+    for (const auto& entry : std::filesystem::directory_iterator(dir.path)) names.push_back(entry.path().filename());
+    return names;
+  };
+  auto pairs = random_pairs(4, 4, 4, 100);
+  {
+    ShardWriter writer(path, 100);
+    writer.add(pairs[0]);
+    pairs[1].rejected[0] = -1;
+    EXPECT_NE(test::error_message([&] { writer.add(pairs[1]); }).find("pair 1 holds token id -1"), std::string::npos);
+  }
+  EXPECT_TRUE(files_in().empty()) << files_in()[0];
+  {
+    ShardWriter writer(path, 100);
+    for (int i : {0, 2, 3}) writer.add(pairs[i]);
+    writer.finish(test_shard_info(100));
+  }
+  EXPECT_EQ(files_in(), std::vector<std::string>{"s.bin"});
+  EXPECT_EQ(Shard(path).num_pairs(), 3);
 }
 
 TEST(Shard, ReferenceLogpsAreWrittenInPlaceByRangesThenMarkedComplete) {
