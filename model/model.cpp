@@ -116,25 +116,10 @@ void CpuModel<T>::resize_activations(int N) {
   final_rstd_.resize(N);
 }
 
-// Every id and index in range, every array the right length: a bad batch is an error, never a wild read.
-static void batch_validate(const TokenBatch& b, int V) {
-  const size_t n = (size_t)b.rows * b.T;
-  STAPO_CHECK(b.rows > 0 && b.T > 0, "TokenBatch: rows (", b.rows, ") and T (", b.T, ") must be positive");
-  STAPO_CHECK(b.tokens.size() == n && b.targets.size() == n && b.positions.size() == n && b.segments.size() == n,
-              "TokenBatch: tokens, targets, positions and segments must each hold rows·T = ", n, " entries");
-  for (size_t i = 0; i < n; ++i) {
-    STAPO_CHECK(b.tokens[i] >= 0 && b.tokens[i] < V, "TokenBatch: token ", b.tokens[i], " at row ", i / b.T,
-                " position ", i % b.T, " is outside the vocabulary (", V, ")");
-    STAPO_CHECK(b.targets[i] >= -1 && b.targets[i] < V, "TokenBatch: target ", b.targets[i], " at row ", i / b.T,
-                " position ", i % b.T, " is outside the vocabulary (", V, ") and not -1");
-    STAPO_CHECK(b.positions[i] >= 0, "TokenBatch: negative position id at row ", i / b.T, " position ", i % b.T);
-  }
-}
-
 template <typename T>
 void CpuModel<T>::run_forward(const TokenBatch& batch) {
   const ModelConfig& c = config_;
-  batch_validate(batch, c.vocab_size);
+  token_batch_validate(batch, c.vocab_size);
   batch_ = batch;
   const int N = batch.rows * batch.T, C = c.hidden_size, F = c.intermediate_size, D = c.head_dim;
   const int H = c.num_attention_heads, Hkv = c.num_key_value_heads;
