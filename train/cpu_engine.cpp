@@ -11,8 +11,14 @@
 namespace stapo {
 
 template <typename T>
-CpuEngine<T>::CpuEngine(std::unique_ptr<CpuModel<T>> model)
-    : model_(std::move(model)), m_(model_->num_params(), T(0)), v_(model_->num_params(), T(0)) {}
+CpuEngine<T>::CpuEngine(std::unique_ptr<CpuModel<T>> model) : model_(std::move(model)) {}
+
+template <typename T>
+void CpuEngine<T>::ensure_moments() {
+  if (!m_.empty()) return;
+  m_.assign(model_->num_params(), T(0));
+  v_.assign(model_->num_params(), T(0));
+}
 
 template <typename T>
 void CpuEngine<T>::forward(const PairBatch& batch, std::vector<double>& logp_sum, std::vector<double>& entropy_sum) {
@@ -55,6 +61,7 @@ double CpuEngine<T>::grad_sum_squares() {
 
 template <typename T>
 void CpuEngine<T>::optimizer_step(double lr, double grad_scale, const AdamWConfig& config, int64_t t) {
+  ensure_moments();
   T* base = model_->param_data();
   for (Parameter<T>& p : model_->parameters()) {
     const size_t offset = size_t(p.data - base);
@@ -70,11 +77,13 @@ void CpuEngine<T>::save_model(const std::string& dir) {
 
 template <typename T>
 void CpuEngine<T>::save_optimizer(const std::string& path) {
+  ensure_moments();
   optimizer_state_write(path, m_.data(), v_.data(), m_.size());
 }
 
 template <typename T>
 void CpuEngine<T>::load_optimizer(const std::string& path) {
+  ensure_moments();
   optimizer_state_read(path, m_.data(), v_.data(), m_.size());
 }
 
