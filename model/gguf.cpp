@@ -1,6 +1,6 @@
 // GGUF reader, dequantisation and the Llama/Mistral mapping to HF names (model/gguf.h).
-// Compiled with -ffp-contract=off (model/CMakeLists.txt): Q4_1's d·q + m must round twice, as numpy does,
-// not once as a fused multiply-add would.
+// Dequantisation matches numpy's (the gguf package) bit for bit with or without fused multiply-adds: d is an f16
+// (11 significant bits) and q at most 8 bits, so d·q is exact in fp32 and Q4_1's d·q + m rounds once either way.
 #include "model/gguf.h"
 
 #include <cstring>
@@ -129,6 +129,13 @@ void unpermute_rows(float* w, int heads, int D, int64_t cols) {
       for (int j = 0; j < 2; ++j)
         std::memcpy(base + size_t(j * D / 2 + i) * cols, head.data() + size_t(2 * i + j) * cols, cols * sizeof(float));
   }
+}
+
+// Runs decode(block bytes, its 32 outputs) on every block, blocks in parallel.
+template <typename Decode>
+void dequantize_blocks(float* dst, const uint8_t* src, size_t blocks, size_t block_bytes, const Decode& decode) {
+#pragma omp parallel for
+  for (size_t b = 0; b < blocks; ++b) decode(src + b * block_bytes, dst + b * kBlock);
 }
 
 }  // namespace
@@ -274,34 +281,28 @@ void gguf_dequantize(float* dst, const GgufTensor& t, const std::string& file) {
       return;
     }
     case GgufType::Q8_0:
-#pragma omp parallel for
-      for (size_t b = 0; b < blocks; ++b) {
-        const uint8_t* block = p + b * bb;
-        const float d = half(block);
-        for (int j = 0; j < kBlock; ++j) dst[b * kBlock + j] = d * float(int8_t(block[2 + j]));
-      }
+      dequantize_blocks(dst, p, blocks, bb, [&](const uint8_t* q, float* out) {
+        const float d = half(q);
+        for (int j = 0; j < kBlock; ++j) out[j] = d * float(int8_t(q[2 + j]));
+      });
       return;
     case GgufType::Q4_0:
-#pragma omp parallel for
-      for (size_t b = 0; b < blocks; ++b) {
-        const uint8_t* block = p + b * bb;
-        const float d = half(block);
+      dequantize_blocks(dst, p, blocks, bb, [&](const uint8_t* q, float* out) {
+        const float d = half(q);
         for (int j = 0; j < kBlock / 2; ++j) {
-          dst[b * kBlock + j] = d * float(int(block[2 + j] & 0x0F) - 8);
-          dst[b * kBlock + j + kBlock / 2] = d * float(int(block[2 + j] >> 4) - 8);
+          out[j] = d * float(int(q[2 + j] & 0x0F) - 8);
+          out[j + kBlock / 2] = d * float(int(q[2 + j] >> 4) - 8);
         }
-      }
+      });
       return;
     case GgufType::Q4_1:
-#pragma omp parallel for
-      for (size_t b = 0; b < blocks; ++b) {
-        const uint8_t* block = p + b * bb;
-        const float d = half(block), m = half(block + 2);
+      dequantize_blocks(dst, p, blocks, bb, [&](const uint8_t* q, float* out) {
+        const float d = half(q), m = half(q + 2);
         for (int j = 0; j < kBlock / 2; ++j) {
-          dst[b * kBlock + j] = d * float(block[4 + j] & 0x0F) + m;
-          dst[b * kBlock + j + kBlock / 2] = d * float(block[4 + j] >> 4) + m;
+          out[j] = d * float(q[4 + j] & 0x0F) + m;
+          out[j + kBlock / 2] = d * float(q[4 + j] >> 4) + m;
         }
-      }
+      });
       return;
   }
   fail(file, ": tensor ", t.name, " is of type ", gguf_type_name(t.type),

@@ -65,7 +65,7 @@ class GgufFile {
 };
 
 // All numel elements of the tensor as fp32, in storage order; an unsupported type is an error naming it.
-// Bit-exact to the `gguf` Python package's dequantize (one fp32 product, then one fp32 sum for Q4_1).
+// Bit-exact to the `gguf` Python package's dequantize (d·q is exact in fp32; Q4_1's + m rounds once).
 void gguf_dequantize(float* dst, const GgufTensor& tensor, const std::string& file);
 
 // The ModelConfig of a GGUF Llama/Mistral file (`general.architecture` "llama" or "mistral"), from its
