@@ -3,6 +3,10 @@
 
   pip install torch transformers gguf accelerate tokenizers numpy safetensors
   python3 dev/reference/make_gguf_fixtures.py [--part tiny|real|all]
+  python3 dev/reference/make_gguf_fixtures.py --check-converted DIR
+      # DIR = ./model_convert --in ../shared/.../SmolLM2-135M-Instruct.Q4_1.gguf --out DIR: transformers loads our
+      # directory (model and tokenizer); its weights equal its own GGUF load bit for bit, its tokenizer gives the
+      # shared hf-tokenizer's ids on the corpus, its chat template renders as the shared one. Prints the numbers.
 
 tiny (tests/fixtures/gguf/, written with the `gguf` package, numbers from it and from transformers):
   types.gguf + types_expected.safetensors: one (3, 64) tensor per type F32/F16/BF16/Q8_0/Q4_0/Q4_1 quantised from
@@ -268,10 +272,45 @@ def write_real(out):
     print("score S:", [(sum(s["chosen_logp"]), sum(s["rejected_logp"])) for s in score])
 
 
+def check_converted(converted):
+    import torch
+    from tokenizers import Tokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    d = shared_dir()
+    ours = AutoModelForCausalLM.from_pretrained(converted, dtype=torch.float32)
+    ref = AutoModelForCausalLM.from_pretrained(d, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf", dtype=torch.float32)
+    ours_sd, ref_sd = ours.state_dict(), ref.state_dict()
+    differing = [k for k in ref_sd if not torch.equal(ours_sd[k], ref_sd[k])]
+    print(f"weights: {len(ref_sd)} tensors, {len(differing)} differ {differing[:5]}")
+    tok = AutoTokenizer.from_pretrained(converted)
+    hf_tok = Tokenizer.from_file(os.path.join(d, "hf-tokenizer", "tokenizer.json"))
+    with open(os.path.join(ROOT, "tests", "fixtures", "tokenizer", "corpus.jsonl"), encoding="utf-8") as f:
+        corpus = [json.loads(line) for line in f if line.strip()]
+    bad = [t for t in corpus if tok.encode(t) != hf_tok.encode(t).ids]
+    print(f"tokenizer: {len(corpus) - len(bad)}/{len(corpus)} corpus strings give the shared tokenizer's ids")
+    with open(os.path.join(d, "hf-tokenizer", "chat_template.jinja")) as f:
+        shared_template = f.read()
+    chat = [{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello!"}]
+    same = tok.apply_chat_template(chat, tokenize=False) == AutoTokenizer.from_pretrained(
+        os.path.join(d, "hf-tokenizer")).apply_chat_template(chat, tokenize=False, chat_template=shared_template)
+    print(f"chat template renders as the shared one: {same}")
+    ids = torch.tensor([hf_tok.encode("The capital of France is").ids])
+    with torch.no_grad():
+        diff = (ours(ids).logits - ref(ids).logits).abs().max().item()
+    print(f"logits max |diff| vs transformers' GGUF load: {diff:.3e}")
+    if differing or bad or not same or diff != 0:
+        sys.exit("check failed")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--part", choices=["tiny", "real", "all"], default="all")
+    ap.add_argument("--check-converted", metavar="DIR", help="check a directory model_convert wrote from the GGUF")
     args = ap.parse_args()
+    if args.check_converted:
+        check_converted(args.check_converted)
+        return
     if args.part in ("tiny", "all"):
         out = os.path.join(ROOT, "tests", "fixtures", "gguf")
         os.makedirs(out, exist_ok=True)
