@@ -12,8 +12,14 @@
 namespace stapo {
 
 template <typename T>
-CpuEngine<T>::CpuEngine(std::unique_ptr<CpuModel<T>> model)
-    : model_(std::move(model)), m_(model_->num_params(), T(0)), v_(model_->num_params(), T(0)) {}
+CpuEngine<T>::CpuEngine(std::unique_ptr<CpuModel<T>> model) : model_(std::move(model)) {}
+
+template <typename T>
+void CpuEngine<T>::ensure_moments() {
+  if (!m_.empty()) return;
+  m_.assign(model_->num_params(), T(0));
+  v_.assign(model_->num_params(), T(0));
+}
 
 template <typename T>
 void CpuEngine<T>::run_pairs(const PairBatch& batch, const LossConfig& loss, const StepScale& scale, bool backward) {
@@ -50,6 +56,7 @@ void CpuEngine<T>::optimizer_step(const OptimizerUpdate& u) {
   results_.grad_norm = norm;
   results_.updated = std::isfinite(norm) && !step_has_nonfinite_loss_;
   if (!results_.updated) return;
+  ensure_moments();
   const double grad_scale = grad_clip_factor(norm, u.max_grad_norm);
   T* base = model_->param_data();
   for (Parameter<T>& p : model_->parameters()) {
@@ -73,11 +80,13 @@ void CpuEngine<T>::save_model(const std::string& dir) {
 
 template <typename T>
 void CpuEngine<T>::save_optimizer(const std::string& path) {
+  ensure_moments();
   optimizer_state_write(path, m_.data(), v_.data(), m_.size());
 }
 
 template <typename T>
 void CpuEngine<T>::load_optimizer(const std::string& path) {
+  ensure_moments();
   optimizer_state_read(path, m_.data(), v_.data(), m_.size());
 }
 

@@ -28,7 +28,10 @@ class CpuEngine : public Engine {
 
  private:
   std::unique_ptr<CpuModel<T>> model_;
-  std::vector<T> m_, v_;            // AdamW moments, laid out as the model's parameter buffer
+  // AdamW moments, laid out as the model's parameter buffer; allocated (zero) by the first optimizer call, so
+  // an engine that only scores (./score, the reference pass) does not hold 2 × the weights for nothing.
+  void ensure_moments();
+  std::vector<T> m_, v_;
   std::vector<T> logp_, entropy_, dlogp_;  // (rows·T) per position of the last batch
   StepResults results_;
   bool step_has_nonfinite_loss_ = false;  // since zero_grad
