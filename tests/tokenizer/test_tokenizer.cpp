@@ -297,6 +297,17 @@ TEST(Tokenizer, MergesWrittenAsStringsGiveTheSameIds) {
   EXPECT_TRUE(matches_reference(*tok, corpus, stapo::test::read_ids("bl_llama3"), true));
 }
 
+// transformers' GGUF converter writes "" for the two BPE affixes; HF reads "" as none, and so do we.
+TEST(Tokenizer, EmptySubwordAffixesMeanNone) {
+  auto spec = nlohmann::json::parse(stapo::read_text_file(fixture_path("tokenizer/bl_gpt2/tokenizer.json")));
+  spec["model"]["continuing_subword_prefix"] = "";
+  spec["model"]["end_of_word_suffix"] = "";
+  auto tok = Tokenizer::load(temp_file("empty_affixes.json", spec.dump()));
+  EXPECT_TRUE(matches_reference(*tok, stapo::test::read_corpus(), stapo::test::read_ids("bl_gpt2"), true));
+  spec["model"]["continuing_subword_prefix"] = "##";
+  expect_load_error(temp_file("prefix.json", spec.dump()), "continuing_subword_prefix / end_of_word_suffix");
+}
+
 // Pre-tokenizer and normalizer variants (Split behaviours, invert, String patterns, ByteLevel prefix space,
 // Metaspace schemes, Replace alone) swapped into the committed files, against tokenizers' ids.
 TEST(Tokenizer, PipelineVariantsMatchTokenizers) {
