@@ -313,21 +313,7 @@ std::string unescape(std::string_view body, const std::string& where) {
     char c = body[++i];
     auto append_code_point = [&](uint32_t cp) {
       STAPO_CHECK(cp <= 0x10FFFF && !(cp >= 0xD800 && cp <= 0xDFFF), where, ": escape for an invalid code point");
-      if (cp < 0x80) {
-        out += static_cast<char>(cp);
-      } else if (cp < 0x800) {
-        out += static_cast<char>(0xC0 | (cp >> 6));
-        out += static_cast<char>(0x80 | (cp & 0x3F));
-      } else if (cp < 0x10000) {
-        out += static_cast<char>(0xE0 | (cp >> 12));
-        out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-        out += static_cast<char>(0x80 | (cp & 0x3F));
-      } else {
-        out += static_cast<char>(0xF0 | (cp >> 18));
-        out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-        out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-        out += static_cast<char>(0x80 | (cp & 0x3F));
-      }
+      utf8_append(out, cp);
     };
     auto hex = [&](int digits) {
       STAPO_CHECK(i + digits < body.size(), where, ": truncated \\", c, " escape");
@@ -876,22 +862,28 @@ class Parser {
     return e;
   }
 
-  ExprPtr parse_or() {
-    ExprPtr e = parse_and();
-    while (is_name("or")) {
+  // One left-associative level: operands from `operand`, joined by the keyword or the operators given.
+  ExprPtr parse_level(ExprPtr (Parser::*operand)(), const char* keyword, Op keyword_op,
+                      std::initializer_list<const char*> operators) {
+    ExprPtr e = (this->*operand)();
+    while (true) {
+      if (keyword && is_name(keyword)) {
+        int line = next().line;
+        e = binary(keyword_op, std::move(e), (this->*operand)(), line);
+        continue;
+      }
+      const char* found = nullptr;
+      for (const char* op : operators)
+        if (is_op(op)) found = op;
+      if (!found) return e;
       int line = next().line;
-      e = binary(Op::or_, std::move(e), parse_and(), line);
+      ExprPtr b = binary(Op::binary, std::move(e), (this->*operand)(), line);
+      b->name = found;
+      e = std::move(b);
     }
-    return e;
   }
-  ExprPtr parse_and() {
-    ExprPtr e = parse_not();
-    while (is_name("and")) {
-      int line = next().line;
-      e = binary(Op::and_, std::move(e), parse_not(), line);
-    }
-    return e;
-  }
+  ExprPtr parse_or() { return parse_level(&Parser::parse_and, "or", Op::or_, {}); }
+  ExprPtr parse_and() { return parse_level(&Parser::parse_not, "and", Op::and_, {}); }
   ExprPtr parse_not() {
     if (is_name("not")) {
       int line = next().line;
@@ -927,16 +919,7 @@ class Parser {
     }
     return e ? std::move(e) : std::move(first);
   }
-  ExprPtr parse_math1() {
-    ExprPtr e = parse_concat();
-    while (is_op("+") || is_op("-")) {
-      const Token& t = next();
-      ExprPtr b = binary(Op::binary, std::move(e), parse_concat(), t.line);
-      b->name = t.text;
-      e = std::move(b);
-    }
-    return e;
-  }
+  ExprPtr parse_math1() { return parse_level(&Parser::parse_concat, nullptr, Op::binary, {"+", "-"}); }
   ExprPtr parse_concat() {
     int line = peek().line;
     ExprPtr first = parse_math2();
@@ -946,26 +929,9 @@ class Parser {
     while (accept_op("~")) e->args.push_back(parse_math2());
     return e;
   }
-  ExprPtr parse_math2() {
-    ExprPtr e = parse_pow();
-    while (is_op("*") || is_op("/") || is_op("//") || is_op("%")) {
-      const Token& t = next();
-      ExprPtr b = binary(Op::binary, std::move(e), parse_pow(), t.line);
-      b->name = t.text;
-      e = std::move(b);
-    }
-    return e;
-  }
-  ExprPtr parse_pow() {
-    ExprPtr e = parse_unary(true);
-    while (is_op("**")) {
-      int line = next().line;
-      ExprPtr b = binary(Op::binary, std::move(e), parse_unary(true), line);
-      b->name = "**";
-      e = std::move(b);
-    }
-    return e;
-  }
+  ExprPtr parse_math2() { return parse_level(&Parser::parse_pow, nullptr, Op::binary, {"*", "/", "//", "%"}); }
+  ExprPtr parse_pow() { return parse_level(&Parser::parse_unary_filtered, nullptr, Op::binary, {"**"}); }
+  ExprPtr parse_unary_filtered() { return parse_unary(true); }
   ExprPtr parse_unary(bool with_filter) {
     int line = peek().line;
     ExprPtr e;

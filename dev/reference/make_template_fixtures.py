@@ -311,17 +311,17 @@ def sentence(rng, lo, hi):
 
 
 def smollm2_conversations(rng):
-    convs = [
-        [{"role": "user", "content": "Hello!"}],
-        [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": "What is 2+2?"},
-         {"role": "assistant", "content": "2 + 2 = 4."}],
-        [{"role": "user", "content": "  padded question \n"}, {"role": "assistant", "content": "\tpadded answer  "},
-         {"role": "user", "content": "Next one: café, 東京, 🤖?"}],
-        [{"role": "system", "content": " Be brief. "}, {"role": "user", "content": "Line one\nLine two\n\nEnd"},
-         {"role": "assistant", "content": "Noted:\n- one\n- two"}, {"role": "user", "content": "Thanks"},
-         {"role": "assistant", "content": "You're welcome!"}],
+    convs = [  # plain prompt; system prompt; multi-turn; padded, unicode, empty and newline-led contents
+        [{"role": "user", "content": "Name three rivers."}],
+        [{"role": "system", "content": "Answer with a number only."}, {"role": "user", "content": "How many legs has a cat?"},
+         {"role": "assistant", "content": "4"}],
+        [{"role": "user", "content": " \tspaces around \n"}, {"role": "assistant", "content": "  trimmed? no "},
+         {"role": "user", "content": "Ünïcödé: Zürich, 北京, 🚲, ещё"}],
+        [{"role": "system", "content": "\nSystem text with a leading newline."}, {"role": "user", "content": "a\n\nb"},
+         {"role": "assistant", "content": "Steps:\n1. a\n2. b"}, {"role": "user", "content": "More?"},
+         {"role": "assistant", "content": "That is all."}],
         [{"role": "user", "content": ""}],
-        [{"role": "user", "content": "\n\nstarts with newlines"}, {"role": "assistant", "content": "\nok\n"}],
+        [{"role": "user", "content": "\n\nleading blank lines"}, {"role": "assistant", "content": "\nreply\n"}],
     ]
     for _ in range(6):
         conv = [{"role": "system", "content": rng.choice(SYSTEMS)}] if rng.random() < 0.5 else []
