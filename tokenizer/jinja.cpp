@@ -1153,12 +1153,17 @@ struct Template::Impl {
 
 enum class Flow { normal, break_loop, continue_loop };
 
+// Guards against templates that would run or grow without bound (real chat templates are far below both).
+constexpr int64_t kMaxLoopIterations = 1 << 20;
+constexpr size_t kMaxTextBytes = size_t{1} << 28;
+
 // One render: the scopes (jinja2's: the template's, one per loop iteration, one per macro call) and the output.
 struct Renderer {
   const std::string& origin;
   std::vector<Dict> frames;  // frames[0]: the template's variables; innermost last
   size_t visible_from = 0;   // a macro sees its own frames and frames[0], not its caller's
   int call_depth = 0;
+  int64_t iterations = 0;    // loop iterations so far (kMaxLoopIterations)
 
   template <typename... A>
   [[noreturn]] void error(int line, const A&... what) const {
@@ -1524,6 +1529,7 @@ Value Renderer::binary(const std::string& op, const Value& a, const Value& b, in
   };
   if (op == "+") {
     if (a.kind == Kind::string && b.kind == Kind::string) {
+      if (a.string.size() + b.string.size() > kMaxTextBytes) error(line, "'+' would build a string over 256 MiB");
       TaggedText s = a.string;
       s.append(b.string);
       return Value::from_text(std::move(s));
@@ -1536,7 +1542,9 @@ Value Renderer::binary(const std::string& op, const Value& a, const Value& b, in
   }
   if (op == "*" && is_integral(b) && (a.kind == Kind::string || a.kind == Kind::list)) {
     int64_t n = std::max<int64_t>(0, as_int(b));
-    if (n * static_cast<int64_t>(length_of(a, line)) > (1 << 24)) error(line, "'*' would build a value over 16M items");
+    if (n * static_cast<int64_t>(length_of(a, line)) > (1 << 24) ||
+        (a.kind == Kind::string && static_cast<size_t>(n) * a.string.size() > kMaxTextBytes))
+      error(line, "'*' would build a value over 16M items or 256 MiB");
     if (a.kind == Kind::string) {
       TaggedText s;
       for (int64_t i = 0; i < n; ++i) s.append(a.string);
@@ -1614,12 +1622,12 @@ const Dict& globals() {
         if (a.size() > 1 || a[0].kind != Kind::dict) r.error(line, "expected keyword arguments or one dict");
         items = *a[0].dict;
       }
-      for (const auto& [key, value] : kw) {
-        auto it = std::find_if(items.begin(), items.end(), [&](const auto& e) { return e.first == key; });
+      for (const auto& entry : kw) {
+        auto it = std::find_if(items.begin(), items.end(), [&](const auto& e) { return e.first == entry.first; });
         if (it != items.end())
-          it->second = value;
+          it->second = entry.second;
         else
-          items.emplace_back(key, value);
+          items.push_back(entry);
       }
       Value v = Value::from_dict(std::move(items));
       v.kind = kind;
@@ -2316,7 +2324,10 @@ Flow Renderer::exec(const std::vector<Node>& nodes, TaggedText& out) {
   for (const Node& n : nodes) {
     switch (n.type) {
       case Stmt::text: out.append(n.text, false); break;
-      case Stmt::output: out.append(text_of(eval(*n.exprs[0]))); break;
+      case Stmt::output:
+        out.append(text_of(eval(*n.exprs[0])));
+        if (out.size() > kMaxTextBytes) error(n.line, "the template's output passed 256 MiB");
+        break;
       case Stmt::if_: {
         size_t branch = 0;
         while (branch < n.exprs.size() && !truthy(eval(*n.exprs[branch]))) ++branch;
@@ -2355,17 +2366,21 @@ Flow Renderer::exec(const std::vector<Node>& nodes, TaggedText& out) {
           break;
         }
         const int64_t length = static_cast<int64_t>(items.size());
+        auto index = std::make_shared<int64_t>(0);  // loop.cycle reads the current iteration
+        Value cycle = make_builtin("loop.cycle", [index](Renderer& r, const Args& a, const Kwargs&, int line) {
+          if (a.empty()) r.error(line, "loop.cycle() needs at least one value");
+          return a[static_cast<size_t>(*index) % a.size()];
+        });
         for (int64_t i = 0; i < length; ++i) {
+          *index = i;
+          if (++iterations > kMaxLoopIterations) error(n.line, "the template ran more than 1M loop iterations");
           Dict loop = {{"index", Value::from_int(i + 1)},          {"index0", Value::from_int(i)},
                        {"revindex", Value::from_int(length - i)},  {"revindex0", Value::from_int(length - i - 1)},
                        {"first", Value::from_bool(i == 0)},        {"last", Value::from_bool(i == length - 1)},
                        {"length", Value::from_int(length)}};
           if (i > 0) loop.emplace_back("previtem", items[i - 1]);
           if (i + 1 < length) loop.emplace_back("nextitem", items[i + 1]);
-          loop.emplace_back("cycle", make_builtin("loop.cycle", [i](Renderer& r, const Args& a, const Kwargs&, int line) {
-            if (a.empty()) r.error(line, "loop.cycle() needs at least one value");
-            return a[static_cast<size_t>(i) % a.size()];
-          }));
+          loop.emplace_back("cycle", cycle);
           Dict frame;
           bind(frame, items[i]);
           frame.emplace_back("loop", Value::from_dict(std::move(loop)));

@@ -137,6 +137,10 @@ TEST(Jinja, SyntaxAndRuntimeErrorsNameTheLine) {
            Case{"{{ 1 // 0 }}", "t.jinja:1: division by zero"},
            Case{"\n{{ raise_exception('bad roles') }}", "t.jinja:2: the chat template raised an error: bad roles"},
            Case{"{{ range(10000000) | length }}", "t.jinja:1: range() of more than 1M items"},
+           Case{"{% for i in range(300000) %}{% for j in range(4) %}{% endfor %}{% endfor %}",
+                "t.jinja:1: the template ran more than 1M loop iterations"},
+           Case{"{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}{% endfor %}",
+                "t.jinja:1: '+' would build a string over 256 MiB"},
            Case{"{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", "t.jinja:1: macros nested more than 64 deep"},
            Case{"{% set x = 1 %}{% set x.a = 2 %}", "t.jinja:1: cannot assign attribute 'a' on 'x'"},
        }) {
