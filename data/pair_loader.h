@@ -47,6 +47,8 @@ class PairLoader {
 
   // Fills the next batch of this rank and advances; at the end of an epoch continues with the next one.
   void next(PairBatch& batch);
+  const Shard& shard() const { return shard_; }
+  const PairLoaderConfig& config() const { return config_; }
   DataPosition position() const { return position_; }
   void seek(const DataPosition& position);  // exact resume
   int64_t steps_per_epoch() const;

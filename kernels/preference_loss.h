@@ -16,7 +16,7 @@
 
 #include <cstdint>
 
-#include "train/losses.h"  // defines: LossConfig, PairLoss, loss_pair
+#include "model/ops/preference_loss.h"  // defines: LossConfig, PairLoss, loss_pair
 
 namespace stapo {
 

@@ -29,4 +29,10 @@ struct PairBatch {
   std::vector<float> reference_logps;    // (2B) Sref(y), empty when the shard has no reference pass yet
 };
 
+// Every array the right size, every id and index in range (model/batch.cpp); a stapo::Error otherwise.
+void token_batch_validate(const TokenBatch& batch, int vocab_size);
+// The token checks, plus: each sequence index below 2B, every response position with a target, and each
+// response's target count equal to its response_length (> 0).
+void pair_batch_validate(const PairBatch& batch, int vocab_size);
+
 }  // namespace stapo

@@ -31,6 +31,24 @@ int32_t sample_next(const float* logits, int V, const SamplingOptions& options, 
   return order[kept - 1];  // u landed on the rounding gap at the end
 }
 
+namespace {
+
+// log p(id) and the entropy of softmax(logits[0..V)), in double.
+void distribution_stats(const float* logits, int V, int32_t id, float* logprob, float* entropy) {
+  const float max_logit = *std::max_element(logits, logits + V);
+  double sum = 0, weighted = 0;
+  for (int v = 0; v < V; ++v) {
+    const double x = double(logits[v] - max_logit), e = std::exp(x);
+    sum += e;
+    weighted += e * x;
+  }
+  const double log_sum = std::log(sum);
+  *logprob = float(double(logits[id] - max_logit) - log_sum);
+  *entropy = float(log_sum - weighted / sum);  // H = log Σe^x − Σ p·x (x relative to the max)
+}
+
+}  // namespace
+
 Generation generate(const CpuModel<float>& model, const std::vector<int32_t>& prompt,
                     const std::vector<int32_t>& stop_ids, const SamplingOptions& options) {
   const ModelConfig& c = model.config();
@@ -49,6 +67,7 @@ Generation generate(const CpuModel<float>& model, const std::vector<int32_t>& pr
   Generation out;
   for (int i = 0; i < options.max_new_tokens; ++i) {
     int32_t next = sample_next(logits->data(), drawable, options, rng);
+    distribution_stats(logits->data(), drawable, next, &out.logprobs.emplace_back(), &out.entropies.emplace_back());
     if (std::find(stop_ids.begin(), stop_ids.end(), next) != stop_ids.end()) {
       out.stopped = true;
       break;

@@ -24,6 +24,9 @@ struct SamplingOptions {
 struct Generation {
   std::vector<int32_t> ids;  // generated ids, without the stop id
   bool stopped = false;      // true when a stop id ended it, false when max_new_tokens did
+  // Per drawn id (the ids, then the stop id when stopped), under the model's own next-token distribution
+  // (softmax of the logits at temperature 1, over the drawable ids): log p of the drawn id, and the entropy.
+  std::vector<float> logprobs, entropies;
 };
 
 // The next id given logits (V): the first maximum at temperature 0, else a nucleus sample.

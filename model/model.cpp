@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstring>
 #include <random>
+#include <set>
 
 #include "common/error.h"
 #include "common/file_io.h"
@@ -116,25 +117,10 @@ void CpuModel<T>::resize_activations(int N) {
   final_rstd_.resize(N);
 }
 
-// Every id and index in range, every array the right length: a bad batch is an error, never a wild read.
-static void batch_validate(const TokenBatch& b, int V) {
-  const size_t n = (size_t)b.rows * b.T;
-  STAPO_CHECK(b.rows > 0 && b.T > 0, "TokenBatch: rows (", b.rows, ") and T (", b.T, ") must be positive");
-  STAPO_CHECK(b.tokens.size() == n && b.targets.size() == n && b.positions.size() == n && b.segments.size() == n,
-              "TokenBatch: tokens, targets, positions and segments must each hold rows·T = ", n, " entries");
-  for (size_t i = 0; i < n; ++i) {
-    STAPO_CHECK(b.tokens[i] >= 0 && b.tokens[i] < V, "TokenBatch: token ", b.tokens[i], " at row ", i / b.T,
-                " position ", i % b.T, " is outside the vocabulary (", V, ")");
-    STAPO_CHECK(b.targets[i] >= -1 && b.targets[i] < V, "TokenBatch: target ", b.targets[i], " at row ", i / b.T,
-                " position ", i % b.T, " is outside the vocabulary (", V, ") and not -1");
-    STAPO_CHECK(b.positions[i] >= 0, "TokenBatch: negative position id at row ", i / b.T, " position ", i % b.T);
-  }
-}
-
 template <typename T>
 void CpuModel<T>::run_forward(const TokenBatch& batch) {
   const ModelConfig& c = config_;
-  batch_validate(batch, c.vocab_size);
+  token_batch_validate(batch, c.vocab_size);
   batch_ = batch;
   const int N = batch.rows * batch.T, C = c.hidden_size, F = c.intermediate_size, D = c.head_dim;
   const int H = c.num_attention_heads, Hkv = c.num_key_value_heads;
@@ -244,42 +230,51 @@ static std::string shape_str(const std::vector<int64_t>& shape) {
 }
 
 template <typename T>
+void model_check_tensors(const CpuModel<T>& model, const std::map<std::string, std::vector<int64_t>>& shapes,
+                         std::vector<std::string> unexpected, const std::string& where) {
+  std::vector<std::string> missing, misshaped;
+  std::set<std::string> known;
+  for (const Parameter<T>& p : model.parameters()) {
+    known.insert(p.name);
+    auto it = shapes.find(p.name);
+    if (it == shapes.end())
+      missing.push_back(p.name);
+    else if (it->second != p.shape)
+      misshaped.push_back(cat(p.name, " is ", shape_str(it->second), ", expected ", shape_str(p.shape)));
+  }
+  for (const auto& [name, shape] : shapes)
+    if (!known.count(name)) unexpected.push_back(name);
+  if (missing.empty() && misshaped.empty() && unexpected.empty()) return;
+  std::string msg = cat(where, ": the checkpoint does not match its config (", model.config().model_type, ", ",
+                        model.config().num_hidden_layers, " layers)");
+  auto list = [&](const char* what, const std::vector<std::string>& names) {
+    if (names.empty()) return;
+    msg += cat("\n  ", names.size(), " ", what, ":");
+    for (const std::string& n : names) msg += "\n    " + n;
+  };
+  list("missing", missing);
+  list("mis-shaped", misshaped);
+  list("unexpected", unexpected);
+  fail(msg);
+}
+
+template <typename T>
 void model_load_weights(CpuModel<T>& model, const SafetensorsReader& reader, const std::string& where) {
   const auto& tensors = reader.tensors();
-  std::vector<std::string> missing, misshaped, unexpected;
-  for (const Parameter<T>& p : model.parameters()) {
-    auto it = tensors.find(p.name);
-    if (it == tensors.end())
-      missing.push_back(p.name);
-    else if (it->second.shape != p.shape)
-      misshaped.push_back(cat(p.name, " is ", shape_str(it->second.shape), ", expected ", shape_str(p.shape)));
-  }
+  std::map<std::string, std::vector<int64_t>> shapes;
+  std::vector<std::string> unexpected;
   const bool tied = model.config().tie_word_embeddings;
   for (const auto& [name, t] : tensors) {
-    bool known = false;
-    for (const Parameter<T>& p : model.parameters()) known = known || p.name == name;
     // Some tied checkpoints also store lm_head.weight; accepted only as an exact copy of the embedding.
-    if (!known && tied && name == "lm_head.weight" && tensors.count("model.embed_tokens.weight")) {
+    if (tied && name == "lm_head.weight" && tensors.count("model.embed_tokens.weight")) {
       const TensorView& e = tensors.at("model.embed_tokens.weight");
-      known = t.dtype == e.dtype && t.shape == e.shape && std::memcmp(t.data, e.data, t.numel * dtype_size(t.dtype)) == 0;
-      if (!known) unexpected.push_back(name + " (tie_word_embeddings is true but it differs from model.embed_tokens.weight)");
+      if (!(t.dtype == e.dtype && t.shape == e.shape && std::memcmp(t.data, e.data, t.numel * dtype_size(t.dtype)) == 0))
+        unexpected.push_back(name + " (tie_word_embeddings is true but it differs from model.embed_tokens.weight)");
       continue;
     }
-    if (!known) unexpected.push_back(name);
+    shapes[name] = t.shape;
   }
-  if (!missing.empty() || !misshaped.empty() || !unexpected.empty()) {
-    std::string msg = cat(where, ": the checkpoint does not match its config (", model.config().model_type, ", ",
-                          model.config().num_hidden_layers, " layers)");
-    auto list = [&](const char* what, const std::vector<std::string>& names) {
-      if (names.empty()) return;
-      msg += cat("\n  ", names.size(), " ", what, ":");
-      for (const std::string& n : names) msg += "\n    " + n;
-    };
-    list("missing", missing);
-    list("mis-shaped", misshaped);
-    list("unexpected", unexpected);
-    fail(msg);
-  }
+  model_check_tensors(model, shapes, unexpected, where);
   for (Parameter<T>& p : model.parameters()) tensor_convert(p.data, tensors.at(p.name));
 }
 
@@ -314,6 +309,10 @@ template class CpuModel<float>;
 template class CpuModel<double>;
 template std::unique_ptr<CpuModel<float>> model_load_hf<float>(const std::string&);
 template std::unique_ptr<CpuModel<double>> model_load_hf<double>(const std::string&);
+template void model_check_tensors<float>(const CpuModel<float>&, const std::map<std::string, std::vector<int64_t>>&,
+                                         std::vector<std::string>, const std::string&);
+template void model_check_tensors<double>(const CpuModel<double>&, const std::map<std::string, std::vector<int64_t>>&,
+                                          std::vector<std::string>, const std::string&);
 template void model_load_weights<float>(CpuModel<float>&, const SafetensorsReader&, const std::string&);
 template void model_load_weights<double>(CpuModel<double>&, const SafetensorsReader&, const std::string&);
 template void model_save_hf<float>(const CpuModel<float>&, const std::string&, DType, size_t);

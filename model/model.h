@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 #include <cstdlib>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -121,6 +122,12 @@ std::unique_ptr<CpuModel<T>> model_load_hf(const std::string& dir);
 // Copies the checkpoint's tensors (validated as above) into an existing model; `where` names it in errors.
 template <typename T>
 void model_load_weights(CpuModel<T>& model, const SafetensorsReader& reader, const std::string& where);
+// The tensors a checkpoint holds (HF name → shape) against the model's parameters: one error, naming `where`,
+// that lists every missing, mis-shaped and unexpected tensor (`unexpected`: names the caller already found
+// unusable). Loaders call it before copying anything.
+template <typename T>
+void model_check_tensors(const CpuModel<T>& model, const std::map<std::string, std::vector<int64_t>>& shapes,
+                         std::vector<std::string> unexpected, const std::string& where);
 // Writes config.json + model.safetensors (or shards + index when larger than max_shard_bytes > 0) in
 // F32 or BF16, with HF tensor names, so transformers' from_pretrained loads the directory.
 template <typename T>

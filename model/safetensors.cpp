@@ -25,7 +25,7 @@ const char* dtype_name(DType dtype) {
 
 size_t dtype_size(DType dtype) { return dtype == DType::F32 ? 4 : 2; }
 
-static float bf16_to_float(uint16_t h) {
+float bf16_to_float(uint16_t h) {
   uint32_t bits = (uint32_t)h << 16;
   float f;
   std::memcpy(&f, &bits, 4);
@@ -41,8 +41,7 @@ static uint16_t float_to_bf16(float f) {
   return (uint16_t)(bits >> 16);
 }
 
-// IEEE half → float, subnormals and inf/NaN included.
-static float f16_to_float(uint16_t h) {
+float f16_to_float(uint16_t h) {
   uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ffu, bits;
   if (exp == 0x1f) {
     bits = sign | 0x7f800000u | (mant << 13);

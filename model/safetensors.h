@@ -19,6 +19,8 @@ namespace stapo {
 enum class DType { F32, BF16, F16 };
 const char* dtype_name(DType dtype);
 size_t dtype_size(DType dtype);
+float bf16_to_float(uint16_t bits);
+float f16_to_float(uint16_t bits);  // IEEE half, subnormals and inf/NaN included
 
 struct TensorView {
   std::string name;

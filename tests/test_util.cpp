@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/error.h"
@@ -99,6 +100,18 @@ std::vector<nlohmann::json> read_jsonl(const std::string& path) {
     pos = end + 1;
   }
   return rows;
+}
+
+CommandResult run_command(const std::string& command) {
+  CommandResult result;
+  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
+  STAPO_CHECK(pipe != nullptr, "cannot run: ", command);
+  char buffer[4096];
+  size_t got;
+  while ((got = fread(buffer, 1, sizeof(buffer), pipe)) > 0) result.output.append(buffer, got);
+  const int status = pclose(pipe);
+  if (WIFEXITED(status)) result.exit_code = WEXITSTATUS(status);
+  return result;
 }
 
 TempDir::TempDir() {

@@ -38,6 +38,13 @@ nlohmann::json json_fixture(const std::string& relative, int version);
 // The rows of a JSON Lines file (blank lines skipped); a missing file or a bad line throws.
 std::vector<nlohmann::json> read_jsonl(const std::string& path);
 
+// Runs a shell command (a binary of the repository root, say) with stderr folded into stdout.
+struct CommandResult {
+  int exit_code = -1;  // -1 when it did not exit normally
+  std::string output;
+};
+CommandResult run_command(const std::string& command);
+
 // A fresh directory under the system temp dir, named after the running test and process; removed with the
 // object (also when the test fails).
 struct TempDir {

@@ -3,6 +3,7 @@
 #include "train/cpu_engine.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "common/error.h"
 #include "train/grad_clip.h"
@@ -11,56 +12,65 @@
 namespace stapo {
 
 template <typename T>
-CpuEngine<T>::CpuEngine(std::unique_ptr<CpuModel<T>> model)
-    : model_(std::move(model)), m_(model_->num_params(), T(0)), v_(model_->num_params(), T(0)) {}
+CpuEngine<T>::CpuEngine(std::unique_ptr<CpuModel<T>> model) : model_(std::move(model)) {}
 
 template <typename T>
-void CpuEngine<T>::forward(const PairBatch& batch, std::vector<double>& logp_sum, std::vector<double>& entropy_sum) {
-  const TokenBatch& tokens = batch.tokens;
-  const size_t n = size_t(tokens.rows) * tokens.T;
-  STAPO_CHECK(batch.response_sequence.size() == n, "PairBatch: response_sequence has ", batch.response_sequence.size(),
-              " entries, expected rows·T = ", n);
-  logp_.resize(n);
-  entropy_.resize(n);
-  model_->forward(tokens, logp_.data(), entropy_.data());
-  const int sequences = 2 * batch.num_pairs;
-  logp_sum.assign(sequences, 0.0);
-  entropy_sum.assign(sequences, 0.0);
-  for (size_t i = 0; i < n; i++) {  // fixed order: sums are reproducible
-    const int s = batch.response_sequence[i];
-    if (s < 0) continue;
-    STAPO_CHECK(s < sequences, "PairBatch: response_sequence ", s, " at position ", i, " but the batch has ",
-                sequences, " sequences");
-    logp_sum[s] += double(logp_[i]);
-    entropy_sum[s] += double(entropy_[i]);
-  }
-  response_sequence_ = batch.response_sequence;
+void CpuEngine<T>::ensure_moments() {
+  if (!m_.empty()) return;
+  m_.assign(model_->num_params(), T(0));
+  v_.assign(model_->num_params(), T(0));
 }
 
 template <typename T>
-void CpuEngine<T>::backward(const std::vector<double>& dlogp_sum) {
-  const size_t n = response_sequence_.size();
-  dlogp_.assign(n, T(0));
-  for (size_t i = 0; i < n; i++) {
-    const int s = response_sequence_[i];
-    if (s >= 0) dlogp_[i] = T(dlogp_sum[s]);
-  }
+void CpuEngine<T>::run_pairs(const PairBatch& batch, const LossConfig& loss, const StepScale& scale, bool backward) {
+  pair_batch_validate(batch, model_->config().vocab_size);
+  const size_t n = size_t(batch.tokens.rows) * batch.tokens.T;
+  const int pairs = batch.num_pairs, sequences = 2 * pairs;
+  logp_.resize(n);
+  entropy_.resize(n);
+  model_->forward(batch.tokens, logp_.data(), entropy_.data());
+  std::vector<double> seq_logp(sequences), seq_entropy(sequences), seq_tokens(sequences), dseq(sequences);
+  std::vector<PairLoss<double>> losses(pairs);
+  sequence_sums(seq_logp.data(), seq_entropy.data(), seq_tokens.data(), logp_.data(), entropy_.data(),
+                batch.response_sequence.data(), n, sequences);
+  const float* ref = batch.reference_logps.empty() ? nullptr : batch.reference_logps.data();
+  pair_loss(losses.data(), dseq.data(), seq_logp.data(), seq_tokens.data(), ref, loss, scale.nll_weight(),
+            1.0 / scale.pairs, pairs);
+  append_pair_results(results_.pairs, batch, seq_logp.data(), seq_entropy.data(), seq_tokens.data(), losses.data());
+  for (const PairLoss<double>& l : losses) step_has_nonfinite_loss_ |= !std::isfinite(l.loss);
+  if (!backward) return;
+  dlogp_.resize(n);
+  token_dlogp(dlogp_.data(), dseq.data(), batch.response_sequence.data(), n);
   model_->backward(dlogp_.data());
 }
 
 template <typename T>
-double CpuEngine<T>::grad_sum_squares() {
-  return stapo::grad_sum_squares(model_->grad_data(), model_->num_params());
+void CpuEngine<T>::zero_grad() {
+  model_->zero_grad();
+  step_has_nonfinite_loss_ = false;
 }
 
 template <typename T>
-void CpuEngine<T>::optimizer_step(double lr, double grad_scale, const AdamWConfig& config, int64_t t) {
+void CpuEngine<T>::optimizer_step(const OptimizerUpdate& u) {
+  const double norm = std::sqrt(grad_sum_squares(model_->grad_data(), model_->num_params()));
+  results_.grad_norm = norm;
+  results_.updated = std::isfinite(norm) && !step_has_nonfinite_loss_;
+  if (!results_.updated) return;
+  ensure_moments();
+  const double grad_scale = grad_clip_factor(norm, u.max_grad_norm);
   T* base = model_->param_data();
   for (Parameter<T>& p : model_->parameters()) {
     const size_t offset = size_t(p.data - base);
-    adamw_update(p.data, p.grad, m_.data() + offset, v_.data() + offset, p.numel, lr,
-                 p.is_norm ? 0.0 : config.weight_decay, config, t, grad_scale);
+    adamw_update(p.data, p.grad, m_.data() + offset, v_.data() + offset, p.numel, u.lr,
+                 p.is_norm ? 0.0 : u.adamw.weight_decay, u.adamw, u.t, grad_scale);
   }
+}
+
+template <typename T>
+StepResults CpuEngine<T>::take_results() {
+  StepResults out = std::move(results_);
+  results_ = StepResults{};
+  return out;
 }
 
 template <typename T>
@@ -70,11 +80,13 @@ void CpuEngine<T>::save_model(const std::string& dir) {
 
 template <typename T>
 void CpuEngine<T>::save_optimizer(const std::string& path) {
+  ensure_moments();
   optimizer_state_write(path, m_.data(), v_.data(), m_.size());
 }
 
 template <typename T>
 void CpuEngine<T>::load_optimizer(const std::string& path) {
+  ensure_moments();
   optimizer_state_read(path, m_.data(), v_.data(), m_.size());
 }
 

@@ -1,4 +1,5 @@
-// The CPU engine: CpuModel<T> (model/model.h) with AdamW moments, behind the trainer's Engine interface.
+// The CPU engine: CpuModel<T> (model/model.h) with AdamW moments, behind the trainer's Engine interface; the
+// per-pair loss through model/ops/preference_loss.h's CPU twins of the fused reduction's last steps, in double.
 // T = float for train_stapo_cpu, double for the whole-pipeline finite-difference checks.
 #pragma once
 #include <memory>
@@ -13,11 +14,10 @@ class CpuEngine : public Engine {
  public:
   explicit CpuEngine(std::unique_ptr<CpuModel<T>> model);
 
-  void forward(const PairBatch& batch, std::vector<double>& logp_sum, std::vector<double>& entropy_sum) override;
-  void backward(const std::vector<double>& dlogp_sum) override;
-  void zero_grad() override { model_->zero_grad(); }
-  double grad_sum_squares() override;
-  void optimizer_step(double lr, double grad_scale, const AdamWConfig& config, int64_t t) override;
+  void run_pairs(const PairBatch& batch, const LossConfig& loss, const StepScale& scale, bool backward) override;
+  void zero_grad() override;
+  void optimizer_step(const OptimizerUpdate& update) override;
+  StepResults take_results() override;
   void save_model(const std::string& dir) override;
   void save_optimizer(const std::string& path) override;
   void load_optimizer(const std::string& path) override;
@@ -28,10 +28,13 @@ class CpuEngine : public Engine {
 
  private:
   std::unique_ptr<CpuModel<T>> model_;
-  std::vector<T> m_, v_;            // AdamW moments, laid out as the model's parameter buffer
-  std::vector<T> logp_, entropy_;   // (rows·T) per position of the last forward
-  std::vector<T> dlogp_;
-  std::vector<int32_t> response_sequence_;
+  // AdamW moments, laid out as the model's parameter buffer; allocated (zero) by the first optimizer call, so
+  // an engine that only scores (./score, the reference pass) does not hold 2 × the weights for nothing.
+  void ensure_moments();
+  std::vector<T> m_, v_;
+  std::vector<T> logp_, entropy_, dlogp_;  // (rows·T) per position of the last batch
+  StepResults results_;
+  bool step_has_nonfinite_loss_ = false;  // since zero_grad
 };
 
 }  // namespace stapo

@@ -23,6 +23,7 @@
 #include "kernels/swiglu.h"
 #include "model/ops/rope.h"
 #include "model/safetensors.h"
+#include "train/grad_clip.h"
 #include "train/model_flops.h"
 #include "train/optimizer_state.h"
 
@@ -89,34 +90,6 @@ struct Carver {
     return p;
   }
 };
-
-// Every array the right size and every id in range: the kernels index with these values unchecked.
-void pair_batch_check(const PairBatch& b, int V) {
-  const TokenBatch& t = b.tokens;
-  STAPO_CHECK(t.rows > 0 && t.T > 0, "PairBatch: rows (", t.rows, ") and T (", t.T, ") must be positive");
-  STAPO_CHECK(b.num_pairs > 0, "PairBatch: no pairs");
-  const size_t n = (size_t)t.rows * t.T;
-  STAPO_CHECK(n <= (size_t)INT32_MAX, "PairBatch: rows·T = ", n, " tokens is too many for one batch");
-  STAPO_CHECK(t.tokens.size() == n && t.targets.size() == n && t.positions.size() == n && t.segments.size() == n &&
-                  b.response_sequence.size() == n,
-              "PairBatch: tokens, targets, positions, segments and response_sequence must each hold rows·T = ", n,
-              " entries");
-  const int sequences = 2 * b.num_pairs;
-  for (size_t i = 0; i < n; ++i) {
-    const auto where = [&] { return cat(" at row ", i / t.T, " position ", i % t.T); };
-    STAPO_CHECK(t.tokens[i] >= 0 && t.tokens[i] < V, "PairBatch: token ", t.tokens[i], where(),
-                " is outside the vocabulary (", V, ")");
-    STAPO_CHECK(t.targets[i] >= -1 && t.targets[i] < V, "PairBatch: target ", t.targets[i], where(),
-                " is outside the vocabulary (", V, ") and not -1");
-    STAPO_CHECK(t.positions[i] >= 0, "PairBatch: negative position id", where());
-    STAPO_CHECK(t.segments[i] >= -1, "PairBatch: segment ", t.segments[i], where(), " is below -1");
-    const int s = b.response_sequence[i];
-    STAPO_CHECK(s >= -1 && s < sequences, "PairBatch: response_sequence ", s, where(), " but the batch has ",
-                sequences, " sequences");
-    STAPO_CHECK(s < 0 || t.targets[i] >= 0, "PairBatch: response token", where(), " of sequence ", s,
-                " has no target");
-  }
-}
 
 template <typename T>
 T* device_zeros(size_t count, cudaStream_t stream) {
@@ -410,7 +383,7 @@ void CudaEngine::layer_restore(int l) {
 
 void CudaEngine::forward(const PairBatch& batch, std::vector<double>& logp_sum, std::vector<double>& entropy_sum) {
   const ModelConfig& c = config_;
-  pair_batch_check(batch, c.vocab_size);
+  pair_batch_validate(batch, c.vocab_size);
   const TokenBatch& t = batch.tokens;
   STAPO_CHECK(t.rows <= 65535, "PairBatch: ", t.rows, " rows exceed the attention kernel's grid limit of 65535");
   const int N = t.rows * t.T, sequences = 2 * batch.num_pairs;
@@ -529,7 +502,28 @@ void CudaEngine::backward(const std::vector<double>& dlogp_sum) {
 
 // ---- optimizer ----
 
+void CudaEngine::run_pairs(const PairBatch& batch, const LossConfig& loss, const StepScale& scale, bool backward) {
+  std::vector<double> seq_logp, seq_entropy;
+  forward(batch, seq_logp, seq_entropy);
+  const int pairs = batch.num_pairs, sequences = 2 * pairs;
+  std::vector<double> seq_tokens(batch.response_length.begin(), batch.response_length.end()), dseq(sequences);
+  std::vector<PairLoss<double>> losses(pairs);
+  const float* ref = batch.reference_logps.empty() ? nullptr : batch.reference_logps.data();
+  pair_loss(losses.data(), dseq.data(), seq_logp.data(), seq_tokens.data(), ref, loss, scale.nll_weight(),
+            1.0 / scale.pairs, pairs);
+  append_pair_results(results_.pairs, batch, seq_logp.data(), seq_entropy.data(), seq_tokens.data(), losses.data());
+  for (const PairLoss<double>& l : losses) step_has_nonfinite_loss_ |= !std::isfinite(l.loss);
+  if (backward) this->backward(dseq);
+}
+
+StepResults CudaEngine::take_results() {
+  StepResults out = std::move(results_);
+  results_ = StepResults{};
+  return out;
+}
+
 void CudaEngine::zero_grad() {
+  step_has_nonfinite_loss_ = false;
   finish_step();
   cudaCheck(cudaMemsetAsync(grads_, 0, total_ * sizeof(bf16), stream_));
   cudaCheck(cudaEventRecord(step_start_, stream_));
@@ -546,9 +540,16 @@ double CudaEngine::grad_sum_squares() {
   return double(norm) * double(norm);
 }
 
-void CudaEngine::optimizer_step(double lr, double grad_scale, const AdamWConfig& config, int64_t t) {
+void CudaEngine::optimizer_step(const OptimizerUpdate& update) {
+  const double norm = std::sqrt(grad_sum_squares());
+  results_.grad_norm = norm;
+  results_.updated = std::isfinite(norm) && !step_has_nonfinite_loss_;
+  if (!results_.updated) return;
+  const double lr = update.lr;
+  const AdamWConfig& config = update.adamw;
+  const int64_t t = update.t;
   STAPO_CHECK(t >= 1 && t <= INT32_MAX, "CudaEngine::optimizer_step: step ", t, " out of range");
-  const float scale = (float)grad_scale;
+  const float scale = (float)grad_clip_factor(norm, update.max_grad_norm);
   cudaCheck(cudaMemcpyAsync(scalars_ + 2, &scale, sizeof(float), cudaMemcpyHostToDevice, stream_));
   AdamWHyper hyper;
   hyper.lr = (float)lr;

@@ -76,11 +76,10 @@ class CudaEngine : public Engine {
   CudaEngine(const CudaEngine&) = delete;
   CudaEngine& operator=(const CudaEngine&) = delete;
 
-  void forward(const PairBatch& batch, std::vector<double>& logp_sum, std::vector<double>& entropy_sum) override;
-  void backward(const std::vector<double>& dlogp_sum) override;
+  void run_pairs(const PairBatch& batch, const LossConfig& loss, const StepScale& scale, bool backward) override;
   void zero_grad() override;
-  double grad_sum_squares() override;
-  void optimizer_step(double lr, double grad_scale, const AdamWConfig& config, int64_t t) override;
+  void optimizer_step(const OptimizerUpdate& update) override;
+  StepResults take_results() override;
   void save_model(const std::string& dir) override;
   void save_optimizer(const std::string& path) override;
   void load_optimizer(const std::string& path) override;
@@ -120,6 +119,10 @@ class CudaEngine : public Engine {
     float *rstd1, *rstd2, *lse;                                                          // (N), (N), (N, H)
   };
 
+  // The per-sequence sums of a batch to the host, and dℓ/dS back (the host round trip engine v2 removes).
+  void forward(const PairBatch& batch, std::vector<double>& logp_sum, std::vector<double>& entropy_sum);
+  void backward(const std::vector<double>& dlogp_sum);
+  double grad_sum_squares();
   Layer layer_pointers(__nv_bfloat16* base, int l) const;
   Globals global_pointers(__nv_bfloat16* base) const;
   const Tensor& tensor(const std::string& name) const;
@@ -180,6 +183,8 @@ class CudaEngine : public Engine {
   float *seq_logp_ = nullptr, *seq_entropy_ = nullptr, *seq_tokens_ = nullptr, *dseq_ = nullptr;  // (2B)
   float* host_sums_ = nullptr;  // pinned (2, 2B): logp then entropy sums
 
+  StepResults results_;
+  bool step_has_nonfinite_loss_ = false;  // since zero_grad
   // The last forward's batch.
   int rows_ = 0, T_ = 0, sequences_ = 0;
   bool have_forward_ = false;

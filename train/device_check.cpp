@@ -108,19 +108,28 @@ using HostParameter = std::function<std::vector<float>(size_t index, bool grad)>
 // reference gradients).
 void step_gradients(Engine& engine, const HostParameter& host, size_t tensors, const PairBatch& batch,
                     const LossConfig& loss, StepRecord& r) {
-  engine.forward(batch, r.logp, r.entropy);
   engine.zero_grad();
-  r.loss = step_forward_backward(engine, {batch}, loss, true).loss(loss);
-  r.grad_norm = std::sqrt(engine.grad_sum_squares());
+  run_micro_batches(engine, {batch}, loss, true);
+  MetricSums sums;
+  for (const PairResult& p : engine.take_results().pairs) {
+    sums.add(p, loss);
+    r.logp.insert(r.logp.end(), {p.logps.logp_chosen, p.logps.logp_rejected});
+    r.entropy.insert(r.entropy.end(), {p.entropy_chosen, p.entropy_rejected});
+  }
+  r.loss = sums.loss(loss);
+  double sum_squares = 0;
   for (size_t i = 0; i < tensors; ++i) {
     r.grads.push_back(host(i, true));
     r.before.push_back(host(i, false));
+    for (float g : r.grads.back()) sum_squares += double(g) * g;
   }
+  r.grad_norm = std::sqrt(sum_squares);
 }
 
 void step_update(Engine& engine, const HostParameter& host, size_t tensors, double lr, double max_norm,
                  const AdamWConfig& adamw, StepRecord& r) {
-  engine.optimizer_step(lr, grad_clip_factor(r.grad_norm, max_norm), adamw, 1);
+  engine.optimizer_step({lr, max_norm, adamw, 1});
+  STAPO_CHECK(engine.take_results().updated, "device check: the update did not run (non-finite gradients)");
   for (size_t i = 0; i < tensors; ++i) r.after.push_back(host(i, false));
 }
 

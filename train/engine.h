@@ -1,11 +1,18 @@
-// What the trainer needs from a model, whatever runs it: the CPU reference (train/cpu_engine.h, fp32 or
-// double) now, the bf16 CUDA engine later. The trainer (train/trainer.h) owns the loop, the losses, the
-// metrics, the schedule and checkpoints; an engine owns parameters, gradients and optimizer state.
+// What the trainer needs from a model, whatever runs it: the fp32/fp64 CPU reference (train/cpu_engine.h) or
+// the bf16 CUDA engine (train/cuda_engine.h). The trainer (train/trainer.h) owns the loop, the schedule, the
+// metrics and checkpoints; an engine owns parameters, gradients, optimizer state, and computes each pair's
+// loss itself with the one loss header (model/ops/preference_loss.h), where its log-probs are.
 //
-// Per pair batch the engine reduces its per-token outputs to per-sequence sums over RESPONSE tokens
-// (positions with PairBatch::response_sequence ≥ 0): S(y) = Σ log π(y_t|·) and Σ H_t (entropy). The
-// backward pass receives dℓ/dS per sequence and applies it to every response token of that sequence
-// (∂S/∂logp_t = 1), accumulating parameter gradients across calls until zero_grad().
+// One optimizer step:
+//   zero_grad()
+//   run_pairs(batch, loss, scale, /*backward=*/true)   for each micro-batch of the step: forward, per-sequence
+//        sums over RESPONSE tokens (positions with PairBatch::response_sequence ≥ 0), the loss of every pair,
+//        and backward of Σ_i ℓ_i / scale.pairs; gradients accumulate (+=) across calls, in at least fp32
+//   optimizer_step(update)   global gradient norm, clipping and one AdamW update, all where the gradients are;
+//        when the norm or any loss of the step is not finite the weights and moments are left untouched
+//   take_results()           the pairs of every run_pairs since the last take, and the last update's outcome:
+//        the host's one read of the step (the CUDA engine copies them once and waits here, nowhere else)
+// Evaluation and scoring call run_pairs(..., backward = false) and take_results().
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -13,25 +20,52 @@
 #include <string>
 #include <vector>
 
-#include "model/batch.h"   // defines: PairBatch
-#include "model/model.h"   // defines: CpuModel
-#include "train/adamw.h"   // defines: AdamWConfig
+#include "model/batch.h"                // defines: PairBatch
+#include "model/model.h"                // defines: CpuModel
+#include "model/ops/preference_loss.h"  // defines: LossConfig, PairLogps, PairLoss
+#include "train/adamw.h"                // defines: AdamWConfig
 
 namespace stapo {
+
+// How a pair's gradient is normalised within its optimizer step (train/trainer.h): the step's loss is
+// (1/P)·Σ_i ℓ_i with ℓ_i's NLL weight P/N_w, P pairs and N_w chosen tokens counted over every micro-batch of
+// the step, so that k micro-batches of B pairs give exactly the gradient of one batch of k·B pairs.
+struct StepScale {
+  double pairs = 1;          // P
+  double chosen_tokens = 1;  // N_w
+  double nll_weight() const { return pairs / chosen_tokens; }
+};
+
+// One pair as the engine computed it.
+struct PairResult {
+  int64_t pair_id = 0;                        // index in its shard
+  PairLogps<double> logps{};                  // S, |y|, Sref of chosen and rejected
+  double entropy_chosen = 0, entropy_rejected = 0;  // Σ_t H_t over each response
+  PairLoss<double> loss{};                    // with the step's NLL weight
+};
+
+struct OptimizerUpdate {
+  double lr = 0;
+  double max_grad_norm = 0;  // > 0: gradients scaled by min(1, max_grad_norm / norm) first
+  AdamWConfig adamw;
+  int64_t t = 1;  // 1-based AdamW update count if this update runs
+};
+
+struct StepResults {
+  std::vector<PairResult> pairs;  // every pair since the last take_results, in run order
+  double grad_norm = 0;           // of the last optimizer_step, before clipping (0 when there was none)
+  bool updated = false;           // whether that optimizer_step changed the weights (false: not finite, or none)
+};
 
 class Engine {
  public:
   virtual ~Engine() = default;
 
-  // logp_sum, entropy_sum: (2B) per sequence of the batch. Keeps what backward needs.
-  virtual void forward(const PairBatch& batch, std::vector<double>& logp_sum, std::vector<double>& entropy_sum) = 0;
-  // dlogp_sum (2B): dL/dS of each sequence of the last forward's batch. Gradients accumulate (+=).
-  virtual void backward(const std::vector<double>& dlogp_sum) = 0;
+  virtual void run_pairs(const PairBatch& batch, const LossConfig& loss, const StepScale& scale, bool backward) = 0;
   virtual void zero_grad() = 0;
-  virtual double grad_sum_squares() = 0;  // Σ grad² over all parameters, in a fixed order
-  // One AdamW update (t = 1-based update count); grad_scale multiplies every gradient (clipping).
   // Weight decay applies to every parameter except RMSNorm weights.
-  virtual void optimizer_step(double lr, double grad_scale, const AdamWConfig& config, int64_t t) = 0;
+  virtual void optimizer_step(const OptimizerUpdate& update) = 0;
+  virtual StepResults take_results() = 0;
 
   // The model as an HF directory (config.json + safetensors, full precision so a resume is exact).
   virtual void save_model(const std::string& dir) = 0;
@@ -42,7 +76,7 @@ class Engine {
   // eval samples decode with it (train/eval_samples.h).
   virtual std::unique_ptr<CpuModel<float>> weights_to_cpu() = 0;
 
-  // What the engine measured of the step whose optimizer_step just returned: `metrics` join that step's log
+  // What the engine measured of the step whose results were just taken: `metrics` join that step's log
   // line, `progress` its progress line. Default: nothing (the trainer logs tokens_per_s for every engine).
   struct StepReport {
     nlohmann::ordered_json metrics = nlohmann::ordered_json::object();
@@ -50,5 +84,10 @@ class Engine {
   };
   virtual StepReport step_report() { return {}; }
 };
+
+// Appends the results of a batch's pairs, from its per-sequence sums (2B each: S, Σ H_t, |y|) and per-pair
+// losses (B), to `out`.
+void append_pair_results(std::vector<PairResult>& out, const PairBatch& batch, const double* seq_logp,
+                         const double* seq_entropy, const double* seq_tokens, const PairLoss<double>* losses);
 
 }  // namespace stapo

@@ -1,6 +1,8 @@
 // Loss flags (train/loss_flags.h).
 #include "train/loss_flags.h"
 
+#include "common/error.h"
+
 namespace stapo {
 
 void loss_flags_add(CLI::App& app, LossFlags& f) {
@@ -11,12 +13,24 @@ void loss_flags_add(CLI::App& app, LossFlags& f) {
       ->check(CLI::IsMember({"avg", "sum", "sum-ref", "avg-ref"}));
   app.add_option("--beta", f.values.beta, "z = beta·Δ (default per loss)");
   app.add_option("--gamma", f.values.gamma, "simpo target margin (1.0)");
-  app.add_option("--gamma-left", f.values.gamma_left, "stapo left margin γL (1.0)");
-  app.add_option("--gamma-right", f.values.gamma_right, "stapo right margin γR > γL (5.0)");
+  app.add_option("--margin-left", f.values.margin_left, "stapo left margin m_l, in units of Δ (0.5)");
+  app.add_option("--margin-right", f.values.margin_right, "stapo right margin m_r > m_l, in units of Δ (0.7)");
   app.add_option("--lambda-right", f.values.lambda_right, "stapo weight of the right-margin term (1.0)");
+  app.add_option("--right-margin", f.right_margin,
+                 "stapo above m_r: absolute (push Δ back down, the paper's) or saturate (flat: no gradient)")
+      ->check(CLI::IsMember({"absolute", "saturate"}));
   app.add_option("--label-smoothing", f.values.label_smoothing, "dpo/simpo/cpo label smoothing ε (0)");
   app.add_option("--orpo-lambda", f.values.orpo_lambda, "orpo weight of the odds-ratio term (0.1)");
   app.add_option("--alpha", f.values.alpha, "weight of the NLL term on chosen responses (cpo/orpo/sft 1, else 0)");
+  // A combination the spec rejects (m_r <= m_l, beta <= 0, ...) is a bad flag: exit 2 naming it, as CLI11's own
+  // checks. Whether the data has the reference a reward needs is checked later, once the shard is open.
+  app.parse_complete_callback([&app, &f] {
+    try {
+      loss_config_validate(loss_flags_config(app, f), /*have_reference=*/true);
+    } catch (const Error& e) {
+      throw CLI::ValidationError(e.what());
+    }
+  });
 }
 
 LossConfig loss_flags_config(const CLI::App& app, const LossFlags& f) {
@@ -25,8 +39,9 @@ LossConfig loss_flags_config(const CLI::App& app, const LossFlags& f) {
   auto given = [&](const char* flag) { return app.count(flag) > 0; };
   if (given("--beta")) c.beta = f.values.beta;
   if (given("--gamma")) c.gamma = f.values.gamma;
-  if (given("--gamma-left")) c.gamma_left = f.values.gamma_left;
-  if (given("--gamma-right")) c.gamma_right = f.values.gamma_right;
+  if (given("--margin-left")) c.margin_left = f.values.margin_left;
+  if (given("--margin-right")) c.margin_right = f.values.margin_right;
+  if (given("--right-margin")) c.right_margin = right_margin_from_name(f.right_margin);
   if (given("--lambda-right")) c.lambda_right = f.values.lambda_right;
   if (given("--label-smoothing")) c.label_smoothing = f.values.label_smoothing;
   if (given("--orpo-lambda")) c.orpo_lambda = f.values.orpo_lambda;

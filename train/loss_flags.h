@@ -4,13 +4,14 @@
 #include <CLI/CLI.hpp>
 #include <string>
 
-#include "train/losses.h"  // defines: LossConfig
+#include "model/ops/preference_loss.h"  // defines: LossConfig
 
 namespace stapo {
 
 struct LossFlags {
   std::string loss = "stapo";
   std::string reward;  // empty: the loss's default
+  std::string right_margin = "absolute";
   LossConfig values;   // parsed values; only the flags given are used
 };
 

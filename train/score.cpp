@@ -1,4 +1,4 @@
-// score: per pair S_w, S_l, |y_w|, |y_l|, mean entropy of each response and z under a model, as JSONL —
+// score: per pair S_w, S_l, |y_w|, |y_l|, mean entropy of each response, Δ and z under a model, as JSONL —
 // the audit tool for a checkpoint (and, through train/scoring.h, the engine of the reference pass).
 #include <omp.h>
 
@@ -32,27 +32,24 @@ int main(int argc, char** argv) {
     stapo::check_shard_tokenizer(shard, model_dir);
     stapo::loss_config_validate(config, shard.has_reference());
     stapo::CpuEngine<float> engine(stapo::model_load_hf<float>(model_dir));
-    std::vector<stapo::PairScore> scores = stapo::score_shard(engine, shard, lc, "score");
-    const float* ref = shard.has_reference() ? shard.reference_logps() : nullptr;
+    const std::vector<stapo::PairResult> scores = stapo::score_shard(engine, shard, lc, config, "score");
     std::string text;
-    for (const stapo::PairScore& s : scores) {
-      const stapo::PairLogps<double> in{s.logp_chosen, s.logp_rejected, double(s.len_chosen), double(s.len_rejected),
-                                        ref ? ref[2 * s.pair] : 0.0, ref ? ref[2 * s.pair + 1] : 0.0};
-      const stapo::PairLoss<double> out = stapo::loss_pair(config, in, 0.0);
+    for (const stapo::PairResult& s : scores) {
       nlohmann::ordered_json j;
-      j["pair"] = s.pair;
-      j["id"] = std::string(shard.pair(s.pair).id);
-      j["logp_chosen"] = s.logp_chosen;
-      j["logp_rejected"] = s.logp_rejected;
-      j["len_chosen"] = s.len_chosen;
-      j["len_rejected"] = s.len_rejected;
-      j["entropy_chosen"] = s.entropy_chosen / s.len_chosen;
-      j["entropy_rejected"] = s.entropy_rejected / s.len_rejected;
-      j["z"] = out.z;
+      j["pair"] = s.pair_id;
+      j["id"] = std::string(shard.pair(s.pair_id).id);
+      j["logp_chosen"] = s.logps.logp_chosen;
+      j["logp_rejected"] = s.logps.logp_rejected;
+      j["len_chosen"] = int64_t(s.logps.len_chosen);
+      j["len_rejected"] = int64_t(s.logps.len_rejected);
+      j["entropy_chosen"] = s.entropy_chosen / s.logps.len_chosen;
+      j["entropy_rejected"] = s.entropy_rejected / s.logps.len_rejected;
+      j["delta"] = s.loss.delta;
+      j["z"] = s.loss.z;
       text += j.dump() + "\n";
     }
     stapo::write_file_atomic(out_path, text);
-    fprintf(stderr, "wrote %zu pairs to %s (loss %s, reward %s, beta %g)\n", scores.size(), out_path.c_str(),
-            stapo::loss_name(config.loss), stapo::reward_name(config.reward), config.beta);
+    fprintf(stderr, "wrote %zu pairs to %s (%s)\n", scores.size(), out_path.c_str(),
+            stapo::loss_config_summary(config).c_str());
   });
 }

@@ -9,29 +9,25 @@
 #include "common/file_io.h"
 #include "common/progress.h"
 #include "tokenizer/tokenizer.h"  // defines: Tokenizer
+#include "train/trainer.h"         // defines: run_micro_batches, count_tokens
 
 namespace stapo {
 
-std::vector<PairScore> score_shard(Engine& engine, const Shard& shard, PairLoaderConfig loader_config,
-                                   const std::string& progress_label) {
+std::vector<PairResult> score_shard(Engine& engine, const Shard& shard, PairLoaderConfig loader_config,
+                                    const LossConfig& loss, const std::string& progress_label) {
   loader_config.shuffle = false;
   loader_config.length_group_pairs = 0;
   PairLoader loader(shard, loader_config);
   const int64_t steps = loader.steps_per_epoch();
-  std::vector<PairScore> scores;
+  std::vector<PairResult> scores;
   scores.reserve(size_t(shard.num_pairs()));
-  PairBatch batch;
-  std::vector<double> logp, entropy;
+  std::vector<PairBatch> one(1);
   Progress progress(progress_label, steps);
   for (int64_t s = 0; s < steps; s++) {
-    loader.next(batch);
-    engine.forward(batch, logp, entropy);
-    int64_t tokens = 0;
-    for (int32_t seg : batch.tokens.segments) tokens += seg >= 0;
-    for (int i = 0; i < batch.num_pairs; i++)
-      scores.push_back({batch.pair_ids[i], logp[2 * i], logp[2 * i + 1], batch.response_length[2 * i],
-                        batch.response_length[2 * i + 1], entropy[2 * i], entropy[2 * i + 1]});
-    progress.update(s + 1, tokens);
+    loader.next(one[0]);
+    run_micro_batches(engine, one, loss, false);
+    for (PairResult& r : engine.take_results().pairs) scores.push_back(r);
+    progress.update(s + 1, count_tokens(one));
   }
   progress.finish();
   STAPO_CHECK(int64_t(scores.size()) == shard.num_pairs(), shard.path(), ": scored ", scores.size(), " of ",
@@ -64,11 +60,13 @@ bool reference_ensure(Engine& engine, const std::string& shard_path, const PairL
     if (shard.has_reference())
       fprintf(stderr, "%s: reference log-probs are from '%s', not '%s': recomputing\n", shard_path.c_str(),
               shard.reference_tag().c_str(), tag.c_str());
-    std::vector<PairScore> scores = score_shard(engine, shard, loader_config, "reference pass");
+    // Only S is needed: any loss whose reward needs no reference will do.
+    const std::vector<PairResult> scores =
+        score_shard(engine, shard, loader_config, loss_defaults(LossKind::sft), "reference pass");
     logps.assign(size_t(2 * shard.num_pairs()), 0.0f);
-    for (const PairScore& s : scores) {
-      logps[2 * s.pair] = float(s.logp_chosen);
-      logps[2 * s.pair + 1] = float(s.logp_rejected);
+    for (const PairResult& s : scores) {
+      logps[2 * s.pair_id] = float(s.logps.logp_chosen);
+      logps[2 * s.pair_id + 1] = float(s.logps.logp_rejected);
     }
   }
   shard_write_reference_logps(shard_path, 0, logps);

@@ -1,4 +1,4 @@
-// Scoring a shard with an engine: per pair S_w, S_l, |y_w|, |y_l| and entropy sums, in shard order.
+// Scoring a shard with an engine: per pair S_w, S_l, |y_w|, |y_l|, entropy sums and the loss's z, in shard order.
 // The engine of ./score and of the reference pass (--ref precompute), which stores S_ref of the initial
 // weights in the shard's reference section, tagged with a hash of the model files that produced it.
 #pragma once
@@ -12,16 +12,10 @@
 
 namespace stapo {
 
-struct PairScore {
-  int64_t pair = 0;  // index in the shard
-  double logp_chosen = 0, logp_rejected = 0;        // S(y_w), S(y_l)
-  int32_t len_chosen = 0, len_rejected = 0;         // |y_w|, |y_l|
-  double entropy_chosen = 0, entropy_rejected = 0;  // Σ_t H_t over each response
-};
-
-// Every pair of the shard, in shard order (the loader's shuffle is turned off).
-std::vector<PairScore> score_shard(Engine& engine, const Shard& shard, PairLoaderConfig loader_config,
-                                   const std::string& progress_label);
+// Every pair of the shard, in shard order (the loader's shuffle is turned off), as the engine computes it under
+// `loss` (z, Δ, rewards; the shard's reference log-probs when it has them).
+std::vector<PairResult> score_shard(Engine& engine, const Shard& shard, PairLoaderConfig loader_config,
+                                    const LossConfig& loss, const std::string& progress_label);
 
 // "model <dir-name> fnv1a64 <hash of config.json and every *.safetensors>": what a reference pass is keyed by.
 std::string reference_tag(const std::string& model_dir);

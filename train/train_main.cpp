@@ -34,7 +34,7 @@ void train_flags_add(CLI::App& app, TrainFlags& f, bool required) {
   app.add_option("--grad-accum", tc.grad_accum, "micro-batches per optimizer step");
   app.add_option("--epochs", tc.epochs, "passes over the training shard");
   app.add_option("--max-steps", tc.max_steps, "optimizer steps (overrides --epochs when > 0)");
-  app.add_option("--eval-every", tc.eval_every, "evaluate every N steps (and at the end)");
+  app.add_option("--eval-every", tc.eval_every, "evaluate before the first step, every N steps and at the end");
   app.add_option("--save-every", tc.save_every, "checkpoint every N steps (and at the end, as final/)");
   app.add_option("--batch-size", lc.pairs_per_batch, "pairs per micro-batch");
   app.add_option("--max-length", lc.row_length, "row length T (every sequence must fit)");
@@ -42,6 +42,10 @@ void train_flags_add(CLI::App& app, TrainFlags& f, bool required) {
   app.add_option("--seed", tc.seed, "data order seed");
   app.add_option("--resume", f.resume_dir, "continue exactly from a checkpoint directory of this run");
   app.add_flag("--skip-nonfinite", tc.skip_nonfinite, "skip (and count) steps whose loss or gradient is not finite");
+  app.add_option("--step0-pairs", tc.step0_pairs,
+                 "before the first update, Δ and z of this many training pairs under the initial weights (quantiles, "
+                 "share above the right margin; every pair, without a forward pass, after --ref precompute); 0: off")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--sample-prompts", f.sample_prompts,
                  "at every evaluation, greedy replies to these user messages with the current weights, printed "
                  "and logged: FILE.jsonl of {\"prompt\": ...} lines, or any other file of one prompt per line");
@@ -88,6 +92,8 @@ void train_run(const CLI::App& app, TrainFlags& f, const EngineFactory& make_eng
   }
   Shard train_shard(f.data_path);
   loss_config_validate(tc.loss, train_shard.has_reference());
+  // The reference pass just ran (or was reused) with the initial weights: the step-0 diagnostics read it.
+  tc.step0_from_reference = f.ref == "precompute" && f.resume_dir.empty();
   std::unique_ptr<Shard> eval_shard;
   std::unique_ptr<PairLoader> eval_loader;
   int64_t eval_steps = 0;
@@ -104,9 +110,8 @@ void train_run(const CLI::App& app, TrainFlags& f, const EngineFactory& make_eng
   Trainer trainer(*engine, loader, eval_loader.get(), eval_steps, tc);
   if (sampler) trainer.set_eval_sampler(sampler.get());
   if (!f.resume_dir.empty()) trainer.resume(f.resume_dir);
-  fprintf(stderr, "%s; loss %s, reward %s, beta %g; %lld steps from step %lld\n", engine->description().c_str(),
-          loss_name(tc.loss.loss), reward_name(tc.loss.reward), tc.loss.beta, (long long)trainer.total_steps(),
-          (long long)trainer.state().step);
+  fprintf(stderr, "%s; %s; %lld steps from step %lld\n", engine->description().c_str(),
+          loss_config_summary(tc.loss).c_str(), (long long)trainer.total_steps(), (long long)trainer.state().step);
   trainer.train();
   if (trained) trained(*engine);
   fprintf(stderr, "done: %s/final (log: %s/log.jsonl, %lld non-finite steps skipped)\n", f.out_dir.c_str(),

@@ -1,6 +1,7 @@
 // The training loop (train/trainer.h).
 #include "train/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -11,7 +12,7 @@
 #include "common/file_io.h"
 #include "common/progress.h"
 #include "tokenizer/tokenizer_files.h"  // defines: copy_tokenizer_files
-#include "train/grad_clip.h"
+#include "train/step0.h"
 
 namespace stapo {
 
@@ -31,10 +32,32 @@ void MetricSums::add(const MetricSums& o) {
   logp_rejected += o.logp_rejected;
   z += o.z;
   z_max = std::max(z_max, o.z_max);
+  delta += o.delta;
   above_right += o.above_right;
   below_left += o.below_left;
   entropy_chosen += o.entropy_chosen;
   entropy_rejected += o.entropy_rejected;
+}
+
+void MetricSums::add(const PairResult& r, const LossConfig& config) {
+  const PairLogps<double>& in = r.logps;
+  pairs++;
+  chosen_tokens += in.len_chosen;
+  rejected_tokens += in.len_rejected;
+  pref_loss += r.loss.preference;
+  nll += -in.logp_chosen;
+  reward_chosen += r.loss.reward_chosen;
+  reward_rejected += r.loss.reward_rejected;
+  correct += r.loss.z > 0;
+  logp_chosen += in.logp_chosen;
+  logp_rejected += in.logp_rejected;
+  z += r.loss.z;
+  z_max = std::max(z_max, r.loss.z);
+  delta += r.loss.delta;
+  above_right += r.loss.delta > config.margin_right;
+  below_left += r.loss.delta < config.margin_left;
+  entropy_chosen += r.entropy_chosen;
+  entropy_rejected += r.entropy_rejected;
 }
 
 double MetricSums::loss(const LossConfig& config) const {
@@ -53,6 +76,7 @@ ordered_json metrics_json(const MetricSums& s, const LossConfig& config, const s
   j[prefix + "logps/rejected"] = s.logp_rejected / p;
   j[prefix + "z/mean"] = s.z / p;
   j[prefix + "z/max"] = s.z_max;
+  j[prefix + "delta/mean"] = s.delta / p;
   j[prefix + "z/frac_above_right"] = s.above_right / p;
   j[prefix + "z/frac_below_left"] = s.below_left / p;
   j[prefix + "entropy/chosen"] = s.entropy_chosen / s.chosen_tokens;
@@ -61,23 +85,55 @@ ordered_json metrics_json(const MetricSums& s, const LossConfig& config, const s
   return j;
 }
 
-namespace {
-
-PairLogps<double> pair_inputs(const PairBatch& b, const std::vector<double>& logp, int i) {
-  const bool has_ref = !b.reference_logps.empty();
-  return {logp[2 * i],
-          logp[2 * i + 1],
-          double(b.response_length[2 * i]),
-          double(b.response_length[2 * i + 1]),
-          has_ref ? double(b.reference_logps[2 * i]) : 0.0,
-          has_ref ? double(b.reference_logps[2 * i + 1]) : 0.0};
+ordered_json quantiles_json(const std::vector<PairResult>& pairs, const std::string& prefix) {
+  ordered_json j;
+  if (pairs.empty()) return j;
+  for (const char* name : {"delta", "z"}) {
+    std::vector<double> v;
+    for (const PairResult& r : pairs) v.push_back(name[0] == 'z' ? r.loss.z : r.loss.delta);
+    std::sort(v.begin(), v.end());
+    for (int q : {5, 25, 50, 75, 95}) {  // linear interpolation between order statistics, as numpy's default
+      const double at = q / 100.0 * double(v.size() - 1);
+      const size_t lo = size_t(at), hi = std::min(lo + 1, v.size() - 1);
+      j[cat(prefix, name, q < 10 ? "/p0" : "/p", q)] = v[lo] + (at - double(lo)) * (v[hi] - v[lo]);
+    }
+  }
+  return j;
 }
 
-int64_t count_tokens(const TokenBatch& t) {
+StepScale step_scale(const std::vector<PairBatch>& micro_batches) {
+  StepScale scale{0, 0};
+  for (const PairBatch& b : micro_batches) {
+    scale.pairs += b.num_pairs;
+    for (int i = 0; i < b.num_pairs; i++) scale.chosen_tokens += b.response_length[2 * i];
+  }
+  return scale;
+}
+
+int64_t count_tokens(const std::vector<PairBatch>& micro_batches) {
   int64_t n = 0;
-  for (int32_t s : t.segments) n += s >= 0;
+  for (const PairBatch& b : micro_batches)
+    for (int32_t s : b.tokens.segments) n += s >= 0;
   return n;
 }
+
+void run_micro_batches(Engine& engine, const std::vector<PairBatch>& micro_batches, const LossConfig& config,
+                       bool backward) {
+  const StepScale scale = step_scale(micro_batches);
+  for (const PairBatch& b : micro_batches)
+    if (b.num_pairs > 0) engine.run_pairs(b, config, scale, backward);
+}
+
+MetricSums step_forward_backward(Engine& engine, const std::vector<PairBatch>& micro_batches,
+                                 const LossConfig& config, bool backward) {
+  run_micro_batches(engine, micro_batches, config, backward);
+  MetricSums sums;
+  for (const PairResult& r : engine.take_results().pairs) sums.add(r, config);
+  sums.tokens = count_tokens(micro_batches);
+  return sums;
+}
+
+namespace {
 
 // JSON text; invalid UTF-8 (a sample reply of a barely trained model cut inside a character) becomes U+FFFD.
 std::string json_text(const ordered_json& j) { return j.dump(-1, ' ', false, ordered_json::error_handler_t::replace); }
@@ -90,54 +146,6 @@ std::string pair_id_list(const std::vector<PairBatch>& batches) {
 }
 
 }  // namespace
-
-MetricSums step_forward_backward(Engine& engine, const std::vector<PairBatch>& micro_batches,
-                                 const LossConfig& config, bool backward) {
-  // The step's totals first: they normalise every micro-batch's gradient (exact accumulation).
-  double pairs = 0, chosen_tokens = 0;
-  for (const PairBatch& b : micro_batches) {
-    pairs += b.num_pairs;
-    for (int i = 0; i < b.num_pairs; i++) chosen_tokens += b.response_length[2 * i];
-  }
-  const double nll_weight = chosen_tokens > 0 ? pairs / chosen_tokens : 0.0;
-  MetricSums sums;
-  std::vector<double> logp, entropy, dlogp;
-  for (const PairBatch& b : micro_batches) {
-    if (b.num_pairs == 0) continue;
-    STAPO_CHECK(b.response_length.size() == size_t(2 * b.num_pairs), "PairBatch: ", b.response_length.size(),
-                " response lengths for ", b.num_pairs, " pairs");
-    engine.forward(b, logp, entropy);
-    dlogp.assign(2 * b.num_pairs, 0.0);
-    for (int i = 0; i < b.num_pairs; i++) {
-      const PairLogps<double> in = pair_inputs(b, logp, i);
-      STAPO_CHECK(in.len_chosen > 0 && in.len_rejected > 0, "pair ", b.pair_ids[i],
-                  " has an empty response: rebuild the shard with prepare_data");
-      const PairLoss<double> pref = loss_pair(config, in, 0.0);
-      const PairLoss<double> full = loss_pair(config, in, nll_weight);
-      dlogp[2 * i] = full.dloss_dlogp_chosen / pairs;
-      dlogp[2 * i + 1] = full.dloss_dlogp_rejected / pairs;
-      sums.pairs++;
-      sums.chosen_tokens += in.len_chosen;
-      sums.rejected_tokens += in.len_rejected;
-      sums.pref_loss += pref.loss;
-      sums.nll += -in.logp_chosen;
-      sums.reward_chosen += full.reward_chosen;
-      sums.reward_rejected += full.reward_rejected;
-      sums.correct += full.z > 0;
-      sums.logp_chosen += in.logp_chosen;
-      sums.logp_rejected += in.logp_rejected;
-      sums.z += full.z;
-      sums.z_max = std::max(sums.z_max, full.z);
-      sums.above_right += full.z > config.gamma_right;
-      sums.below_left += full.z < config.gamma_left;
-      sums.entropy_chosen += entropy[2 * i];
-      sums.entropy_rejected += entropy[2 * i + 1];
-    }
-    sums.tokens += count_tokens(b.tokens);
-    if (backward) engine.backward(dlogp);
-  }
-  return sums;
-}
 
 Trainer::Trainer(Engine& engine, PairLoader& loader, PairLoader* eval_loader, int64_t eval_steps,
                  const TrainerConfig& config)
@@ -167,16 +175,22 @@ void Trainer::log(const ordered_json& line) {
 }
 
 ordered_json Trainer::evaluate() {
-  MetricSums sums;
   eval_loader_->seek(DataPosition{});
   std::vector<PairBatch> one(1);
+  int64_t tokens = 0;
   for (int64_t s = 0; s < eval_steps_; s++) {
     eval_loader_->next(one[0]);
-    sums.add(step_forward_backward(engine_, one, config_.loss, false));
+    run_micro_batches(engine_, one, config_.loss, false);
+    tokens += count_tokens(one);
   }
+  const std::vector<PairResult> pairs = engine_.take_results().pairs;
+  MetricSums sums;
+  for (const PairResult& r : pairs) sums.add(r, config_.loss);
+  sums.tokens = tokens;
   ordered_json j;
   j["step"] = state_.step;
   j.update(metrics_json(sums, config_.loss, "eval/"));
+  j.update(quantiles_json(pairs, "eval/"));
   j["eval/pairs"] = sums.pairs;
   return j;
 }
@@ -219,6 +233,10 @@ std::string Trainer::save_checkpoint(const std::string& name) {
   state["loss"] = loss_name(config_.loss.loss);
   state["reward"] = reward_name(config_.loss.reward);
   state["beta"] = config_.loss.beta;
+  state["margin_left"] = config_.loss.margin_left;
+  state["margin_right"] = config_.loss.margin_right;
+  state["right_margin"] = right_margin_name(config_.loss.right_margin);
+  state["lambda_right"] = config_.loss.lambda_right;
   write_file_atomic(tmp + "/trainer_state.json", state.dump(2) + "\n");
   replace_directory(tmp, final_dir);
   state_.last_checkpoint = final_dir;
@@ -275,30 +293,50 @@ void Trainer::resume(const std::string& dir) {
   drop_log_after(state_.step);
 }
 
+void Trainer::step0_diagnostics() {
+  if (config_.step0_pairs <= 0) return;
+  const bool reference = config_.step0_from_reference;
+  const std::vector<PairResult> pairs =
+      reference ? step0_pairs_from_reference(loader_.shard(), config_.loss)
+                : step0_pairs_from_engine(engine_, loader_.shard(), loader_.config(), config_.loss, config_.step0_pairs);
+  const ordered_json j = step0_json(pairs, config_.loss, reference ? "from the reference pass" : "forward pass");
+  log(j);
+  fprintf(stderr, "%s%s", step0_table(j, config_.loss).c_str(), step0_warning(j, config_.loss).c_str());
+}
+
 void Trainer::train() {
   const int64_t total = total_steps();
   const int64_t warmup = lr_warmup_steps(config_.warmup_ratio, total);
+  if (state_.step == 0) {
+    step0_diagnostics();
+    // With periodic evaluation the curves start at the initial model (epoch 0), so drift is measured from there.
+    if (config_.eval_every > 0 && eval_loader_) log(evaluate());
+    if (config_.eval_every > 0 && sampler_) log(eval_samples());
+  }
   Progress progress("train", total);
   std::vector<PairBatch> micro(config_.grad_accum);
   while (state_.step < total) {
     const auto start = std::chrono::steady_clock::now();
     for (PairBatch& b : micro) loader_.next(b);
     engine_.zero_grad();
-    const MetricSums sums = step_forward_backward(engine_, micro, config_.loss, true);
-    const double loss = sums.loss(config_.loss);
-    const double grad_norm = std::sqrt(engine_.grad_sum_squares());
+    run_micro_batches(engine_, micro, config_.loss, true);
     const double lr = lr_at(config_.schedule, config_.lr, state_.step, warmup, total);
-    const bool finite = std::isfinite(loss) && std::isfinite(grad_norm);
+    engine_.optimizer_step({lr, config_.max_grad_norm, config_.adamw, state_.updates + 1});
+    const StepResults results = engine_.take_results();
+    MetricSums sums;
+    for (const PairResult& r : results.pairs) sums.add(r, config_.loss);
+    sums.tokens = count_tokens(micro);
+    const double loss = sums.loss(config_.loss);
+    const double grad_norm = results.grad_norm;
     state_.step++;
     state_.position = loader_.position();
-    if (!finite && !config_.skip_nonfinite)
+    if (!results.updated && !config_.skip_nonfinite)
       fail("non-finite ", std::isfinite(loss) ? "gradient norm" : "loss", " (loss ", loss, ", grad_norm ", grad_norm,
            ") at step ", state_.step, ", pairs ", pair_id_list(micro), ". Last good checkpoint: ",
            state_.last_checkpoint.empty() ? "none yet (no --save-every step reached)" : state_.last_checkpoint,
            ". Resume from it with a lower --lr, or pass --skip-nonfinite to drop such steps");
-    if (finite) {
+    if (results.updated) {
       state_.updates++;
-      engine_.optimizer_step(lr, grad_clip_factor(grad_norm, config_.max_grad_norm), config_.adamw, state_.updates);
     } else {
       state_.skipped_nonfinite++;
     }

@@ -1,12 +1,17 @@
 // The training loop shared by train_stapo_cpu and the CUDA train_stapo: only the Engine differs.
 //
+// Before the first step of a run (not on resume): the step-0 diagnostics of train/step0.h, logged as step 0,
+// and with periodic evaluation an evaluation of the initial weights.
 // One optimizer step = grad_accum micro-batches of the dataloader. All of them are fetched first, so the
-// step's pair count P and chosen-token count N_w are known before any backward: each pair's gradient is
-// (∂ℓ_i/∂S)/P with the NLL weight P/N_w (train/losses.h), which makes k micro-batches of B pairs exactly
-// one batch of k·B pairs, token normalisation of `avg` rewards and NLL terms included.
-// Then: global-norm clipping, the LR of the schedule, one AdamW update, a JSONL log line and a progress line
-// (with the engine's step_report), evaluation and eval samples (train/eval_samples.h) and checkpoints when due. A non-finite loss or gradient stops the run naming the step, the pairs
-// and the last good checkpoint, or (skip_nonfinite) drops that step's update and counts it.
+// step's pair count P and chosen-token count N_w are known before any backward (StepScale, train/engine.h):
+// each pair's gradient is (∂ℓ_i/∂S)/P with the NLL weight P/N_w (model/ops/preference_loss.h), which makes k
+// micro-batches of B pairs exactly one batch of k·B pairs, token normalisation of `avg` rewards and NLL terms
+// included. The engine computes every pair's loss where its log-probs are, then clips by the global norm and
+// updates (Engine::optimizer_step, at the LR of the schedule); the trainer reads the step's per-pair results
+// once (Engine::take_results), and writes a JSONL log line and a progress line (with the engine's
+// step_report), evaluation and eval samples (train/eval_samples.h) and checkpoints when due. A non-finite loss
+// or gradient norm (the engine then leaves the weights untouched) stops the run naming the step, the pairs
+// and the last good checkpoint, or (skip_nonfinite) is counted and the run goes on.
 #pragma once
 #include <cstdint>
 #include <cstdio>
@@ -19,7 +24,7 @@
 #include "train/adamw.h"       // defines: AdamWConfig
 #include "train/engine.h"      // defines: Engine
 #include "train/eval_samples.h"  // defines: EvalSampler
-#include "train/losses.h"      // defines: LossConfig
+#include "model/ops/preference_loss.h"      // defines: LossConfig
 #include "train/lr_schedule.h"  // defines: LrSchedule
 
 namespace stapo {
@@ -34,18 +39,28 @@ struct MetricSums {
   double reward_chosen = 0, reward_rejected = 0;
   double correct = 0;  // pairs with z > 0
   double logp_chosen = 0, logp_rejected = 0;
-  double z = 0, z_max = -1e300, above_right = 0, below_left = 0;
+  double z = 0, z_max = -1e300, delta = 0, above_right = 0, below_left = 0;
   double entropy_chosen = 0, entropy_rejected = 0;  // Σ over response tokens
 
   void add(const MetricSums& o);
+  void add(const PairResult& pair, const LossConfig& config);
   // The loss the gradient is taken of: mean pref(z) over pairs + α · token-mean NLL of the chosen responses.
   double loss(const LossConfig& config) const;
 };
 
-// TRL names plus z/*, entropy/*, nll/chosen, each prefixed by `prefix` ("" or "eval/").
+// TRL names plus z/*, delta/*, entropy/*, nll/chosen, each prefixed by `prefix` ("" or "eval/").
 nlohmann::ordered_json metrics_json(const MetricSums& sums, const LossConfig& config, const std::string& prefix);
+// The 5/25/50/75/95% quantiles of Δ and z over the pairs: "<prefix>delta/p05" ... "<prefix>z/p95".
+nlohmann::ordered_json quantiles_json(const std::vector<PairResult>& pairs, const std::string& prefix);
 
-// Forward (and when `backward`, backward into the engine's gradients) of the micro-batches of one step.
+// The step's normalisers (pairs and chosen tokens over all its micro-batches) and its non-padding tokens.
+StepScale step_scale(const std::vector<PairBatch>& micro_batches);
+int64_t count_tokens(const std::vector<PairBatch>& micro_batches);
+
+// Engine::run_pairs on each micro-batch of one step with the step's scale (backward or not).
+void run_micro_batches(Engine& engine, const std::vector<PairBatch>& micro_batches, const LossConfig& config,
+                       bool backward);
+// run_micro_batches, then the step's metrics from Engine::take_results (no optimizer step): evaluation, tests.
 MetricSums step_forward_backward(Engine& engine, const std::vector<PairBatch>& micro_batches,
                                  const LossConfig& config, bool backward);
 
@@ -59,9 +74,13 @@ struct TrainerConfig {
   int grad_accum = 1;
   int64_t epochs = 1;
   int64_t max_steps = 0;  // > 0 overrides epochs
-  int64_t eval_every = 0;  // 0: evaluate at the end only (when there is eval data)
+  int64_t eval_every = 0;  // > 0: at step 0 and every N steps; 0: at the end only (when there is eval data)
   int64_t save_every = 0;  // 0: checkpoint at the end only
   bool skip_nonfinite = false;
+  // Step-0 diagnostics (train/step0.h) before the first update: this many training pairs (0: none), or every
+  // pair from the shard's reference log-probs when those are the initial weights' (step0_from_reference).
+  int64_t step0_pairs = 512;
+  bool step0_from_reference = false;
   std::string out_dir;
   std::string tokenizer_dir;  // tokenizer files copied into every checkpoint from here
   uint64_t seed = 0;
@@ -98,6 +117,7 @@ class Trainer {
 
  private:
   void log(const nlohmann::ordered_json& line);
+  void step0_diagnostics();
   void drop_log_after(int64_t step);
 
   Engine& engine_;

@@ -1,7 +1,7 @@
 // gpu_step: the time of one optimizer step of our GPU trainer on the benchmark config that
 // dev/bench/torch_baseline.py also reads (dev/bench/gpu_step_config.json: a Llama-3.2-1B-shaped model with
 // random weights, `pairs` pairs of `seq_len` tokens, the loss on the last seq_len − prompt_len targets).
-// A step is exactly the trainer's: zero_grad, step_forward_backward (forward, the loss on the host, backward),
+// A step is exactly the trainer's: zero_grad, run_pairs (forward, the loss, backward),
 // the gradient norm, clipping at 1, one AdamW update; timed with CUDA events on the engine's stream after
 // `warmup_steps`, median of `steps`. Model FLOPs are torch_baseline.py's formula (train/model_flops.h), MFU
 // is against the config's peak for this device, peak memory is what the engine brought into use on the device
@@ -91,8 +91,8 @@ int main(int argc, char** argv) {
     stapo::LossConfig loss = stapo::loss_defaults(stapo::loss_from_name(jl.at("name")));
     loss.reward = stapo::reward_from_name(jl.value("reward", stapo::reward_name(loss.reward)));
     loss.beta = jl.value("beta", loss.beta);
-    loss.gamma_left = jl.value("gamma_left", loss.gamma_left);
-    loss.gamma_right = jl.value("gamma_right", loss.gamma_right);
+    loss.margin_left = jl.value("margin_left", loss.margin_left);
+    loss.margin_right = jl.value("margin_right", loss.margin_right);
     loss.lambda_right = jl.value("lambda_right", loss.lambda_right);
     stapo::AdamWConfig adamw;
     const double lr = bench.at("optimizer").at("lr");
@@ -124,9 +124,13 @@ int main(int argc, char** argv) {
     for (int i = 0; i < warmup + steps; ++i) {
       cudaCheck(cudaEventRecord(start, engine.stream()));
       engine.zero_grad();
-      last_loss = stapo::step_forward_backward(engine, {batch}, loss, true).loss(loss);
-      const double norm = std::sqrt(engine.grad_sum_squares());
-      engine.optimizer_step(lr, stapo::grad_clip_factor(norm, 1.0), adamw, i + 1);
+      stapo::run_micro_batches(engine, {batch}, loss, true);
+      engine.optimizer_step({lr, 1.0, adamw, i + 1});
+      const stapo::StepResults results = engine.take_results();
+      stapo::MetricSums sums;
+      for (const stapo::PairResult& p : results.pairs) sums.add(p, loss);
+      last_loss = sums.loss(loss);
+      const double norm = results.grad_norm;
       cudaCheck(cudaEventRecord(end, engine.stream()));
       cudaCheck(cudaEventSynchronize(end));
       float ms = 0;

@@ -32,9 +32,9 @@ def model_flops_per_step(cfg, sequences, seq_len):
 def stapo_loss(logps_sum, lengths, loss_cfg):
     """StaPO (sigmoid form) on avg rewards, chosen = even rows, rejected = odd rows."""
     avg = logps_sum / lengths
-    z = loss_cfg["beta"] * (avg[0::2] - avg[1::2])
-    gl, gr, lr = loss_cfg["gamma_left"], loss_cfg["gamma_right"], loss_cfg["lambda_right"]
-    return (-F.logsigmoid(z - gl) - lr * F.logsigmoid(gr - z)).mean()
+    beta, delta = loss_cfg["beta"], avg[0::2] - avg[1::2]
+    ml, mr, lr = loss_cfg["margin_left"], loss_cfg["margin_right"], loss_cfg["lambda_right"]
+    return (-F.logsigmoid(beta * (delta - ml)) - lr * F.logsigmoid(beta * (mr - delta))).mean()
 
 
 def main():

@@ -5,8 +5,9 @@ docs/stapo-loss.md, by torch autograd, for tests/train/test_losses.cpp.
 The baselines are written the way TRL computes them (DPOTrainer.dpo_loss for dpo/hinge/ipo,
 CPOTrainer.cpo_loss for simpo/cpo, ORPOTrainer.odds_ratio_loss for orpo): a batch of B pairs, a per-pair
 `losses` tensor, its mean, plus the NLL term as a token mean over every chosen token of the batch (TRL's
-cross-entropy on the chosen half). StaPO follows the spec. Inputs are random sequence log-probs, including
-extreme pairs whose z spans [-100, 100].
+cross-entropy on the chosen half). StaPO follows the spec (margins m_l, m_r in units of Δ; `saturate`
+evaluates the loss at min(Δ, m_r)). Inputs are random sequence log-probs, plus placed pairs: z spanning
+[-100, 100], Δ spanning [-100, 100] (the 0.2-wide StaPO band far from the data), and Δ around the band.
 
 Usage: python3 dev/reference/make_loss_fixtures.py [--out tests/fixtures/train/losses.json]
 """
@@ -19,8 +20,10 @@ import torch.nn.functional as F
 torch.set_default_dtype(torch.float64)
 
 DEFAULTS = {  # the spec's defaults (train/losses.cpp loss_defaults)
-    "stapo-sigmoid": dict(reward="avg", beta=2.0, gamma_left=1.0, gamma_right=5.0, lambda_right=1.0, alpha=0.0),
-    "stapo-hinge": dict(reward="avg", beta=2.0, gamma_left=1.0, gamma_right=5.0, lambda_right=1.0, alpha=0.0),
+    "stapo-sigmoid": dict(reward="avg", beta=2.0, margin_left=0.5, margin_right=0.7, lambda_right=1.0,
+                          right_margin="absolute", alpha=0.0),
+    "stapo-hinge": dict(reward="avg", beta=2.0, margin_left=0.5, margin_right=0.7, lambda_right=1.0,
+                        right_margin="absolute", alpha=0.0),
     "dpo": dict(reward="sum-ref", beta=0.1, label_smoothing=0.0),
     "simpo": dict(reward="avg", beta=2.0, gamma=1.0, label_smoothing=0.0),
     "hinge": dict(reward="sum-ref", beta=0.1),
@@ -41,7 +44,7 @@ def per_response(s, n, ref, reward):
 
 
 def batch_loss(cfg, s_w, s_l, n_w, n_l, ref_w, ref_l):
-    """Returns (batch loss, per-pair preference losses, z, rewards chosen, rewards rejected)."""
+    """Returns (batch loss, per-pair preference losses, Δ, z, rewards chosen, rewards rejected)."""
     name, beta = cfg["loss"], cfg["beta"]
     eps = cfg.get("label_smoothing", 0.0)
     chosen = per_response(s_w, n_w, ref_w, cfg["reward"])
@@ -63,20 +66,27 @@ def batch_loss(cfg, s_w, s_l, n_w, n_l, ref_w, ref_l):
         a_w, a_l = s_w / n_w, s_l / n_l
         log_odds = (a_w - a_l) - (torch.log1p(-torch.exp(a_w)) - torch.log1p(-torch.exp(a_l)))
         losses = -cfg["orpo_lambda"] * F.logsigmoid(log_odds)
-    elif name == "stapo-sigmoid":
-        losses = -F.logsigmoid(z - cfg["gamma_left"]) - cfg["lambda_right"] * F.logsigmoid(cfg["gamma_right"] - z)
-    elif name == "stapo-hinge":
-        losses = torch.relu(cfg["gamma_left"] - z) + cfg["lambda_right"] * torch.relu(z - cfg["gamma_right"])
+    elif name in ("stapo-sigmoid", "stapo-hinge"):
+        ml, mr, lam = cfg["margin_left"], cfg["margin_right"], cfg["lambda_right"]
+        d = logits
+        if cfg["right_margin"] == "saturate":  # flat above m_r: no gradient flows there
+            d = torch.where(d > mr, torch.full_like(d, mr), d)
+        if name == "stapo-sigmoid":
+            losses = -F.logsigmoid(beta * (d - ml)) - lam * F.logsigmoid(beta * (mr - d))
+        else:
+            losses = torch.relu(beta * (ml - d)) + lam * torch.relu(beta * (d - mr))
     elif name == "sft":
         losses = torch.zeros_like(z)
     else:
         raise ValueError(name)
     nll = -s_w.sum() / n_w.sum()  # cross-entropy mean over every chosen token of the batch
     loss = losses.mean() + cfg.get("alpha", 0.0) * nll
-    return loss, losses, z, beta * chosen, beta * rejected
+    return loss, losses, chosen - rejected, z, beta * chosen, beta * rejected
 
 
-def random_pairs(gen, B, extreme, cfg):
+def random_pairs(gen, B, placed, cfg):
+    """placed: None (random), "z" (z on [-100, 100]), "delta" (Δ on [-100, 100]) or "band" (Δ uniform on
+    [m_l − 1, m_r + 1])."""
     n_w = torch.randint(1, 200, (B,), generator=gen).double()
     n_l = torch.randint(1, 200, (B,), generator=gen).double()
     ref_w = -n_w * torch.empty(B).uniform_(0.2, 3.0, generator=gen)
@@ -84,15 +94,19 @@ def random_pairs(gen, B, extreme, cfg):
     if cfg["loss"] == "orpo":  # odds need average log-probs strictly below 0
         a_w = -torch.empty(B).uniform_(1e-3, 4.0, generator=gen)
         a_l = -torch.empty(B).uniform_(1e-3, 4.0, generator=gen)
-        if extreme:  # log-odds of about ±60
+        if placed:  # log-odds of about ±60
             a_w[: B // 2], a_l[: B // 2] = -1e-4, -60.0
             a_w[B // 2 :], a_l[B // 2 :] = -60.0, -1e-4
         return a_w * n_w, a_l * n_l, n_w, n_l, ref_w, ref_l
     s_w = -n_w * torch.empty(B).uniform_(0.2, 3.0, generator=gen)
     s_l = -n_l * torch.empty(B).uniform_(0.2, 3.0, generator=gen)
-    if extreme:  # place z on [-100, 100] by moving S_w
-        target_z = torch.linspace(-100.0, 100.0, B)
-        delta = target_z / cfg["beta"]
+    if placed:  # place Δ by moving S_w
+        if placed == "z":
+            delta = torch.linspace(-100.0, 100.0, B) / cfg["beta"]
+        elif placed == "delta":
+            delta = torch.linspace(-100.0, 100.0, B)
+        else:
+            delta = torch.empty(B).uniform_(cfg["margin_left"] - 1.0, cfg["margin_right"] + 1.0, generator=gen)
         reward = cfg["reward"]
         u_l = per_response(s_l, n_l, ref_l, reward)
         u_w = u_l + delta
@@ -102,11 +116,11 @@ def random_pairs(gen, B, extreme, cfg):
     return s_w, s_l, n_w, n_l, ref_w, ref_l
 
 
-def make_case(name, cfg, gen, B, extreme):
-    s_w, s_l, n_w, n_l, ref_w, ref_l = random_pairs(gen, B, extreme, cfg)
+def make_case(name, cfg, gen, B, placed):
+    s_w, s_l, n_w, n_l, ref_w, ref_l = random_pairs(gen, B, placed, cfg)
     s_w = s_w.clone().requires_grad_(True)
     s_l = s_l.clone().requires_grad_(True)
-    loss, losses, z, r_c, r_r = batch_loss(cfg, s_w, s_l, n_w, n_l, ref_w, ref_l)
+    loss, losses, delta, z, r_c, r_r = batch_loss(cfg, s_w, s_l, n_w, n_l, ref_w, ref_l)
     g_w, g_l = torch.autograd.grad(loss, (s_w, s_l), allow_unused=True, materialize_grads=True)
     t = lambda x: [float(v) for v in x.detach()]
     return {
@@ -114,7 +128,8 @@ def make_case(name, cfg, gen, B, extreme):
         "config": cfg,
         "pairs": {"logp_chosen": t(s_w), "logp_rejected": t(s_l), "len_chosen": t(n_w), "len_rejected": t(n_l),
                   "ref_chosen": t(ref_w), "ref_rejected": t(ref_l)},
-        "expected": {"batch_loss": float(loss.detach()), "pair_losses": t(losses), "z": t(z), "rewards_chosen": t(r_c),
+        "expected": {"batch_loss": float(loss.detach()), "pair_losses": t(losses), "delta": t(delta), "z": t(z),
+                     "rewards_chosen": t(r_c),
                      "rewards_rejected": t(r_r), "grad_logp_chosen": t(g_w), "grad_logp_rejected": t(g_l)},
     }
 
@@ -129,16 +144,24 @@ def main():
         ("dpo-smoothed", dict(DEFAULTS["dpo"], loss="dpo", label_smoothing=0.1)),
         ("simpo-smoothed", dict(DEFAULTS["simpo"], loss="simpo", label_smoothing=0.2, gamma=0.5)),
         ("stapo-nll-right0.5", dict(DEFAULTS["stapo-sigmoid"], loss="stapo-sigmoid", lambda_right=0.5, alpha=0.3)),
-        ("stapo-sum-ref", dict(DEFAULTS["stapo-sigmoid"], loss="stapo-sigmoid", reward="sum-ref", beta=0.1)),
+        ("stapo-sum-ref", dict(DEFAULTS["stapo-sigmoid"], loss="stapo-sigmoid", reward="sum-ref", beta=0.1,
+                               margin_left=5.0, margin_right=15.0)),
         ("stapo-hinge-avg-ref", dict(DEFAULTS["stapo-hinge"], loss="stapo-hinge", reward="avg-ref", beta=1.0)),
+        ("stapo-saturate", dict(DEFAULTS["stapo-sigmoid"], loss="stapo-sigmoid", right_margin="saturate")),
+        ("stapo-hinge-saturate", dict(DEFAULTS["stapo-hinge"], loss="stapo-hinge", right_margin="saturate")),
+        ("stapo-wide-saturate", dict(DEFAULTS["stapo-sigmoid"], loss="stapo-sigmoid", right_margin="saturate",
+                                     margin_left=-1.0, margin_right=3.0, lambda_right=0.3, beta=0.7)),
         ("dpo-avg-ref", dict(DEFAULTS["dpo"], loss="dpo", reward="avg-ref", beta=0.5)),
         ("cpo-avg", dict(DEFAULTS["cpo"], loss="cpo", reward="avg", beta=2.0, alpha=0.5)),
     ]
     cases = []
     for name, cfg in configs:
-        cases.append(make_case(name + "/random", cfg, gen, 16, extreme=False))
-        cases.append(make_case(name + "/extreme", cfg, gen, 16, extreme=True))
-    out = {"generator": "dev/reference/make_loss_fixtures.py", "torch": torch.__version__, "version": 1,
+        cases.append(make_case(name + "/random", cfg, gen, 16, None))
+        cases.append(make_case(name + "/extreme", cfg, gen, 16, "z"))
+        if cfg["loss"].startswith("stapo"):  # the 0.2-wide band seen from |Δ| up to 100, and Δ around it
+            cases.append(make_case(name + "/wide-delta", cfg, gen, 16, "delta"))
+            cases.append(make_case(name + "/band", cfg, gen, 16, "band"))
+    out = {"generator": "dev/reference/make_loss_fixtures.py", "torch": torch.__version__, "version": 2,
            "cases": cases}
     with open(args.out, "w") as f:
         json.dump(out, f, indent=None)

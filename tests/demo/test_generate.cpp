@@ -124,6 +124,35 @@ TEST(Generate, StopsAtStopIdWithoutReturningIt) {
   Generation stopped = generate(*model, prompt, {full.ids[cut], config.vocab_size + 5}, greedy);
   EXPECT_TRUE(stopped.stopped);
   EXPECT_EQ(stopped.ids, std::vector<int32_t>(full.ids.begin(), full.ids.begin() + cut));
+  EXPECT_EQ(stopped.logprobs.size(), cut + 1) << "one log-prob per returned id and one for the stop id";
+  EXPECT_EQ(stopped.entropies.size(), cut + 1);
+}
+
+// The per-step log-prob of the drawn id and the entropy of the model's distribution (temperature 1, whatever
+// the sampling temperature) equal log-softmax of a full forward's logits, computed here in double.
+TEST(Generate, LogProbsAndEntropiesOfTheModelsDistribution) {
+  ModelConfig config = generation_config("llama");
+  auto model = random_model<float>(config, 8);
+  std::vector<int32_t> tokens = random_tokens(4, config.vocab_size, 9);
+  SamplingOptions sampled;
+  sampled.temperature = 0.7f;
+  sampled.max_new_tokens = 10;
+  sampled.seed = 11;
+  const Generation g = generate(*model, tokens, {}, sampled);
+  ASSERT_EQ(g.logprobs.size(), g.ids.size());
+  ASSERT_EQ(g.entropies.size(), g.ids.size());
+  for (size_t i = 0; i < g.ids.size(); ++i) {
+    const std::vector<float> logits = last_logits(*model, tokens);
+    double mx = logits[0], sum = 0, weighted = 0;
+    for (float x : logits) mx = std::max(mx, double(x));
+    for (float x : logits) sum += std::exp(double(x) - mx);
+    for (float x : logits) weighted += std::exp(double(x) - mx) / sum * (double(x) - mx);
+    const double logprob = double(logits[g.ids[i]]) - mx - std::log(sum), entropy = std::log(sum) - weighted;
+    EXPECT_NEAR(g.logprobs[i], logprob, 1e-4 * (1 + std::fabs(logprob))) << "step " << i;
+    EXPECT_NEAR(g.entropies[i], entropy, 1e-4 * (1 + entropy)) << "step " << i;
+    EXPECT_GT(entropy, 0.1) << "a random model's distribution is far from one-hot";
+    tokens.push_back(g.ids[i]);
+  }
 }
 
 TEST(Generate, RejectsPromptBeyondContext) {

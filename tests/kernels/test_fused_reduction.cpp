@@ -1,6 +1,6 @@
 // The whole fused final reduction on the GPU (lm_head_forward → sequence_sums → pair_loss → token_dlogp →
 // lm_head_backward) against an unfused CPU computation in double: full logits, log-softmax, gather, sums per
-// sequence, train/losses.h's loss_pair, and the gradient written out as dlogits·w and dlogitsᵀ·h.
+// sequence, model/ops/preference_loss.h's loss_pair, and the gradient written out as dlogits·w and dlogitsᵀ·h.
 #include <cmath>
 #include <random>
 

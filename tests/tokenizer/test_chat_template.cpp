@@ -178,8 +178,8 @@ TEST(ChatTemplate, TokenizerFilesAreCopied) {
   const std::string from = dir.path + "/from", to = dir.path + "/to";
   stapo::make_directories(from);
   stapo::make_directories(to);
-  for (const std::string& name : {"tokenizer.json", "chat_template.jinja", "generation_config.json"})
-    stapo::write_file_atomic(from + "/" + name, name + " contents");
+  for (const char* name : {"tokenizer.json", "chat_template.jinja", "generation_config.json"})
+    stapo::write_file_atomic(from + "/" + name, std::string(name) + " contents");
   stapo::write_file_atomic(from + "/model.safetensors", "not a tokenizer file");
   stapo::write_file_atomic(to + "/tokenizer.json", "stale");
   EXPECT_EQ(stapo::copy_tokenizer_files(from, to),

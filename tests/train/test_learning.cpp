@@ -1,6 +1,6 @@
 // Learning on a synthetic preference set (the chosen response repeats the prompt, the rejected one is random)
 // with a tiny random Llama: the trainer reaches ≥ 90% training reward accuracy, stapo keeps z/mean inside
-// [γL, γR] once there, while simpo keeps pushing it up. Reads the metrics back from the JSONL log.
+// [γL, γR] = β·[m_l, m_r] once there and settles at its midpoint, while simpo keeps pushing it up. Reads the metrics back from the JSONL log.
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
@@ -28,7 +28,9 @@ std::vector<nlohmann::json> train_and_log(const std::string& dir, const std::str
   tc.seed = 17;
   Trainer trainer(engine, loader, nullptr, 0, tc);
   trainer.train();
-  const std::vector<nlohmann::json> lines = test::read_jsonl(tc.out_dir + "/log.jsonl");
+  std::vector<nlohmann::json> lines;
+  for (const nlohmann::json& line : test::read_jsonl(tc.out_dir + "/log.jsonl"))
+    if (line.contains("loss")) lines.push_back(line);  // the training steps, not the step-0 diagnostics
   EXPECT_EQ(int64_t(lines.size()), steps);
   for (int64_t s = 0; s < steps; s += steps / 10)
     printf("%s step %3lld: loss %.4f rewards/accuracies %.3f z/mean %.3f z/max %.3f entropy/chosen %.3f\n",
@@ -55,18 +57,19 @@ TEST(Learning, StapoStaysInTheBandWhileSimpoGrows) {
   const auto stapo = train_and_log(dir.path, data, LossKind::stapo_sigmoid, steps);
   const auto simpo = train_and_log(dir.path, data, LossKind::simpo, steps);
   const LossConfig band = loss_defaults(LossKind::stapo_sigmoid);
+  const double gamma_left = band.beta * band.margin_left, gamma_right = band.beta * band.margin_right;  // z units
 
   EXPECT_GE(tail_mean(stapo, "rewards/accuracies", 16), 0.9);
   EXPECT_GE(tail_mean(simpo, "rewards/accuracies", 16), 0.9);
-  // stapo: once z/mean entered the band, it stays there
-  size_t entered = 0;
-  while (entered < stapo.size() && stapo[entered]["z/mean"].get<double>() < band.gamma_left) entered++;
-  ASSERT_LT(entered, stapo.size() / 2) << "stapo's z/mean never reached gamma_left";
-  for (size_t i = entered + 8; i < stapo.size(); i++) {
-    const double z = stapo[i]["z/mean"];
-    EXPECT_GE(z, band.gamma_left) << "step " << i + 1;
-    EXPECT_LE(z, band.gamma_right) << "step " << i + 1;
+  // stapo: after 6 epochs (48 steps) its 16-step means of z/mean stay inside the band (single batches of 8 pairs
+  // scatter by about ±0.3 around them, more than the 0.4-wide band; on the way in they dip just below γL), and
+  // it settles at the band's midpoint, where dℓ/dz = 0.
+  for (size_t end = 48; end <= stapo.size(); end++) {
+    const double z = tail_mean(stapo, "z/mean", 16, end);
+    EXPECT_GE(z, gamma_left) << "16 steps to step " << end;
+    EXPECT_LE(z, gamma_right) << "16 steps to step " << end;
   }
+  EXPECT_NEAR(tail_mean(stapo, "z/mean", 64), (gamma_left + gamma_right) / 2, 0.1);
   // simpo: z/mean still rising (more slowly as σ(γ − z) vanishes) and far beyond stapo's right margin
   const double quarter = tail_mean(simpo, "z/mean", 16, simpo.size() / 4);
   const double mid = tail_mean(simpo, "z/mean", 16, simpo.size() / 2), end = tail_mean(simpo, "z/mean", 16);
@@ -74,7 +77,7 @@ TEST(Learning, StapoStaysInTheBandWhileSimpoGrows) {
          quarter, simpo.size() / 4, mid, simpo.size() / 2, end, simpo.size(), tail_mean(stapo, "z/mean", 16));
   EXPECT_GT(mid, quarter + 0.5);
   EXPECT_GT(end, mid + 0.5);
-  EXPECT_GT(end, band.gamma_right);
+  EXPECT_GT(end, gamma_right);
 }
 
 }  // namespace

@@ -1,4 +1,4 @@
-// train/losses.h against torch autograd of the spec's formulas written as TRL computes them
+// model/ops/preference_loss.h against torch autograd of the spec's formulas written as TRL computes them
 // (tests/fixtures/train/losses.json, from dev/reference/make_loss_fixtures.py): per-pair losses, z, rewards
 // and the gradient of the batch loss in S_w, S_l, in double (≤ 1e-6 relative) and float (finite at |z| = 100).
 #include <cmath>
@@ -6,7 +6,7 @@
 
 #include "common/error.h"
 #include "tests/test_util.h"
-#include "train/losses.h"
+#include "model/ops/preference_loss.h"
 
 namespace stapo {
 namespace {
@@ -18,8 +18,9 @@ LossConfig config_from_json(const json& c) {
   config.reward = reward_from_name(c.at("reward").get<std::string>());
   config.beta = c.at("beta").get<double>();
   config.gamma = c.value("gamma", config.gamma);
-  config.gamma_left = c.value("gamma_left", config.gamma_left);
-  config.gamma_right = c.value("gamma_right", config.gamma_right);
+  config.margin_left = c.value("margin_left", config.margin_left);
+  config.margin_right = c.value("margin_right", config.margin_right);
+  config.right_margin = right_margin_from_name(c.value("right_margin", std::string("absolute")));
   config.lambda_right = c.value("lambda_right", config.lambda_right);
   config.label_smoothing = c.value("label_smoothing", 0.0);
   config.orpo_lambda = c.value("orpo_lambda", config.orpo_lambda);
@@ -44,8 +45,8 @@ std::vector<PairLogps<T>> pairs_from_json(const json& p) {
 }
 
 TEST(Losses, MatchTorchAutogradInDouble) {
-  json fixture = test::json_fixture("train/losses.json", 1);
-  ASSERT_GE(fixture["cases"].size(), 18u);
+  json fixture = test::json_fixture("train/losses.json", 2);
+  ASSERT_GE(fixture["cases"].size(), 54u);
   for (const json& c : fixture["cases"]) {
     const std::string name = c["name"];
     LossConfig config = config_from_json(c["config"]);
@@ -63,6 +64,7 @@ TEST(Losses, MatchTorchAutogradInDouble) {
       const std::string at = name + " pair " + std::to_string(i);
       expect_close(pref.loss, e["pair_losses"][i], at + " loss");
       expect_close(full.z, e["z"][i], at + " z");
+      expect_close(full.delta, e["delta"][i], at + " delta");
       expect_close(full.reward_chosen, e["rewards_chosen"][i], at + " rewards/chosen");
       expect_close(full.reward_rejected, e["rewards_rejected"][i], at + " rewards/rejected");
       expect_close(full.dloss_dlogp_chosen / B, e["grad_logp_chosen"][i], at + " dL/dS_w");
@@ -75,7 +77,7 @@ TEST(Losses, MatchTorchAutogradInDouble) {
 
 // Float (the GPU's type) at the extremes: finite everywhere, and close to double.
 TEST(Losses, FloatFiniteAndCloseAtExtremes) {
-  json fixture = test::json_fixture("train/losses.json", 1);
+  json fixture = test::json_fixture("train/losses.json", 2);
   for (const json& c : fixture["cases"]) {
     const std::string name = c["name"];
     LossConfig config = config_from_json(c["config"]);
@@ -118,18 +120,45 @@ TEST(Losses, OrpoFiniteAtCertainty) {
   }
 }
 
+// Margins in Δ units: for λR = 1 the sigmoid form's gradient vanishes at the band's midpoint (m_l + m_r)/2,
+// pushes Δ up below it and down above it.
 TEST(Losses, StapoStationaryAtBandCentre) {
   LossConfig c = loss_defaults(LossKind::stapo_sigmoid);
-  c.gamma_left = 0.7;
-  c.gamma_right = 4.1;
-  const double centre = (c.gamma_left + c.gamma_right) / 2;
-  PairLogps<double> p{centre / c.beta * 13.0, -2.0 * 9.0, 13.0, 9.0, 0.0, 0.0};
-  p.logp_rejected = 0.0;  // Δ = A_w = centre/β
-  PairLoss<double> out = loss_pair(c, p, 0.0);
-  EXPECT_NEAR(out.z, centre, 1e-12);
+  c.margin_left = 0.35;
+  c.margin_right = 2.05;
+  const double centre = (c.margin_left + c.margin_right) / 2;
+  // avg reward with A_l = −2: Δ = A_w + 2
+  const auto at_delta = [&](double delta) { return PairLogps<double>{(delta - 2.0) * 13.0, -18.0, 13.0, 9.0, 0, 0}; };
+  const PairLoss<double> out = loss_pair(c, at_delta(centre), 0.0);
+  EXPECT_NEAR(out.delta, centre, 1e-12);
+  EXPECT_NEAR(out.z, c.beta * centre, 1e-12);
   EXPECT_NEAR(out.dloss_dz, 0.0, 1e-12);
-  PairLoss<double> below = loss_pair(c, PairLogps<double>{p.logp_chosen - 1.0, 0.0, 13.0, 9.0, 0.0, 0.0}, 0.0);
-  EXPECT_LT(below.dloss_dz, 0.0);  // z below z*: the loss falls as z rises
+  EXPECT_GT(loss_pair(c, at_delta(centre + 0.3), 0.0).dloss_dz, 0.0);  // above the midpoint: pushed down
+  const PairLoss<double> below = loss_pair(c, at_delta(centre - 0.3), 0.0);
+  EXPECT_LT(below.dloss_dz, 0.0);  // below: pushed up
+}
+
+// saturate: as absolute at or below m_r, flat above it (no push up, no push back), for both forms.
+TEST(Losses, SaturateIsFlatAboveTheRightMarginOnly) {
+  for (LossKind kind : {LossKind::stapo_sigmoid, LossKind::stapo_hinge}) {
+    LossConfig absolute = loss_defaults(kind), saturate = absolute;
+    saturate.right_margin = RightMargin::saturate;
+    for (double delta : {-3.0, 0.1, 0.55, 0.69, 0.71, 2.0, 40.0}) {
+      const PairLogps<double> p{delta * 5.0, 0.0, 5.0, 4.0, 0.0, 0.0};  // avg: Δ = S_w/5
+      const PairLoss<double> a = loss_pair(absolute, p, 0.0), s = loss_pair(saturate, p, 0.0);
+      if (delta <= absolute.margin_right) {
+        EXPECT_EQ(s.loss, a.loss) << loss_name(kind) << " Δ " << delta;
+        EXPECT_EQ(s.dloss_dz, a.dloss_dz) << loss_name(kind) << " Δ " << delta;
+      } else {
+        EXPECT_EQ(s.dloss_dz, 0.0) << loss_name(kind) << " Δ " << delta;
+        EXPECT_EQ(s.dloss_dlogp_chosen, 0.0) << loss_name(kind) << " Δ " << delta;
+        EXPECT_GT(a.dloss_dz, 0.0) << loss_name(kind) << " Δ " << delta;  // absolute pushes back
+        const PairLogps<double> at{absolute.margin_right * 5.0, 0.0, 5.0, 4.0, 0.0, 0.0};
+        EXPECT_NEAR(s.loss, loss_pair(absolute, at, 0.0).loss, 1e-12) << "continuous at m_r";
+      }
+      EXPECT_NEAR(s.delta, delta, 1e-12);
+    }
+  }
 }
 
 std::string validate_error(const LossConfig& c, bool have_reference) {
@@ -144,8 +173,10 @@ std::string validate_error(const LossConfig& c, bool have_reference) {
 TEST(Losses, ValidationNamesTheFlag) {
   LossConfig c = loss_defaults(LossKind::stapo_sigmoid);
   EXPECT_EQ(validate_error(c, false), "");
-  c.gamma_right = c.gamma_left;
-  EXPECT_NE(validate_error(c, false).find("--gamma-right"), std::string::npos);
+  c.margin_right = c.margin_left;
+  EXPECT_NE(validate_error(c, false).find("--margin-right"), std::string::npos);
+  c.margin_right = c.margin_left - 0.1;
+  EXPECT_NE(validate_error(c, false).find("--margin-right"), std::string::npos);
   c = loss_defaults(LossKind::stapo_hinge);
   c.beta = 0.0;
   EXPECT_NE(validate_error(c, false).find("--beta"), std::string::npos);
@@ -157,6 +188,7 @@ TEST(Losses, ValidationNamesTheFlag) {
   c = loss_defaults(LossKind::ipo);  // avg-ref
   EXPECT_NE(validate_error(c, false).find("avg-ref"), std::string::npos);
   EXPECT_THROW(loss_from_name("dpo2"), Error);
+  EXPECT_THROW(right_margin_from_name("clip"), Error);
   EXPECT_EQ(loss_from_name("stapo"), LossKind::stapo_sigmoid);
 }
 

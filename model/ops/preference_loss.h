@@ -1,12 +1,17 @@
-// Every preference loss of docs/stapo-loss.md, per pair, shared by the CPU trainer (T = double for checks,
-// float for training) and the CUDA kernels (T = float, called from device code). Host+device functions only:
-// no std:: containers, no exceptions, no allocation inside STAPO_HD. The host-side config helpers (defaults,
-// names, validation) are at the end of the file and are not compiled for the device.
+// Every preference loss of docs/stapo-loss.md, per pair: the one definition of each loss and its gradient,
+// shared by the CPU engine (train/cpu_engine.h, T = double) and the CUDA engine's fused reduction
+// (kernels/preference_loss.cu, T = float, called from device code); it sits in model/ops/, below both users.
+// No std:: containers, exceptions or allocation inside STAPO_HD functions. At the end of the file, host only:
+// names, defaults, validation, and the CPU twins of the kernels' last steps of the fused reduction.
 //
 // Per pair the inputs are the sequence log-probs S_w, S_l (sums over response tokens), the token counts
 // |y_w|, |y_l| and the reference sums Sref_w, Sref_l (ignored by rewards without reference). The outputs are
-// the pair's loss ℓ, the contrastive logit z = β·Δ, dℓ/dz, and the chain rule to ∂ℓ/∂S_w, ∂ℓ/∂S_l (the only
-// numbers the backward pass needs), plus the reward metrics.
+// the pair's loss ℓ, the contrastive logit's Δ and z = β·Δ, dℓ/dz, and the chain rule to ∂ℓ/∂S_w, ∂ℓ/∂S_l (the
+// only numbers the backward pass needs), plus the reward metrics.
+//
+// StaPO's margins m_l < m_r are in units of Δ (the paper's m_l, m_r, SimPO's convention); in z units they are
+// γL = β·m_l and γR = β·m_r. With `RightMargin::saturate` the loss is evaluated at min(Δ, m_r): as the paper's
+// form at or below m_r, flat above it (a pair above the right margin is neither pushed up nor pushed back).
 //
 // The NLL term (cpo, orpo, sft, stapo with α > 0) is a batch token mean, as TRL's CPOTrainer computes it:
 //   L_batch = (1/B) Σ_i pref(z_i) + α · Σ_i (−S_w,i) / Σ_i |y_w,i|
@@ -31,6 +36,8 @@ namespace stapo {
 
 enum class LossKind : int { stapo_sigmoid, stapo_hinge, dpo, simpo, hinge, ipo, cpo, orpo, sft };
 enum class RewardKind : int { avg, sum, sum_ref, avg_ref };
+// StaPO above its right margin: `absolute` pushes Δ back down (the paper's form), `saturate` stops there.
+enum class RightMargin : int { absolute, saturate };
 
 // Hyperparameters of one loss; every field is used by the losses named in its comment only.
 struct LossConfig {
@@ -38,9 +45,10 @@ struct LossConfig {
   RewardKind reward = RewardKind::avg;
   double beta = 2.0;             // all: z = β·Δ
   double gamma = 1.0;            // simpo: target margin, ℓ = −log σ(z − γ)
-  double gamma_left = 1.0;       // stapo*: left margin γL
-  double gamma_right = 5.0;      // stapo*: right margin γR > γL
+  double margin_left = 0.5;      // stapo*: left margin m_l, in units of Δ (γL = β·m_l)
+  double margin_right = 0.7;     // stapo*: right margin m_r > m_l, in units of Δ (γR = β·m_r)
   double lambda_right = 1.0;     // stapo*: weight λR of the right-margin term
+  RightMargin right_margin = RightMargin::absolute;  // stapo*: what happens above m_r
   double label_smoothing = 0.0;  // dpo, simpo, cpo (TRL's sigmoid forms): ε
   double orpo_lambda = 0.1;      // orpo: weight λ of −log σ(log_odds)
   double alpha = 0.0;            // NLL weight: cpo 1, orpo 1, sft 1, stapo* optional (0)
@@ -56,6 +64,8 @@ struct PairLogps {
 template <typename T>
 struct PairLoss {
   T loss;              // pref(z) + α·(−S_w)·nll_weight
+  T preference;        // pref(z) alone (TRL's per-pair `losses`)
+  T delta;             // Δ of the reward (orpo: Δ of the avg reward; its own term is on the log-odds)
   T z;                 // β·Δ
   T dloss_dz;          // d pref / dz (orpo: d/d log_odds; sft: 0)
   T dloss_dlogp_chosen;    // ∂ℓ/∂S_w, NLL term included
@@ -128,6 +138,7 @@ STAPO_HD inline PairLoss<T> loss_pair(const LossConfig& config, const PairLogps<
   const T delta = u_w - u_l;
 
   PairLoss<T> out;
+  out.delta = delta;
   out.z = beta * delta;
   out.reward_chosen = beta * u_w;
   out.reward_rejected = beta * u_l;
@@ -137,22 +148,26 @@ STAPO_HD inline PairLoss<T> loss_pair(const LossConfig& config, const PairLogps<
   T dz = T(0);
   const T eps = T(config.label_smoothing);
   switch (config.loss) {
-    case LossKind::stapo_sigmoid: {
-      const T gl = T(config.gamma_left), gr = T(config.gamma_right), lr = T(config.lambda_right);
-      pref = -log_sigmoid(out.z - gl) - lr * log_sigmoid(gr - out.z);
-      dz = -sigmoid(gl - out.z) + lr * sigmoid(out.z - gr);
-      break;
-    }
+    case LossKind::stapo_sigmoid:
     case LossKind::stapo_hinge: {
-      const T gl = T(config.gamma_left), gr = T(config.gamma_right), lr = T(config.lambda_right);
-      if (out.z < gl) {
-        pref += gl - out.z;
-        dz -= T(1);
+      const T ml = T(config.margin_left), mr = T(config.margin_right), lr = T(config.lambda_right);
+      const bool flat = config.right_margin == RightMargin::saturate && delta > mr;
+      const T d = flat ? mr : delta;
+      const T left = beta * (d - ml), right = beta * (mr - d);  // z − γL and γR − z at Δ = d
+      if (config.loss == LossKind::stapo_sigmoid) {
+        pref = -log_sigmoid(left) - lr * log_sigmoid(right);
+        dz = -sigmoid(-left) + lr * sigmoid(-right);
+      } else {
+        if (left < T(0)) {
+          pref -= left;
+          dz -= T(1);
+        }
+        if (right < T(0)) {
+          pref -= lr * right;
+          dz += lr;
+        }
       }
-      if (out.z > gr) {
-        pref += lr * (out.z - gr);
-        dz += lr;
-      }
+      if (flat) dz = T(0);
       break;
     }
     case LossKind::dpo:
@@ -201,6 +216,7 @@ STAPO_HD inline PairLoss<T> loss_pair(const LossConfig& config, const PairLogps<
     out.dloss_dlogp_rejected = -dpref_ddelta * scale_l;
   }
   out.dloss_dz = dz;
+  out.preference = pref;
   const T alpha = T(config.alpha);
   out.loss = pref + alpha * (-in.logp_chosen) * nll_weight;
   out.dloss_dlogp_chosen -= alpha * nll_weight;
@@ -209,7 +225,9 @@ STAPO_HD inline PairLoss<T> loss_pair(const LossConfig& config, const PairLogps<
 
 }  // namespace stapo
 
-#if !defined(__CUDA_ARCH__)
+// ---- host only: names, defaults, validation, the CPU twins of the fused reduction's last steps ----
+#include <cstddef>
+#include <cstdint>
 #include <string>
 
 namespace stapo {
@@ -220,12 +238,31 @@ const char* loss_name(LossKind loss);
 RewardKind reward_from_name(const std::string& name);
 const char* reward_name(RewardKind reward);
 
+// "loss stapo-sigmoid, reward avg, beta 2, m_l 0.5, m_r 0.7 (absolute), lambda_r 1": for logs.
+std::string loss_config_summary(const LossConfig& config);
+
 // The spec's defaults for a loss (reward, β, margins, α); flags then override single fields.
 LossConfig loss_defaults(LossKind loss);
 
-// Rejects γR ≤ γL, β ≤ 0, ε outside [0, 0.5), α < 0, λR < 0, and a *-ref reward without reference
+const char* right_margin_name(RightMargin mode);
+RightMargin right_margin_from_name(const std::string& name);  // "absolute" or "saturate"
+
+// CPU twins of kernels/preference_loss.h (the same layouts and contract; sums in double, in position order, so
+// they are reproducible):
+//   sequence_sums: seq_logp[s] = Σ_{t: response_sequence[t] = s} logp[t], seq_entropy likewise, seq_tokens[s] = |y|
+//   pair_loss:     losses[i] = loss_pair(config, pair i, nll_weight); dseq[s] = grad_scale·∂ℓ_i/∂S(s)
+//   token_dlogp:   dlogp[t] = dseq[response_sequence[t]], 0 where response_sequence[t] < 0
+template <typename T>
+void sequence_sums(double* seq_logp, double* seq_entropy, double* seq_tokens, const T* logp, const T* entropy,
+                   const int32_t* response_sequence, size_t N, int num_sequences);
+void pair_loss(PairLoss<double>* losses, double* dseq, const double* seq_logp, const double* seq_tokens,
+               const float* reference_logps, const LossConfig& config, double nll_weight, double grad_scale,
+               int num_pairs);
+template <typename T>
+void token_dlogp(T* dlogp, const double* dseq, const int32_t* response_sequence, size_t N);
+
+// Rejects m_r ≤ m_l, β ≤ 0, ε outside [0, 0.5), α < 0, λR < 0, and a *-ref reward without reference
 // log-probs (`have_reference` false) with an error naming the flag and what to do.
 void loss_config_validate(const LossConfig& config, bool have_reference);
 
 }  // namespace stapo
-#endif
