@@ -1,5 +1,6 @@
 // The command-line convention of every stapo binary (CLI11):
-//   --help prints usage and exits 0; an unknown or malformed flag prints a message naming it and exits 2;
+//   --help prints usage, with each option's default (its bound variable's value before parsing), and exits 0;
+//   an unknown or malformed flag prints a message naming it and exits 2;
 //   a stapo::Error from the work itself prints "error: <message>" and exits 1.
 //
 //   int main(int argc, char** argv) {
@@ -19,6 +20,8 @@ namespace stapo {
 
 // Returns -1 when parsing succeeded, else the exit code (0 after --help, 2 on a bad flag).
 inline int parse_cli(CLI::App& app, int argc, char** argv) {
+  for (CLI::Option* option : app.get_options())  // flags and required options have no default to show
+    if (option->get_type_size() != 0 && !option->get_required()) option->capture_default_str();
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

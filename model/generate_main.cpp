@@ -2,6 +2,7 @@
 //   ./generate --model DIR --prompt "37+45="            one user message, rendered by the chat template
 //   ./generate --model DIR --messages chat.json         [{"role": "user", "content": "..."}, ...]
 // Prints the reply (or, with --ids, its token ids) on stdout; stops at EOS / end of turn or --max-new-tokens.
+// The id that stopped generation (EOS, end of turn) is not part of the reply: neither printed nor decoded.
 #include <omp.h>
 
 #include <nlohmann/json.hpp>
@@ -29,7 +30,9 @@ int main(int argc, char** argv) {
   app.add_option("--max-new-tokens", options.max_new_tokens, "most tokens to generate")
       ->check(CLI::Range(1, 1 << 20));
   app.add_option("--seed", options.seed, "sampling seed");
-  app.add_flag("--ids", print_ids, "print the generated token ids instead of the text");
+  app.add_flag("--ids", print_ids,
+               "print the generated token ids instead of the text (without the EOS / end-of-turn id that stopped "
+               "generation)");
   int threads = 0;
   app.add_option("--threads", threads, "OpenMP threads (0: OpenMP's default; 1 is fastest for tiny models)");
   STAPO_PARSE_CLI(app, argc, argv);

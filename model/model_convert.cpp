@@ -1,7 +1,8 @@
 // model_convert: reads a Llama/Mistral HF checkpoint (config.json + safetensors, any of F32/BF16/F16, single or
 // sharded), validates it against its config, and writes it again in F32 or BF16, single or sharded, with the
-// model's own writer. Used to re-shard or change dtype, and by dev/reference/make_model_fixtures.py --roundtrip
-// to show transformers loads what we write.
+// model's own writer, copying the tokenizer files the input has (tokenizer/tokenizer_files.h). Used to re-shard
+// or change dtype, and by dev/reference/make_model_fixtures.py --roundtrip to show transformers loads what we
+// write.
 // With a GGUF file as --in (llama.cpp's format, recognised by its magic), it writes the HF directory
 // transformers would build from that file: weights dequantised to fp32 (the default dtype there), config.json,
 // and tokenizer.json + tokenizer_config.json with the chat template (model/gguf_convert.h).
@@ -12,6 +13,7 @@
 #include "common/file_io.h"       // defines: File, is_directory
 #include "model/gguf_convert.h"   // defines: gguf_convert
 #include "model/model.h"          // defines: model_load_hf, model_save_hf
+#include "tokenizer/tokenizer_files.h"  // defines: copy_tokenizer_files
 
 // True when `path` is a file that starts with GGUF's magic.
 static bool is_gguf(const std::string& path) {
@@ -52,6 +54,8 @@ int main(int argc, char** argv) {
     if (dtype.empty()) dtype = "bf16";
     auto model = stapo::model_load_hf<float>(in);
     stapo::model_save_hf(*model, out, dtype == "f32" ? stapo::DType::F32 : stapo::DType::BF16, shard_bytes);
-    fprintf(stderr, "wrote %s (%zu parameters, %s)\n", out.c_str(), model->num_params(), dtype.c_str());
+    size_t tokenizer_files = stapo::copy_tokenizer_files(in, out).size();
+    fprintf(stderr, "wrote %s (%zu parameters, %s; %zu tokenizer files copied)\n", out.c_str(), model->num_params(),
+            dtype.c_str(), tokenizer_files);
   });
 }

@@ -10,12 +10,13 @@
 
 namespace stapo {
 
-std::vector<int32_t> BpeTokenizer::encode(std::string_view text, bool allow_special) const {
+std::vector<int32_t> BpeTokenizer::encode_with_special_ranges(std::string_view text,
+                                                              const SpecialRanges& special_ranges) const {
   utf8_validate(text, "input text");
   std::vector<int32_t> ids;
   ids.reserve(text.size() / 3 + 4);
   p_.added_matcher.split(
-      text, allow_special, [&](std::string_view segment, size_t offset) { encode_segment(segment, offset == 0, ids); },
+      text, special_ranges, [&](std::string_view segment, size_t offset) { encode_segment(segment, offset == 0, ids); },
       [&](int32_t id) { ids.push_back(id); });
   return ids;
 }

@@ -65,13 +65,14 @@ class BpeTokenizer : public Tokenizer {
 
     int32_t bos_id = -1, eos_id = -1;
     bool adds_bos = false;
-    std::string content_hash, chat_template;
+    std::string content_hash;
     Parts() { std::fill(byte_ids, byte_ids + 256, -1); }
   };
 
   explicit BpeTokenizer(Parts parts) : p_(std::move(parts)) {}
 
-  std::vector<int32_t> encode(std::string_view text, bool allow_special = false) const override;
+  std::vector<int32_t> encode_with_special_ranges(std::string_view text,
+                                                  const SpecialRanges& special_ranges) const override;
   std::string decode(const std::vector<int32_t>& ids) const override;
   int32_t vocab_size() const override { return static_cast<int32_t>(p_.tokens.size()); }
   std::optional<int32_t> special_token_id(std::string_view text) const override;
@@ -79,7 +80,6 @@ class BpeTokenizer : public Tokenizer {
   int32_t eos_id() const override { return p_.eos_id; }
   bool adds_bos_by_default() const override { return p_.adds_bos; }
   std::string content_hash() const override { return p_.content_hash; }
-  const std::string& chat_template_source() const override { return p_.chat_template; }
 
  private:
   void encode_segment(std::string_view segment, bool at_text_start, std::vector<int32_t>& out) const;

@@ -1,6 +1,8 @@
-// Chat templates as code. Each render() reproduces, piece by piece, the Jinja template its family ships
-// (the exact template strings are in dev/reference/make_tokenizer_fixtures.py, and the test compares our
-// text with transformers' apply_chat_template on them):
+// Chat templates. "auto" renders the model's own Jinja template (tokenizer/jinja.h) with the variables
+// transformers gives it; message contents are data, so special-token text in them stays text.
+// The families as code: each render() reproduces, piece by piece, the Jinja template its family ships (the
+// exact template strings are in dev/reference/make_tokenizer_fixtures.py, and the test compares our text with
+// transformers' apply_chat_template on them):
 //   llama3  Meta-Llama-3-*-Instruct: <|begin_of_text|> then per message
 //           <|start_header_id|>ROLE<|end_header_id|>\n\n TRIM(CONTENT)<|eot_id|>
 //   llama2  Llama-2-*-chat: <s>[INST] <<SYS>>\nSYS\n<</SYS>>\n\nUSER [/INST] ASSISTANT </s> (stripped contents)
@@ -11,44 +13,24 @@
 #include "tokenizer/chat_template.h"
 
 #include "common/error.h"
-#include "tokenizer/utf8.h"
 
 namespace stapo {
 
-// Python's str.strip(): Unicode White_Space plus the ASCII separators U+001C..U+001F.
-static std::string python_strip(const std::string& s) {
-  auto is_space_at = [&](size_t pos, size_t len) {
-    uint32_t cp = utf8_decode(s, pos, len);
-    return utf8_is_white_space(cp) || (cp >= 0x1C && cp <= 0x1F);
-  };
-  size_t begin = 0, end = s.size();
-  while (begin < end) {
-    size_t len = utf8_char_length(s, begin);
-    if (len == 0 || !is_space_at(begin, len)) break;
-    begin += len;
-  }
-  while (end > begin) {
-    size_t start = end - 1;
-    while (start > begin && (static_cast<uint8_t>(s[start]) & 0xC0) == 0x80) --start;
-    size_t len = utf8_char_length(s, start);
-    if (len != end - start || !is_space_at(start, len)) break;
-    end = start;
-  }
-  return s.substr(begin, end - begin);
-}
+using jinja::python_strip;
 
 namespace {
 
 struct Pieces {
   std::vector<TemplatePiece> list;
-  void text(const std::string& t) {  // adjacent text is one piece: it is tokenized as one stretch
+  void add(const std::string& t, TemplatePiece::Kind kind) {  // adjacent pieces of one kind join
     if (t.empty()) return;
-    if (!list.empty() && !list.back().special)
+    if (!list.empty() && list.back().kind == kind && kind != TemplatePiece::Kind::special_token)
       list.back().text += t;
     else
-      list.push_back({t, false});
+      list.push_back({t, kind});
   }
-  void special(const std::string& t) { list.push_back({t, true}); }
+  void text(const std::string& t) { add(t, TemplatePiece::Kind::text); }
+  void special(const std::string& t) { add(t, TemplatePiece::Kind::special_token); }
 };
 
 // The [INST] templates: an optional leading system message, then user/assistant alternating.
@@ -61,22 +43,56 @@ void check_alternating(const std::vector<ChatMessage>& messages, size_t first, c
   }
 }
 
+// The first special token in `text` (the leftmost, longest there), or "".
+std::string first_special_token(const Tokenizer& tokenizer, const std::string& text) {
+  for (size_t pos = 0; pos < text.size(); ++pos)
+    for (size_t len = std::min<size_t>(text.size() - pos, 256); len > 0; --len)
+      if (tokenizer.special_token_id(std::string_view(text).substr(pos, len))) return text.substr(pos, len);
+  return "";
+}
+
 }  // namespace
 
 ChatTemplate ChatTemplate::by_name(const std::string& name, const Tokenizer& tokenizer) {
-  if (name == "auto") {
-    const std::string& source = tokenizer.chat_template_source();
-    STAPO_CHECK(!source.empty(), "--template auto: the tokenizer has no tokenizer_config.json with a chat_template; "
-                "name one of llama3, llama2, mistral, chatml, plain");
-    auto has = [&](const char* marker) { return source.find(marker) != std::string::npos; };
-    if (has("<|start_header_id|>") && has("<|eot_id|>")) return by_name("llama3", tokenizer);
-    if (has("<<SYS>>") && has("[INST]")) return by_name("llama2", tokenizer);
-    if (has("[INST]")) return by_name("mistral", tokenizer);
-    if (has("<|im_start|>") && has("<|im_end|>")) return by_name("chatml", tokenizer);
-    fail("--template auto: the chat_template in tokenizer_config.json is not one we recognise (markers of llama3, ",
-         "llama2, mistral, chatml not found); name the template explicitly");
-  }
   ChatTemplate t;
+  if (name == "auto") {
+    const TokenizerConfig& config = tokenizer.config();
+    STAPO_CHECK(!config.chat_template.empty(), "--template auto: the tokenizer has no chat template (no "
+                "chat_template.jinja beside it and no chat_template in tokenizer_config.json); name one of llama3, "
+                "llama2, mistral, chatml, plain");
+    t.name_ = "model";
+    t.jinja_ = std::make_shared<jinja::Template>(config.chat_template, config.chat_template_origin);
+    for (auto [key, value] : {std::pair{"bos_token", &config.bos_token}, {"eos_token", &config.eos_token},
+                              {"unk_token", &config.unk_token}, {"pad_token", &config.pad_token}})
+      if (!value->empty()) t.special_tokens_.emplace_back(key, jinja::Value::from_text(*value, false));
+    // What the template does, learnt from two renderings: whether the prompt starts with BOS, and the first
+    // special token the template writes after an assistant reply (its end of turn).
+    const std::string reply = "stapo";
+    try {
+      std::vector<TemplatePiece> prompt = t.render({{"user", "Hello"}}, true);
+      std::vector<int32_t> prompt_ids = encode_pieces(tokenizer, prompt);
+      t.renders_bos_ = tokenizer.bos_id() >= 0 && !prompt_ids.empty() && prompt_ids[0] == tokenizer.bos_id();
+      std::vector<TemplatePiece> full = t.render({{"user", "Hello"}, {"assistant", reply}}, false);
+      const std::string prompt_text = template_text(prompt), full_text = template_text(full);
+      size_t reply_at = full_text.compare(0, prompt_text.size(), prompt_text) == 0
+                            ? full_text.find(reply, prompt_text.size())
+                            : std::string::npos;
+      if (reply_at != std::string::npos) {
+        std::string markup_after;  // the template's own text after the reply
+        size_t offset = 0;
+        for (const TemplatePiece& p : full) {
+          if (offset + p.text.size() > reply_at + reply.size() && p.kind == TemplatePiece::Kind::markup)
+            markup_after += offset >= reply_at + reply.size() ? p.text : p.text.substr(reply_at + reply.size() - offset);
+          offset += p.text.size();
+        }
+        t.end_of_turn_ = first_special_token(tokenizer, markup_after);
+      }
+    } catch (const Error& e) {
+      fail(config.chat_template_origin, ": rendering a one-turn conversation (to learn the template's BOS and end of ",
+           "turn) failed: ", e.what());
+    }
+    return t;
+  }
   t.name_ = name;
   if (name == "llama3") {
     t.end_of_turn_ = "<|eot_id|>";
@@ -96,6 +112,20 @@ ChatTemplate ChatTemplate::by_name(const std::string& name, const Tokenizer& tok
 std::vector<TemplatePiece> ChatTemplate::render(const std::vector<ChatMessage>& messages,
                                                 bool add_generation_prompt) const {
   Pieces out;
+  if (jinja_) {  // the variables transformers' apply_chat_template gives the template
+    jinja::List list;
+    for (const ChatMessage& m : messages)
+      list.push_back(jinja::Value::from_dict({{"role", jinja::Value::from_text(m.role, true)},
+                                              {"content", jinja::Value::from_text(m.content, true)}}));
+    jinja::Dict variables = special_tokens_;
+    variables.emplace_back("messages", jinja::Value::from_list(std::move(list)));
+    variables.emplace_back("tools", jinja::Value::none());
+    variables.emplace_back("documents", jinja::Value::none());
+    variables.emplace_back("add_generation_prompt", jinja::Value::from_bool(add_generation_prompt));
+    for (const auto& [text, data] : jinja_->render(variables).runs())
+      out.add(text, data ? TemplatePiece::Kind::text : TemplatePiece::Kind::markup);
+    return out.list;
+  }
   bool has_system = !messages.empty() && messages[0].role == "system";
   if (name_ == "llama3") {
     for (size_t i = 0; i < messages.size(); ++i) {
@@ -163,26 +193,16 @@ std::string template_text(const std::vector<TemplatePiece>& pieces) {
 }
 
 std::vector<int32_t> encode_pieces(const Tokenizer& tokenizer, const std::vector<TemplatePiece>& pieces) {
-  std::vector<int32_t> ids;
-  std::string pending;  // adjacent text pieces are encoded together
-  auto flush = [&] {
-    std::vector<int32_t> part = tokenizer.encode(pending, false);
-    ids.insert(ids.end(), part.begin(), part.end());
-    pending.clear();
-  };
+  std::string text;
+  SpecialRanges specials;
   for (const TemplatePiece& p : pieces) {
-    if (!p.special) {
-      pending += p.text;
-      continue;
-    }
-    flush();
-    auto id = tokenizer.special_token_id(p.text);
-    STAPO_CHECK(id, "the chat template needs the special token \"", p.text,
-                "\" but the tokenizer does not have it (wrong template for this tokenizer?)");
-    ids.push_back(*id);
+    if (p.kind == TemplatePiece::Kind::special_token)
+      STAPO_CHECK(tokenizer.special_token_id(p.text), "the chat template needs the special token \"", p.text,
+                  "\" but the tokenizer does not have it (wrong template for this tokenizer?)");
+    if (p.kind != TemplatePiece::Kind::text) specials.emplace_back(text.size(), text.size() + p.text.size());
+    text += p.text;
   }
-  flush();
-  return ids;
+  return tokenizer.encode_with_special_ranges(text, specials);
 }
 
 }  // namespace stapo

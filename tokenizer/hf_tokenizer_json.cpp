@@ -171,9 +171,13 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer_json(const std::string& path, const
     STAPO_CHECK(model.value("type", "BPE") == "BPE", path, ": model.type \"", model.value("type", ""),
                 "\" is not supported (only BPE)");
     STAPO_CHECK(model.value("dropout", json()).is_null(), path, ": BPE dropout is not supported");
-    STAPO_CHECK(model.value("continuing_subword_prefix", json()).is_null() &&
-                    model.value("end_of_word_suffix", json()).is_null(),
-                path, ": continuing_subword_prefix / end_of_word_suffix are not supported");
+    // "" means none: transformers' GGUF converter writes "", and HF treats it like null.
+    auto absent = [&](const char* key) {
+      json v = model.value(key, json());
+      return v.is_null() || (v.is_string() && v.get<std::string>().empty());
+    };
+    STAPO_CHECK(absent("continuing_subword_prefix") && absent("end_of_word_suffix"), path,
+                ": continuing_subword_prefix / end_of_word_suffix are not supported (only null or \"\")");
     read_normalizers(root.value("normalizer", json()), p, path);
     read_pre_tokenizers(root.value("pre_tokenizer", json()), p, path);
     read_decoder(root.value("decoder", json()), p, path);
@@ -252,7 +256,6 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer_json(const std::string& path, const
     fail(path, ": unexpected tokenizer.json structure: ", e.what());
   }
   p.content_hash = content_hash(contents);
-  p.chat_template = config.chat_template;
   return std::make_unique<BpeTokenizer>(std::move(p));
 }
 

@@ -87,7 +87,8 @@ class SentencePieceTokenizer : public Tokenizer {
  public:
   SentencePieceTokenizer(const std::string& path, const std::string& contents, const TokenizerConfig& config);
 
-  std::vector<int32_t> encode(std::string_view text, bool allow_special) const override;
+  std::vector<int32_t> encode_with_special_ranges(std::string_view text,
+                                                  const SpecialRanges& special_ranges) const override;
   std::string decode(const std::vector<int32_t>& ids) const override;
   int32_t vocab_size() const override { return static_cast<int32_t>(pieces_.size()); }
   std::optional<int32_t> special_token_id(std::string_view text) const override {
@@ -99,7 +100,6 @@ class SentencePieceTokenizer : public Tokenizer {
   int32_t eos_id() const override { return eos_id_; }
   bool adds_bos_by_default() const override { return adds_bos_; }
   std::string content_hash() const override { return hash_; }
-  const std::string& chat_template_source() const override { return chat_template_; }
 
  private:
   std::string normalize(std::string_view text) const;
@@ -114,7 +114,7 @@ class SentencePieceTokenizer : public Tokenizer {
   int32_t byte_ids_[256];
   bool byte_fallback_ = false, add_dummy_prefix_ = true, remove_extra_whitespaces_ = true, escape_whitespaces_ = true;
   bool adds_bos_ = true;
-  std::string hash_, chat_template_;
+  std::string hash_;
 };
 
 const std::string kSpace = "\xE2\x96\x81";  // ▁
@@ -195,7 +195,6 @@ SentencePieceTokenizer::SentencePieceTokenizer(const std::string& path, const st
   if (!config.eos_token.empty()) eos_id_ = special_token_id(config.eos_token).value_or(-1);
   adds_bos_ = config.add_bos_token.value_or(bos_id_ >= 0);  // HF's LlamaTokenizer default
   hash_ = stapo::content_hash(contents);
-  chat_template_ = config.chat_template;
 }
 
 // The identity normalizer: optional dummy prefix, optional whitespace cleanup, ' ' → ▁.
@@ -224,13 +223,14 @@ std::string SentencePieceTokenizer::normalize(std::string_view text) const {
   return out;
 }
 
-std::vector<int32_t> SentencePieceTokenizer::encode(std::string_view text, bool allow_special) const {
+std::vector<int32_t> SentencePieceTokenizer::encode_with_special_ranges(std::string_view text,
+                                                                        const SpecialRanges& special_ranges) const {
   utf8_validate(text, "input text");
   std::vector<int32_t> ids;
-  // sentencepiece never looks for control pieces in text; with allow_special the text is cut at them and
-  // each stretch encoded on its own, as HF's slow LlamaTokenizer does.
+  // sentencepiece never looks for control pieces in text; where specials are allowed the text is cut at them
+  // and each stretch encoded on its own, as HF's slow LlamaTokenizer does.
   controls_.split(
-      text, allow_special, [&](std::string_view segment, size_t) { encode_normalized(normalize(segment), ids); },
+      text, special_ranges, [&](std::string_view segment, size_t) { encode_normalized(normalize(segment), ids); },
       [&](int32_t id) { ids.push_back(id); });
   return ids;
 }
@@ -241,7 +241,7 @@ void SentencePieceTokenizer::encode_normalized(const std::string& text, std::vec
   std::vector<bool> frozen;  // user-defined symbols never merge
   for (size_t pos = 0; pos < text.size();) {
     size_t len = utf8_char_length(text, pos), user_len = 0;
-    bool user_defined = !user_defined_.empty() && user_defined_.match(text, pos, false, &user_len);
+    bool user_defined = !user_defined_.empty() && user_defined_.match(text, pos, 0, &user_len);
     if (user_defined) len = user_len;
     int32_t index = static_cast<int32_t>(symbols.size());
     symbols.push_back({-1, static_cast<int32_t>(pos), static_cast<int32_t>(len), index - 1, index + 1});

@@ -111,7 +111,6 @@ std::unique_ptr<Tokenizer> load_tiktoken(const std::string& path, const std::str
   p.eos_id = find_bos_eos(config.eos_token, kEosNames, p.added_ids);
   p.adds_bos = config.add_bos_token.value_or(true);  // Meta's tokenizer and HF's Llama 3 prepend BOS
   p.content_hash = content_hash(contents);
-  p.chat_template = config.chat_template;
   return std::make_unique<BpeTokenizer>(std::move(p));
 }
 

@@ -32,7 +32,7 @@ void TokenMatcher::add(const std::string& text, const Token& token) {
   }
 }
 
-const TokenMatcher::Token* TokenMatcher::match(std::string_view text, size_t pos, bool allow_special,
+const TokenMatcher::Token* TokenMatcher::match(std::string_view text, size_t pos, size_t special_end,
                                                size_t* len) const {
   const Token* best = nullptr;
   int32_t node = 0;
@@ -43,7 +43,7 @@ const TokenMatcher::Token* TokenMatcher::match(std::string_view text, size_t pos
     if (it == children.end() || it->first != byte) break;
     node = it->second;
     int32_t t = nodes_[node].token;
-    if (t >= 0 && (allow_special || !tokens_[t].special)) {
+    if (t >= 0 && (!tokens_[t].special || i + 1 <= special_end)) {
       best = &tokens_[t];
       *len = i + 1 - pos;
     }

@@ -8,6 +8,8 @@
 #include <string_view>
 #include <vector>
 
+#include "tokenizer/tokenizer.h"  // defines: SpecialRanges
+
 namespace stapo {
 
 class TokenMatcher {
@@ -19,17 +21,21 @@ class TokenMatcher {
   };
   void add(const std::string& text, const Token& token);
   bool empty() const { return nodes_.size() <= 1; }
-  // The longest token starting at text[pos] (its byte length in *len), or nullptr.
-  const Token* match(std::string_view text, size_t pos, bool allow_special, size_t* len) const;
+  // The longest token starting at text[pos] (its byte length in *len), or nullptr; a special token only when
+  // it ends at or before special_end.
+  const Token* match(std::string_view text, size_t pos, size_t special_end, size_t* len) const;
 
   // Splits text into pieces: on_text(text_piece, byte_offset) for each stretch between tokens (never
-  // empty), on_token(id) for each token.
+  // empty), on_token(id) for each token. Special tokens are found only inside special_ranges.
   template <typename OnText, typename OnToken>
-  void split(std::string_view text, bool allow_special, OnText&& on_text, OnToken&& on_token) const {
-    size_t piece_start = 0, pos = 0;
+  void split(std::string_view text, const SpecialRanges& special_ranges, OnText&& on_text, OnToken&& on_token) const {
+    size_t piece_start = 0, pos = 0, range = 0;
     while (pos < text.size()) {
+      while (range < special_ranges.size() && special_ranges[range].second <= pos) ++range;
+      size_t special_end =
+          range < special_ranges.size() && special_ranges[range].first <= pos ? special_ranges[range].second : 0;
       size_t len;
-      const Token* token = first_byte_[static_cast<uint8_t>(text[pos])] ? match(text, pos, allow_special, &len)
+      const Token* token = first_byte_[static_cast<uint8_t>(text[pos])] ? match(text, pos, special_end, &len)
                                                                           : nullptr;
       if (!token) {
         ++pos;

@@ -46,7 +46,8 @@ int main(int argc, char** argv) {
       ->required();
   app.add_flag("--bos", bos, "prepend the BOS token (not added twice when a template renders it)");
   app.add_flag("--decode", decode, "read ids (whitespace-separated) and print the text");
-  app.add_option("--template", template_name, "chat template: llama3, llama2, mistral, chatml, plain, auto");
+  app.add_option("--template", template_name,
+                 "chat template: auto (the model's own Jinja template), or llama3, llama2, mistral, chatml, plain");
   app.add_option("--messages", messages_path, "JSON file with the conversation (needs --template)");
   STAPO_PARSE_CLI(app, argc, argv);
   return stapo::run_main([&] {

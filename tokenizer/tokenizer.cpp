@@ -1,7 +1,9 @@
-// Tokenizer::load: picks the loader from the path and the file's content, and reads tokenizer_config.json
-// from the same folder (chat template, BOS/EOS names, add_bos_token).
+// Tokenizer::load: picks the loader from the path and the file's content, and reads tokenizer_config.json and
+// chat_template.jinja from the same folder (chat template, special-token names, add_bos_token). Also the list of
+// tokenizer files a checkpoint carries.
 #include "tokenizer/tokenizer.h"
 
+#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
@@ -45,25 +47,55 @@ static std::string token_text(const nlohmann::json& j) {
 TokenizerConfig read_tokenizer_config(const std::string& dir) {
   TokenizerConfig config;
   std::string path = dir + "/tokenizer_config.json";
-  if (!file_exists(path)) return config;
-  try {
-    auto j = nlohmann::json::parse(read_text_file(path));
-    if (j.contains("chat_template")) {
-      const auto& t = j["chat_template"];
-      if (t.is_string()) {
-        config.chat_template = t.get<std::string>();
-      } else if (t.is_array()) {  // named templates: use "default"
-        for (const auto& named : t)
-          if (named.value("name", "") == "default") config.chat_template = named.at("template").get<std::string>();
+  if (file_exists(path)) {
+    try {
+      auto j = nlohmann::json::parse(read_text_file(path));
+      if (j.contains("chat_template")) {
+        const auto& t = j["chat_template"];
+        if (t.is_string()) {
+          config.chat_template = t.get<std::string>();
+        } else if (t.is_array()) {  // named templates: use "default"
+          for (const auto& named : t)
+            if (named.value("name", "") == "default") config.chat_template = named.at("template").get<std::string>();
+        }
+        if (!config.chat_template.empty()) config.chat_template_origin = path + " (chat_template)";
       }
+      std::string* tokens[] = {&config.bos_token, &config.eos_token, &config.unk_token, &config.pad_token};
+      const char* keys[] = {"bos_token", "eos_token", "unk_token", "pad_token"};
+      for (int i = 0; i < 4; ++i)
+        if (j.contains(keys[i])) *tokens[i] = token_text(j[keys[i]]);
+      if (j.contains("add_bos_token") && j["add_bos_token"].is_boolean()) config.add_bos_token = j["add_bos_token"];
+    } catch (const nlohmann::json::exception& e) {
+      fail(path, ": ", e.what());
     }
-    if (j.contains("bos_token")) config.bos_token = token_text(j["bos_token"]);
-    if (j.contains("eos_token")) config.eos_token = token_text(j["eos_token"]);
-    if (j.contains("add_bos_token") && j["add_bos_token"].is_boolean()) config.add_bos_token = j["add_bos_token"];
-  } catch (const nlohmann::json::exception& e) {
-    fail(path, ": ", e.what());
+  }
+  // transformers 5 saves the template beside the config; when both exist, the file wins (as transformers reads).
+  std::string jinja = dir + "/chat_template.jinja";
+  if (file_exists(jinja)) {
+    config.chat_template = read_text_file(jinja);
+    config.chat_template_origin = jinja;
   }
   return config;
+}
+
+const std::vector<std::string> kTokenizerFiles = {"tokenizer.json",          "tokenizer.model",
+                                                  "tokenizer_config.json",   "special_tokens_map.json",
+                                                  "chat_template.jinja",     "generation_config.json"};
+
+std::vector<std::string> copy_tokenizer_files(const std::string& from_dir, const std::string& to_dir) {
+  namespace fs = std::filesystem;
+  std::vector<std::string> copied;
+  for (const std::string& name : kTokenizerFiles) {
+    const fs::path from = fs::path(from_dir) / name, to = fs::path(to_dir) / name;
+    if (!fs::exists(from)) continue;
+    std::error_code same_error;
+    if (fs::exists(to) && fs::equivalent(from, to, same_error)) continue;  // copying a folder onto itself
+    std::error_code error;
+    fs::copy_file(from, to, fs::copy_options::overwrite_existing, error);
+    STAPO_CHECK(!error, "cannot copy ", from.string(), " to ", to.string(), ": ", error.message());
+    copied.push_back(name);
+  }
+  return copied;
 }
 
 // tiktoken files are lines of base64 and a rank; a SentencePiece model is binary protobuf.
@@ -95,10 +127,15 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& path) {
   }
   TokenizerConfig config = read_tokenizer_config(dir);
   std::string contents = read_text_file(file);
+  std::unique_ptr<Tokenizer> tokenizer;
   if (file.size() >= 5 && file.compare(file.size() - 5, 5, ".json") == 0)
-    return load_hf_tokenizer_json(file, contents, config);
-  if (looks_like_tiktoken(contents)) return load_tiktoken(file, contents, config);
-  return load_sentencepiece_model(file, contents, config);
+    tokenizer = load_hf_tokenizer_json(file, contents, config);
+  else if (looks_like_tiktoken(contents))
+    tokenizer = load_tiktoken(file, contents, config);
+  else
+    tokenizer = load_sentencepiece_model(file, contents, config);
+  tokenizer->config_ = std::move(config);
+  return tokenizer;
 }
 
 }  // namespace stapo

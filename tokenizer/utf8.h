@@ -16,6 +16,8 @@ void utf8_validate(std::string_view text, const char* what);
 // Copies bytes, replacing each maximal invalid subpart by U+FFFD (Python, Rust), or with per_byte each
 // invalid byte (sentencepiece).
 std::string utf8_make_valid(std::string_view bytes, bool per_byte = false);
+// Appends the UTF-8 bytes of a code point (<= U+10FFFF, not a surrogate).
+void utf8_append(std::string& out, uint32_t code_point);
 // The code point of the valid character of `len` bytes at text[pos].
 uint32_t utf8_decode(std::string_view text, size_t pos, size_t len);
 // Unicode White_Space (what Rust's char::is_whitespace tests).

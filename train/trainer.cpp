@@ -11,6 +11,7 @@
 #include "common/error.h"
 #include "common/file_io.h"
 #include "common/progress.h"
+#include "tokenizer/tokenizer_files.h"  // defines: copy_tokenizer_files
 #include "train/step0.h"
 
 namespace stapo {
@@ -218,11 +219,7 @@ std::string Trainer::save_checkpoint(const std::string& name) {
   fs::remove_all(tmp);
   make_directories(tmp);
   engine_.save_model(tmp);
-  for (const char* file : {"tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
-                           "generation_config.json"}) {
-    const std::string from = config_.tokenizer_dir + "/" + file;
-    if (!config_.tokenizer_dir.empty() && file_exists(from)) fs::copy_file(from, tmp + "/" + file);
-  }
+  if (!config_.tokenizer_dir.empty()) copy_tokenizer_files(config_.tokenizer_dir, tmp);
   engine_.save_optimizer(tmp + "/optimizer.bin");
   ordered_json state;
   state["format"] = "stapo-trainer-state";

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Seed inputs for dev/fuzz/tokenizer_fuzz.cpp: the first byte picks the target (0 tokenizer.json, 1 SentencePiece
-.model, 2 tiktoken, 3 text for the fixture tokenizers). Small tokenizers (vocabulary ~300) keep mutations fast.
+.model, 2 tiktoken, 3 a Jinja chat template, 4 text for the fixture tokenizers). Small tokenizers (vocabulary ~300) keep mutations fast.
    python3 dev/fuzz/make_seeds.py OUT_DIR"""
 import base64
 import io
@@ -22,7 +22,13 @@ def write(name, target, payload):
 
 
 for i, text in enumerate(corpus[:40]):
-    write(f"text_{i}", 3, text.encode())
+    write(f"text_{i}", 4, text.encode())
+
+templates = [c["template"] for c in json.load(open("tests/fixtures/tokenizer/jinja_templates.json"))["constructs"]]
+for name in ("bl_llama3", "sp_legacy", "sp_metaspace", "bl_gpt2"):
+    templates.append(json.load(open(f"tests/fixtures/tokenizer/{name}/tokenizer_config.json"))["chat_template"])
+for i, template in enumerate(templates):
+    write(f"template_{i}", 3, template.encode())
 
 for name, pre in [("bl", pre_tokenizers.ByteLevel(use_regex=True)),
                   ("split", pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(r"\p{L}+|\s+|\p{N}"), "isolated"),

@@ -1,5 +1,6 @@
 // libFuzzer target for the tokenizer: the three file loaders (tokenizer.json, SentencePiece .model, tiktoken)
-// on arbitrary bytes, and encode/decode on arbitrary text and ids with the committed fixture tokenizers.
+// and the Jinja chat-template interpreter on arbitrary bytes, and encode/decode on arbitrary text and ids with the
+// committed fixture tokenizers.
 // The only acceptable failure is a stapo::Error; crashes, leaks, ASan reports and hangs are bugs.
 // Built and run by dev/fuzz/run.sh (see docs/tokenizer.md).
 #include <cstddef>
@@ -9,6 +10,7 @@
 #include <vector>
 
 #include "common/error.h"             // defines: Error
+#include "tokenizer/jinja.h"         // defines: jinja::Template
 #include "tokenizer/tokenizer.h"      // defines: Tokenizer
 #include "tokenizer/tokenizer_files.h"  // defines: load_hf_tokenizer_json, load_sentencepiece_model, load_tiktoken
 
@@ -49,10 +51,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const stapo::TokenizerConfig config;
   std::unique_ptr<stapo::Tokenizer> loaded;
   try {
-    switch (data[0] % 4) {
+    switch (data[0] % 5) {
       case 0: loaded = stapo::load_hf_tokenizer_json("fuzz.json", body, config); break;
       case 1: loaded = stapo::load_sentencepiece_model("fuzz.model", body, config); break;
       case 2: loaded = stapo::load_tiktoken("fuzz.tiktoken", body, config); break;
+      case 3: {  // a chat template: parse, then render a short conversation
+        using stapo::jinja::Value;
+        stapo::jinja::Template t(body, "fuzz.jinja");
+        t.render({{"messages", Value::from_list({Value::from_dict({{"role", Value::from_text("user", true)},
+                                                                   {"content", Value::from_text("Hi <s>", true)}})})},
+                  {"bos_token", Value::from_text("<s>")},
+                  {"add_generation_prompt", Value::from_bool(true)}});
+        return 0;
+      }
       default:
         for (const auto& tok : fixture_tokenizers()) exercise(*tok, body);
         return 0;

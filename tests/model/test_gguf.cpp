@@ -120,7 +120,7 @@ TEST(Gguf, ConvertedTokenizerGivesTransformersIdsAndTexts) {
   for (size_t i = 0; i < fx["decode_ids"].size(); ++i)
     EXPECT_EQ(tok->decode(fx["decode_ids"][i].get<std::vector<int32_t>>()), fx["decoded"][i].get<std::string>())
         << "id list " << i;
-  EXPECT_NE(tok->chat_template_source().find("<|im_start|>{{ m['role'] }}"), std::string::npos);
+  EXPECT_NE(tok->config().chat_template.find("<|im_start|>{{ m['role'] }}"), std::string::npos);
 }
 
 TEST(Gguf, ModelConvertBinary) {

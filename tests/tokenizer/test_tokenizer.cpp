@@ -13,6 +13,7 @@
 #include "tests/test_util.h"
 #include "tests/tokenizer/fixtures.h"
 #include "tokenizer/tokenizer.h"
+#include "tokenizer/utf8.h"
 
 namespace {
 
@@ -91,22 +92,7 @@ std::vector<std::string> random_texts(size_t n) {
     size_t len = rng() % 40;
     for (size_t i = 0; i < len; ++i) {
       const auto& r = ranges[rng() % (sizeof(ranges) / sizeof(ranges[0]))];
-      uint32_t cp = r[0] + static_cast<uint32_t>(rng() % (r[1] - r[0] + 1));
-      if (cp < 0x80) {
-        s += static_cast<char>(cp);
-      } else if (cp < 0x800) {
-        s += static_cast<char>(0xC0 | (cp >> 6));
-        s += static_cast<char>(0x80 | (cp & 0x3F));
-      } else if (cp < 0x10000) {
-        s += static_cast<char>(0xE0 | (cp >> 12));
-        s += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-        s += static_cast<char>(0x80 | (cp & 0x3F));
-      } else {
-        s += static_cast<char>(0xF0 | (cp >> 18));
-        s += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-        s += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-        s += static_cast<char>(0x80 | (cp & 0x3F));
-      }
+      stapo::utf8_append(s, r[0] + static_cast<uint32_t>(rng() % (r[1] - r[0] + 1)));
     }
     texts.push_back(s);
   }
@@ -295,6 +281,17 @@ TEST(Tokenizer, MergesWrittenAsStringsGiveTheSameIds) {
   auto tok = Tokenizer::load(temp_file("string_merges.json", spec.dump()));
   auto corpus = stapo::test::read_corpus();
   EXPECT_TRUE(matches_reference(*tok, corpus, stapo::test::read_ids("bl_llama3"), true));
+}
+
+// transformers' GGUF converter writes "" for the two BPE affixes; HF reads "" as none, and so do we.
+TEST(Tokenizer, EmptySubwordAffixesMeanNone) {
+  auto spec = nlohmann::json::parse(stapo::read_text_file(fixture_path("tokenizer/bl_gpt2/tokenizer.json")));
+  spec["model"]["continuing_subword_prefix"] = "";
+  spec["model"]["end_of_word_suffix"] = "";
+  auto tok = Tokenizer::load(temp_file("empty_affixes.json", spec.dump()));
+  EXPECT_TRUE(matches_reference(*tok, stapo::test::read_corpus(), stapo::test::read_ids("bl_gpt2"), true));
+  spec["model"]["continuing_subword_prefix"] = "##";
+  expect_load_error(temp_file("prefix.json", spec.dump()), "continuing_subword_prefix / end_of_word_suffix");
 }
 
 // Pre-tokenizer and normalizer variants (Split behaviours, invert, String patterns, ByteLevel prefix space,
