@@ -29,7 +29,7 @@ struct SequenceRef {
 };
 
 // Writes one sequence at (row, offset): targets are the next token inside the sequence; a position whose
-// target is a response token belongs to response `sequence`.
+// target is a response token belongs to response `sequence`, one whose target is a prompt token to its prompt.
 void write_sequence(PairBatch& batch, int row, int offset, int segment, int sequence, const SequenceRef& s) {
   TokenBatch& tb = batch.tokens;
   int n = s.length();
@@ -41,6 +41,7 @@ void write_sequence(PairBatch& batch, int row, int offset, int segment, int sequ
     tb.positions[k] = j;
     tb.segments[k] = segment;
     batch.response_sequence[k] = (j + 1 >= s.prompt_length && j + 1 < n) ? sequence : -1;
+    batch.prompt_sequence[k] = j + 1 < s.prompt_length ? sequence : -1;
   }
 }
 
@@ -112,6 +113,7 @@ void pair_batch_fill(PairBatch& batch, const Shard& shard, const std::vector<int
   tb.positions.assign(cells, 0);
   tb.segments.assign(cells, -1);
   batch.response_sequence.assign(cells, -1);
+  batch.prompt_sequence.assign(cells, -1);
   for (size_t s = 0; s < sequences.size(); ++s)
     write_sequence(batch, places[s].row, places[s].offset, places[s].segment, static_cast<int>(s), sequences[s]);
 }

@@ -36,8 +36,17 @@ void pair_batch_validate(const PairBatch& b, int vocab_size) {
               b.num_pairs, " pairs");
   STAPO_CHECK(b.reference_logps.empty() || b.reference_logps.size() == size_t(sequences), "PairBatch: ",
               b.reference_logps.size(), " reference log-probs for ", sequences, " sequences");
+  const bool prompt = !b.prompt_sequence.empty();
+  STAPO_CHECK(!prompt || b.prompt_sequence.size() == n, "PairBatch: prompt_sequence has ", b.prompt_sequence.size(),
+              " entries, expected rows·T = ", n, " (or none)");
   std::vector<int32_t> counted(sequences, 0);
   for (size_t i = 0; i < n; ++i) {
+    if (prompt) {
+      const int p = b.prompt_sequence[i];
+      STAPO_CHECK(p >= -1 && p < sequences && (p < 0 || (t.targets[i] >= 0 && b.response_sequence[i] < 0)),
+                  "PairBatch: prompt_sequence ", p, " at row ", i / t.T, " position ", i % t.T,
+                  " is out of range, has no target or marks a response position");
+    }
     const int s = b.response_sequence[i];
     STAPO_CHECK(s >= -1 && s < sequences, "PairBatch: response_sequence ", s, " at row ", i / t.T, " position ",
                 i % t.T, " but the batch has ", sequences, " sequences");

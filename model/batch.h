@@ -23,6 +23,10 @@ struct PairBatch {
   // (rows, T): the sequence (0..2B-1) whose RESPONSE log-prob this position's target contributes to;
   // -1 for prompt tokens, padding and the last position of a sequence. Only these positions enter S(y).
   std::vector<int32_t> response_sequence;
+  // (rows, T) or empty: the sequence whose PROMPT log-prob P this position's target contributes to (the 2nd to
+  // last prompt token; the first is never predicted), -1 elsewhere. Read only by an NLL term over prompt +
+  // response (TRL's ORPO). Empty in batches built by hand that never need it.
+  std::vector<int32_t> prompt_sequence;
   int num_pairs = 0;
   std::vector<int64_t> pair_ids;         // (B) index of each pair in its shard (for error messages, resume)
   std::vector<int32_t> response_length;  // (2B) |y| after truncation
@@ -32,7 +36,8 @@ struct PairBatch {
 // Every array the right size, every id and index in range (model/batch.cpp); a stapo::Error otherwise.
 void token_batch_validate(const TokenBatch& batch, int vocab_size);
 // The token checks, plus: each sequence index below 2B, every response position with a target, and each
-// response's target count equal to its response_length (> 0).
+// response's target count equal to its response_length (> 0); prompt_sequence, when present, the same size,
+// in range, with targets, and never on a response position.
 void pair_batch_validate(const PairBatch& batch, int vocab_size);
 
 }  // namespace stapo

@@ -33,14 +33,26 @@ void CpuEngine<T>::run_pairs(const PairBatch& batch, const LossConfig& loss, con
   std::vector<PairLoss<double>> losses(pairs);
   sequence_sums(seq_logp.data(), seq_entropy.data(), seq_tokens.data(), logp_.data(), entropy_.data(),
                 batch.response_sequence.data(), n, sequences);
+  // The chosen prompt's log-prob, for an NLL term over prompt + response (TRL's ORPO).
+  const bool prompt = loss_uses_prompt(loss);
+  STAPO_CHECK(!prompt || !batch.prompt_sequence.empty(),
+              "CpuEngine: the NLL term over prompt + response needs PairBatch::prompt_sequence (the dataloader's)");
+  std::vector<double> seq_prompt_logp, seq_prompt_entropy, seq_prompt_tokens, dprompt;
+  if (prompt) {
+    for (auto* v : {&seq_prompt_logp, &seq_prompt_entropy, &seq_prompt_tokens, &dprompt}) v->resize(sequences);
+    sequence_sums(seq_prompt_logp.data(), seq_prompt_entropy.data(), seq_prompt_tokens.data(), logp_.data(),
+                  entropy_.data(), batch.prompt_sequence.data(), n, sequences);
+  }
   const float* ref = batch.reference_logps.empty() ? nullptr : batch.reference_logps.data();
   pair_loss(losses.data(), dseq.data(), seq_logp.data(), seq_tokens.data(), ref, loss, scale.nll_weight(),
-            1.0 / scale.pairs, pairs);
-  append_pair_results(results_.pairs, batch, seq_logp.data(), seq_entropy.data(), seq_tokens.data(), losses.data());
+            1.0 / scale.pairs, pairs, prompt ? seq_prompt_logp.data() : nullptr, prompt ? dprompt.data() : nullptr);
+  append_pair_results(results_.pairs, batch, seq_logp.data(), seq_entropy.data(), seq_tokens.data(), losses.data(),
+                      prompt ? seq_prompt_logp.data() : nullptr, prompt ? seq_prompt_tokens.data() : nullptr);
   for (const PairLoss<double>& l : losses) step_has_nonfinite_loss_ |= !std::isfinite(l.loss);
   if (!backward) return;
   dlogp_.resize(n);
   token_dlogp(dlogp_.data(), dseq.data(), batch.response_sequence.data(), n);
+  if (prompt) token_dlogp_prompt(dlogp_.data(), dprompt.data(), batch.prompt_sequence.data(), n);
   model_->backward(dlogp_.data());
 }
 

@@ -6,8 +6,10 @@
 // One optimizer step:
 //   zero_grad()
 //   run_pairs(batch, loss, scale, /*backward=*/true)   for each micro-batch of the step: forward, per-sequence
-//        sums over RESPONSE tokens (positions with PairBatch::response_sequence ≥ 0), the loss of every pair,
-//        and backward of Σ_i ℓ_i / scale.pairs; gradients accumulate (+=) across calls, in at least fp32
+//        sums over RESPONSE tokens (positions with PairBatch::response_sequence ≥ 0) and, when the loss reads
+//        them (loss_uses_prompt: TRL's ORPO NLL), over the chosen PROMPT tokens (prompt_sequence ≥ 0; the CUDA
+//        engine refuses such a loss for now), the loss of every pair, and backward of Σ_i ℓ_i / scale.pairs;
+//        gradients accumulate (+=) across calls, in at least fp32
 //   optimizer_step(update)   global gradient norm, clipping and one AdamW update, all where the gradients are;
 //        when the norm or any loss of the step is not finite the weights and moments are left untouched
 //   take_results()           the pairs of every run_pairs since the last take, and the last update's outcome:
@@ -28,18 +30,19 @@
 namespace stapo {
 
 // How a pair's gradient is normalised within its optimizer step (train/trainer.h): the step's loss is
-// (1/P)·Σ_i ℓ_i with ℓ_i's NLL weight P/N_w, P pairs and N_w chosen tokens counted over every micro-batch of
-// the step, so that k micro-batches of B pairs give exactly the gradient of one batch of k·B pairs.
+// (1/P)·Σ_i ℓ_i with ℓ_i's NLL weight P/N, P pairs and N tokens of the NLL term (chosen responses, plus their
+// predicted prompt tokens for an NLL over prompt + response) counted over every micro-batch of the step, so
+// that k micro-batches of B pairs give exactly the gradient of one batch of k·B pairs.
 struct StepScale {
-  double pairs = 1;          // P
-  double chosen_tokens = 1;  // N_w
-  double nll_weight() const { return pairs / chosen_tokens; }
+  double pairs = 1;       // P
+  double nll_tokens = 1;  // N
+  double nll_weight() const { return pairs / nll_tokens; }
 };
 
 // One pair as the engine computed it.
 struct PairResult {
   int64_t pair_id = 0;                        // index in its shard
-  PairLogps<double> logps{};                  // S, |y|, Sref of chosen and rejected
+  PairLogps<double> logps{};                  // S, |y|, Sref of chosen and rejected; P_w, |x| − 1 when read
   double entropy_chosen = 0, entropy_rejected = 0;  // Σ_t H_t over each response
   PairLoss<double> loss{};                    // with the step's NLL weight
 };
@@ -85,9 +88,10 @@ class Engine {
   virtual StepReport step_report() { return {}; }
 };
 
-// Appends the results of a batch's pairs, from its per-sequence sums (2B each: S, Σ H_t, |y|) and per-pair
-// losses (B), to `out`.
+// Appends the results of a batch's pairs, from its per-sequence sums (2B each: S, Σ H_t, |y|; and P, |x| − 1 or
+// null) and per-pair losses (B), to `out`.
 void append_pair_results(std::vector<PairResult>& out, const PairBatch& batch, const double* seq_logp,
-                         const double* seq_entropy, const double* seq_tokens, const PairLoss<double>* losses);
+                         const double* seq_entropy, const double* seq_tokens, const PairLoss<double>* losses,
+                         const double* seq_prompt_logp = nullptr, const double* seq_prompt_tokens = nullptr);
 
 }  // namespace stapo

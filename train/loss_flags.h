@@ -1,5 +1,5 @@
 // The loss flags shared by train_stapo_cpu, train_stapo and score: --loss picks the spec's defaults
-// (train/losses.cpp loss_defaults), and each flag given on the command line overrides one field.
+// (model/ops/preference_loss.cpp loss_defaults), and each flag given on the command line overrides one field.
 #pragma once
 #include <CLI/CLI.hpp>
 #include <string>
@@ -12,6 +12,7 @@ struct LossFlags {
   std::string loss = "stapo";
   std::string reward;  // empty: the loss's default
   std::string right_margin = "absolute";
+  std::string nll_span = "response";
   LossConfig values;   // parsed values; only the flags given are used
 };
 

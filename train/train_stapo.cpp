@@ -7,6 +7,7 @@
 #include <string>
 
 #include "common/cli.h"          // defines: STAPO_PARSE_CLI, run_main
+#include "common/error.h"        // defines: STAPO_CHECK
 #include "train/cuda_engine.h"   // defines: CudaEngine, CudaEngineOptions
 #include "train/device_check.h"  // defines: device_check_run
 #include "train/train_main.h"    // defines: TrainFlags, train_flags_add, train_run
@@ -43,6 +44,12 @@ int main(int argc, char** argv) {
       code = stapo::device_check_run();
       return;
     }
+    // The CUDA engine sums response positions only: an NLL over prompt + response (orpo's default, TRL's ORPO)
+    // is the CPU engine's for now. Refused here, before the reference pass and the model load.
+    STAPO_CHECK(!stapo::loss_uses_prompt(stapo::loss_flags_config(app, flags.loss)),
+                "train_stapo cannot train an NLL term over prompt + response yet (--nll-span prompt+response, the "
+                "default of --loss orpo): pass --nll-span response (the NLL of the chosen response only), or train "
+                "with train_stapo_cpu");
     options.attention = stapo::attention_path(attention);
     options.max_tokens = 2 * flags.loader.pairs_per_batch * flags.loader.row_length;
     options.seed = flags.trainer.seed;

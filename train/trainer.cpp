@@ -25,6 +25,8 @@ void MetricSums::add(const MetricSums& o) {
   rejected_tokens += o.rejected_tokens;
   pref_loss += o.pref_loss;
   nll += o.nll;
+  prompt_nll += o.prompt_nll;
+  prompt_tokens += o.prompt_tokens;
   reward_chosen += o.reward_chosen;
   reward_rejected += o.reward_rejected;
   correct += o.correct;
@@ -46,9 +48,13 @@ void MetricSums::add(const PairResult& r, const LossConfig& config) {
   rejected_tokens += in.len_rejected;
   pref_loss += r.loss.preference;
   nll += -in.logp_chosen;
+  if (config.nll_span == NllSpan::prompt_and_response) {
+    prompt_nll += -in.prompt_chosen;
+    prompt_tokens += in.prompt_tokens_chosen;
+  }
   reward_chosen += r.loss.reward_chosen;
   reward_rejected += r.loss.reward_rejected;
-  correct += r.loss.z > 0;
+  correct += r.loss.reward_chosen > r.loss.reward_rejected;
   logp_chosen += in.logp_chosen;
   logp_rejected += in.logp_rejected;
   z += r.loss.z;
@@ -61,7 +67,7 @@ void MetricSums::add(const PairResult& r, const LossConfig& config) {
 }
 
 double MetricSums::loss(const LossConfig& config) const {
-  return pref_loss / double(pairs) + config.alpha * nll / chosen_tokens;
+  return pref_loss / double(pairs) + config.alpha * (nll + prompt_nll) / (chosen_tokens + prompt_tokens);
 }
 
 ordered_json metrics_json(const MetricSums& s, const LossConfig& config, const std::string& prefix) {
@@ -101,11 +107,14 @@ ordered_json quantiles_json(const std::vector<PairResult>& pairs, const std::str
   return j;
 }
 
-StepScale step_scale(const std::vector<PairBatch>& micro_batches) {
+StepScale step_scale(const std::vector<PairBatch>& micro_batches, const LossConfig& config) {
   StepScale scale{0, 0};
+  const bool prompt = config.nll_span == NllSpan::prompt_and_response;
   for (const PairBatch& b : micro_batches) {
     scale.pairs += b.num_pairs;
-    for (int i = 0; i < b.num_pairs; i++) scale.chosen_tokens += b.response_length[2 * i];
+    for (int i = 0; i < b.num_pairs; i++) scale.nll_tokens += b.response_length[2 * i];
+    if (prompt)  // the chosen sequences' (even) predicted prompt tokens
+      for (int32_t s : b.prompt_sequence) scale.nll_tokens += s >= 0 && s % 2 == 0;
   }
   return scale;
 }
@@ -119,7 +128,7 @@ int64_t count_tokens(const std::vector<PairBatch>& micro_batches) {
 
 void run_micro_batches(Engine& engine, const std::vector<PairBatch>& micro_batches, const LossConfig& config,
                        bool backward) {
-  const StepScale scale = step_scale(micro_batches);
+  const StepScale scale = step_scale(micro_batches, config);
   for (const PairBatch& b : micro_batches)
     if (b.num_pairs > 0) engine.run_pairs(b, config, scale, backward);
 }
@@ -237,6 +246,10 @@ std::string Trainer::save_checkpoint(const std::string& name) {
   state["margin_right"] = config_.loss.margin_right;
   state["right_margin"] = right_margin_name(config_.loss.right_margin);
   state["lambda_right"] = config_.loss.lambda_right;
+  if (config_.loss.loss == LossKind::bco_pair) {
+    state["bco_delta"] = state_.bco_delta.mean;
+    state["bco_delta_steps"] = state_.bco_delta.count;
+  }
   write_file_atomic(tmp + "/trainer_state.json", state.dump(2) + "\n");
   replace_directory(tmp, final_dir);
   state_.last_checkpoint = final_dir;
@@ -288,6 +301,7 @@ void Trainer::resume(const std::string& dir) {
   state_.updates = state["updates"];
   state_.skipped_nonfinite = state["skipped_nonfinite"];
   state_.position = DataPosition{state["data_epoch"], state["data_index"]};
+  state_.bco_delta = RunningMean{state.value("bco_delta", 0.0), state.value("bco_delta_steps", int64_t(0))};
   state_.last_checkpoint = dir;
   loader_.seek(state_.position);
   drop_log_after(state_.step);
@@ -319,6 +333,7 @@ void Trainer::train() {
     const auto start = std::chrono::steady_clock::now();
     for (PairBatch& b : micro) loader_.next(b);
     engine_.zero_grad();
+    config_.loss.bco_delta = state_.bco_delta.mean;
     run_micro_batches(engine_, micro, config_.loss, true);
     const double lr = lr_at(config_.schedule, config_.lr, state_.step, warmup, total);
     engine_.optimizer_step({lr, config_.max_grad_norm, config_.adamw, state_.updates + 1});
@@ -337,6 +352,8 @@ void Trainer::train() {
            ". Resume from it with a lower --lr, or pass --skip-nonfinite to drop such steps");
     if (results.updated) {
       state_.updates++;
+      if (config_.loss.loss == LossKind::bco_pair)
+        state_.bco_delta.add((sums.reward_chosen + sums.reward_rejected) / (2.0 * double(sums.pairs)));
     } else {
       state_.skipped_nonfinite++;
     }
@@ -350,6 +367,7 @@ void Trainer::train() {
     line["tokens_per_s"] = double(sums.tokens) / seconds;
     line["pairs"] = sums.pairs;
     line["skipped_nonfinite"] = state_.skipped_nonfinite;
+    if (config_.loss.loss == LossKind::bco_pair) line["bco/delta"] = config_.loss.bco_delta;  // the step's δ
     const Engine::StepReport report = engine_.step_report();
     if (!report.metrics.empty()) line.update(report.metrics);
     log(line);

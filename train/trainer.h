@@ -36,25 +36,27 @@ struct MetricSums {
   double chosen_tokens = 0, rejected_tokens = 0;
   double pref_loss = 0;  // Σ_i pref(z_i) (the NLL term is added from nll below)
   double nll = 0;        // Σ_i −S_w,i
+  double prompt_nll = 0, prompt_tokens = 0;  // Σ_i −P_w,i and Σ_i (|x_i| − 1), for an NLL over prompt + response
   double reward_chosen = 0, reward_rejected = 0;
-  double correct = 0;  // pairs with z > 0
+  double correct = 0;  // pairs with rewards/chosen > rewards/rejected (TRL's rewards/accuracies)
   double logp_chosen = 0, logp_rejected = 0;
   double z = 0, z_max = -1e300, delta = 0, above_right = 0, below_left = 0;
   double entropy_chosen = 0, entropy_rejected = 0;  // Σ over response tokens
 
   void add(const MetricSums& o);
   void add(const PairResult& pair, const LossConfig& config);
-  // The loss the gradient is taken of: mean pref(z) over pairs + α · token-mean NLL of the chosen responses.
+  // The loss the gradient is taken of: mean pref(z) over pairs + α · token-mean NLL of the chosen sequences.
   double loss(const LossConfig& config) const;
 };
 
-// TRL names plus z/*, delta/*, entropy/*, nll/chosen, each prefixed by `prefix` ("" or "eval/").
+// TRL names (meaning what TRL's trainer for the loss logs) plus z/*, delta/*, entropy/*, nll/chosen, each
+// prefixed by `prefix` ("" or "eval/").
 nlohmann::ordered_json metrics_json(const MetricSums& sums, const LossConfig& config, const std::string& prefix);
 // The 5/25/50/75/95% quantiles of Δ and z over the pairs: "<prefix>delta/p05" ... "<prefix>z/p95".
 nlohmann::ordered_json quantiles_json(const std::vector<PairResult>& pairs, const std::string& prefix);
 
-// The step's normalisers (pairs and chosen tokens over all its micro-batches) and its non-padding tokens.
-StepScale step_scale(const std::vector<PairBatch>& micro_batches);
+// The step's normalisers (pairs and NLL tokens over all its micro-batches) and its non-padding tokens.
+StepScale step_scale(const std::vector<PairBatch>& micro_batches, const LossConfig& config);
 int64_t count_tokens(const std::vector<PairBatch>& micro_batches);
 
 // Engine::run_pairs on each micro-batch of one step with the step's scale (backward or not).
@@ -92,6 +94,9 @@ struct TrainerState {
   int64_t skipped_nonfinite = 0;
   DataPosition position;
   std::string last_checkpoint;
+  // bco_pair's δ (model/ops/preference_loss.h RunningMean): step n's loss uses the mean over steps 1..n−1 (0 at
+  // first), and step n's rewards join it after the step. Saved with the checkpoint, so a resume is exact.
+  RunningMean bco_delta;
 };
 
 class Trainer {
