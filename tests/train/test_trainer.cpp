@@ -32,6 +32,7 @@ std::unique_ptr<CpuModel<T>> tiny_model(uint64_t seed, float stddev = 0.3f) {
 LossConfig config_for(LossKind kind) {
   LossConfig c = loss_defaults(kind);
   if (kind == LossKind::stapo_sigmoid) c.alpha = 0.3;  // the NLL term too
+  if (kind == LossKind::bco_pair) c.bco_delta = 0.05;  // a running mean away from 0
   return c;
 }
 
@@ -46,7 +47,8 @@ TEST(Trainer, WholePipelineGradientMatchesFiniteDifferences) {
   const PairLoaderConfig lc = test::test_loader_config(3);
   // Two micro-batches: the gradient of the accumulated step, not only of one forward.
   const std::vector<PairBatch> batches = {test::batch_of(shard, {0, 1, 2}, lc), test::batch_of(shard, {3, 4, 5}, lc)};
-  for (LossKind kind : {LossKind::stapo_sigmoid, LossKind::dpo, LossKind::simpo}) {
+  // orpo: its NLL over prompt + response, so the prompt positions' gradient too
+  for (LossKind kind : {LossKind::stapo_sigmoid, LossKind::dpo, LossKind::simpo, LossKind::orpo, LossKind::bco_pair}) {
     const LossConfig config = config_for(kind);
     CpuEngine<double> engine(tiny_model<double>(21));
     engine.zero_grad();
@@ -130,8 +132,10 @@ TEST(Trainer, AccumulationEqualsOneLargeBatchForEveryLoss) {
   const std::vector<PairBatch> one = {test::batch_of(shard, {0, 1, 2, 3, 4, 5, 6, 7}, lc)};
   const std::vector<PairBatch> four = {test::batch_of(shard, {0, 1}, lc), test::batch_of(shard, {2, 3}, lc),
                                        test::batch_of(shard, {4, 5}, lc), test::batch_of(shard, {6, 7}, lc)};
-  for (LossKind kind : {LossKind::stapo_sigmoid, LossKind::stapo_hinge, LossKind::dpo, LossKind::simpo,
-                        LossKind::hinge, LossKind::ipo, LossKind::cpo, LossKind::orpo, LossKind::sft}) {
+  for (LossKind kind :
+       {LossKind::stapo_sigmoid, LossKind::stapo_hinge, LossKind::dpo, LossKind::simpo, LossKind::hinge, LossKind::ipo,
+        LossKind::cpo, LossKind::orpo, LossKind::sft, LossKind::cdpo, LossKind::robust, LossKind::exo_pair,
+        LossKind::nca_pair, LossKind::bco_pair, LossKind::sppo_hard, LossKind::apo_zero, LossKind::apo_down}) {
     LossConfig config = config_for(kind);
     if (kind == LossKind::cpo) config.reward = RewardKind::avg;  // per-token normalisation of Δ as well as NLL
     CpuEngine<double> a(tiny_model<double>(31)), b(tiny_model<double>(31));
@@ -209,6 +213,7 @@ std::vector<float> weights_of(const std::string& dir) {
   return std::vector<float>(model->param_data(), model->param_data() + model->num_params());
 }
 
+// bco_pair too: its running mean δ is part of the trainer state.
 TEST(Trainer, ResumeIsBitwiseExact) {
   TempDir dir;
   const int vocab = 16;
@@ -216,33 +221,46 @@ TEST(Trainer, ResumeIsBitwiseExact) {
   const std::string init = dir.path + "/init";
   model_save_hf(*tiny_model<float>(41), init, DType::F32);
   const int64_t N = 4;
-  {  // 2N straight, with a checkpoint at N
-    Shard shard(data);
-    PairLoader loader(shard, test::test_loader_config(3, 9));
-    CpuEngine<float> engine(model_load_hf<float>(init));
-    TrainerConfig tc = run_config(dir.path + "/straight", LossKind::dpo, 2 * N);
-    tc.save_every = N;
-    Trainer trainer(engine, loader, nullptr, 0, tc);
-    trainer.train();
+  for (LossKind kind : {LossKind::dpo, LossKind::bco_pair}) {
+    const std::string run = dir.path + "/" + loss_name(kind);
+    {  // 2N straight, with a checkpoint at N
+      Shard shard(data);
+      PairLoader loader(shard, test::test_loader_config(3, 9));
+      CpuEngine<float> engine(model_load_hf<float>(init));
+      TrainerConfig tc = run_config(run + "/straight", kind, 2 * N);
+      tc.save_every = N;
+      Trainer trainer(engine, loader, nullptr, 0, tc);
+      trainer.train();
+    }
+    {  // resume from checkpoint-N in a fresh trainer, engine and loader
+      const std::string ckpt = run + "/straight/checkpoint-" + std::to_string(N);
+      Shard shard(data);
+      PairLoader loader(shard, test::test_loader_config(3, 9));
+      CpuEngine<float> engine(model_load_hf<float>(ckpt));
+      Trainer trainer(engine, loader, nullptr, 0, run_config(run + "/resumed", kind, 2 * N));
+      trainer.resume(ckpt);
+      EXPECT_EQ(trainer.state().step, N);
+      EXPECT_EQ(trainer.state().bco_delta.count, kind == LossKind::bco_pair ? N : 0);
+      trainer.train();
+    }
+    const std::vector<float> straight = weights_of(run + "/straight/final");
+    const std::vector<float> resumed = weights_of(run + "/resumed/final");
+    const std::vector<float> initial = weights_of(init);
+    ASSERT_EQ(straight.size(), resumed.size());
+    EXPECT_EQ(std::memcmp(straight.data(), resumed.data(), straight.size() * sizeof(float)), 0) << loss_name(kind);
+    EXPECT_GT(test::relative_error(straight.data(), initial.data(), initial.size()), 1e-4);  // it trained
+    EXPECT_TRUE(std::filesystem::exists(run + "/straight/final/optimizer.bin"));
+    const nlohmann::json state = nlohmann::json::parse(read_text_file(run + "/straight/final/trainer_state.json"));
+    const nlohmann::json resumed_state =
+        nlohmann::json::parse(read_text_file(run + "/resumed/final/trainer_state.json"));
+    if (kind == LossKind::bco_pair) {  // δ: the same bits both ways, a mean of 2N steps' rewards, not 0
+      EXPECT_EQ(state["bco_delta_steps"], 2 * N);
+      EXPECT_EQ(state["bco_delta"].get<double>(), resumed_state["bco_delta"].get<double>());
+      EXPECT_NE(state["bco_delta"].get<double>(), 0.0);
+    } else {
+      EXPECT_FALSE(state.contains("bco_delta"));
+    }
   }
-  {  // resume from checkpoint-N in a fresh trainer, engine and loader
-    const std::string ckpt = dir.path + "/straight/checkpoint-" + std::to_string(N);
-    Shard shard(data);
-    PairLoader loader(shard, test::test_loader_config(3, 9));
-    CpuEngine<float> engine(model_load_hf<float>(ckpt));
-    Trainer trainer(engine, loader, nullptr, 0, run_config(dir.path + "/resumed", LossKind::dpo, 2 * N));
-    trainer.resume(ckpt);
-    EXPECT_EQ(trainer.state().step, N);
-    trainer.train();
-  }
-  const std::vector<float> straight = weights_of(dir.path + "/straight/final");
-  const std::vector<float> resumed = weights_of(dir.path + "/resumed/final");
-  const std::vector<float> initial = weights_of(init);
-  ASSERT_EQ(straight.size(), resumed.size());
-  EXPECT_EQ(std::memcmp(straight.data(), resumed.data(), straight.size() * sizeof(float)), 0);
-  EXPECT_GT(test::relative_error(straight.data(), initial.data(), initial.size()), 1e-4);  // it trained
-  EXPECT_TRUE(std::filesystem::exists(dir.path + "/straight/final/optimizer.bin"));
-  EXPECT_TRUE(std::filesystem::exists(dir.path + "/straight/final/trainer_state.json"));
 }
 
 // Resuming into the run's own folder re-runs the steps after the checkpoint: their earlier log lines (and a
