@@ -3,14 +3,15 @@
 #   make train_stapo_cpu the CPU trainer
 #   make train_stapo     the CUDA trainer (needs nvcc; a GPU only to run it)
 #   make test            build everything, then ctest (GPU tests skip without a GPU)
-#   make demo            the stability demo on a tiny Llama, CPU only (dev/demo.sh): table + plot in out/demo/
+#   make demo            the stability demo on a tiny Llama (dev/demo.sh; GPU if any): table + plot in out/demo/
+#   make study           the stability study of docs/stability.md, CPU (dev/study.sh): out/study/study.md
 #   make deps            install the Debian packages this project needs (as root)
 #   make clean
 BUILD ?= build
 CMAKE_ARGS ?=
 JOBS ?= $(shell nproc)
 
-.PHONY: all configure deps check-deps test clean train_stapo_cpu train_stapo demo
+.PHONY: all configure deps check-deps test clean train_stapo_cpu train_stapo demo study
 
 all: configure
 	cmake --build $(BUILD) -j $(JOBS) --target stapo_cpu_binaries
@@ -35,6 +36,9 @@ test: configure
 
 demo:
 	BUILD=$(BUILD) bash dev/demo.sh
+
+study:
+	BUILD=$(BUILD) bash dev/study.sh
 
 clean:
 	rm -rf $(BUILD) $(BUILD).configure.log

@@ -1,18 +1,25 @@
 #!/usr/bin/env bash
-# make demo: what StaPO is for, on a tiny Llama, in minutes: on the GPU when there is one, else on the CPU.
+# make demo: StaPO and the one-sided losses on on-policy pairs, on a tiny Llama, in minutes: on the GPU when
+# there is one, else on the CPU.
 #   1. builds the binaries;
-#   2. make_synthetic_data: digit-task preference pairs (chosen correct, rejected wrong or malformed), held-out
-#      prompts, a tiny byte-level BPE tokenizer and a randomly initialised tiny Llama for it;
-#   3. prepare_data: chatml shards;
-#   4. SFT (--loss sft) on the chosen answers;
-#   5. from that same checkpoint, each preference loss ($LOSSES) for $EPOCHS epochs, a checkpoint and an
-#      evaluation per epoch: eval reward accuracy, z/mean, entropy/chosen, logps/chosen from the trainer's
-#      log, and task accuracy and degeneration rate of greedy replies (eval_synthetic); the trainer also logs
-#      greedy replies to two held-out prompts at each evaluation (its --sample-prompts);
+#   2. make_synthetic_data: the digit task's problems with correct answers (and off-policy pairs: a near miss
+#      or malformed rejected answer), held-out prompts, a tiny byte-level BPE tokenizer and a random tiny Llama;
+#   3. SFT (--loss sft) on the correct answers;
+#   4. sample_pairs: on-policy pairs as in the StaPO paper's instruct setups: k replies of the SFT model per
+#      training (and held-out) prompt at temperature 1, checked by the task's verifier; chosen = a correct reply,
+#      rejected = an incorrect one (PAIRS=offpolicy trains on make_synthetic_data's pairs instead: the control
+#      that shows the reversal hazard);
+#   5. from that same SFT checkpoint, each preference loss ($LOSSES) for $EPOCHS epochs, an evaluation and a
+#      checkpoint per epoch, epoch 0 being the SFT model itself: the trainer's eval metrics on the held-out pairs
+#      (reward accuracy, Δ quantiles, z, entropy, chosen log-prob) and eval_synthetic on the held-out prompts
+#      (task accuracy and degeneration of greedy replies; the entropy of the model's own greedy and sampled
+#      replies, distinct-2 and length of sampled ones);
 #   6. dev/demo_report.sh: a markdown table and an SVG plot of those curves per loss.
-# Every setting below can be overridden from the environment (e.g. EPOCHS=8 LR=2e-3 make demo); FLAGS_<loss>
-# adds trainer flags to one loss (FLAGS_stapo="--gamma-right 10"); SFT_MODEL=DIR skips SFT and starts every
-# loss from DIR (an SFT checkpoint of an earlier run with the same SEED, PAIRS and MODEL_FLAGS).
+# Every setting below can be overridden from the environment (e.g. EPOCHS=8 LR=2e-3 make demo); LOSSES may also
+# name the variant stapo-saturate (StaPO with --right-margin saturate); FLAGS_<loss> adds trainer flags to one
+# loss (FLAGS_stapo="--lambda-right 0.5"). Steps 2-4 go to $PREP (default
+# $OUT/prep) and are reused when $PREP/done exists (dev/study.sh shares one per seed between learning rates;
+# PREP_ONLY=1 stops after them).
 # DEVICE=cpu|gpu|auto (default auto: the GPU when nvidia-smi lists one and nvcc is there to build train_stapo).
 # On the GPU the tiny Llama has head_dim 64 and a vocabulary padded to a multiple of 8, as the CUDA engine
 # needs, so its numbers are not those of the CPU table in docs/stability.md.
@@ -20,10 +27,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 OUT=${OUT:-out/demo}
+PREP=${PREP:-$OUT/prep}
 SEED=${SEED:-1}
-PAIRS=${PAIRS:-2000}
+TRAIN_PROMPTS=${TRAIN_PROMPTS:-2000}
 EVAL=${EVAL:-200}
-DATA_FLAGS=${DATA_FLAGS:-}  # more make_synthetic_data flags, e.g. --malformed-fraction 0
+DATA_FLAGS=${DATA_FLAGS:-}  # more make_synthetic_data flags
+PAIRS=${PAIRS:-onpolicy}    # onpolicy | offpolicy
+SAMPLES=${SAMPLES:-8}       # replies per prompt for the on-policy pairs
+EVAL_SAMPLED=${EVAL_SAMPLED:-4}  # sampled replies per held-out prompt for the entropy and distinct-2 columns
 DEVICE=${DEVICE:-auto}
 if [ "$DEVICE" = auto ]; then
   DEVICE=cpu
@@ -47,6 +58,13 @@ case $DEVICE in
     exit 2
     ;;
 esac
+case $PAIRS in
+  onpolicy | offpolicy) ;;
+  *)
+    echo "PAIRS must be onpolicy or offpolicy, not '$PAIRS'" >&2
+    exit 2
+    ;;
+esac
 MODEL_FLAGS=${MODEL_FLAGS:-$default_model_flags}
 # Both are lists of flags: split on spaces on purpose.
 read -ra model_flags <<< "$MODEL_FLAGS"
@@ -55,63 +73,82 @@ BATCH=${BATCH:-16}
 MAX_LENGTH=${MAX_LENGTH:-48}
 SFT_EPOCHS=${SFT_EPOCHS:-10}
 SFT_LR=${SFT_LR:-3e-3}
-LOSSES=${LOSSES:-simpo dpo stapo}
-EPOCHS=${EPOCHS:-8}
+LOSSES=${LOSSES:-simpo dpo ipo stapo}
+EPOCHS=${EPOCHS:-10}
 LR=${LR:-1e-3}
 
 start=$(date +%s)
 say() { printf '== [%4ss] %s\n' "$(( $(date +%s) - start ))" "$*"; }
 
 BUILD=${BUILD:-build}
-say "building the binaries the demo runs ($BUILD; training on the $DEVICE with $trainer)"
-# An existing build keeps its configuration (dev/gpu_check.sh's points at carried packages); else the
-# Makefile's, which installs missing Debian packages first.
-if [ -f "$BUILD/CMakeCache.txt" ]; then cmake -S . -B "$BUILD" >/dev/null; else make -s configure BUILD="$BUILD"; fi
-cmake --build "$BUILD" -j "$(nproc)" --target make_synthetic_data prepare_data "$trainer" eval_synthetic \
-  generate >/dev/null
+if [ -z "${SKIP_BUILD:-}" ]; then
+  say "building the binaries the demo runs ($BUILD; training on the $DEVICE with $trainer)"
+  # An existing build keeps its configuration (dev/gpu_check.sh's points at carried packages); else the
+  # Makefile's, which installs missing Debian packages first.
+  if [ -f "$BUILD/CMakeCache.txt" ]; then cmake -S . -B "$BUILD" >/dev/null; else make -s configure BUILD="$BUILD"; fi
+  cmake --build "$BUILD" -j "$(nproc)" --target make_synthetic_data prepare_data "$trainer" eval_synthetic \
+    sample_pairs >/dev/null
+fi
 
-rm -rf "$OUT"
-mkdir -p "$OUT"
-say "data, tokenizer and a random tiny Llama -> $OUT/data, $OUT/init"
-./make_synthetic_data --out "$OUT/data" --pairs "$PAIRS" --eval "$EVAL" --seed "$SEED" --model-out "$OUT/init" \
-  "${model_flags[@]}" "${data_flags[@]}"
-for split in train eval; do
-  ./prepare_data --tokenizer "$OUT/init" --template chatml --in "$OUT/data/$split.jsonl" \
-    --out "$OUT/data/$split.shard" >/dev/null
-done
-# Two held-out prompts every trainer answers greedily at each evaluation (stderr and log.jsonl "samples").
-head -n 2 "$OUT/data/eval_prompts.jsonl" > "$OUT/data/sample_prompts.jsonl"
-
-train() {  # train NAME EPOCHS LR extra flags...
-  local name=$1 epochs=$2 lr=$3
-  shift 3
-  "./$trainer" --data "$OUT/data/train.shard" --eval-data "$OUT/data/eval.shard" --out "$OUT/$name" \
-    --epochs "$epochs" --lr "$lr" --batch-size "$BATCH" --max-length "$MAX_LENGTH" --seed "$SEED" \
-    "${device_flags[@]}" --sample-prompts "$OUT/data/sample_prompts.jsonl" "$@" 2> "$OUT/$name.train.log" \
-    || { tail -n 20 "$OUT/$name.train.log"; echo "($trainer failed; DEVICE=cpu make demo trains on the CPU)" >&2; exit 1; }
+train() {  # train NAME LOG_DIR EPOCHS LR TRAIN_SHARD EVAL_SHARD extra flags...
+  local name=$1 dir=$2 epochs=$3 lr=$4 train_shard=$5 eval_shard=$6
+  shift 6
+  "./$trainer" --data "$train_shard" --eval-data "$eval_shard" --out "$dir/$name" --epochs "$epochs" --lr "$lr" \
+    --batch-size "$BATCH" --max-length "$MAX_LENGTH" --seed "$SEED" "${device_flags[@]}" \
+    --sample-prompts "$PREP/sample_prompts.jsonl" "$@" 2> "$dir/$name.train.log" \
+    || { tail -n 20 "$dir/$name.train.log"; echo "($trainer failed; DEVICE=cpu make demo trains on the CPU)" >&2; exit 1; }
 }
 evaluate() {  # evaluate CHECKPOINT: one JSON line
-  ./eval_synthetic --model "$1" --prompts "$OUT/data/eval_prompts.jsonl" --template chatml --threads 1
+  ./eval_synthetic --model "$1" --prompts "$PREP/data/eval_prompts.jsonl" --template chatml --threads 1 \
+    --sampled "$EVAL_SAMPLED" --seed "$SEED"
+}
+shard() {  # shard IN.jsonl OUT.shard: its counts in OUT.shard.log
+  ./prepare_data --tokenizer "$PREP/init" --template chatml --in "$1" --out "$2" > "$2.log"
 }
 
-steps_per_epoch=$(( (PAIRS + BATCH - 1) / BATCH ))
-if [ -n "${SFT_MODEL:-}" ]; then
-  say "SFT: reusing $SFT_MODEL"
-  sft=$SFT_MODEL
+if [ -f "$PREP/done" ]; then
+  say "reusing data, SFT model and sampled pairs in $PREP"
 else
-  say "SFT: $SFT_EPOCHS epochs on the chosen answers"
-  train sft "$SFT_EPOCHS" "$SFT_LR" --model "$OUT/init" --loss sft --lr-schedule cosine --warmup-ratio 0.05
-  sft="$OUT/sft/final"
+  rm -rf "$PREP"
+  mkdir -p "$PREP"
+  say "data, tokenizer and a random tiny Llama -> $PREP/data, $PREP/init"
+  ./make_synthetic_data --out "$PREP/data" --pairs "$TRAIN_PROMPTS" --eval "$EVAL" --seed "$SEED" \
+    --model-out "$PREP/init" "${model_flags[@]}" "${data_flags[@]}"
+  for split in train eval; do shard "$PREP/data/$split.jsonl" "$PREP/data/$split.shard"; done
+  # Two held-out prompts every trainer answers greedily at each evaluation (stderr and log.jsonl "samples").
+  head -n 2 "$PREP/data/eval_prompts.jsonl" > "$PREP/sample_prompts.jsonl"
+  say "SFT: $SFT_EPOCHS epochs on the correct answers"
+  train sft "$PREP" "$SFT_EPOCHS" "$SFT_LR" "$PREP/data/train.shard" "$PREP/data/eval.shard" --model "$PREP/init" \
+    --loss sft --lr-schedule cosine --warmup-ratio 0.05 --step0-pairs 0
+  say "on-policy pairs: $SAMPLES replies of the SFT model per prompt"
+  mkdir -p "$PREP/onpolicy"
+  for split in train eval; do
+    ./sample_pairs --model "$PREP/sft/final" --prompts "$PREP/data/$split.jsonl" --out "$PREP/onpolicy/$split.jsonl" \
+      --samples "$SAMPLES" --seed "$SEED" --template chatml 2> "$PREP/onpolicy/$split.log"
+    sed "s/^/   $split: /" "$PREP/onpolicy/$split.log" | grep -v "sample_pairs" || true
+    shard "$PREP/onpolicy/$split.jsonl" "$PREP/onpolicy/$split.shard"
+  done
+  evaluate "$PREP/sft/final" > "$PREP/sft_eval.json"
+  touch "$PREP/done"
 fi
-sft_eval=$(evaluate "$sft")
-say "SFT model: $(echo "$sft_eval" | grep -o '"task_accuracy":[^,]*,"degeneration_rate":[^,]*')"
+sft="$PREP/sft/final"
+[ -n "${PREP_ONLY:-}" ] && { say "prepared $PREP"; exit 0; }
+say "SFT model: $(grep -o '"task_accuracy":[^,]*,"degeneration_rate":[^,]*' "$PREP/sft_eval.json")"
+case $PAIRS in
+  onpolicy) pairs_dir="$PREP/onpolicy" ;;
+  offpolicy) pairs_dir="$PREP/data" ;;
+esac
 
-# metrics.tsv: one row per loss and epoch; epoch 0 is the SFT model (its trainer metrics are not the loss's).
+mkdir -p "$OUT"
+# metrics.tsv: one row per loss and epoch; epoch 0 is the SFT model.
+log_keys="eval/rewards/accuracies eval/delta/p05 eval/delta/p50 eval/delta/p95 eval/z/mean eval/entropy/chosen"
+log_keys+=" eval/logps/chosen"
+gen_keys="task_accuracy degeneration_rate greedy_entropy sampled_entropy distinct_2 sampled_length"
 metrics="$OUT/metrics.tsv"
-columns="loss epoch step eval/rewards/accuracies eval/z/mean eval/entropy/chosen eval/logps/chosen"
-echo "$columns task_accuracy degeneration_rate" | tr ' ' '\t' > "$metrics"
+echo "loss epoch step $log_keys $gen_keys" | tr ' ' '\t' > "$metrics"
 row() {  # row LOSS EPOCH STEP EVAL_LOG_LINE EVAL_SYNTHETIC_JSON
-  printf '%s\n%s\n' "$4" "$5" | awk -v loss="$1" -v epoch="$2" -v step="$3" '
+  printf '%s\n%s\n' "$4" "$5" | awk -v loss="$1" -v epoch="$2" -v step="$3" -v log_keys="$log_keys" \
+    -v gen_keys="$gen_keys" '
     function field(line, key,   at, rest) {
       at = index(line, "\"" key "\":")
       if (at == 0) return "nan"
@@ -123,30 +160,44 @@ row() {  # row LOSS EPOCH STEP EVAL_LOG_LINE EVAL_SYNTHETIC_JSON
     NR == 2 { gen = $0 }
     END {
       printf "%s\t%s\t%s", loss, epoch, step
-      n = split("eval/rewards/accuracies eval/z/mean eval/entropy/chosen eval/logps/chosen", keys, " ")
-      for (i = 1; i <= n; i++) printf "\t%s", (log_line == "" ? "nan" : field(log_line, keys[i]))
-      printf "\t%s\t%s\n", field(gen, "task_accuracy"), field(gen, "degeneration_rate")
+      n = split(log_keys, keys, " ")
+      for (i = 1; i <= n; i++) printf "\t%s", field(log_line, keys[i])
+      n = split(gen_keys, keys, " ")
+      for (i = 1; i <= n; i++) printf "\t%s", field(gen, keys[i])
+      printf "\n"
     }' >> "$metrics"
 }
 
+train_pairs=$(awk '/^pairs written/ { print $3 }' "$pairs_dir/train.shard.log")
+steps_per_epoch=$(( (train_pairs + BATCH - 1) / BATCH ))
 for loss in $LOSSES; do
-  extra=()
-  case $loss in dpo | ipo | hinge) extra=(--ref precompute) ;; esac  # their rewards need the reference log-probs
+  # A run is named by its loss, or (stapo-saturate) by a loss and the flag that makes it a variant.
+  extra=(--loss "$loss")
+  case $loss in
+    dpo | ipo | hinge) extra+=(--ref precompute) ;;  # their rewards need the reference log-probs
+    stapo-saturate) extra=(--loss stapo --right-margin saturate) ;;
+  esac
   flags_var="FLAGS_${loss//-/_}"
   read -r -a loss_flags <<< "${!flags_var:-}"
   extra+=("${loss_flags[@]}")
-  say "$loss: $EPOCHS epochs from the SFT model ${!flags_var:-}"
-  train "$loss" "$EPOCHS" "$LR" --model "$sft" --loss "$loss" "${extra[@]}" \
-    --eval-every "$steps_per_epoch" --save-every "$steps_per_epoch"
+  say "$loss: $EPOCHS epochs on the $PAIRS pairs from the SFT model ${!flags_var:-}"
+  # --ref precompute writes into the shard: each loss gets its own copy.
+  cp "$pairs_dir/train.shard" "$OUT/$loss.train.shard"
+  cp "$pairs_dir/eval.shard" "$OUT/$loss.eval.shard"
+  train "$loss" "$OUT" "$EPOCHS" "$LR" "$OUT/$loss.train.shard" "$OUT/$loss.eval.shard" --model "$sft" \
+    "${extra[@]}" --eval-every "$steps_per_epoch" --save-every "$steps_per_epoch"
+  grep -E "^(warning|  above|  Δ|  z )" "$OUT/$loss.train.log" | sed 's/^/   /' || true
   grep "^sample at step $(( EPOCHS * steps_per_epoch )):" "$OUT/$loss.train.log" | sed 's/^/   /' || true
-  row "$loss" 0 0 "" "$sft_eval"
-  for epoch in $(seq 1 "$EPOCHS"); do
+  for epoch in $(seq 0 "$EPOCHS"); do
     step=$(( epoch * steps_per_epoch ))
     checkpoint="$OUT/$loss/checkpoint-$step"
+    [ "$epoch" -eq 0 ] && checkpoint=$sft
     [ "$epoch" -eq "$EPOCHS" ] && checkpoint="$OUT/$loss/final"
     log_line=$(grep "^{\"step\":$step,\"eval/" "$OUT/$loss/log.jsonl" || true)
-    row "$loss" "$epoch" "$step" "$log_line" "$(evaluate "$checkpoint")"
+    if [ "$epoch" -eq 0 ]; then gen=$(cat "$PREP/sft_eval.json"); else gen=$(evaluate "$checkpoint"); fi
+    row "$loss" "$epoch" "$step" "$log_line" "$gen"
   done
+  rm -f "$OUT/$loss.train.shard" "$OUT/$loss.eval.shard"
 done
 
 bash dev/demo_report.sh "$metrics" "$OUT"

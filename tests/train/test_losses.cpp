@@ -6,8 +6,10 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "common/cli.h"
 #include "common/error.h"
 #include "tests/test_util.h"
+#include "train/loss_flags.h"
 #include "model/ops/preference_loss.h"
 #include "train/trainer.h"  // defines: MetricSums, metrics_json
 
@@ -310,6 +312,43 @@ TEST(Losses, ValidationNamesTheFlag) {
     }
   EXPECT_THROW(right_margin_from_name("clip"), Error);
   EXPECT_EQ(loss_from_name("stapo"), LossKind::stapo_sigmoid);
+}
+
+}  // namespace
+}  // namespace stapo
+
+namespace stapo {
+namespace {
+
+// The loss flags as the trainers and score parse them: a setting the spec rejects is a bad flag (exit 2, the
+// flag named), as CLI11's own checks.
+int parse_loss_flags(const std::vector<std::string>& args, std::string* err) {
+  CLI::App app{"test"};
+  app.name("test");
+  LossFlags flags;
+  loss_flags_add(app, flags);
+  std::vector<std::string> argv_storage = {"test"};
+  argv_storage.insert(argv_storage.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (std::string& a : argv_storage) argv.push_back(a.data());
+  testing::internal::CaptureStderr();
+  const int code = parse_cli(app, int(argv.size()), argv.data());
+  *err = testing::internal::GetCapturedStderr();
+  return code;
+}
+
+TEST(LossFlags, AblationsThatBreakTheSpecExitTwoNamingTheFlag) {
+  std::string err;
+  EXPECT_EQ(parse_loss_flags({"--loss", "stapo", "--margin-left", "0.5", "--margin-right", "0.7"}, &err), -1) << err;
+  EXPECT_EQ(parse_loss_flags({"--margin-left", "0.7", "--margin-right", "0.7"}, &err), 2);
+  EXPECT_NE(err.find("--margin-right"), std::string::npos) << err;
+  EXPECT_EQ(parse_loss_flags({"--margin-right", "0.3"}, &err), 2);  // below the default m_l = 0.5
+  EXPECT_NE(err.find("--margin-right"), std::string::npos) << err;
+  EXPECT_EQ(parse_loss_flags({"--right-margin", "clip"}, &err), 2);
+  EXPECT_NE(err.find("--right-margin"), std::string::npos) << err;
+  EXPECT_EQ(parse_loss_flags({"--loss", "stapo", "--right-margin", "saturate"}, &err), -1) << err;
+  EXPECT_EQ(parse_loss_flags({"--beta", "0"}, &err), 2);
+  EXPECT_NE(err.find("--beta"), std::string::npos) << err;
 }
 
 }  // namespace
