@@ -124,10 +124,14 @@ TEST(KernelFusedReduction, MatchesUnfusedCpuLogSoftmaxGatherAndLoss) {
   const Case kinds[] = {{"stapo", LossKind::stapo_sigmoid, RewardKind::avg, 2.0, 0.5},
                         {"dpo", LossKind::dpo, RewardKind::sum_ref, 0.1, 0.0},
                         {"orpo", LossKind::orpo, RewardKind::avg, 0.1, 1.0},
-                        {"cpo", LossKind::cpo, RewardKind::sum, 0.1, 1.0}};
+                        {"cpo", LossKind::cpo, RewardKind::sum, 0.1, 1.0},
+                        {"exo_pair", LossKind::exo_pair, RewardKind::sum_ref, 0.1, 0.0},
+                        {"bco_pair", LossKind::bco_pair, RewardKind::sum_ref, 0.1, 0.0},
+                        {"apo_zero", LossKind::apo_zero, RewardKind::sum_ref, 0.1, 0.0}};
   for (const Case& k : kinds) {
-    LossConfig config;
-    config.loss = k.loss;
+    LossConfig config = loss_defaults(k.loss);  // ε of exo_pair
+    config.nll_span = NllSpan::response;        // the kernels sum response positions only
+    config.bco_delta = 0.2;
     config.reward = k.reward;
     config.beta = k.beta;
     config.alpha = k.alpha;
