@@ -34,7 +34,7 @@ PairLoaderConfig loader_config(int pairs_per_batch, int row_length, uint64_t see
 
 // What one sequence looks like in a batch, recovered from its cells (row-major walk of its segment).
 struct SequenceCells {
-  std::vector<int32_t> tokens, targets, positions, response_sequence;
+  std::vector<int32_t> tokens, targets, positions, response_sequence, prompt_sequence;
 };
 
 std::map<int, SequenceCells> sequences_of(const PairBatch& b) {
@@ -54,13 +54,15 @@ std::map<int, SequenceCells> sequences_of(const PairBatch& b) {
       s.targets.push_back(t.targets[k]);
       s.positions.push_back(t.positions[k]);
       s.response_sequence.push_back(b.response_sequence[k]);
+      s.prompt_sequence.push_back(b.prompt_sequence[k]);
     }
   }
   return out;
 }
 
 // Checks a batch cell by cell against the shard: sequence 2i = prompt + chosen of pair i, 2i+1 = prompt +
-// rejected; targets are next tokens; exactly the positions whose target is a response token name the sequence.
+// rejected; targets are next tokens; exactly the positions whose target is a response token name the sequence
+// in response_sequence, those whose target is a prompt token (the 2nd on) in prompt_sequence.
 void expect_batch_matches_shard(const PairBatch& b, const Shard& shard) {
   ASSERT_EQ(static_cast<int>(b.pair_ids.size()), b.num_pairs);
   ASSERT_EQ(static_cast<int>(b.response_length.size()), 2 * b.num_pairs);
@@ -80,6 +82,8 @@ void expect_batch_matches_shard(const PairBatch& b, const Shard& shard) {
       EXPECT_EQ(got.targets[j], j + 1 < want.size() ? want[j + 1] : -1);
       bool target_is_response = j + 1 >= static_cast<size_t>(p.prompt_length) && j + 1 < want.size();
       EXPECT_EQ(got.response_sequence[j], target_is_response ? s : -1) << "sequence " << s << " position " << j;
+      bool target_is_prompt = j + 1 < static_cast<size_t>(p.prompt_length);
+      EXPECT_EQ(got.prompt_sequence[j], target_is_prompt ? s : -1) << "sequence " << s << " position " << j;
     }
   }
   // Padding cells carry no target, no response and token 0.
@@ -89,6 +93,7 @@ void expect_batch_matches_shard(const PairBatch& b, const Shard& shard) {
       EXPECT_EQ(t.tokens[k], 0);
       EXPECT_EQ(t.targets[k], -1);
       EXPECT_EQ(b.response_sequence[k], -1);
+      EXPECT_EQ(b.prompt_sequence[k], -1);
     }
 }
 
