@@ -174,7 +174,9 @@ for loss in $LOSSES; do
   # A run is named by its loss, or (stapo-saturate) by a loss and the flag that makes it a variant.
   extra=(--loss "$loss")
   case $loss in
-    dpo | ipo | hinge) extra+=(--ref precompute) ;;  # their rewards need the reference log-probs
+    # their rewards need the reference log-probs
+    dpo | cdpo | robust | ipo | hinge | exo_pair | nca_pair | bco_pair | sppo_hard | apo_zero | apo_down)
+      extra+=(--ref precompute) ;;
     stapo-saturate) extra=(--loss stapo --right-margin saturate) ;;
   esac
   flags_var="FLAGS_${loss//-/_}"

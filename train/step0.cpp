@@ -76,10 +76,11 @@ std::string step0_table(const nlohmann::ordered_json& j, const LossConfig& confi
              j[cat("step0/", name, "/p95")].get<double>());
     out += line;
   }
-  char line[200];
-  snprintf(line, sizeof(line), "  above the right margin (Δ > m_r = %g): %.1f%%; below the left margin (Δ < m_l = %g): %.1f%%\n",
+  char line[256];
+  snprintf(line, sizeof(line), "  above the right margin (Δ > m_r = %g): %.1f%%; below the left margin (Δ < m_l = %g): %.1f%%%s\n",
            config.margin_right, 100 * j["step0/frac_above_right"].get<double>(), config.margin_left,
-           100 * j["step0/frac_below_left"].get<double>());
+           100 * j["step0/frac_below_left"].get<double>(),
+           is_stapo(config) ? "" : " (StaPO's margins, for comparison: this loss has none)");
   return out + line;
 }
 
