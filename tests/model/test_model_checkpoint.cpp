@@ -120,14 +120,18 @@ TEST(ModelConfig, ClassicAndRopeParametersLayoutsAgree) {
   EXPECT_EQ(c.rope_theta, 10000.0);
 }
 
+// kClassicLlama with the first `from` replaced by `to`.
+std::string with(const std::string& from, const std::string& to) {
+  std::string s = kClassicLlama;
+  size_t at = s.find(from);
+  EXPECT_NE(at, std::string::npos) << from;
+  return s.replace(at, from.size(), to);
+}
+
+// The error config_parse gives for `text`, read as dir/config.json.
+std::string err(const std::string& text) { return error_message([&] { config_parse(text, "dir/config.json"); }); }
+
 TEST(ModelConfig, UnsupportedFeaturesAreNamed) {
-  auto with = [](const std::string& from, const std::string& to) {
-    std::string s = kClassicLlama;
-    size_t at = s.find(from);
-    EXPECT_NE(at, std::string::npos) << from;
-    return s.replace(at, from.size(), to);
-  };
-  auto err = [&](const std::string& text) { return error_message([&] { config_parse(text, "dir/config.json"); }); };
   std::string e = err(with("\"attention_bias\": false", "\"attention_bias\": true"));
   EXPECT_NE(e.find("attention_bias"), std::string::npos) << e;
   EXPECT_NE(e.find("dir/config.json"), std::string::npos) << e;
@@ -149,13 +153,6 @@ TEST(ModelConfig, UnsupportedFeaturesAreNamed) {
 // Sizes are integers in a sane range and real numbers are finite and positive, each refused naming its field
 // before anything is allocated: 278.9 is not read as 278, nor 2^32 + 100 as 100.
 TEST(ModelConfig, OutOfRangeFractionalAndWideValuesAreNamed) {
-  auto with = [](const std::string& from, const std::string& to) {
-    std::string s = kClassicLlama;
-    size_t at = s.find(from);
-    EXPECT_NE(at, std::string::npos) << from;
-    return s.replace(at, from.size(), to);
-  };
-  auto err = [&](const std::string& text) { return error_message([&] { config_parse(text, "dir/config.json"); }); };
   const std::pair<const char*, const char*> cases[] = {
       {"\"vocab_size\": 128", "\"vocab_size\": 278.9"},
       {"\"vocab_size\": 128", "\"vocab_size\": 4294967424"},
