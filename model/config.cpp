@@ -2,6 +2,7 @@
 // rope_parameters; writes the classic layout, which every transformers version loads.
 #include "model/config.h"
 
+#include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
 
@@ -45,9 +46,10 @@ struct ConfigReader {
   int integer(const json& obj, const std::string& key, const std::string& where, int64_t lo, int64_t hi) const {
     STAPO_CHECK(obj.contains(key), path, ": field \"", where, "\" is missing (expected an integer)");
     const json& v = obj.at(key);
-    const bool in_range = v.is_number_integer() && (v.is_number_unsigned() ? v.get<uint64_t>() <= uint64_t(hi)
-                                                                           : v.get<int64_t>() <= hi) &&
-                          (v.is_number_unsigned() || v.get<int64_t>() >= lo);
+    // nlohmann keeps non-negative integers as unsigned: compare those as unsigned, so 2^64 - 1 is not -1.
+    const bool in_range = v.is_number_unsigned() ? v.get<uint64_t>() >= uint64_t(std::max<int64_t>(lo, 0)) &&
+                                                       v.get<uint64_t>() <= uint64_t(hi)
+                                                 : v.is_number_integer() && v.get<int64_t>() >= lo && v.get<int64_t>() <= hi;
     STAPO_CHECK(in_range, path, ": field \"", where, "\" is ", v.dump(), "; expected an integer in [", lo, ", ", hi,
                 "]");
     return static_cast<int>(v.get<int64_t>());

@@ -159,6 +159,7 @@ TEST(ModelConfig, OutOfRangeFractionalAndWideValuesAreNamed) {
       {"\"vocab_size\": 128", "\"vocab_size\": -128"},
       {"\"hidden_size\": 64", "\"hidden_size\": 1000000000"},
       {"\"num_hidden_layers\": 2", "\"num_hidden_layers\": 100000000"},
+      {"\"num_attention_heads\": 8", "\"num_attention_heads\": 0"},  // found by dev/fuzz: a division by zero
       {"\"rope_theta\": 500000.0", "\"rope_theta\": 0"},
       {"\"rope_theta\": 500000.0", "\"rope_theta\": -1"},
       {"\"rms_norm_eps\": 1e-5", "\"rms_norm_eps\": 2"},
