@@ -81,11 +81,6 @@ void train_run(const CLI::App& app, TrainFlags& f, const EngineFactory& make_eng
                const std::function<void(Engine&)>& trained) {
   STAPO_CHECK(!f.model_dir.empty() && !f.data_path.empty() && !f.out_dir.empty(),
               "--model, --data and --out are required (see --help)");
-  std::vector<std::string> inputs{f.model_dir, f.data_path};
-  for (const std::string& path : {f.eval_path, f.resume_dir})
-    if (!path.empty()) inputs.push_back(path);
-  // Held until the run ends: a second run into this folder is refused while this one lives.
-  const std::unique_ptr<DirLock> lock = run_dir_open(f.out_dir, inputs, !f.resume_dir.empty(), f.overwrite);
   for (const std::string& path : {f.data_path, f.eval_path})
     if (!path.empty()) check_shard_tokenizer(Shard(path), f.model_dir);
   TrainerConfig& tc = f.trainer;
@@ -101,6 +96,12 @@ void train_run(const CLI::App& app, TrainFlags& f, const EngineFactory& make_eng
     sampler = std::make_unique<EvalSampler>(read_sample_prompts(f.sample_prompts), tc.tokenizer_dir, name,
                                             f.sample_tokens);
   }
+  // Before the first write (the reference pass writes into the shards), held until the run ends: a second run
+  // into this folder is refused while this one lives.
+  std::vector<std::string> inputs{f.model_dir, f.data_path};
+  for (const std::string& path : {f.eval_path, f.resume_dir})
+    if (!path.empty()) inputs.push_back(path);
+  const std::unique_ptr<DirLock> lock = run_dir_open(f.out_dir, inputs, !f.resume_dir.empty(), f.overwrite);
   // The reference pass runs with the initial weights, before any resume loads trained ones.
   if (f.ref == "precompute") {
     const std::string tag = reference_tag(f.model_dir);
