@@ -228,7 +228,7 @@ expect prepare_max_length_negative '--max-length' "$B/prepare_data" --tokenizer 
   --in "$W/base/data/train.jsonl" --out "$W/c/ml.bin" --max-length -4
 expect generate_top_p_nan '--top-p' "$B/generate" --model "$M" --prompt hi --top-p nan
 # Resuming with other settings than the checkpoint's.
-for change in "--batch-size 2" "--beta 0.5" "--loss simpo" "--lr-schedule cosine" "--gamma-left 0.5" "--lr 1e-2"; do
+for change in "--batch-size 2" "--beta 0.5" "--loss simpo" "--lr-schedule cosine" "--margin-left 0.6" "--lr 1e-2"; do
   read -r f v <<<"$change"
   rm -rf "$W/c/resume" && cp -r "$W/base/run" "$W/c/resume"
   expect "resume_changed${f}" "$f" "${TRAIN[@]}" --model "$M" --data "$W/base/train.bin" --out "$W/c/resume" \
