@@ -18,6 +18,29 @@
 
 namespace stapo {
 
+// Numeric flag checks. CLI::Range lets NaN through (every comparison with NaN is false), so these test the
+// accepted interval positively: cli_range is [lo, hi], cli_positive (0, hi]; both refuse NaN and infinities
+// unless hi is infinite. A value outside exits 2 naming the flag, like any bad flag.
+inline CLI::Validator cli_interval(double lo, double hi, bool lo_open) {
+  return CLI::Validator(
+      [=](std::string& text) -> std::string {
+        double v = 0;
+        if (!CLI::detail::lexical_cast(text, v)) return cat("'", text, "' is not a number");
+        const bool ok = (lo_open ? v > lo : v >= lo) && v <= hi;
+        return ok ? std::string() : cat("value ", text, " is not in ", lo_open ? "(" : "[", lo, ", ", hi, "]");
+      },
+      cat(lo_open ? "(" : "[", lo, ", ", hi, "]"));
+}
+inline CLI::Validator cli_range(double lo, double hi) { return cli_interval(lo, hi, false); }
+inline CLI::Validator cli_positive(double hi) { return cli_interval(0, hi, true); }
+
+// --threads of the CPU binaries: 0 (OpenMP's default) up to kMaxThreads; OpenMP itself crashes on absurd
+// counts (100000 threads exhaust the stacks).
+constexpr int kMaxThreads = 1024;
+inline CLI::Option* cli_add_threads(CLI::App& app, int& threads, const std::string& help) {
+  return app.add_option("--threads", threads, help)->check(CLI::Range(0, kMaxThreads));
+}
+
 // Returns -1 when parsing succeeded, else the exit code (0 after --help, 2 on a bad flag).
 inline int parse_cli(CLI::App& app, int argc, char** argv) {
   for (CLI::Option* option : app.get_options())  // flags and required options have no default to show

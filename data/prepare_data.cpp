@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "common/cli.h"
+#include "common/file_io.h"  // defines: output_check
 #include "data/prepare.h"  // defines: prepare_data, PrepareConfig, PrepareStats
 
 int main(int argc, char** argv) {
@@ -31,6 +32,9 @@ int main(int argc, char** argv) {
 
   return stapo::run_main([&] {
     config.truncation.truncation = stapo::truncation_from_name(truncation);
+    std::vector<std::string> inputs = config.inputs;
+    inputs.push_back(tokenizer_path);
+    stapo::output_check("--out", config.output, inputs);
     auto start = std::chrono::steady_clock::now();
     auto tokenizer = stapo::Tokenizer::load(tokenizer_path);
     auto chat_template = stapo::ChatTemplate::by_name(template_name, *tokenizer);

@@ -13,12 +13,14 @@
 #include <string_view>
 #include <vector>
 
+#include "common/checksum.h"  // defines: Checksum
 #include "common/file_io.h"
 #include "data/truncate.h"
 
 namespace stapo {
 
-constexpr uint32_t kShardVersion = 1;
+// 2: checksums of the content, the tokens and the reference section (version 1 had none: re-run prepare_data).
+constexpr uint32_t kShardVersion = 2;
 
 // What a shard says about how it was made.
 struct ShardInfo {
@@ -57,6 +59,7 @@ class ShardWriter {
   std::string path_, tokens_path_;
   int32_t vocab_size_;
   std::unique_ptr<File> tokens_;  // the temporary token section
+  std::unique_ptr<Checksum> tokens_checksum_;
   std::vector<Entry> table_;
   std::string ids_;
   uint64_t num_tokens_ = 0;
@@ -72,10 +75,15 @@ struct PairView {
   std::string_view id;
 };
 
+// Whether opening a shard verifies the checksum of its stored reference log-probs: always, except to
+// overwrite them (shard_write_reference_logps), which is how a damaged reference is repaired.
+enum class ReferenceCheck { verify, skip };
+
 class Shard {
  public:
-  // Checks magic, version and every offset; a bad file is a stapo::Error naming it.
-  explicit Shard(const std::string& path);
+  // Checks magic, version, every size and offset (overflow-safe), that every token id lies inside the
+  // vocabulary (naming the pair) and the checksums; a bad file is a stapo::Error naming it.
+  explicit Shard(const std::string& path, ReferenceCheck reference_check = ReferenceCheck::verify);
 
   const std::string& path() const { return file_.path(); }
   const ShardInfo& info() const { return info_; }
@@ -86,6 +94,9 @@ class Shard {
   // Whether every reference log-prob has been written (shard_mark_reference_complete), and by what model.
   bool has_reference() const { return has_reference_; }
   const std::string& reference_tag() const { return reference_tag_; }
+  // Whether the stored reference log-probs match their checksum (only ever false when opened with
+  // ReferenceCheck::skip: verify throws instead).
+  bool reference_intact() const { return reference_intact_; }
   // (num_pairs, 2): Sref(chosen), Sref(rejected); NaN where not yet written.
   const float* reference_logps() const { return reference_; }
 
@@ -96,7 +107,7 @@ class Shard {
   MappedFile file_;
   ShardInfo info_;
   int64_t num_pairs_ = 0, num_tokens_ = 0;
-  bool has_reference_ = false;
+  bool has_reference_ = false, reference_intact_ = false;
   std::string reference_tag_;
   const uint8_t* table_ = nullptr;
   const float* reference_ = nullptr;

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.." || exit 1
 
 packages=(libgtest-dev libgmock-dev googletest nlohmann-json3-dev libcli11-dev libpcre2-dev libpcre2-8-0
   libpcre2-16-0 libpcre2-32-0 libpcre2-posix3 libopenblas-dev libopenblas-pthread-dev libopenblas0-pthread
-  libgfortran5 pkgconf pkgconf-bin libpkgconf3)
+  libgfortran5 pkgconf pkgconf-bin libpkgconf3 libxxhash-dev)
 
 case "${1:-}" in
   download)

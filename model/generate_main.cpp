@@ -25,8 +25,8 @@ int main(int argc, char** argv) {
       app.add_option("--messages", messages_path, "JSON file: a list of {\"role\", \"content\"} messages");
   prompt_opt->excludes(messages_opt);
   app.add_option("--template", template_name, "chat template: llama3, llama2, mistral, chatml, plain, auto");
-  app.add_option("--temperature", options.temperature, "0 = greedy")->check(CLI::Range(0.0f, 100.0f));
-  app.add_option("--top-p", options.top_p, "nucleus sampling mass")->check(CLI::Range(0.0f, 1.0f));
+  app.add_option("--temperature", options.temperature, "0 = greedy")->check(stapo::cli_range(0, 100));
+  app.add_option("--top-p", options.top_p, "nucleus sampling mass")->check(stapo::cli_positive(1));
   app.add_option("--max-new-tokens", options.max_new_tokens, "most tokens to generate")
       ->check(CLI::Range(1, 1 << 20));
   app.add_option("--seed", options.seed, "sampling seed");
@@ -34,7 +34,7 @@ int main(int argc, char** argv) {
                "print the generated token ids instead of the text (without the EOS / end-of-turn id that stopped "
                "generation)");
   int threads = 0;
-  app.add_option("--threads", threads, "OpenMP threads (0: OpenMP's default; 1 is fastest for tiny models)");
+  stapo::cli_add_threads(app, threads, "OpenMP threads (0: OpenMP's default; 1 is fastest for tiny models)");
   STAPO_PARSE_CLI(app, argc, argv);
   return stapo::run_main([&] {
     if (threads > 0) omp_set_num_threads(threads);

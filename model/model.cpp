@@ -4,6 +4,8 @@
 // then  h = rmsnorm(x_L)  and the fused lm_head gives log-prob and entropy per position.
 #include "model/model.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstring>
 #include <random>
@@ -57,6 +59,12 @@ CpuModel<T>::CpuModel(const ModelConfig& config) : config_(config) {
     for (int64_t d : s.shape) n *= (size_t)d;
     total += n;
   }
+  // The weights must fit in memory: say so with the sizes rather than fail in the allocator.
+  const double bytes = double(total) * sizeof(T), memory = double(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE);
+  STAPO_CHECK(bytes <= memory, "the model of this config (", config.num_hidden_layers, " layers, hidden_size ",
+              config.hidden_size, ", intermediate_size ", config.intermediate_size, ", vocab_size ", config.vocab_size,
+              ") has ", total, " parameters: ", bytes / 1e9, " GB of weights, more than this machine's ",
+              memory / 1e9, " GB; check config.json");
   param_buffer_.assign(total, (T)0);
   grad_buffer_.reset(static_cast<T*>(std::calloc(total, sizeof(T))));
   STAPO_CHECK(grad_buffer_ != nullptr, "out of memory: ", total, " gradients of ", sizeof(T), " bytes");

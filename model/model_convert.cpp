@@ -3,6 +3,9 @@
 // model's own writer, copying the tokenizer files the input has (tokenizer/tokenizer_files.h). Used to re-shard
 // or change dtype, and by dev/reference/make_model_fixtures.py --roundtrip to show transformers loads what we
 // write.
+// Without --dtype an HF checkpoint keeps every value exactly (BF16 stays BF16, F32 and F16 become F32): a
+// downcast happens only when asked for. The output directory must not be the input (its files would be
+// replaced while the input is still being read).
 // With a GGUF file as --in (llama.cpp's format, recognised by its magic), it writes the HF directory
 // transformers would build from that file: weights dequantised to fp32 (the default dtype there), config.json,
 // and tokenizer.json + tokenizer_config.json with the chat template (model/gguf_convert.h).
@@ -10,7 +13,7 @@
 
 #include "common/cli.h"           // defines: STAPO_PARSE_CLI, run_main
 #include "common/error.h"         // defines: STAPO_CHECK
-#include "common/file_io.h"       // defines: File, is_directory
+#include "common/file_io.h"       // defines: File, is_directory, output_dir_check
 #include "model/gguf_convert.h"   // defines: gguf_convert
 #include "model/model.h"          // defines: model_load_hf, model_save_hf
 #include "tokenizer/tokenizer_files.h"  // defines: copy_tokenizer_files
@@ -23,6 +26,13 @@ static bool is_gguf(const std::string& path) {
   return std::fread(magic, 1, 4, f.get()) == 4 && std::memcmp(magic, "GGUF", 4) == 0;
 }
 
+// The narrowest dtype that holds every tensor of an HF checkpoint exactly.
+static stapo::DType lossless_dtype(const std::string& dir) {
+  for (const auto& [name, tensor] : stapo::SafetensorsReader(dir).tensors())
+    if (tensor.dtype != stapo::DType::BF16) return stapo::DType::F32;
+  return stapo::DType::BF16;
+}
+
 int main(int argc, char** argv) {
   CLI::App app{"Re-write a Llama/Mistral HF checkpoint in F32 or BF16, single-file or sharded; or convert a GGUF "
                "file (F32/F16/BF16/Q8_0/Q4_0/Q4_1) into an HF checkpoint directory with its tokenizer"};
@@ -30,9 +40,11 @@ int main(int argc, char** argv) {
   size_t shard_bytes = 0;
   bool no_tokenizer = false;
   app.add_option("--in", in, "input HF checkpoint directory, or a .gguf file")->required();
-  app.add_option("--out", out, "output directory (created; model files in it are replaced)")->required();
-  app.add_option("--dtype", dtype, "f32 or bf16 (default: bf16 for an HF checkpoint, f32 for a GGUF file, whose "
-                                   "dequantised weights bf16 would round)")
+  app.add_option("--out", out, "output directory, not the input (created; model files in it are replaced)")
+      ->required();
+  app.add_option("--dtype", dtype, "f32 or bf16 (default: for an HF checkpoint the input's without loss, bf16 only "
+                                   "when it is all bf16; f32 for a GGUF file, whose dequantised weights bf16 would "
+                                   "round)")
       ->check(CLI::IsMember({"f32", "bf16"}));
   app.add_option("--shard-bytes", shard_bytes, "shard the output into files of at most this many bytes (0: one file)");
   app.add_flag("--no-tokenizer", no_tokenizer,
@@ -40,6 +52,7 @@ int main(int argc, char** argv) {
                "rebuilt; copy the original repository's tokenizer files instead)");
   STAPO_PARSE_CLI(app, argc, argv);
   return stapo::run_main([&] {
+    stapo::output_dir_check("--out", out, {in});
     if (is_gguf(in)) {
       stapo::GgufConvertOptions options;
       options.dtype = dtype == "bf16" ? stapo::DType::BF16 : stapo::DType::F32;
@@ -51,11 +64,14 @@ int main(int argc, char** argv) {
       return;
     }
     STAPO_CHECK(!no_tokenizer, "--no-tokenizer applies to a GGUF --in only; ", in, " is not a GGUF file");
-    if (dtype.empty()) dtype = "bf16";
+    const stapo::DType stored = lossless_dtype(in);
+    const stapo::DType target = dtype.empty() ? stored : dtype == "f32" ? stapo::DType::F32 : stapo::DType::BF16;
+    if (stored == stapo::DType::F32 && target == stapo::DType::BF16)
+      fprintf(stderr, "model_convert: --dtype bf16 rounds the checkpoint's F32/F16 values to bf16 (as asked)\n");
     auto model = stapo::model_load_hf<float>(in);
-    stapo::model_save_hf(*model, out, dtype == "f32" ? stapo::DType::F32 : stapo::DType::BF16, shard_bytes);
+    stapo::model_save_hf(*model, out, target, shard_bytes);
     size_t tokenizer_files = stapo::copy_tokenizer_files(in, out).size();
     fprintf(stderr, "wrote %s (%zu parameters, %s; %zu tokenizer files copied)\n", out.c_str(), model->num_params(),
-            dtype.c_str(), tokenizer_files);
+            stapo::dtype_name(target), tokenizer_files);
   });
 }

@@ -7,6 +7,7 @@
 #include <set>
 #include <nlohmann/json.hpp>
 
+#include "common/checked.h"
 #include "common/error.h"
 
 namespace stapo {
@@ -80,7 +81,7 @@ SafetensorsReader::SafetensorsReader(const std::string& path) {
   json j;
   try {
     j = json::parse(read_text_file(index));
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     fail(index, ": not valid JSON (", e.what(), ")");
   }
   STAPO_CHECK(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(), index,
@@ -88,7 +89,12 @@ SafetensorsReader::SafetensorsReader(const std::string& path) {
   std::map<std::string, std::string> weight_map;  // tensor → file
   for (auto& [name, file] : j["weight_map"].items()) {
     STAPO_CHECK(file.is_string(), index, ": weight_map entry for tensor ", name, " is not a file name");
-    weight_map[name] = file.get<std::string>();
+    const std::string f = file.get<std::string>();
+    // Only a file beside the index: "../x" or "/etc/x" would read outside the model folder.
+    STAPO_CHECK(!f.empty() && f != "." && f != ".." && f.find('/') == std::string::npos, index,
+                ": weight_map entry for tensor ", name, " names '", f, "'; only a file name inside ", path,
+                " is accepted (no folders, no '..')");
+    weight_map[name] = f;
   }
   std::set<std::string> files;
   for (auto& [name, file] : weight_map) files.insert(file);
@@ -135,12 +141,15 @@ void SafetensorsReader::add_file(const std::string& file) {
       STAPO_CHECK(offsets.size() == 2 && offsets[0] <= offsets[1], file, ": tensor ", name,
                   " has invalid data_offsets");
       t.numel = 1;
+      const std::string too_large = cat(file, ": tensor ", name, " has shape ", info.at("shape").dump(),
+                                        ", too large to exist");
       for (int64_t d : t.shape) {
         STAPO_CHECK(d >= 0, file, ": tensor ", name, " has a negative dimension");
-        t.numel *= (size_t)d;
+        t.numel = checked_mul(t.numel, uint64_t(d), too_large);
       }
-      STAPO_CHECK(offsets[1] - offsets[0] == t.numel * dtype_size(t.dtype), file, ": tensor ", name, " spans ",
-                  offsets[1] - offsets[0], " bytes but its shape and dtype need ", t.numel * dtype_size(t.dtype));
+      const uint64_t bytes = checked_mul(t.numel, dtype_size(t.dtype), too_large);
+      STAPO_CHECK(offsets[1] - offsets[0] == bytes, file, ": tensor ", name, " spans ", offsets[1] - offsets[0],
+                  " bytes but its shape and dtype need ", bytes);
       STAPO_CHECK(offsets[1] <= data_bytes, file, ": truncated: tensor ", name, " ends at byte ", offsets[1],
                   " of the data but the file holds ", data_bytes, " data bytes");
       t.data = base + offsets[0];
@@ -190,9 +199,7 @@ static void write_one_file(const std::string& path, const TensorToWrite<T>* begi
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');  // keeps the data 8-byte aligned, as the reference writer does
   uint64_t len = text.size();
-  std::string tmp = path + ".tmp";
-  {
-    File f(tmp, "wb");
+  write_file_atomic(path, [&](File& f) {
     f.write(&len, 8);
     f.write(text.data(), text.size());
     // Converted and written in pieces, so a large tensor never needs a second full-size buffer.
@@ -215,11 +222,7 @@ static void write_one_file(const std::string& path, const TensorToWrite<T>* begi
         f.write(buf.data(), n * dtype_size(dtype));
       }
     }
-    f.close();
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  STAPO_CHECK(!ec, "cannot rename ", tmp, " to ", path, ": ", ec.message());
+  });
 }
 
 template <typename T>
@@ -243,11 +246,13 @@ void safetensors_write(const std::string& dir, const std::vector<TensorToWrite<T
   }
   starts.push_back(tensors.size());
   const size_t n = starts.size() - 1;
-  // A previous save of the other layout would shadow this one for a reader: remove it.
+  // A previous save of the other layout would shadow this one for a reader: it goes, but only once the new
+  // files are complete, so that an error on the way (a full disk) leaves the old weights readable.
+  const std::string other_layout = dir + (n == 1 ? "/model.safetensors.index.json" : "/model.safetensors");
   std::error_code ec;
-  fs::remove(dir + (n == 1 ? "/model.safetensors.index.json" : "/model.safetensors"), ec);
   if (n == 1) {
     write_one_file(dir + "/model.safetensors", tensors.data(), tensors.data() + tensors.size(), dtype);
+    fs::remove(other_layout, ec);
     return;
   }
   json weight_map = json::object();
@@ -259,6 +264,7 @@ void safetensors_write(const std::string& dir, const std::vector<TensorToWrite<T
   }
   json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
   write_file_atomic(dir + "/model.safetensors.index.json", index.dump(2) + "\n");
+  fs::remove(other_layout, ec);
 }
 
 template void tensor_convert<float>(float*, const TensorView&);

@@ -1,6 +1,7 @@
 // The AdamW moments on disk, the same file for every engine (a CPU fp32 state resumes on the GPU and back):
-// "STAPOADM" magic, u32 version 1, u32 bytes per element, u64 element count, then m and v, each in the
-// order of the model's parameters (CpuModel::parameters(), no padding).
+// "STAPOADM" magic, u32 version 2, u32 bytes per element, u64 element count, then m and v, each in the
+// order of the model's parameters (CpuModel::parameters(), no padding), then the XXH3-64 checksum of
+// everything before it (u64). Version 1 files (no checksum) are still read.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -9,8 +10,8 @@ namespace stapo {
 
 template <typename T>
 void optimizer_state_write(const std::string& path, const T* m, const T* v, uint64_t count);
-// Reads exactly `count` elements of T per moment; any other magic, version, element size or count is an
-// error naming the file.
+// Reads exactly `count` elements of T per moment; any other magic, version, element size or count, a file
+// of another length or a checksum that differs is an error naming the file.
 template <typename T>
 void optimizer_state_read(const std::string& path, T* m, T* v, uint64_t count);
 

@@ -8,6 +8,7 @@
 #include "common/error.h"
 #include "common/file_io.h"
 #include "common/progress.h"
+#include "model/config.h"        // defines: config_load
 #include "tokenizer/tokenizer.h"  // defines: Tokenizer
 #include "train/trainer.h"         // defines: run_micro_batches, count_tokens
 
@@ -55,9 +56,11 @@ bool reference_ensure(Engine& engine, const std::string& shard_path, const PairL
                       const std::string& tag) {
   std::vector<float> logps;
   {
-    Shard shard(shard_path);
-    if (shard.has_reference() && shard.reference_tag() == tag) return false;
-    if (shard.has_reference())
+    Shard shard(shard_path, ReferenceCheck::skip);  // a damaged reference is recomputed, not an error
+    if (shard.has_reference() && shard.reference_tag() == tag && shard.reference_intact()) return false;
+    if (shard.has_reference() && !shard.reference_intact())
+      fprintf(stderr, "%s: the stored reference log-probs fail their checksum: recomputing\n", shard_path.c_str());
+    else if (shard.has_reference())
       fprintf(stderr, "%s: reference log-probs are from '%s', not '%s': recomputing\n", shard_path.c_str(),
               shard.reference_tag().c_str(), tag.c_str());
     // Only S is needed: any loss whose reward needs no reference will do.
@@ -74,7 +77,19 @@ bool reference_ensure(Engine& engine, const std::string& shard_path, const PairL
   return true;
 }
 
+void check_shard_reference(const Shard& shard, const std::string& model_dir) {
+  if (!shard.has_reference()) return;
+  const std::string tag = reference_tag(model_dir);
+  STAPO_CHECK(shard.reference_tag() == tag, shard.path(), ": its reference log-probs were computed by another model ('",
+              shard.reference_tag(), "'), not by ", model_dir, " ('", tag, "'); a loss against them would train ",
+              "toward the wrong target. Run the reference pass for this model (--ref precompute replaces them)");
+}
+
 void check_shard_tokenizer(const Shard& shard, const std::string& model_dir) {
+  const int model_vocab = config_load(model_dir + "/config.json").vocab_size;
+  STAPO_CHECK(shard.info().vocab_size <= model_vocab, shard.path(), " holds ids of a ", shard.info().vocab_size,
+              "-token vocabulary, but ", model_dir, "/config.json has vocab_size ", model_vocab,
+              ": the shard was made for another model");
   if (!file_exists(model_dir + "/tokenizer.json") && !file_exists(model_dir + "/tokenizer.model")) {
     fprintf(stderr, "warning: %s has no tokenizer files: cannot check that %s was tokenized for this model\n",
             model_dir.c_str(), shard.path().c_str());

@@ -23,8 +23,13 @@ std::string reference_tag(const std::string& model_dir);
 // Runs the pass when the shard has no reference or one from another model (returns true), else reuses it.
 // The shard must have been tokenized by the tokenizer shipped in the model directory (tokenizer.json or
 // tokenizer.model): otherwise its ids mean other words to the model. A directory without tokenizer files
-// cannot be checked; that is said on stderr, not silently passed.
+// cannot be checked; that is said on stderr, not silently passed. The shard's ids must also lie inside the
+// model's vocab_size (config.json).
 void check_shard_tokenizer(const Shard& shard, const std::string& model_dir);
+
+// A shard whose reference log-probs were written by another model than `model_dir` (another reference_tag) is
+// refused: a preference loss against another model's S_ref trains toward the wrong target without a word.
+void check_shard_reference(const Shard& shard, const std::string& model_dir);
 
 bool reference_ensure(Engine& engine, const std::string& shard_path, const PairLoaderConfig& loader_config,
                       const std::string& tag);

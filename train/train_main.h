@@ -19,6 +19,8 @@ struct TrainFlags {
   std::string model_dir, data_path, eval_path, out_dir, resume_dir, ref = "none", schedule = "linear";
   std::string sample_prompts, sample_template;  // train/eval_samples.h; template "": the training shard's
   int sample_tokens = 32;
+  bool overwrite = false;             // --overwrite: a fresh run may delete an earlier run in --out
+  bool allow_changed_config = false;  // --allow-changed-config: resume with other settings (train/run_dir.h)
   LossFlags loss;
   TrainerConfig trainer;
   PairLoaderConfig loader;

@@ -15,7 +15,7 @@ int main(int argc, char** argv) {
   stapo::TrainFlags flags;
   int threads = 0;
   stapo::train_flags_add(app, flags);
-  app.add_option("--threads", threads, "OpenMP threads (0: OpenMP's default); fix it for bitwise-exact resumes");
+  stapo::cli_add_threads(app, threads, "OpenMP threads (0: OpenMP's default); fix it for bitwise-exact resumes");
   STAPO_PARSE_CLI(app, argc, argv);
   return stapo::run_main([&] {
     if (threads > 0) omp_set_num_threads(threads);

@@ -12,6 +12,7 @@
 #include "common/file_io.h"
 #include "common/progress.h"
 #include "tokenizer/tokenizer_files.h"  // defines: copy_tokenizer_files
+#include "train/run_dir.h"  // defines: state_field, trainer_state_read
 #include "train/step0.h"
 
 namespace stapo {
@@ -227,6 +228,7 @@ std::string Trainer::save_checkpoint(const std::string& name) {
   const std::string tmp = config_.out_dir + "/." + name + ".tmp";
   fs::remove_all(tmp);
   make_directories(tmp);
+  const RemoveOnExit no_leftover(tmp);  // a failed save (a full disk) leaves no half-written folder
   engine_.save_model(tmp);
   if (!config_.tokenizer_dir.empty()) copy_tokenizer_files(config_.tokenizer_dir, tmp);
   engine_.save_optimizer(tmp + "/optimizer.bin");
@@ -250,6 +252,7 @@ std::string Trainer::save_checkpoint(const std::string& name) {
     state["bco_delta"] = state_.bco_delta.mean;
     state["bco_delta_steps"] = state_.bco_delta.count;
   }
+  state["settings"] = settings_;
   write_file_atomic(tmp + "/trainer_state.json", state.dump(2) + "\n");
   replace_directory(tmp, final_dir);
   state_.last_checkpoint = final_dir;
@@ -284,24 +287,29 @@ void Trainer::drop_log_after(int64_t step) {
 
 void Trainer::resume(const std::string& dir) {
   const std::string path = dir + "/trainer_state.json";
-  nlohmann::json state;
-  try {
-    state = nlohmann::json::parse(read_text_file(path));
-  } catch (const nlohmann::json::exception& e) {
-    fail(path, ": not a trainer state (", e.what(), ")");
-  }
-  STAPO_CHECK(state.value("format", "") == "stapo-trainer-state" && state.value("version", 0) == 1, path,
-              ": not a version-1 stapo trainer state");
-  STAPO_CHECK(state["seed"].get<uint64_t>() == config_.seed, path, ": the run used --seed ", state["seed"],
-              ", this one ", config_.seed, ": the data order would differ; pass the same --seed");
-  STAPO_CHECK(state["loss"].get<std::string>() == loss_name(config_.loss.loss), path, ": the run used --loss ",
-              state["loss"], ", this one ", loss_name(config_.loss.loss));
+  const nlohmann::json state = trainer_state_read(dir);
+  STAPO_CHECK(state.is_object() && state.value("format", "") == "stapo-trainer-state" && state.value("version", 0) == 1,
+              path, ": not a version-1 stapo trainer state");
+  const auto seed = state_field<uint64_t>(state, "seed", path);
+  STAPO_CHECK(seed == config_.seed, path, ": the run used --seed ", seed, ", this one ", config_.seed,
+              ": the data order would differ; pass the same --seed");
+  const auto loss = state_field<std::string>(state, "loss", path);
+  STAPO_CHECK(loss == loss_name(config_.loss.loss), path, ": the run used --loss ", loss, ", this one ",
+              loss_name(config_.loss.loss));
   engine_.load_optimizer(dir + "/optimizer.bin");
-  state_.step = state["step"];
-  state_.updates = state["updates"];
-  state_.skipped_nonfinite = state["skipped_nonfinite"];
-  state_.position = DataPosition{state["data_epoch"], state["data_index"]};
-  state_.bco_delta = RunningMean{state.value("bco_delta", 0.0), state.value("bco_delta_steps", int64_t(0))};
+  state_.step = state_field<int64_t>(state, "step", path);
+  state_.updates = state_field<int64_t>(state, "updates", path);
+  state_.skipped_nonfinite = state_field<int64_t>(state, "skipped_nonfinite", path);
+  state_.position = DataPosition{state_field<int64_t>(state, "data_epoch", path),
+                                 state_field<int64_t>(state, "data_index", path)};
+  STAPO_CHECK(state_.step >= 0 && state_.updates >= 0 && state_.updates <= state_.step && state_.skipped_nonfinite >= 0 &&
+                  state_.position.epoch >= 0 && state_.position.index >= 0,
+              path, ": step ", state_.step, ", updates ", state_.updates, ", skipped_nonfinite ",
+              state_.skipped_nonfinite, ", data position (", state_.position.epoch, ", ", state_.position.index,
+              ") are inconsistent (corrupt trainer state)");
+  if (config_.loss.loss == LossKind::bco_pair)
+    state_.bco_delta = RunningMean{state_field<double>(state, "bco_delta", path),
+                                   state_field<int64_t>(state, "bco_delta_steps", path)};
   state_.last_checkpoint = dir;
   loader_.seek(state_.position);
   drop_log_after(state_.step);
@@ -375,16 +383,22 @@ void Trainer::train() {
                     cat("loss ", loss, " acc ", sums.correct / double(sums.pairs), " z ", sums.z / double(sums.pairs),
                         report.progress.empty() ? "" : " ", report.progress));
     const bool last = state_.step == total;
-    const bool eval_due = (config_.eval_every > 0 && state_.step % config_.eval_every == 0) || last;
-    if (eval_due && eval_loader_) log(evaluate());
-    if (eval_due && sampler_) log(eval_samples());
+    // Saved before the evaluation: an evaluation that fails (a sample prompt longer than the context) cannot
+    // lose the weights of the steps before it.
     if (last) {
       save_checkpoint("final");
     } else if (config_.save_every > 0 && state_.step % config_.save_every == 0) {
       save_checkpoint(cat("checkpoint-", state_.step));
     }
+    const bool eval_due = (config_.eval_every > 0 && state_.step % config_.eval_every == 0) || last;
+    if (eval_due && eval_loader_) log(evaluate());
+    if (eval_due && sampler_) log(eval_samples());
   }
   progress.finish();
+  STAPO_CHECK(double(state_.skipped_nonfinite) <= config_.max_skipped_fraction * double(state_.step), "skipped ",
+              state_.skipped_nonfinite, " of ", state_.step, " steps as non-finite, more than --max-skipped-fraction ",
+              config_.max_skipped_fraction, ": the run did not train as asked (", config_.out_dir,
+              "/final holds its weights for inspection only). Resume from an earlier checkpoint with a lower --lr");
 }
 
 }  // namespace stapo

@@ -9,9 +9,11 @@
 // included. The engine computes every pair's loss where its log-probs are, then clips by the global norm and
 // updates (Engine::optimizer_step, at the LR of the schedule); the trainer reads the step's per-pair results
 // once (Engine::take_results), and writes a JSONL log line and a progress line (with the engine's
-// step_report), evaluation and eval samples (train/eval_samples.h) and checkpoints when due. A non-finite loss
-// or gradient norm (the engine then leaves the weights untouched) stops the run naming the step, the pairs
-// and the last good checkpoint, or (skip_nonfinite) is counted and the run goes on.
+// step_report), checkpoints when due, then evaluation and eval samples (train/eval_samples.h): the checkpoint
+// first, so that a failing evaluation cannot lose the trained weights (the last step's final/). A non-finite
+// loss or gradient norm (the engine then leaves the weights untouched) stops the run naming the step, the pairs
+// and the last good checkpoint, or (skip_nonfinite) is counted and the run goes on; a run that skipped more
+// than max_skipped_fraction of its steps ends with an error after saving final/.
 #pragma once
 #include <cstdint>
 #include <cstdio>
@@ -79,6 +81,7 @@ struct TrainerConfig {
   int64_t eval_every = 0;  // > 0: at step 0 and every N steps; 0: at the end only (when there is eval data)
   int64_t save_every = 0;  // 0: checkpoint at the end only
   bool skip_nonfinite = false;
+  double max_skipped_fraction = 0.1;  // a run that skipped more of its steps than this ends with an error
   // Step-0 diagnostics (train/step0.h) before the first update: this many training pairs (0: none), or every
   // pair from the shard's reference log-probs when those are the initial weights' (step0_from_reference).
   int64_t step0_pairs = 512;
@@ -108,6 +111,9 @@ class Trainer {
   // Greedy replies to the sampler's prompts at every evaluation point (every eval_every steps and at the end,
   // with or without eval data), logged and printed. Kept by reference; null: none.
   void set_eval_sampler(const EvalSampler* sampler) { sampler_ = sampler; }
+  // What the run's results depend on (train/run_dir.h run_settings), saved in every checkpoint.
+  void set_settings(const nlohmann::ordered_json& settings) { settings_ = settings; }
+  const nlohmann::ordered_json& settings() const { return settings_; }
   // Continues from a checkpoint written by this trainer: optimizer moments, step, data position.
   // The engine must already hold the checkpoint's model (loaded from the same directory). Lines of
   // <out>/log.jsonl from steps after the checkpoint are removed (those steps run again), with a count on stderr.
@@ -130,6 +136,7 @@ class Trainer {
   PairLoader* eval_loader_;
   int64_t eval_steps_;
   const EvalSampler* sampler_ = nullptr;
+  nlohmann::ordered_json settings_ = nlohmann::ordered_json::object();
   TrainerConfig config_;
   TrainerState state_;
   int64_t steps_per_epoch_;

@@ -32,7 +32,7 @@ int main(int argc, char** argv) {
   app.add_option("--sampled", sampled, "also K replies per prompt at temperature 1 (entropy, distinct-2); 0: none")
       ->check(CLI::Range(0, 1024));
   app.add_option("--seed", seed, "seed of the sampled replies");
-  app.add_option("--threads", threads, "OpenMP threads (0: OpenMP's default); one suits tiny models best");
+  stapo::cli_add_threads(app, threads, "OpenMP threads (0: OpenMP's default); one suits tiny models best");
   STAPO_PARSE_CLI(app, argc, argv);
   return stapo::run_main([&] {
     if (threads > 0) omp_set_num_threads(threads);

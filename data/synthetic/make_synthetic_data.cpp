@@ -51,7 +51,7 @@ int main(int argc, char** argv) {
   app.add_option("--seed", seed, "random seed");
   app.add_option("--malformed-fraction", malformed_fraction,
                  "fraction of rejected answers that are malformed; the rest are well-formed wrong answers")
-      ->check(CLI::Range(0.0, 1.0));
+      ->check(stapo::cli_range(0, 1));
   app.add_option("--merges", max_merges, "most BPE merges to learn (letter runs only)")->check(CLI::Range(0, 10000));
   std::string model_dir;
   int layers = 2, hidden = 64, heads = 4, kv_heads = 2, ffn = 192, vocab_multiple = 1;

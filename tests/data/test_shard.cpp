@@ -67,7 +67,7 @@ TEST(Shard, RejectsAnotherVersionBadMagicAndTruncation) {
   uint32_t version = kShardVersion + 1;
   patch(path, 8, &version, sizeof(version));
   std::string msg = test::error_message([&] { Shard s(path); });
-  EXPECT_NE(msg.find("format version 2"), std::string::npos) << msg;
+  EXPECT_NE(msg.find(cat("format version ", kShardVersion + 1)), std::string::npos) << msg;
   EXPECT_NE(msg.find("re-run prepare_data"), std::string::npos) << msg;
 
   shard_write(path, test_shard_info(100), random_pairs(5, 4, 4, 100));
@@ -156,6 +156,69 @@ TEST(Shard, ReferenceLogpsAreWrittenInPlaceByRangesThenMarkedComplete) {
   EXPECT_NE(msg.find("do not fit the 10 pairs"), std::string::npos) << msg;
   msg = test::error_message([&] { shard_write_reference_logps(path, 0, {NAN, 1.f}); });
   EXPECT_NE(msg.find("pair 0 (chosen) is nan"), std::string::npos) << msg;
+}
+
+// Offsets and lengths read from the file are compared as differences: a pair whose token or id offset makes
+// offset + length wrap around 2^64 is refused naming the pair, not read out of bounds.
+TEST(Shard, WrappingOffsetsAreRefusedNamingThePair) {
+  const std::string path = scratch_path("wrap.bin");
+  for (size_t field : {size_t{0}, size_t{24}}) {  // pair 0's token_offset, then its id_offset
+    shard_write(path, test_shard_info(100), random_pairs(4, 4, 4, 100));
+    const uint64_t wraps = ~uint64_t{0} - 1;
+    patch(path, 512 + field, &wraps, sizeof(wraps));
+    std::string msg = test::error_message([&] { Shard s(path); });
+    EXPECT_NE(msg.find("pair 0 points outside the file"), std::string::npos) << msg;
+  }
+  shard_write(path, test_shard_info(100), random_pairs(4, 4, 4, 100));
+  const int64_t pairs = int64_t{1} << 59;  // × 32 bytes wraps to 0
+  patch(path, 16, &pairs, sizeof(pairs));
+  std::string msg = test::error_message([&] { Shard s(path); });
+  EXPECT_NE(msg.find("overflows 64 bits"), std::string::npos) << msg;
+}
+
+// An id outside the vocabulary is found when the shard is opened, naming the shard, the pair and the id; any
+// other changed byte is caught by a checksum (content, tokens, stored reference log-probs).
+TEST(Shard, OutOfVocabularyIdsAndChangedBytesAreFoundAtLoad) {
+  const std::string path = scratch_path("oov.bin");
+  auto pairs = random_pairs(6, 5, 5, 100);
+  pairs[3].id = "p3";
+  shard_write(path, test_shard_info(100), pairs);
+  uint64_t at = 0;  // the file offset of pair 3's first chosen token
+  {
+    Shard s(path);
+    const uint64_t tokens_offset = std::filesystem::file_size(path) - uint64_t(s.num_tokens()) * 4;
+    at = tokens_offset + uint64_t(s.pair(3).chosen - s.pair(0).prompt) * 4;
+  }
+  const std::string original = read_text_file(path);
+  const int32_t oov = 100;
+  patch(path, at, &oov, sizeof(oov));
+  std::string msg = test::error_message([&] { Shard s(path); });
+  EXPECT_NE(msg.find(path + ": pair 3 (id \"p3\") holds token id 100"), std::string::npos) << msg;
+
+  write_file_atomic(path, original);
+  const int32_t other = pairs[3].chosen[0] == 7 ? 8 : 7;  // still inside the vocabulary
+  patch(path, at, &other, sizeof(other));
+  msg = test::error_message([&] { Shard s(path); });
+  EXPECT_NE(msg.find("checksum of the tokens"), std::string::npos) << msg;
+
+  write_file_atomic(path, original);
+  patch(path, 48, "\xa5", 1);  // pairs_read, a header field only the content checksum covers
+  msg = test::error_message([&] { Shard s(path); });
+  EXPECT_NE(msg.find("checksum of the header"), std::string::npos) << msg;
+
+  write_file_atomic(path, original);
+  shard_write_reference_logps(path, 0, test::random_uniform(12, -50.f, -1.f));
+  shard_mark_reference_complete(path, "model-a");
+  EXPECT_TRUE(Shard(path).has_reference());
+  const float changed = -3.f;
+  patch(path, 512 + 6 * 32 + 4, &changed, sizeof(changed));
+  msg = test::error_message([&] { Shard s(path); });
+  EXPECT_NE(msg.find("stored reference log-probs"), std::string::npos) << msg;
+  // Rewriting the values clears the flag until the pass is marked complete again.
+  shard_write_reference_logps(path, 0, test::random_uniform(12, -50.f, -1.f, 1));
+  EXPECT_FALSE(Shard(path).has_reference());
+  shard_mark_reference_complete(path, "model-b");
+  EXPECT_EQ(Shard(path).reference_tag(), "model-b");
 }
 
 }  // namespace

@@ -120,14 +120,18 @@ TEST(ModelConfig, ClassicAndRopeParametersLayoutsAgree) {
   EXPECT_EQ(c.rope_theta, 10000.0);
 }
 
+// kClassicLlama with the first `from` replaced by `to`.
+std::string with(const std::string& from, const std::string& to) {
+  std::string s = kClassicLlama;
+  size_t at = s.find(from);
+  EXPECT_NE(at, std::string::npos) << from;
+  return s.replace(at, from.size(), to);
+}
+
+// The error config_parse gives for `text`, read as dir/config.json.
+std::string err(const std::string& text) { return error_message([&] { config_parse(text, "dir/config.json"); }); }
+
 TEST(ModelConfig, UnsupportedFeaturesAreNamed) {
-  auto with = [](const std::string& from, const std::string& to) {
-    std::string s = kClassicLlama;
-    size_t at = s.find(from);
-    EXPECT_NE(at, std::string::npos) << from;
-    return s.replace(at, from.size(), to);
-  };
-  auto err = [&](const std::string& text) { return error_message([&] { config_parse(text, "dir/config.json"); }); };
   std::string e = err(with("\"attention_bias\": false", "\"attention_bias\": true"));
   EXPECT_NE(e.find("attention_bias"), std::string::npos) << e;
   EXPECT_NE(e.find("dir/config.json"), std::string::npos) << e;
@@ -144,6 +148,31 @@ TEST(ModelConfig, UnsupportedFeaturesAreNamed) {
   EXPECT_NE(e.find("num_key_value_heads"), std::string::npos) << e;
   e = err(with("\"vocab_size\": 128,", ""));
   EXPECT_NE(e.find("vocab_size"), std::string::npos) << e;
+}
+
+// Sizes are integers in a sane range and real numbers are finite and positive, each refused naming its field
+// before anything is allocated: 278.9 is not read as 278, nor 2^32 + 100 as 100.
+TEST(ModelConfig, OutOfRangeFractionalAndWideValuesAreNamed) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"\"vocab_size\": 128", "\"vocab_size\": 278.9"},
+      {"\"vocab_size\": 128", "\"vocab_size\": 4294967424"},
+      {"\"vocab_size\": 128", "\"vocab_size\": -128"},
+      {"\"hidden_size\": 64", "\"hidden_size\": 1000000000"},
+      {"\"num_hidden_layers\": 2", "\"num_hidden_layers\": 100000000"},
+      {"\"num_attention_heads\": 8", "\"num_attention_heads\": 0"},  // found by dev/fuzz: a division by zero
+      {"\"rope_theta\": 500000.0", "\"rope_theta\": 0"},
+      {"\"rope_theta\": 500000.0", "\"rope_theta\": -1"},
+      {"\"rms_norm_eps\": 1e-5", "\"rms_norm_eps\": 2"},
+      {"\"max_position_embeddings\": 131072", "\"max_position_embeddings\": -1"},
+      {"\"factor\": 32.0", "\"factor\": 0"},
+      {"\"eos_token_id\": [2, 3]", "\"eos_token_id\": [2, -3]"},
+  };
+  for (const auto& [from, to] : cases) {
+    const std::string field = std::string(from).substr(1, std::string(from).find('"', 1) - 1);
+    std::string e = err(with(from, to));
+    EXPECT_NE(e.find("dir/config.json: field \""), std::string::npos) << to << ": " << e;
+    EXPECT_NE(e.find(field), std::string::npos) << to << ": " << e;
+  }
 }
 
 // ---- bad checkpoints ----
@@ -256,6 +285,30 @@ TEST(ModelBadCheckpoint, BadJsonIsNamed) {
   e = error_message([&] { SafetensorsReader reader(path); });
   EXPECT_NE(e.find(path), std::string::npos) << e;
   EXPECT_NE(e.find("not valid JSON"), std::string::npos) << e;
+}
+
+// A shape whose element count wraps 64 bits (2^32 · 2^32 · 4 bytes = 0) is refused, not read as 0 bytes.
+TEST(ModelBadCheckpoint, ShapeOverflowIsNamed) {
+  TempDir dir;
+  write_raw_safetensors(dir.path + "/model.safetensors",
+                        R"({"model.norm.weight":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,0]}})",
+                        0);
+  std::string e = error_message([&] { SafetensorsReader reader(dir.path); });
+  EXPECT_NE(e.find("model.norm.weight has shape [4294967296,4294967296], too large"), std::string::npos) << e;
+}
+
+// weight_map entries are file names beside the index: a path that leaves the folder is refused unread.
+TEST(ModelBadCheckpoint, ShardIndexMayNotLeaveTheFolder) {
+  auto model = random_model("llama");
+  TempDir dir;
+  model_save_hf(*model, dir.path + "/m", DType::F32, 1000);
+  model_save_hf(*model, dir.path + "/outside", DType::F32);
+  for (const char* name : {"../outside/model.safetensors", "/etc/passwd", ".."}) {
+    write_file_atomic(dir.path + "/m/model.safetensors.index.json",
+                      cat(R"({"weight_map": {"model.norm.weight": ")", name, "\"}}"));
+    std::string e = error_message([&] { SafetensorsReader reader(dir.path + "/m"); });
+    EXPECT_NE(e.find(cat("model.norm.weight names '", name, "'")), std::string::npos) << e;
+  }
 }
 
 TEST(ModelBadCheckpoint, ShardIndexNamesMissingFile) {

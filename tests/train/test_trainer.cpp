@@ -14,6 +14,8 @@
 #include "train/cpu_engine.h"
 #include "train/grad_clip.h"
 #include "train/eval_samples.h"
+#include "train/optimizer_state.h"
+#include "train/run_dir.h"
 #include "train/scoring.h"
 #include "train/trainer.h"
 
@@ -322,6 +324,15 @@ TEST(Trainer, NonFiniteStopsNamingStepPairsAndCheckpoint) {
   PairLoader loader(shard, test::test_loader_config(2, 9));
   TrainerConfig tc = run_config(dir.path + "/skip", LossKind::dpo, 3);
   tc.skip_nonfinite = true;
+  {  // skipping every step is more than --max-skipped-fraction: an error once final/ is saved, never "done"
+    Trainer trainer(engine, loader, nullptr, 0, tc);
+    const std::string msg = test::error_message([&] { trainer.train(); });
+    EXPECT_NE(msg.find("skipped 3 of 3 steps as non-finite, more than --max-skipped-fraction 0.1"),
+              std::string::npos) << msg;
+    EXPECT_TRUE(file_exists(tc.out_dir + "/final/optimizer.bin"));
+  }
+  loader.seek(DataPosition{});
+  tc.max_skipped_fraction = 1;
   Trainer trainer(engine, loader, nullptr, 0, tc);
   trainer.train();
   EXPECT_EQ(trainer.state().skipped_nonfinite, 3);
@@ -460,6 +471,7 @@ TEST(Trainer, ShardOfAnotherTokenizerIsRefused) {
   const std::string model_dir = dir.path + "/model";
   std::filesystem::create_directories(model_dir);
   std::filesystem::copy_file(test::fixture_path("tokenizer/bl_gpt2/tokenizer.json"), model_dir + "/tokenizer.json");
+  write_file_atomic(model_dir + "/config.json", config_to_json(test::train_tiny_config(64), "float32"));
   const std::string own_hash = Tokenizer::load(model_dir)->content_hash();
   const std::string other_hash = Tokenizer::load(test::fixture_path("tokenizer/bl_llama3"))->content_hash();
   ASSERT_NE(own_hash, other_hash);
@@ -479,6 +491,112 @@ TEST(Trainer, ShardOfAnotherTokenizerIsRefused) {
       EXPECT_NE(msg.find("re-run prepare_data"), std::string::npos) << msg;
     }
   }
+  // Ids of a vocabulary larger than the model's would index past its embedding table.
+  ShardInfo info;
+  info.tokenizer_hash = own_hash;
+  info.template_name = "plain";
+  info.vocab_size = 100;
+  shard_write(dir.path + "/wide.bin", info, test::make_pairs(2, 16, 3, false));
+  const std::string msg = test::error_message([&] { check_shard_tokenizer(Shard(dir.path + "/wide.bin"), model_dir); });
+  EXPECT_NE(msg.find("holds ids of a 100-token vocabulary, but " + model_dir + "/config.json has vocab_size 64"),
+            std::string::npos) << msg;
+}
+
+// Reference log-probs are keyed by the model that wrote them: another model's are refused, naming both.
+TEST(Trainer, ReferenceOfAnotherModelIsRefused) {
+  test::TempDir dir;
+  for (const char* name : {"a", "b"}) {
+    CpuModel<float> model(test::train_tiny_config());
+    model_init_random(model, name[0] == 'a' ? 1 : 2, 0.02f);
+    model_save_hf(model, dir.path + "/" + name, DType::F32);
+  }
+  ShardInfo info;
+  info.tokenizer_hash = "t";
+  info.template_name = "plain";
+  info.vocab_size = 16;
+  const std::string path = dir.path + "/shard.bin";
+  shard_write(path, info, test::make_pairs(2, 16, 3, false));
+  EXPECT_NO_THROW(check_shard_reference(Shard(path), dir.path + "/a"));  // no reference: nothing to check
+  shard_write_reference_logps(path, 0, {-1.f, -2.f, -3.f, -4.f});
+  shard_mark_reference_complete(path, reference_tag(dir.path + "/a"));
+  EXPECT_NO_THROW(check_shard_reference(Shard(path), dir.path + "/a"));
+  const std::string msg = test::error_message([&] { check_shard_reference(Shard(path), dir.path + "/b"); });
+  EXPECT_NE(msg.find("reference log-probs were computed by another model"), std::string::npos) << msg;
+  EXPECT_NE(msg.find(reference_tag(dir.path + "/b")), std::string::npos) << msg;
+}
+
+
+// The AdamW moments carry a checksum (version 2): one changed byte, or a file cut short, is refused naming it;
+// a version-1 file (no checksum) still reads.
+TEST(Trainer, OptimizerStateChecksumCatchesAChangedByte) {
+  test::TempDir dir;
+  const std::string path = dir.path + "/optimizer.bin";
+  const std::vector<float> m = test::random_normal(300, 1.f), v = test::random_uniform(300, 0.f, 1.f, 1);
+  optimizer_state_write(path, m.data(), v.data(), m.size());
+  std::vector<float> m2(300), v2(300);
+  optimizer_state_read(path, m2.data(), v2.data(), m2.size());
+  EXPECT_EQ(m2, m);
+  EXPECT_EQ(v2, v);
+  std::string bytes = read_text_file(path);
+  bytes[24 + 4 * 123] ^= 0x10;
+  write_file_atomic(path, bytes);
+  std::string msg = test::error_message([&] { optimizer_state_read(path, m2.data(), v2.data(), m2.size()); });
+  EXPECT_NE(msg.find(path + ": checksum"), std::string::npos) << msg;
+  write_file_atomic(path, bytes.substr(0, bytes.size() - 12));
+  msg = test::error_message([&] { optimizer_state_read(path, m2.data(), v2.data(), m2.size()); });
+  EXPECT_NE(msg.find("truncated or corrupt"), std::string::npos) << msg;
+  bytes[24 + 4 * 123] ^= 0x10;  // restored, then written as version 1: no checksum
+  bytes[8] = 1;
+  write_file_atomic(path, bytes.substr(0, bytes.size() - 8));
+  optimizer_state_read(path, m2.data(), v2.data(), m2.size());
+  EXPECT_EQ(m2, m);
+}
+
+// --out: an earlier run is refused unless resuming or --overwrite (which removes only what a run writes), and
+// a second holder of the folder is refused while the first lives.
+TEST(Trainer, RunDirectoryRefusesAnEarlierRunAndASecondRun) {
+  test::TempDir dir;
+  const std::string out = dir.path + "/run";
+  { const auto lock = run_dir_open(out, {}, false, false); }
+  write_file_atomic(out + "/log.jsonl", "{\"step\": 1}\n");
+  std::filesystem::create_directories(out + "/checkpoint-1");
+  write_file_atomic(out + "/notes.txt", "mine");
+  std::string msg = test::error_message([&] { run_dir_open(out, {}, false, false); });
+  EXPECT_NE(msg.find("holds an earlier run (checkpoint-1, log.jsonl)"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("--overwrite"), std::string::npos) << msg;
+  { const auto lock = run_dir_open(out, {}, true, false); }  // resuming continues there
+  {
+    const auto lock = run_dir_open(out, {}, false, true);
+    EXPECT_FALSE(file_exists(out + "/log.jsonl"));
+    EXPECT_FALSE(file_exists(out + "/checkpoint-1"));
+    EXPECT_TRUE(file_exists(out + "/notes.txt"));
+    msg = test::error_message([&] { run_dir_open(out, {}, false, false); });
+    EXPECT_NE(msg.find("is in use by another run"), std::string::npos) << msg;
+  }
+  msg = test::error_message([&] { run_dir_open(out, {out + "/"}, false, false); });
+  EXPECT_NE(msg.find("same directory as the input"), std::string::npos) << msg;
+}
+
+// Resuming compares every setting a run's results depend on with the checkpoint's, listing each difference.
+TEST(Trainer, ResumeRefusesChangedSettingsUnlessAllowed) {
+  test::TempDir dir;
+  TrainerConfig tc;
+  PairLoaderConfig lc;
+  const nlohmann::ordered_json saved = run_settings(tc, lc, 10);
+  write_file_atomic(dir.path + "/trainer_state.json", nlohmann::json{{"settings", saved}}.dump());
+  EXPECT_NO_THROW(run_settings_check(dir.path, saved, false));
+  lc.pairs_per_batch = 2;
+  tc.loss.beta = 0.5;
+  const nlohmann::ordered_json now = run_settings(tc, lc, 12);
+  const std::string msg = test::error_message([&] { run_settings_check(dir.path, now, false); });
+  for (const char* change : {"--batch-size: 8 in the checkpoint, 2 now", "--beta: 2.0 in the checkpoint, 0.5 now",
+                             "total steps (--epochs, --max-steps): 10 in the checkpoint, 12 now",
+                             "--allow-changed-config"})
+    EXPECT_NE(msg.find(change), std::string::npos) << msg;
+  EXPECT_NO_THROW(run_settings_check(dir.path, now, true));
+  write_file_atomic(dir.path + "/trainer_state.json", R"({"step": "one"})");
+  EXPECT_EQ(test::error_message([&] { state_field<int64_t>(trainer_state_read(dir.path), "step", "ts.json"); }),
+            "ts.json: key \"step\" is \"one\", of the wrong type (corrupt trainer state)");
 }
 
 }  // namespace
