@@ -376,7 +376,7 @@ std::unique_ptr<CpuModel<float>> gguf_load_model(const GgufFile& f) {
     shapes[name] = std::vector<int64_t>(t.dims.rbegin(), t.dims.rend());
     by_name[name] = &t;
   }
-  model_check_tensors(*model, shapes, unexpected, f.path());
+  model_check_tensors(model->config(), shapes, unexpected, f.path());
   for (Parameter<float>& p : model->parameters()) {
     gguf_dequantize(p.data, *by_name.at(p.name), f.path());
     const bool q = p.name.find(".self_attn.q_proj.") != std::string::npos;

@@ -9,7 +9,6 @@
 #include <algorithm>
 #include <cstring>
 #include <random>
-#include <set>
 
 #include "common/error.h"
 #include "common/file_io.h"
@@ -26,39 +25,9 @@ namespace stapo {
 template <typename T>
 CpuModel<T>::CpuModel(const ModelConfig& config) : config_(config) {
   config_validate(config_, "model config");
-  const int64_t C = config.hidden_size, F = config.intermediate_size, V = config.vocab_size;
-  const int64_t HD = (int64_t)config.num_attention_heads * config.head_dim;
-  const int64_t KD = (int64_t)config.num_key_value_heads * config.head_dim;
-  // HF names and shapes in checkpoint order; offsets into the flat buffers.
-  struct Spec {
-    std::string name;
-    std::vector<int64_t> shape;
-    bool is_norm;
-  };
-  std::vector<Spec> specs{{"model.embed_tokens.weight", {V, C}, false}};
-  for (int l = 0; l < config.num_hidden_layers; ++l) {
-    std::string p = cat("model.layers.", l, ".");
-    specs.push_back({p + "input_layernorm.weight", {C}, true});
-    specs.push_back({p + "self_attn.q_proj.weight", {HD, C}, false});
-    specs.push_back({p + "self_attn.k_proj.weight", {KD, C}, false});
-    specs.push_back({p + "self_attn.v_proj.weight", {KD, C}, false});
-    specs.push_back({p + "self_attn.o_proj.weight", {C, HD}, false});
-    specs.push_back({p + "post_attention_layernorm.weight", {C}, true});
-    specs.push_back({p + "mlp.gate_proj.weight", {F, C}, false});
-    specs.push_back({p + "mlp.up_proj.weight", {F, C}, false});
-    specs.push_back({p + "mlp.down_proj.weight", {C, F}, false});
-  }
-  specs.push_back({"model.norm.weight", {C}, true});
-  if (!config.tie_word_embeddings) specs.push_back({"lm_head.weight", {V, C}, false});
-
+  const std::vector<ParamSpec> specs = model_param_specs(config);
   size_t total = 0;
-  std::vector<size_t> offsets;
-  for (const Spec& s : specs) {
-    offsets.push_back(total);
-    size_t n = 1;
-    for (int64_t d : s.shape) n *= (size_t)d;
-    total += n;
-  }
+  const std::vector<size_t> offsets = param_offsets(specs, 1, &total);
   // The weights must fit in memory: say so with the sizes rather than fail in the allocator.
   const double bytes = double(total) * sizeof(T), memory = double(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE);
   STAPO_CHECK(bytes <= memory, "the model of this config (", config.num_hidden_layers, " layers, hidden_size ",
@@ -72,26 +41,18 @@ CpuModel<T>::CpuModel(const ModelConfig& config) : config_(config) {
     Parameter<T> p;
     p.name = specs[i].name;
     p.shape = specs[i].shape;
-    p.numel = (i + 1 < specs.size() ? offsets[i + 1] : total) - offsets[i];
+    p.numel = specs[i].numel;
     p.data = param_buffer_.data() + offsets[i];
     p.grad = grad_buffer_.get() + offsets[i];
-    p.is_norm = specs[i].is_norm;
+    p.is_norm = specs[i].is_norm();
     params_.push_back(p);
   }
-  auto pick = [&](bool grad, size_t index) { return grad ? params_[index].grad : params_[index].data; };
-  for (bool grad : {false, true}) {
-    std::vector<Layer>& layers = grad ? g_layers_ : w_layers_;
-    for (int l = 0; l < config.num_hidden_layers; ++l) {
-      size_t b = 1 + 9 * (size_t)l;
-      layers.push_back({pick(grad, b), pick(grad, b + 1), pick(grad, b + 2), pick(grad, b + 3), pick(grad, b + 4),
-                        pick(grad, b + 5), pick(grad, b + 6), pick(grad, b + 7), pick(grad, b + 8)});
-    }
-    size_t norm = 1 + 9 * (size_t)config.num_hidden_layers;
-    Globals& g = grad ? g_ : w_;
-    g.embed = pick(grad, 0);
-    g.final_norm = pick(grad, norm);
-    g.lm_head = config.tie_word_embeddings ? g.embed : pick(grad, norm + 1);
-  }
+  const ParamPointers<T> weights = param_pointers(config, specs, offsets, param_buffer_.data());
+  const ParamPointers<T> grads = param_pointers(config, specs, offsets, grad_buffer_.get());
+  w_layers_ = weights.layers;
+  w_ = weights.globals;
+  g_layers_ = grads.layers;
+  g_ = grads.globals;
   inv_freq_ = rope_inv_freq<T>(config.head_dim, config.rope_theta, config.rope_scaling);
 }
 
@@ -231,41 +192,6 @@ void CpuModel<T>::backward(const T* dlogp) {
   embedding_backward(g_.embed, d_resid_.data(), batch.tokens.data(), N, C);
 }
 
-static std::string shape_str(const std::vector<int64_t>& shape) {
-  std::string s = "(";
-  for (size_t i = 0; i < shape.size(); ++i) s += cat(i ? ", " : "", shape[i]);
-  return s + ")";
-}
-
-template <typename T>
-void model_check_tensors(const CpuModel<T>& model, const std::map<std::string, std::vector<int64_t>>& shapes,
-                         std::vector<std::string> unexpected, const std::string& where) {
-  std::vector<std::string> missing, misshaped;
-  std::set<std::string> known;
-  for (const Parameter<T>& p : model.parameters()) {
-    known.insert(p.name);
-    auto it = shapes.find(p.name);
-    if (it == shapes.end())
-      missing.push_back(p.name);
-    else if (it->second != p.shape)
-      misshaped.push_back(cat(p.name, " is ", shape_str(it->second), ", expected ", shape_str(p.shape)));
-  }
-  for (const auto& [name, shape] : shapes)
-    if (!known.count(name)) unexpected.push_back(name);
-  if (missing.empty() && misshaped.empty() && unexpected.empty()) return;
-  std::string msg = cat(where, ": the checkpoint does not match its config (", model.config().model_type, ", ",
-                        model.config().num_hidden_layers, " layers)");
-  auto list = [&](const char* what, const std::vector<std::string>& names) {
-    if (names.empty()) return;
-    msg += cat("\n  ", names.size(), " ", what, ":");
-    for (const std::string& n : names) msg += "\n    " + n;
-  };
-  list("missing", missing);
-  list("mis-shaped", misshaped);
-  list("unexpected", unexpected);
-  fail(msg);
-}
-
 template <typename T>
 void model_load_weights(CpuModel<T>& model, const SafetensorsReader& reader, const std::string& where) {
   const auto& tensors = reader.tensors();
@@ -282,7 +208,7 @@ void model_load_weights(CpuModel<T>& model, const SafetensorsReader& reader, con
     }
     shapes[name] = t.shape;
   }
-  model_check_tensors(model, shapes, unexpected, where);
+  model_check_tensors(model.config(), shapes, unexpected, where);
   for (Parameter<T>& p : model.parameters()) tensor_convert(p.data, tensors.at(p.name));
 }
 
@@ -317,10 +243,6 @@ template class CpuModel<float>;
 template class CpuModel<double>;
 template std::unique_ptr<CpuModel<float>> model_load_hf<float>(const std::string&);
 template std::unique_ptr<CpuModel<double>> model_load_hf<double>(const std::string&);
-template void model_check_tensors<float>(const CpuModel<float>&, const std::map<std::string, std::vector<int64_t>>&,
-                                         std::vector<std::string>, const std::string&);
-template void model_check_tensors<double>(const CpuModel<double>&, const std::map<std::string, std::vector<int64_t>>&,
-                                          std::vector<std::string>, const std::string&);
 template void model_load_weights<float>(CpuModel<float>&, const SafetensorsReader&, const std::string&);
 template void model_load_weights<double>(CpuModel<double>&, const SafetensorsReader&, const std::string&);
 template void model_save_hf<float>(const CpuModel<float>&, const std::string&, DType, size_t);

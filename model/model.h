@@ -1,7 +1,8 @@
 // The fp32 CPU reference model: Llama / Mistral forward and backward exactly as HF's LlamaForCausalLM /
 // MistralForCausalLM, composed from the ops in model/ops/. T = float (the CPU trainer) or double (finite-
-// difference gradient checks). Parameters and their gradients each live in one contiguous buffer, in the
-// order of parameters(); activations of the last forward are kept for backward (sizes in docs/model.md).
+// difference gradient checks). Parameters and their gradients each live in one contiguous buffer, in the order
+// of model/params.h (parameters()); activations of the last forward are kept for backward (sizes in
+// docs/model.md).
 #pragma once
 #include <cstdint>
 #include <cstdlib>
@@ -12,6 +13,7 @@
 
 #include "model/batch.h"   // defines: TokenBatch
 #include "model/config.h"  // defines: ModelConfig
+#include "model/params.h"  // defines: ParamSpec, LayerParams, GlobalParams, model_check_tensors
 #include "model/safetensors.h"  // defines: SafetensorsReader, DType
 
 namespace stapo {
@@ -52,18 +54,9 @@ class CpuModel {
   std::vector<T> logits(const TokenBatch& batch);
 
  private:
-  // Pointers into param_buffer_ (or grad_buffer_) for one decoder layer.
-  struct Layer {
-    T* input_norm;  // (C)
-    T* wq;          // (H·D, C)
-    T* wk;          // (Hkv·D, C)
-    T* wv;          // (Hkv·D, C)
-    T* wo;          // (C, H·D)
-    T* post_norm;   // (C)
-    T* w_gate;      // (F, C)
-    T* w_up;        // (F, C)
-    T* w_down;      // (C, F)
-  };
+  // Pointers into param_buffer_ (or grad_buffer_), from model/params.h.
+  using Layer = LayerParams<T>;
+  using Globals = GlobalParams<T>;
   // Saved by forward for backward, per layer l (N = rows·T tokens).
   struct LayerActivations {
     std::vector<T> resid;    // (N, C) residual stream entering the layer
@@ -80,13 +73,6 @@ class CpuModel {
     std::vector<T> gate;     // (N, F)
     std::vector<T> up;       // (N, F)
     std::vector<T> act;      // (N, F) silu(gate)·up
-  };
-
-  // Parameters (or gradients) outside the layers.
-  struct Globals {
-    T* embed;       // (V, C)
-    T* final_norm;  // (C)
-    T* lm_head;     // (V, C); == embed when tied
   };
 
   void run_forward(const TokenBatch& batch);  // fills the activations up to final_norm_out_
@@ -122,12 +108,6 @@ std::unique_ptr<CpuModel<T>> model_load_hf(const std::string& dir);
 // Copies the checkpoint's tensors (validated as above) into an existing model; `where` names it in errors.
 template <typename T>
 void model_load_weights(CpuModel<T>& model, const SafetensorsReader& reader, const std::string& where);
-// The tensors a checkpoint holds (HF name → shape) against the model's parameters: one error, naming `where`,
-// that lists every missing, mis-shaped and unexpected tensor (`unexpected`: names the caller already found
-// unusable). Loaders call it before copying anything.
-template <typename T>
-void model_check_tensors(const CpuModel<T>& model, const std::map<std::string, std::vector<int64_t>>& shapes,
-                         std::vector<std::string> unexpected, const std::string& where);
 // Writes config.json + model.safetensors (or shards + index when larger than max_shard_bytes > 0) in
 // F32 or BF16, with HF tensor names, so transformers' from_pretrained loads the directory.
 template <typename T>
