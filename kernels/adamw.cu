@@ -27,12 +27,12 @@ __device__ inline bf16 bf16_stochastic_round(float x, uint32_t random) {
   return __ushort_as_bfloat16((unsigned short)(rounded >> 16));
 }
 
-__global__ void adamw_kernel(bf16* params, float* master, const bf16* grads, float* m, float* v, size_t n,
+__global__ void adamw_kernel(bf16* params, float* master, const float* grads, float* m, float* v, size_t n,
                              AdamWHyper hyper, float bias_correction1, float bias_correction2,
-                             const float* clip_scale, uint32_t seed) {
+                             const float* clip_scale, const int* apply, uint32_t seed) {
   const size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-  if (i >= n) return;
-  const float g = __bfloat162float(grads[i]) * (clip_scale ? *clip_scale : 1.0f);
+  if (i >= n || (apply && *apply == 0)) return;
+  const float g = grads[i] * (clip_scale ? *clip_scale : 1.0f);
   const float m_new = hyper.beta1 * m[i] + (1.0f - hyper.beta1) * g;
   const float v_new = hyper.beta2 * v[i] + (1.0f - hyper.beta2) * g * g;
   m[i] = m_new;
@@ -50,8 +50,9 @@ __global__ void adamw_kernel(bf16* params, float* master, const bf16* grads, flo
 
 // ---- launcher ----
 
-void adamw_update(bf16* params, float* master, const bf16* grads, float* m, float* v, size_t n,
-                  const AdamWHyper& hyper, int step, const float* clip_scale, uint32_t seed, cudaStream_t stream) {
+void adamw_update(bf16* params, float* master, const float* grads, float* m, float* v, size_t n,
+                  const AdamWHyper& hyper, int step, const float* clip_scale, const int* apply, uint32_t seed,
+                  cudaStream_t stream) {
   STAPO_CHECK(step >= 1, "adamw_update: step = ", step, " must start at 1 (bias correction divides by 1 − β^t)");
   STAPO_CHECK(hyper.beta1 >= 0 && hyper.beta1 < 1 && hyper.beta2 >= 0 && hyper.beta2 < 1,
               "adamw_update: betas (", hyper.beta1, ", ", hyper.beta2, ") must lie in [0, 1)");
@@ -60,7 +61,7 @@ void adamw_update(bf16* params, float* master, const bf16* grads, float* m, floa
   const float bias_correction2 = 1.0f - (float)std::pow((double)hyper.beta2, step);
   const int block = 256;
   adamw_kernel<<<(unsigned)((n + block - 1) / block), block, 0, stream>>>(
-      params, master, grads, m, v, n, hyper, bias_correction1, bias_correction2, clip_scale, seed);
+      params, master, grads, m, v, n, hyper, bias_correction1, bias_correction2, clip_scale, apply, seed);
   cudaCheck(cudaGetLastError());
 }
 

@@ -5,8 +5,9 @@
 //   master != nullptr: fp32 master weights are updated, params receive their round-to-nearest bf16 copy;
 //   master == nullptr: bf16 params only (half the memory), the fp32 update is stochastically rounded back to bf16
 //     (unbiased, so small updates are not lost to rounding; as llm.c), from a hash of (seed, index).
-// Layouts: params, grads (n) bf16; master, m, v (n) fp32; clip_scale one device float (grad_norm_finish), or
-// nullptr for 1. step t starts at 1. In place, one thread per element.
+// Layouts: params (n) bf16; grads, master, m, v (n) fp32; clip_scale one device float (grad_norm_finish), or
+// nullptr for 1; apply one device int (grad_norm_finish): 0 leaves params, master, m and v untouched (a step whose
+// norm or loss was not finite), nullptr always updates. step t starts at 1. In place, one thread per element.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -24,7 +25,8 @@ struct AdamWHyper {
   float weight_decay = 0.0f;
 };
 
-void adamw_update(__nv_bfloat16* params, float* master, const __nv_bfloat16* grads, float* m, float* v, size_t n,
-                  const AdamWHyper& hyper, int step, const float* clip_scale, uint32_t seed, cudaStream_t stream);
+void adamw_update(__nv_bfloat16* params, float* master, const float* grads, float* m, float* v, size_t n,
+                  const AdamWHyper& hyper, int step, const float* clip_scale, const int* apply, uint32_t seed,
+                  cudaStream_t stream);
 
 }  // namespace stapo

@@ -86,7 +86,7 @@ std::vector<int32_t> cudnn_attention_row_lengths(const std::vector<int32_t>& seg
     for (int p = length; p < T; ++p)
       STAPO_CHECK(seg[p] == -1, "the cuDNN attention path takes one sequence per row, from position 0, then "
                   "padding; row ", r, " has segment ", seg[p], " at position ", p,
-                  " (train without --packing, or use --attention flash)");
+                  " (train without --pack, or use --attention flash)");
     lengths[r] = length;
   }
   return lengths;

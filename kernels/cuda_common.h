@@ -25,6 +25,16 @@ bool cuda_device_available(std::string* why);
 // "NVIDIA H100 80GB HBM3 (sm_90, 132 SMs)" for the current device.
 std::string cuda_device_description();
 
+// cudaMalloc of `count` elements (at least one, so the pointer is always valid), zeroed in stream order.
+template <typename T>
+T* device_alloc_zeroed(size_t count, cudaStream_t stream) {
+  const size_t bytes = (count > 0 ? count : 1) * sizeof(T);
+  void* p = nullptr;
+  cuda_check(cudaMalloc(&p, bytes), __FILE__, __LINE__);
+  cuda_check(cudaMemsetAsync(p, 0, bytes, stream), __FILE__, __LINE__);
+  return static_cast<T*>(p);
+}
+
 }  // namespace stapo
 
 #define cudaCheck(call) stapo::cuda_check((call), __FILE__, __LINE__)

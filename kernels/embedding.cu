@@ -6,6 +6,7 @@
 #include "kernels/cuda_common.h"
 #include "kernels/device_utils.cuh"
 #include "kernels/embedding.h"
+#include "kernels/staging.h"
 
 namespace stapo {
 
@@ -22,7 +23,7 @@ __global__ void embedding_forward_kernel(bf16* out, const int32_t* tokens, const
 }
 
 // blockIdx.x = token group, threads over 8-channel slices; one add per (token, channel) into dtable.
-__global__ void embedding_backward_kernel(bf16* dtable, const bf16* dout, const int32_t* order,
+__global__ void embedding_backward_kernel(float* dtable, const bf16* dout, const int32_t* order,
                                           const int32_t* group_start, const int32_t* group_token, int C) {
   const int g = blockIdx.x;
   const int c = (blockIdx.y * blockDim.x + threadIdx.x) * 8;
@@ -34,12 +35,10 @@ __global__ void embedding_backward_kernel(bf16* dtable, const bf16* dout, const 
 #pragma unroll
     for (int e = 0; e < 8; ++e) acc[e] += d[e];
   }
-  bf16* row = dtable + (size_t)group_token[g] * C + c;
-  float old[8];
-  load_bf16x8(old, row);
-#pragma unroll
-  for (int e = 0; e < 8; ++e) acc[e] += old[e];
-  store_bf16x8(row, acc);
+  float4* row = reinterpret_cast<float4*>(dtable + (size_t)group_token[g] * C + c);  // 32-byte aligned: C % 8 == 0
+  const float4 lo = row[0], hi = row[1];
+  row[0] = make_float4(lo.x + acc[0], lo.y + acc[1], lo.z + acc[2], lo.w + acc[3]);
+  row[1] = make_float4(hi.x + acc[4], hi.y + acc[5], hi.z + acc[6], hi.w + acc[7]);
 }
 
 // ---- launchers ----
@@ -67,6 +66,7 @@ EmbeddingGradIndex embedding_grad_index_create(int max_tokens) {
   cudaCheck(cudaMalloc(&index.order, sizeof(int32_t) * max_tokens));
   cudaCheck(cudaMalloc(&index.group_start, sizeof(int32_t) * (max_tokens + 1)));
   cudaCheck(cudaMalloc(&index.group_token, sizeof(int32_t) * max_tokens));
+  index.staging = new HostStaging;
   return index;
 }
 
@@ -74,6 +74,7 @@ void embedding_grad_index_free(EmbeddingGradIndex& index) {
   cudaCheck(cudaFree(index.order));
   cudaCheck(cudaFree(index.group_start));
   cudaCheck(cudaFree(index.group_token));
+  delete index.staging;
   index = EmbeddingGradIndex{};
 }
 
@@ -96,17 +97,13 @@ void embedding_grad_index_build(EmbeddingGradIndex& index, const int32_t* host_t
     }
   start.push_back(N);
   index.groups = (int)token.size();
-  // Pageable sources: cudaMemcpyAsync returns once they are staged, so the vectors may go out of scope.
-  if (N > 0) {
-    cudaCheck(cudaMemcpyAsync(index.order, order.data(), sizeof(int32_t) * N, cudaMemcpyHostToDevice, stream));
-    cudaCheck(cudaMemcpyAsync(index.group_token, token.data(), sizeof(int32_t) * token.size(),
-                              cudaMemcpyHostToDevice, stream));
-  }
-  cudaCheck(cudaMemcpyAsync(index.group_start, start.data(), sizeof(int32_t) * start.size(), cudaMemcpyHostToDevice,
-                            stream));
+  index.staging->upload({{index.order, order.data(), sizeof(int32_t) * N},
+                         {index.group_token, token.data(), sizeof(int32_t) * token.size()},
+                         {index.group_start, start.data(), sizeof(int32_t) * start.size()}},
+                        stream);
 }
 
-void embedding_backward(bf16* dtable, const bf16* dout, const EmbeddingGradIndex& index, int C, cudaStream_t stream) {
+void embedding_backward(float* dtable, const bf16* dout, const EmbeddingGradIndex& index, int C, cudaStream_t stream) {
   check_channels(C, "embedding_backward");
   check_aligned16(dtable, "embedding_backward", "dtable");
   check_aligned16(dout, "embedding_backward", "dout");

@@ -7,47 +7,46 @@ namespace stapo {
 
 // ---- kernels ----
 
-__global__ void grad_norm_partial_kernel(float* partials, const bf16* grads, size_t n, bool accumulate) {
+__global__ void grad_norm_partial_kernel(float* partials, const float* grads, size_t n, bool accumulate) {
   float sum = 0.0f;
   const size_t stride = (size_t)gridDim.x * blockDim.x;
-  const size_t vecs = n / 8;
+  const size_t vecs = n / 4;
   for (size_t v = blockIdx.x * (size_t)blockDim.x + threadIdx.x; v < vecs; v += stride) {
-    float g[8];
-    load_bf16x8(g, grads + v * 8);
-#pragma unroll
-    for (int e = 0; e < 8; ++e) sum += g[e] * g[e];
+    const float4 g = reinterpret_cast<const float4*>(grads)[v];
+    sum += g.x * g.x + g.y * g.y + g.z * g.z + g.w * g.w;
   }
-  // The n % 8 tail, by the first threads of the grid.
-  const size_t tail = vecs * 8 + blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-  if (tail < n) {
-    const float g = __bfloat162float(grads[tail]);
-    sum += g * g;
-  }
+  // The n % 4 tail, by the first threads of the grid.
+  const size_t tail = vecs * 4 + blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+  if (tail < n) sum += grads[tail] * grads[tail];
   sum = block_sum(sum);
   if (threadIdx.x == 0) partials[blockIdx.x] = accumulate ? partials[blockIdx.x] + sum : sum;
 }
 
-__global__ void grad_norm_finish_kernel(float* norm, float* clip_scale, const float* partials, float max_norm) {
+__global__ void grad_norm_finish_kernel(float* norm, float* clip_scale, int* apply, const float* partials,
+                                        float max_norm, const int* nonfinite_loss) {
   float sum = 0.0f;
   for (int b = threadIdx.x; b < GRAD_NORM_BLOCKS; b += blockDim.x) sum += partials[b];
   sum = block_sum(sum);
   if (threadIdx.x == 0) {
     const float total = sqrtf(sum);
+    const bool finite = isfinite(total);
     *norm = total;
-    *clip_scale = max_norm > 0.0f ? fminf(1.0f, max_norm / (total + 1e-6f)) : 1.0f;
+    *clip_scale = max_norm > 0.0f && finite ? fminf(1.0f, max_norm / (total + 1e-6f)) : 1.0f;
+    *apply = finite && !(nonfinite_loss && *nonfinite_loss) ? 1 : 0;
   }
 }
 
 // ---- launchers ----
 
-void grad_norm_accumulate(float* partials, const bf16* grads, size_t n, bool accumulate, cudaStream_t stream) {
+void grad_norm_accumulate(float* partials, const float* grads, size_t n, bool accumulate, cudaStream_t stream) {
   check_aligned16(grads, "grad_norm_accumulate", "grads");
   grad_norm_partial_kernel<<<GRAD_NORM_BLOCKS, 256, 0, stream>>>(partials, grads, n, accumulate);
   cudaCheck(cudaGetLastError());
 }
 
-void grad_norm_finish(float* norm, float* clip_scale, const float* partials, float max_norm, cudaStream_t stream) {
-  grad_norm_finish_kernel<<<1, 256, 0, stream>>>(norm, clip_scale, partials, max_norm);
+void grad_norm_finish(float* norm, float* clip_scale, int* apply, const float* partials, float max_norm,
+                      const int* nonfinite_loss, cudaStream_t stream) {
+  grad_norm_finish_kernel<<<1, 256, 0, stream>>>(norm, clip_scale, apply, partials, max_norm, nonfinite_loss);
   cudaCheck(cudaGetLastError());
 }
 

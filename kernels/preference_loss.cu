@@ -1,4 +1,5 @@
-// Sequence sums, per-pair loss through train/losses.h, and the per-token gradient (see preference_loss.h).
+// Sequence sums, per-pair loss through model/ops/preference_loss.h, and the per-token gradient (see
+// preference_loss.h).
 #include "kernels/cuda_common.h"
 #include "kernels/device_utils.cuh"
 #include "kernels/preference_loss.h"
@@ -30,7 +31,7 @@ __global__ void sequence_sums_kernel(float* seq_logp, float* seq_entropy, float*
 
 __global__ void pair_loss_kernel(PairLoss<float>* losses, float* dseq, const float* seq_logp,
                                  const float* seq_tokens, const float* reference_logps, LossConfig config,
-                                 float nll_weight, float grad_scale, int num_pairs) {
+                                 float nll_weight, float grad_scale, int num_pairs, int* nonfinite) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= num_pairs) return;
   PairLogps<float> in;
@@ -44,6 +45,7 @@ __global__ void pair_loss_kernel(PairLoss<float>* losses, float* dseq, const flo
   losses[i] = out;
   dseq[2 * i] = grad_scale * out.dloss_dlogp_chosen;
   dseq[2 * i + 1] = grad_scale * out.dloss_dlogp_rejected;
+  if (nonfinite && !isfinite(out.loss)) atomicExch(nonfinite, 1);
 }
 
 __global__ void token_dlogp_kernel(float* dlogp, const float* dseq, const int32_t* response_sequence, int N) {
@@ -66,12 +68,13 @@ void sequence_sums(float* seq_logp, float* seq_entropy, float* seq_tokens, const
 
 void pair_loss(PairLoss<float>* losses, float* dseq, const float* seq_logp, const float* seq_tokens,
                const float* reference_logps, const LossConfig& config, float nll_weight, float grad_scale,
-               int num_pairs, cudaStream_t stream) {
+               int num_pairs, int* nonfinite, cudaStream_t stream) {
   STAPO_CHECK(num_pairs > 0, "pair_loss: num_pairs = ", num_pairs, " must be positive");
   STAPO_CHECK(reference_logps != nullptr || !reward_uses_reference(config.reward),
               "pair_loss: this reward needs reference log-probs; run the reference pass over the data first");
   pair_loss_kernel<<<ceil_div(num_pairs, 128), 128, 0, stream>>>(losses, dseq, seq_logp, seq_tokens, reference_logps,
-                                                                 config, nll_weight, grad_scale, num_pairs);
+                                                                 config, nll_weight, grad_scale, num_pairs,
+                                                                 nonfinite);
   cudaCheck(cudaGetLastError());
 }
 

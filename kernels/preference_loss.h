@@ -1,14 +1,17 @@
 // The end of the fused final reduction: per-token log-probs → per-sequence sums → per-pair loss and its
-// gradient → per-token dlogp for lm_head_backward. The per-pair step (S → z → ℓ → dℓ/dS) is train/losses.h's
-// loss_pair, the same function the CPU trainer calls.
+// gradient → per-token dlogp for lm_head_backward. The per-pair step (S → z → ℓ → dℓ/dS) is
+// model/ops/preference_loss.h's loss_pair, the function the CPU engine calls through the CPU twins of these
+// three launchers (same names, same contract, declared in that header).
 //   sequence_sums:  seq_logp[s] = Σ_{t: response_sequence[t] = s} logp[t]   (S(y)); seq_entropy[s] likewise;
 //                   seq_tokens[s] = |y| (the count of such t)
 //   pair_loss:      pair i = sequences (2i, 2i+1) = (chosen, rejected); losses[i] = loss_pair(...);
 //                   dseq[s] = grad_scale · ∂ℓ/∂S(s)  (grad_scale = 1/B for the batch mean, divided further
-//                   under gradient accumulation)
+//                   under gradient accumulation); *nonfinite (when given) is set to 1 if any losses[i].loss is
+//                   not finite (never cleared here: the engine zeroes it per optimizer step)
 //   token_dlogp:    dlogp[t] = dseq[response_sequence[t]], 0 where response_sequence[t] < 0
 // Layouts: logp, entropy, dlogp, response_sequence (N); seq_* and dseq (2B); reference_logps (2B) or nullptr
-// when the reward needs none; losses (B). Every response must have at least one token (the dataloader drops
+// when the reward needs none; losses (B); nonfinite (1) or nullptr. An engine that keeps the results of several
+// batches passes pointers offset into longer arrays (sequence s of the batch at seq_*[s]). Every response must have at least one token (the dataloader drops
 // empty ones); an empty one gives NaN, not a silent zero.
 // Sums are deterministic: one block per sequence reduces in a fixed order.
 #pragma once
@@ -25,7 +28,7 @@ void sequence_sums(float* seq_logp, float* seq_entropy, float* seq_tokens, const
 
 void pair_loss(PairLoss<float>* losses, float* dseq, const float* seq_logp, const float* seq_tokens,
                const float* reference_logps, const LossConfig& config, float nll_weight, float grad_scale,
-               int num_pairs, cudaStream_t stream);
+               int num_pairs, int* nonfinite, cudaStream_t stream);
 
 void token_dlogp(float* dlogp, const float* dseq, const int32_t* response_sequence, int N, cudaStream_t stream);
 

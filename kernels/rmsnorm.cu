@@ -100,13 +100,12 @@ __global__ void __launch_bounds__(RMSNORM_MAX_THREADS)
 }
 
 // One thread per channel: dweight[c] += Σ_b scratch[b][c], b in increasing order.
-__global__ void rmsnorm_dweight_kernel(bf16* dweight, const float* scratch, int blocks, int C) {
+__global__ void rmsnorm_dweight_kernel(float* dweight, const float* scratch, int blocks, int C) {
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= C) return;
-  float sum = __bfloat162float(dweight[c]);
   float partials = 0.0f;
   for (int b = 0; b < blocks; ++b) partials += scratch[(size_t)b * C + c];
-  dweight[c] = __float2bfloat16_rn(sum + partials);
+  dweight[c] += partials;
 }
 
 // ---- launchers ----
@@ -137,7 +136,7 @@ void rmsnorm_forward(bf16* out, float* rstd, bf16* residual_out, const bf16* res
 
 size_t rmsnorm_backward_scratch_floats(int C) { return (size_t)RMSNORM_BACKWARD_BLOCKS * C; }
 
-void rmsnorm_backward(bf16* dinp, bf16* dweight, float* scratch, const bf16* dout, const bf16* inp,
+void rmsnorm_backward(bf16* dinp, float* dweight, float* scratch, const bf16* dout, const bf16* inp,
                       const bf16* weight, const float* rstd, int N, int C, cudaStream_t stream) {
   const int threads = rmsnorm_threads(C, "rmsnorm_backward");
   check_aligned16(dinp, "rmsnorm_backward", "dinp");

@@ -46,8 +46,9 @@ void CpuEngine<T>::run_pairs(const PairBatch& batch, const LossConfig& loss, con
   const float* ref = batch.reference_logps.empty() ? nullptr : batch.reference_logps.data();
   pair_loss(losses.data(), dseq.data(), seq_logp.data(), seq_tokens.data(), ref, loss, scale.nll_weight(),
             1.0 / scale.pairs, pairs, prompt ? seq_prompt_logp.data() : nullptr, prompt ? dprompt.data() : nullptr);
-  append_pair_results(results_.pairs, batch, seq_logp.data(), seq_entropy.data(), seq_tokens.data(), losses.data(),
-                      prompt ? seq_prompt_logp.data() : nullptr, prompt ? seq_prompt_tokens.data() : nullptr);
+  append_pair_results(results_.pairs, pairs, batch.pair_ids.data(), ref, seq_logp.data(), seq_entropy.data(),
+                      seq_tokens.data(), losses.data(), prompt ? seq_prompt_logp.data() : nullptr,
+                      prompt ? seq_prompt_tokens.data() : nullptr);
   for (const PairLoss<double>& l : losses) step_has_nonfinite_loss_ |= !std::isfinite(l.loss);
   if (!backward) return;
   dlogp_.resize(n);

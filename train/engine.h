@@ -88,10 +88,14 @@ class Engine {
   virtual StepReport step_report() { return {}; }
 };
 
-// Appends the results of a batch's pairs, from its per-sequence sums (2B each: S, Σ H_t, |y|; and P, |x| − 1 or
-// null) and per-pair losses (B), to `out`.
-void append_pair_results(std::vector<PairResult>& out, const PairBatch& batch, const double* seq_logp,
-                         const double* seq_entropy, const double* seq_tokens, const PairLoss<double>* losses,
-                         const double* seq_prompt_logp = nullptr, const double* seq_prompt_tokens = nullptr);
+// Appends one PairResult per pair i < num_pairs: pair_ids[i], and from the per-sequence arrays (2i chosen,
+// 2i+1 rejected) S, Σ H_t and |y|, the reference sums (2·num_pairs, or null: 0), losses[i], and, when given,
+// the chosen prompt's P and |x| − 1 (per-sequence arrays too). F = double (the CPU engine's sums) or float (the
+// CUDA engine's, copied from the device).
+template <typename F>
+void append_pair_results(std::vector<PairResult>& out, int num_pairs, const int64_t* pair_ids,
+                         const float* reference_logps, const F* seq_logp, const F* seq_entropy, const F* seq_tokens,
+                         const PairLoss<F>* losses, const F* seq_prompt_logp = nullptr,
+                         const F* seq_prompt_tokens = nullptr);
 
 }  // namespace stapo

@@ -14,14 +14,14 @@
 
 namespace stapo {
 
-void train_flags_add(CLI::App& app, TrainFlags& f, bool required) {
+void train_flags_add(CLI::App& app, TrainFlags& f) {
   TrainerConfig& tc = f.trainer;
   PairLoaderConfig& lc = f.loader;
   app.add_option("--model", f.model_dir, "initial HF checkpoint directory (config.json + safetensors)")
-      ->required(required);
-  app.add_option("--data", f.data_path, "training shard written by ./prepare_data")->required(required);
+      ->required();
+  app.add_option("--data", f.data_path, "training shard written by ./prepare_data")->required();
   app.add_option("--eval-data", f.eval_path, "evaluation shard (optional)");
-  app.add_option("--out", f.out_dir, "output directory: log.jsonl, checkpoint-N/, final/")->required(required);
+  app.add_option("--out", f.out_dir, "output directory: log.jsonl, checkpoint-N/, final/")->required();
   loss_flags_add(app, f.loss);
   app.add_option("--ref", f.ref, "reference log-probs: none, or precompute (a pass with the initial weights, stored "
                                  "in the shard and reused while the model is the same)")
@@ -79,8 +79,6 @@ void train_flags_add(CLI::App& app, TrainFlags& f, bool required) {
 
 void train_run(const CLI::App& app, TrainFlags& f, const EngineFactory& make_engine,
                const std::function<void(Engine&)>& trained) {
-  STAPO_CHECK(!f.model_dir.empty() && !f.data_path.empty() && !f.out_dir.empty(),
-              "--model, --data and --out are required (see --help)");
   for (const std::string& path : {f.data_path, f.eval_path})
     if (!path.empty()) check_shard_tokenizer(Shard(path), f.model_dir);
   TrainerConfig& tc = f.trainer;

@@ -26,9 +26,8 @@ struct TrainFlags {
   PairLoaderConfig loader;
 };
 
-// Adds the trainer's flags. With required = false, --model, --data and --out are checked by train_run instead
-// of by the parser (so a binary can offer a mode that needs none of them, like train_stapo --device-check).
-void train_flags_add(CLI::App& app, TrainFlags& flags, bool required = true);
+// Adds the trainer's flags (--model, --data and --out required).
+void train_flags_add(CLI::App& app, TrainFlags& flags);
 
 using EngineFactory = std::function<std::unique_ptr<Engine>(const std::string& model_dir)>;
 

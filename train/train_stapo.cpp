@@ -1,25 +1,24 @@
 // train_stapo: preference optimisation (StaPO and the one-sided baselines) on one GPU, bf16 CUDA engine
 // (train/cuda_engine.h). Flags, data, losses, logs and checkpoints are train_stapo_cpu's (train/train_main.h);
-// only the engine differs. MFU and peak device memory go into every step's log and progress line
+// only the engine differs. MFU and peak device memory go into the step log and progress line
 // (CudaEngine::step_report), to stderr every --report-every seconds, and into a summary at the end.
-// --device-check compares one step with the CPU reference on tiny models and exits (train/device_check.h).
+// The engine's agreement with the CPU reference is checked by the gpu-labelled tests (tests/train/
+// test_cuda_engine.cpp; dev/gpu_check.sh runs them).
 #include <memory>
 #include <string>
 
-#include "common/cli.h"          // defines: STAPO_PARSE_CLI, run_main
-#include "common/error.h"        // defines: STAPO_CHECK
-#include "train/cuda_engine.h"   // defines: CudaEngine, CudaEngineOptions
-#include "train/device_check.h"  // defines: device_check_run
-#include "train/train_main.h"    // defines: TrainFlags, train_flags_add, train_run
+#include "common/cli.h"         // defines: STAPO_PARSE_CLI, run_main
+#include "common/error.h"       // defines: STAPO_CHECK
+#include "train/cuda_engine.h"  // defines: CudaEngine, CudaEngineOptions
+#include "train/train_main.h"   // defines: TrainFlags, train_flags_add, train_run
 
 int main(int argc, char** argv) {
   CLI::App app{"train_stapo: align a Llama/Mistral checkpoint on preference pairs (StaPO and baselines), bf16 CUDA"};
   app.name("train_stapo");
   stapo::TrainFlags flags;
   stapo::CudaEngineOptions options;
-  bool device_check = false;
   options.report_every_s = 30;
-  stapo::train_flags_add(app, flags, /*required=*/false);
+  stapo::train_flags_add(app, flags);
   app.add_flag("--bf16-params", options.bf16_params,
                "keep no fp32 master weights: AdamW updates the bf16 weights with stochastic rounding (less memory)");
   app.add_option("--recompute", options.recompute,
@@ -29,21 +28,13 @@ int main(int argc, char** argv) {
   std::string attention = "flash";
   app.add_option("--attention", attention,
                  "attention kernels: flash (ours, default) or cudnn (cuDNN's fused SDPA, for comparison: builds "
-                 "with cuDNN only, one sequence per row, so no --packing)")
+                 "with cuDNN only, one sequence per row, so no --pack)")
       ->check(CLI::IsMember({"flash", "cudnn"}));
   app.add_option("--peak-tflops", options.peak_tflops,
                  "the card's dense bf16 peak for MFU (default: known from the device name, e.g. H100 989)");
   app.add_option("--report-every", options.report_every_s, "seconds between MFU / memory lines (0: off)");
-  app.add_flag("--device-check", device_check,
-               "compare one training step against the CPU reference on tiny random models, print a table and exit "
-               "(non-zero on mismatch); needs no other flag");
   STAPO_PARSE_CLI(app, argc, argv);
-  int code = 0;
-  const int run = stapo::run_main([&] {
-    if (device_check) {
-      code = stapo::device_check_run();
-      return;
-    }
+  return stapo::run_main([&] {
     // The CUDA engine sums response positions only: an NLL over prompt + response (orpo's default, TRL's ORPO)
     // is the CPU engine's for now. Refused here, before the reference pass and the model load.
     STAPO_CHECK(!stapo::loss_uses_prompt(stapo::loss_flags_config(app, flags.loss)),
@@ -64,5 +55,4 @@ int main(int argc, char** argv) {
     };
     stapo::train_run(app, flags, make_engine, summary);
   });
-  return run != 0 ? run : code;
 }

@@ -3,9 +3,11 @@
 // random weights, `pairs` pairs of `seq_len` tokens, the loss on the last seq_len − prompt_len targets).
 // A step is exactly the trainer's: zero_grad, run_pairs (forward, the loss, backward),
 // the gradient norm, clipping at 1, one AdamW update; timed with CUDA events on the engine's stream after
-// `warmup_steps`, median of `steps`. Model FLOPs are torch_baseline.py's formula (train/model_flops.h), MFU
-// is against the config's peak for this device, peak memory is what the engine brought into use on the device
-// (cudaMemGetInfo, the CUDA context excluded, like torch.cuda.max_memory_allocated).
+// `warmup_steps`, median of `steps`. Model FLOPs are train/model_flops.h's, the formula torch_baseline.py
+// shares: the needed count (the lm_head on the response targets) for MFU, the all-token count beside it
+// (mfu_all_tokens, the number reported before engine v2). MFU is against the config's peak for this device,
+// peak memory is what the engine brought into use on the device (cudaMemGetInfo, the CUDA context excluded,
+// like torch.cuda.max_memory_allocated).
 //
 //   build-gpu/dev/bench/gpu_step --config dev/bench/gpu_step_config.json --out result.json [--bf16-params]
 //     [--recompute 0|1|2] [--attention flash|cudnn]
@@ -23,9 +25,8 @@
 #include "kernels/cuda_common.h"  // defines: cudaCheck, cuda_device_description
 #include "model/config.h"         // defines: config_parse
 #include "train/cuda_engine.h"    // defines: CudaEngine
-#include "train/grad_clip.h"      // defines: grad_clip_factor
-#include "train/model_flops.h"    // defines: model_forward_flops, batch_flop_counts
-#include "train/trainer.h"        // defines: step_forward_backward
+#include "train/model_flops.h"    // defines: batch_flop_counts, batch_forward_flops_needed
+#include "train/trainer.h"        // defines: run_micro_batches, MetricSums
 
 namespace {
 
@@ -108,12 +109,9 @@ int main(int argc, char** argv) {
       if (part != "_comment" && device.find(part) != std::string::npos) peak = tflops.get<double>();
 
     const stapo::PairBatch batch = bench_batch(pairs, seq_len, prompt_len, config.vocab_size);
-    options.random_init = true;  // N(0, 0.02) as HF initialises, drawn on the device: no 5 GB upload
     options.max_tokens = batch.tokens.rows * seq_len;
-    // The host model only lends the parameter names and shapes.
-    auto host = std::make_unique<stapo::CpuModel<float>>(config);
-    stapo::CudaEngine engine(*host, options);
-    host.reset();
+    // Weights N(0, 0.02) as HF initialises, drawn on the device: no 5 GB upload.
+    stapo::CudaEngine engine(config, options);
     fprintf(stderr, "%s\n", engine.description().c_str());
 
     cudaEvent_t start, end;
@@ -142,9 +140,10 @@ int main(int argc, char** argv) {
     std::sort(times.begin(), times.end());
     const size_t k = times.size();
     const double median = k % 2 ? times[k / 2] : 0.5 * (times[k / 2 - 1] + times[k / 2]);
-    double tokens = 0, causal_pairs = 0;
-    stapo::batch_flop_counts(batch.tokens, &tokens, &causal_pairs);
-    const double flops = 3 * stapo::model_forward_flops(config, tokens, causal_pairs);
+    const stapo::BatchFlopCounts counts = stapo::batch_flop_counts(batch);
+    const double tokens = counts.tokens;
+    const double flops = 3 * stapo::batch_forward_flops_needed(config, counts);
+    const double flops_all_tokens = 3 * stapo::batch_forward_flops_all_tokens(config, counts);
     const stapo::CudaStepStats stats = engine.take_step_stats();
 
     nlohmann::ordered_json result;
@@ -153,7 +152,10 @@ int main(int argc, char** argv) {
     result["median_step_s"] = median;
     result["tokens_per_s"] = tokens / median;
     result["model_tflops_per_step"] = flops / 1e12;
+    result["model_tflops_per_step_all_tokens"] = flops_all_tokens / 1e12;
     result["mfu"] = peak > 0 ? nlohmann::json(flops / median / 1e12 / peak) : nlohmann::json(nullptr);
+    result["mfu_all_tokens"] =
+        peak > 0 ? nlohmann::json(flops_all_tokens / median / 1e12 / peak) : nlohmann::json(nullptr);
     result["peak_memory_gib"] = stats.peak_bytes / double(1 << 30);
     result["bf16_params"] = options.bf16_params;
     result["recompute"] = options.recompute;

@@ -30,7 +30,7 @@ TEST(CudnnAttentionRows, LengthsFromSegmentsAndPackedRowsRefused) {
   const std::vector<int32_t> packed = {0, 0, 1, 1, 0, -1, -1, -1};
   const std::string message = error_message([&] { cudnn_attention_row_lengths(packed, 2, 4); });
   EXPECT_NE(message.find("row 0 has segment 1 at position 2"), std::string::npos) << message;
-  EXPECT_NE(message.find("--packing"), std::string::npos) << message;
+  EXPECT_NE(message.find("without --pack,"), std::string::npos) << message;
   const std::vector<int32_t> gap = {0, -1, 0, -1};  // a sequence resuming after padding
   EXPECT_NE(error_message([&] { cudnn_attention_row_lengths(gap, 1, 4); }).find("position 2"), std::string::npos);
   EXPECT_NE(error_message([&] { cudnn_attention_row_lengths(ok, 2, 4); }).find("12 segments for 2 rows of 4"),

@@ -42,17 +42,19 @@ TEST(KernelEmbedding, BackwardAccumulatesLikeCpu) {
   STAPO_REQUIRE_GPU();
   for (const auto& s : kShapes) {
     // dtable starts non-zero: the backward must add to it (+=), and rows no token uses must stay as they were.
-    auto dtable = round_bf16(random_uniform((size_t)s.V * s.C, -1, 1, 3 * s.N));
+    // It is fp32 (parameter gradients accumulate over micro-batches unrounded), so the only difference from the
+    // CPU twin is the fp32 summation order: 1e-5, far below one bf16 rounding (2^-9 ≈ 2e-3).
+    auto dtable = random_uniform((size_t)s.V * s.C, -1, 1, 3 * s.N);
     auto dout = round_bf16(random_uniform((size_t)s.N * s.C, -1, 1, 3 * s.N + 1));
     auto tokens = random_tokens(s.N, s.V, s.C + 1);
     std::vector<float> ref = dtable;
     embedding_backward(ref.data(), dout.data(), tokens.data(), s.N, s.C);
-    auto d_dtable = device_bf16(dtable);
+    DeviceArray<float> d_dtable(dtable);
     auto d_dout = device_bf16(dout);
     auto index = embedding_grad_index_create(s.N);
     embedding_grad_index_build(index, tokens.data(), s.N, s.V, 0);
-    embedding_backward(d_dtable->get(), d_dout->get(), index, s.C, 0);
-    EXPECT_TRUE(bf16_close(download_bf16(*d_dtable), ref, 1e-2)) << "N=" << s.N << " V=" << s.V << " C=" << s.C;
+    embedding_backward(d_dtable.get(), d_dout->get(), index, s.C, 0);
+    EXPECT_TRUE(bf16_close(d_dtable.download(), ref, 1e-5)) << "N=" << s.N << " V=" << s.V << " C=" << s.C;
     embedding_grad_index_free(index);
   }
 }

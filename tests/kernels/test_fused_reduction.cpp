@@ -143,16 +143,17 @@ TEST(KernelFusedReduction, MatchesUnfusedCpuLogSoftmaxGatherAndLoss) {
         d_dseq(S), d_dlogp(N);
     DeviceArray<PairLoss<float>> d_losses(B);
     DeviceArray<bf16> d_dh((size_t)N * C);
-    auto d_dw = device_bf16(std::vector<float>((size_t)V * C, 0.0f));
+    DeviceArray<float> d_dw(std::vector<float>((size_t)V * C, 0.0f));
+    DeviceArray<int> d_nonfinite(std::vector<int>{0});
     lm_head_forward(ctx, ws, d_logp.get(), d_entropy.get(), d_lse.get(), d_h->get(), d_w->get(), d_targets.get(), N,
                     C, V, 0);
     sequence_sums(d_seq_logp.get(), d_seq_entropy.get(), d_seq_tokens.get(), d_logp.get(), d_entropy.get(),
                   d_response.get(), N, S, 0);
     pair_loss(d_losses.get(), d_dseq.get(), d_seq_logp.get(), d_seq_tokens.get(),
               reward_uses_reference(config.reward) ? d_reference.get() : nullptr, config, (float)nll_weight,
-              (float)grad_scale, B, 0);
+              (float)grad_scale, B, d_nonfinite.get(), 0);
     token_dlogp(d_dlogp.get(), d_dseq.get(), d_response.get(), N, 0);
-    lm_head_backward(ctx, ws, d_dh.get(), d_dw->get(), d_dlogp.get(), d_lse.get(), d_h->get(), d_w->get(),
+    lm_head_backward(ctx, ws, d_dh.get(), d_dw.get(), d_dlogp.get(), d_lse.get(), d_h->get(), d_w->get(),
                      d_targets.get(), N, C, V, 0);
 
     EXPECT_TRUE(all_close(d_seq_tokens.download(), as_float(ref.seq_tokens), 0, 0)) << what;
@@ -166,10 +167,34 @@ TEST(KernelFusedReduction, MatchesUnfusedCpuLogSoftmaxGatherAndLoss) {
     EXPECT_TRUE(all_close(d_dseq.download(), as_float(ref.dseq), 1e-5, 1e-3)) << what;
     EXPECT_TRUE(all_close(d_dlogp.download(), as_float(ref.dlogp), 1e-5, 1e-3)) << what;
     EXPECT_TRUE(bf16_close(download_bf16(d_dh), ref.dh, 1e-2)) << "dh " << what;
-    EXPECT_TRUE(bf16_close(download_bf16(*d_dw), ref.dw, 1e-2)) << "dw " << what;
+    EXPECT_TRUE(bf16_close(d_dw.download(), ref.dw, 1e-2)) << "dw " << what;
+    EXPECT_EQ(d_nonfinite.download()[0], 0) << "every loss is finite: " << what;
   }
   lm_head_workspace_free(ws);
   matmul_context_free(ctx);
+}
+
+// pair_loss raises the step's non-finite flag (what stops AdamW, kernels/grad_norm.h) for a loss that is not
+// finite, and never lowers it: a later batch of finite losses leaves it set.
+TEST(KernelFusedReduction, PairLossFlagsNonFiniteLoss) {
+  STAPO_REQUIRE_GPU();
+  const LossConfig config = loss_defaults(LossKind::stapo_sigmoid);
+  // Pair 0 finite; pair 1's chosen log-prob is −inf (a target of probability 0 in fp32).
+  DeviceArray<float> d_seq_logp(std::vector<float>{-12.0f, -15.0f, -INFINITY, -9.0f});
+  DeviceArray<float> d_seq_tokens(std::vector<float>{6.0f, 5.0f, 4.0f, 3.0f});
+  DeviceArray<float> d_dseq(4);
+  DeviceArray<PairLoss<float>> d_losses(2);
+  DeviceArray<int> d_nonfinite(std::vector<int>{0});
+  pair_loss(d_losses.get(), d_dseq.get(), d_seq_logp.get(), d_seq_tokens.get(), nullptr, config, 1.0f, 0.5f, 1,
+            d_nonfinite.get(), 0);
+  EXPECT_EQ(d_nonfinite.download()[0], 0) << "pair 0 alone is finite";
+  pair_loss(d_losses.get(), d_dseq.get(), d_seq_logp.get(), d_seq_tokens.get(), nullptr, config, 1.0f, 0.5f, 2,
+            d_nonfinite.get(), 0);
+  EXPECT_FALSE(std::isfinite(d_losses.download()[1].loss));
+  EXPECT_EQ(d_nonfinite.download()[0], 1) << "pair 1's loss is not finite";
+  pair_loss(d_losses.get(), d_dseq.get(), d_seq_logp.get(), d_seq_tokens.get(), nullptr, config, 1.0f, 0.5f, 1,
+            d_nonfinite.get(), 0);
+  EXPECT_EQ(d_nonfinite.download()[0], 1) << "a finite batch must not clear the flag";
 }
 
 }  // namespace

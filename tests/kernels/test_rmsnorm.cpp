@@ -59,7 +59,7 @@ TEST(KernelRmsnorm, BackwardAccumulatesLikeCpu) {
     auto dout = round_bf16(random_normal(n, 1.0f, s.C + 2));
     // Gradients start non-zero and of the size of what is added, so a wrong increment shows.
     auto dinp = round_bf16(random_normal(n, 1.0f, s.C + 3));
-    auto dweight = round_bf16(random_normal(s.C, std::sqrt((float)s.N), s.C + 4));
+    auto dweight = random_normal(s.C, std::sqrt((float)s.N), s.C + 4);  // fp32: a parameter gradient
     std::vector<float> out(n), rstd(s.N);
     rmsnorm_forward(out.data(), rstd.data(), inp.data(), weight.data(), s.N, s.C, kEps);
     std::vector<float> ref_dinp = dinp, ref_dweight = dweight;
@@ -67,12 +67,14 @@ TEST(KernelRmsnorm, BackwardAccumulatesLikeCpu) {
                      s.C);
 
     auto d_inp = device_bf16(inp), d_weight = device_bf16(weight), d_dout = device_bf16(dout);
-    auto d_dinp = device_bf16(dinp), d_dweight = device_bf16(dweight);
-    DeviceArray<float> d_rstd(rstd), d_scratch(rmsnorm_backward_scratch_floats(s.C));
-    rmsnorm_backward(d_dinp->get(), d_dweight->get(), d_scratch.get(), d_dout->get(), d_inp->get(), d_weight->get(),
+    auto d_dinp = device_bf16(dinp);
+    DeviceArray<float> d_dweight(dweight), d_rstd(rstd), d_scratch(rmsnorm_backward_scratch_floats(s.C));
+    rmsnorm_backward(d_dinp->get(), d_dweight.get(), d_scratch.get(), d_dout->get(), d_inp->get(), d_weight->get(),
                      d_rstd.get(), s.N, s.C, 0);
     EXPECT_TRUE(bf16_close(download_bf16(*d_dinp), ref_dinp, 1e-2)) << "dinp N=" << s.N << " C=" << s.C;
-    EXPECT_TRUE(bf16_close(download_bf16(*d_dweight), ref_dweight, 1e-2)) << "dweight N=" << s.N << " C=" << s.C;
+    // dweight is fp32 from the same bf16 inputs: only the fp32 summation order differs from the CPU twin, so the
+    // tolerance is far below one bf16 rounding (2^-9 ≈ 2e-3), which a bf16 output would fail.
+    EXPECT_TRUE(bf16_close(d_dweight.download(), ref_dweight, 1e-4)) << "dweight N=" << s.N << " C=" << s.C;
   }
 }
 

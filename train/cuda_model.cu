@@ -1,0 +1,338 @@
+// The CUDA model (train/cuda_model.h). The math is model/model.cpp's, op for op, on the kernels of kernels/.
+// Per layer:  n1 = rmsnorm(x);  q,k,v = n1·Wᵀ;  rope(q, k);  x2 = x + attention(q,k,v)·Woᵀ;
+//             n2 = rmsnorm(x2);  x' = x2 + (silu(n2·Wgᵀ) · n2·Wuᵀ)·Wdᵀ
+// then  h = rmsnorm(x_L)  and the fused lm_head gives log-prob and entropy per response position.
+#include "train/cuda_model.h"
+
+#include <algorithm>
+#include <cstdio>
+
+#include "common/error.h"
+#include "kernels/attention.h"
+#include "kernels/cuda_common.h"
+#include "kernels/rmsnorm.h"
+#include "kernels/rope.h"
+#include "kernels/rows.h"
+#include "kernels/swiglu.h"
+#include "model/ops/rope.h"
+
+namespace stapo {
+
+using bf16 = __nv_bfloat16;
+
+namespace {
+
+constexpr size_t kAlignElements = 128;  // 256 bytes of bf16: every tensor suits 128-bit loads and cuBLASLt
+constexpr size_t kAlignBytes = 256;
+
+// Carves one allocation into 256-byte-aligned pieces; with a null base it only measures.
+struct Carver {
+  char* base = nullptr;
+  size_t offset = 0;
+  template <typename T>
+  T* take(size_t count) {
+    offset = (offset + kAlignBytes - 1) / kAlignBytes * kAlignBytes;
+    T* p = base ? reinterpret_cast<T*>(base + offset) : nullptr;
+    offset += count * sizeof(T);
+    return p;
+  }
+};
+
+}  // namespace
+
+// ---- construction ----
+
+CudaModel::CudaModel(const ModelConfig& config, const CudaModelOptions& options, cudaStream_t stream)
+    : config_(config), options_(options), stream_(stream) {
+  const ModelConfig& c = config_;
+  config_validate(c, "model config");
+  STAPO_CHECK(options.recompute >= 0 && options.recompute <= 2, "--recompute ", options.recompute,
+              " is not 0, 1 or 2");
+  STAPO_CHECK(c.hidden_size % 8 == 0 && c.intermediate_size % 8 == 0 && c.vocab_size % 8 == 0,
+              "the CUDA engine needs hidden_size (", c.hidden_size, "), intermediate_size (", c.intermediate_size,
+              ") and vocab_size (", c.vocab_size, ") to be multiples of 8; use ./train_stapo_cpu for this model");
+  STAPO_CHECK(c.head_dim == 64 || c.head_dim == 128, "the CUDA attention supports head_dim 64 or 128, this model has ",
+              c.head_dim, "; use ./train_stapo_cpu for it");
+#ifdef STAPO_HAVE_CUDNN
+  if (options.attention == AttentionPath::cudnn) cudnn_attention_ = std::make_unique<CudnnAttention>();
+#else
+  STAPO_CHECK(options.attention != AttentionPath::cudnn, "--attention cudnn: this build has no cuDNN attention path "
+              "(CMake found no cuDNN or no cudnn-frontend headers: run dev/deps.sh --cudnn-frontend and rebuild), "
+              "or use --attention flash");
+#endif
+  specs_ = model_param_specs(c);
+  offsets_ = param_offsets(specs_, kAlignElements, &total_);
+  params_ = device_alloc_zeroed<bf16>(total_, stream_);
+  grads_ = device_alloc_zeroed<float>(total_, stream_);
+  w_ = param_pointers(c, specs_, offsets_, params_);
+  g_ = param_pointers(c, specs_, offsets_, grads_);
+
+  const std::vector<float> inv_freq = rope_inv_freq<float>(c.head_dim, c.rope_theta, c.rope_scaling);
+  inv_freq_ = device_alloc_zeroed<float>(inv_freq.size(), stream_);
+  cudaCheck(cudaMemcpyAsync(inv_freq_, inv_freq.data(), inv_freq.size() * sizeof(float), cudaMemcpyHostToDevice,
+                            stream_));
+  matmul_ = matmul_context_create();
+  lm_head_ws_ = lm_head_workspace_create(c.hidden_size, options.lm_head_chunk_rows, options.lm_head_chunk_vocab);
+  rmsnorm_scratch_ = device_alloc_zeroed<float>(rmsnorm_backward_scratch_floats(c.hidden_size), stream_);
+  if (options.max_tokens > 0) ensure_tokens(options.max_tokens);
+  cudaCheck(cudaStreamSynchronize(stream_));  // inv_freq's pageable source goes out of scope
+}
+
+CudaModel::~CudaModel() {
+  try {  // a destructor must not throw; the process is usually exiting when this fails
+    cudaCheck(cudaStreamSynchronize(stream_));
+    for (void* p : {(void*)params_, (void*)grads_, (void*)inv_freq_, (void*)rmsnorm_scratch_, arena_})
+      if (p) cudaCheck(cudaFree(p));
+    if (embedding_index_.order) embedding_grad_index_free(embedding_index_);
+    if (lm_head_ws_.logits) lm_head_workspace_free(lm_head_ws_);
+    if (matmul_.handle) matmul_context_free(matmul_);
+  } catch (const Error& e) {
+    fprintf(stderr, "warning: releasing the CUDA model: %s\n", e.what());
+  }
+}
+
+// Activation buffers for N tokens. Everything in the arena is recomputed by every forward, so growing it (which
+// drops its contents) is only done at the start of a forward.
+void CudaModel::ensure_tokens(int N) {
+  if (N <= capacity_) return;
+  const ModelConfig& c = config_;
+  const size_t C = c.hidden_size, F = c.intermediate_size, H = c.num_attention_heads, L = c.num_hidden_layers;
+  const size_t HD = H * c.head_dim, KD = (size_t)c.num_key_value_heads * c.head_dim, n = N;
+  const int level = options_.recompute;
+  auto layout = [&](Carver& k) {
+    LayerActs shared{};
+    if (level >= 1) {
+      shared.norm1 = k.take<bf16>(n * C);
+      shared.norm2 = k.take<bf16>(n * C);
+      shared.act = k.take<bf16>(n * F);
+    }
+    auto main_buffers = [&](LayerActs& a) {
+      a.q = k.take<bf16>(n * HD);
+      a.k = k.take<bf16>(n * KD);
+      a.v = k.take<bf16>(n * KD);
+      a.att = k.take<bf16>(n * HD);
+      a.resid2 = k.take<bf16>(n * C);
+      a.gate = k.take<bf16>(n * F);
+      a.up = k.take<bf16>(n * F);
+      a.rstd1 = k.take<float>(n);
+      a.rstd2 = k.take<float>(n);
+      a.lse = k.take<float>(n * H);
+    };
+    if (level == 2) main_buffers(shared);
+    acts_.assign(L, shared);
+    for (LayerActs& a : acts_) {
+      a.resid = k.take<bf16>(n * C);
+      if (level == 0) {
+        a.norm1 = k.take<bf16>(n * C);
+        a.norm2 = k.take<bf16>(n * C);
+        a.act = k.take<bf16>(n * F);
+      }
+      if (level <= 1) main_buffers(a);
+    }
+    branch_ = k.take<bf16>(n * C);
+    final_resid_ = k.take<bf16>(n * C);
+    final_norm_ = k.take<bf16>(n * C);
+    final_rstd_ = k.take<float>(n);
+    tokens_ = k.take<int32_t>(n);
+    positions_ = k.take<int32_t>(n);
+    segments_ = k.take<int32_t>(n);
+    response_index_ = k.take<int32_t>(n);  // M ≤ N
+    response_targets_ = k.take<int32_t>(n);
+    response_sequence_ = k.take<int32_t>(n);
+    response_h_ = k.take<bf16>(n * C);
+    logp_ = k.take<float>(n);
+    entropy_ = k.take<float>(n);
+    response_lse_ = k.take<float>(n);
+    dlogp_ = k.take<float>(n);
+    d_resid_ = k.take<bf16>(n * C);
+    d_norm_ = k.take<bf16>(n * C);
+    d_att_ = k.take<bf16>(n * HD);
+    d_q_ = k.take<bf16>(n * HD);
+    d_k_ = k.take<bf16>(n * KD);
+    d_v_ = k.take<bf16>(n * KD);
+    d_act_ = k.take<bf16>(n * F);
+    d_gate_ = k.take<bf16>(n * F);
+    d_up_ = k.take<bf16>(n * F);
+    attention_scratch_ = k.take<float>(n * H);
+  };
+  Carver measure;
+  layout(measure);
+  cudaCheck(cudaStreamSynchronize(stream_));  // nothing may still use the old arena
+  if (arena_) cudaCheck(cudaFree(arena_));
+  arena_ = nullptr;
+  capacity_ = 0;
+  cudaError_t err = cudaMalloc(&arena_, measure.offset);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    arena_ = nullptr;
+    fail("CudaModel: cannot allocate ", measure.offset / double(1 << 30), " GiB of activations for ", N,
+         " tokens (", cudaGetErrorString(err), "). Use a smaller --batch-size or --max-length, or --recompute 2");
+  }
+  Carver place{static_cast<char*>(arena_)};
+  layout(place);
+  capacity_ = N;
+  if (embedding_index_.order) embedding_grad_index_free(embedding_index_);
+  embedding_index_ = embedding_grad_index_create(N);
+  have_forward_ = false;
+}
+
+void CudaModel::zero_grad() { cudaCheck(cudaMemsetAsync(grads_, 0, total_ * sizeof(float), stream_)); }
+
+// ---- attention: ours, or cuDNN's where the build has it and the options ask ----
+
+void CudaModel::attention_forward_any(const LayerActs& a, const AttentionShape& shape) {
+#ifdef STAPO_HAVE_CUDNN
+  if (cudnn_attention_) return cudnn_attention_->forward(a.att, a.lse, a.q, a.k, a.v, shape, stream_);
+#endif
+  attention_forward(a.att, a.lse, a.q, a.k, a.v, shape, segments_, stream_);
+}
+
+void CudaModel::attention_backward_any(const LayerActs& a, const AttentionShape& shape) {
+#ifdef STAPO_HAVE_CUDNN
+  if (cudnn_attention_)
+    return cudnn_attention_->backward(d_q_, d_k_, d_v_, d_att_, a.att, a.lse, a.q, a.k, a.v, shape, stream_);
+#endif
+  attention_backward(d_q_, d_k_, d_v_, attention_scratch_, d_att_, a.att, a.lse, a.q, a.k, a.v, shape, segments_,
+                     stream_);
+}
+
+// ---- forward ----
+
+void CudaModel::layer_forward(int l, bool recompute) {
+  const ModelConfig& c = config_;
+  const int N = rows_ * T_, C = c.hidden_size, F = c.intermediate_size, D = c.head_dim;
+  const int H = c.num_attention_heads, Hkv = c.num_key_value_heads;
+  const float eps = (float)c.rms_norm_eps;
+  const AttentionShape shape{rows_, T_, H, Hkv, D, c.sliding_window};
+  const LayerParams<bf16>& w = w_.layers[l];
+  const LayerActs& a = acts_[l];
+  if (l == 0 || recompute)
+    rmsnorm_forward(a.norm1, a.rstd1, nullptr, a.resid, nullptr, w.input_norm, N, C, eps, stream_);
+  else  // resid_l = resid2_{l-1} + mlp_{l-1}, then its norm
+    rmsnorm_forward(a.norm1, a.rstd1, a.resid, acts_[l - 1].resid2, branch_, w.input_norm, N, C, eps, stream_);
+  matmul_bf16(matmul_, a.q, a.norm1, w.wq, N, H * D, C, false, true, 0.0f, stream_);
+  matmul_bf16(matmul_, a.k, a.norm1, w.wk, N, Hkv * D, C, false, true, 0.0f, stream_);
+  matmul_bf16(matmul_, a.v, a.norm1, w.wv, N, Hkv * D, C, false, true, 0.0f, stream_);
+  rope_forward(a.q, positions_, inv_freq_, N, H, D, stream_);
+  rope_forward(a.k, positions_, inv_freq_, N, Hkv, D, stream_);
+  attention_forward_any(a, shape);
+  matmul_bf16(matmul_, branch_, a.att, w.wo, N, C, H * D, false, true, 0.0f, stream_);
+  rmsnorm_forward(a.norm2, a.rstd2, a.resid2, a.resid, branch_, w.post_norm, N, C, eps, stream_);
+  matmul_bf16(matmul_, a.gate, a.norm2, w.w_gate, N, F, C, false, true, 0.0f, stream_);
+  matmul_bf16(matmul_, a.up, a.norm2, w.w_up, N, F, C, false, true, 0.0f, stream_);
+  swiglu_forward(a.act, a.gate, a.up, N, F, stream_);
+  // The MLP output only feeds the next residual add, which backward never needs again.
+  if (!recompute) matmul_bf16(matmul_, branch_, a.act, w.w_down, N, C, F, false, true, 0.0f, stream_);
+}
+
+void CudaModel::layer_restore(int l) {
+  if (options_.recompute == 2) {
+    layer_forward(l, true);
+  } else if (options_.recompute == 1) {
+    const int N = rows_ * T_, C = config_.hidden_size;
+    const float eps = (float)config_.rms_norm_eps;
+    const LayerParams<bf16>& w = w_.layers[l];
+    const LayerActs& a = acts_[l];
+    rmsnorm_forward(a.norm1, a.rstd1, nullptr, a.resid, nullptr, w.input_norm, N, C, eps, stream_);
+    rmsnorm_forward(a.norm2, a.rstd2, nullptr, a.resid2, nullptr, w.post_norm, N, C, eps, stream_);
+    swiglu_forward(a.act, a.gate, a.up, N, config_.intermediate_size, stream_);
+  }
+}
+
+void CudaModel::forward(const PairBatch& batch) {
+  const ModelConfig& c = config_;
+  pair_batch_validate(batch, c.vocab_size);
+  const TokenBatch& t = batch.tokens;
+  STAPO_CHECK(t.rows <= 65535, "PairBatch: ", t.rows, " rows exceed the attention kernel's grid limit of 65535");
+  const int N = t.rows * t.T;
+  ensure_tokens(N);
+  rows_ = t.rows;
+  T_ = t.T;
+  host_tokens_ = t.tokens;
+  std::vector<int32_t> index, targets, sequence;  // the response positions, in order
+  for (int i = 0; i < N; ++i)
+    if (batch.response_sequence[i] >= 0) {
+      index.push_back(i);
+      targets.push_back(t.targets[i]);
+      sequence.push_back(batch.response_sequence[i]);
+    }
+  response_rows_ = (int)index.size();
+  const size_t bytes = (size_t)N * sizeof(int32_t), response_bytes = (size_t)response_rows_ * sizeof(int32_t);
+  staging_.upload({{tokens_, t.tokens.data(), bytes},
+                   {positions_, t.positions.data(), bytes},
+                   {segments_, t.segments.data(), bytes},
+                   {response_index_, index.data(), response_bytes},
+                   {response_targets_, targets.data(), response_bytes},
+                   {response_sequence_, sequence.data(), response_bytes}},
+                  stream_);
+#ifdef STAPO_HAVE_CUDNN
+  if (cudnn_attention_) cudnn_attention_->set_rows(t.segments, t.rows, t.T, stream_);
+#endif
+
+  const int C = c.hidden_size, L = c.num_hidden_layers, M = response_rows_;
+  embedding_forward(acts_[0].resid, tokens_, w_.globals.embed, N, C, stream_);
+  for (int l = 0; l < L; ++l) layer_forward(l, false);
+  rmsnorm_forward(final_norm_, final_rstd_, final_resid_, acts_[L - 1].resid2, branch_, w_.globals.final_norm, N, C,
+                  (float)c.rms_norm_eps, stream_);
+  rows_gather(response_h_, final_norm_, response_index_, M, C, stream_);
+  lm_head_forward(matmul_, lm_head_ws_, logp_, entropy_, response_lse_, response_h_, w_.globals.lm_head,
+                  response_targets_, M, C, c.vocab_size, stream_);
+  have_forward_ = true;
+}
+
+// ---- backward ----
+
+void CudaModel::backward() {
+  STAPO_CHECK(have_forward_, "CudaModel::backward called before forward");
+  const ModelConfig& c = config_;
+  const int N = rows_ * T_, C = c.hidden_size, F = c.intermediate_size, D = c.head_dim, V = c.vocab_size;
+  const int H = c.num_attention_heads, Hkv = c.num_key_value_heads, M = response_rows_;
+  const AttentionShape shape{rows_, T_, H, Hkv, D, c.sliding_window};
+  const GlobalParams<bf16>& w = w_.globals;
+  const GlobalParams<float>& g = g_.globals;
+  embedding_grad_index_build(embedding_index_, host_tokens_.data(), N, V, stream_);
+
+  // dh of the response rows into branch_ (free until the layers' backward), scattered into the zeroed (N, C).
+  lm_head_backward(matmul_, lm_head_ws_, branch_, g.lm_head, dlogp_, response_lse_, response_h_, w.lm_head,
+                   response_targets_, M, C, V, stream_);
+  cudaCheck(cudaMemsetAsync(d_norm_, 0, (size_t)N * C * sizeof(bf16), stream_));
+  rows_scatter(d_norm_, branch_, response_index_, M, C, stream_);
+  cudaCheck(cudaMemsetAsync(d_resid_, 0, (size_t)N * C * sizeof(bf16), stream_));
+  rmsnorm_backward(d_resid_, g.final_norm, rmsnorm_scratch_, d_norm_, final_resid_, w.final_norm, final_rstd_, N, C,
+                   stream_);
+  // d_resid_ holds the residual stream's gradient; each branch's backward adds to it (rmsnorm_backward +=).
+  // Activation gradients are bf16 (=); weight gradients go to the fp32 buffer (β = 1: +=).
+  for (int l = c.num_hidden_layers - 1; l >= 0; --l) {
+    layer_restore(l);
+    const LayerParams<bf16>& wl = w_.layers[l];
+    const LayerParams<float>& gl = g_.layers[l];
+    const LayerActs& a = acts_[l];
+    // MLP branch: resid_{l+1} = resid2 + act·Wdᵀ.
+    matmul_bf16(matmul_, d_act_, d_resid_, wl.w_down, N, F, C, false, false, 0.0f, stream_);
+    matmul_bf16_f32(matmul_, gl.w_down, d_resid_, a.act, C, F, N, true, false, 1.0f, stream_);
+    swiglu_backward(d_gate_, d_up_, d_act_, a.gate, a.up, N, F, stream_);
+    matmul_bf16(matmul_, d_norm_, d_gate_, wl.w_gate, N, C, F, false, false, 0.0f, stream_);
+    matmul_bf16(matmul_, d_norm_, d_up_, wl.w_up, N, C, F, false, false, 1.0f, stream_);
+    matmul_bf16_f32(matmul_, gl.w_gate, d_gate_, a.norm2, F, C, N, true, false, 1.0f, stream_);
+    matmul_bf16_f32(matmul_, gl.w_up, d_up_, a.norm2, F, C, N, true, false, 1.0f, stream_);
+    rmsnorm_backward(d_resid_, gl.post_norm, rmsnorm_scratch_, d_norm_, a.resid2, wl.post_norm, a.rstd2, N, C,
+                     stream_);
+    // Attention branch: resid2 = resid + att·Woᵀ.
+    matmul_bf16(matmul_, d_att_, d_resid_, wl.wo, N, H * D, C, false, false, 0.0f, stream_);
+    matmul_bf16_f32(matmul_, gl.wo, d_resid_, a.att, C, H * D, N, true, false, 1.0f, stream_);
+    attention_backward_any(a, shape);
+    rope_backward(d_q_, positions_, inv_freq_, N, H, D, stream_);
+    rope_backward(d_k_, positions_, inv_freq_, N, Hkv, D, stream_);
+    matmul_bf16(matmul_, d_norm_, d_q_, wl.wq, N, C, H * D, false, false, 0.0f, stream_);
+    matmul_bf16(matmul_, d_norm_, d_k_, wl.wk, N, C, Hkv * D, false, false, 1.0f, stream_);
+    matmul_bf16(matmul_, d_norm_, d_v_, wl.wv, N, C, Hkv * D, false, false, 1.0f, stream_);
+    matmul_bf16_f32(matmul_, gl.wq, d_q_, a.norm1, H * D, C, N, true, false, 1.0f, stream_);
+    matmul_bf16_f32(matmul_, gl.wk, d_k_, a.norm1, Hkv * D, C, N, true, false, 1.0f, stream_);
+    matmul_bf16_f32(matmul_, gl.wv, d_v_, a.norm1, Hkv * D, C, N, true, false, 1.0f, stream_);
+    rmsnorm_backward(d_resid_, gl.input_norm, rmsnorm_scratch_, d_norm_, a.resid, wl.input_norm, a.rstd1, N, C,
+                     stream_);
+  }
+  embedding_backward(g.embed, d_resid_, embedding_index_, C, stream_);
+}
+
+}  // namespace stapo

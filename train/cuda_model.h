@@ -1,0 +1,143 @@
+// The Llama/Mistral decoder on the GPU: the twin of model/model.h's CpuModel, op for op on the kernels of
+// kernels/, with the parameters of model/params.h. The engine around it (train/cuda_engine.h) owns the optimizer,
+// the loss, checkpoints and statistics, as train/cpu_engine.h does around CpuModel.
+//
+// Precision: bf16 weights and activations, fp32 accumulation in every matmul and reduction, and fp32 parameter
+// gradients: the weight-gradient GEMMs write fp32 (cuBLASLt, β = 1), the RMSNorm, embedding and lm_head
+// gradients are added in fp32, so micro-batches accumulate without a bf16 rounding per add (+2 bytes per
+// parameter over bf16 gradients).
+// Memory (N = rows·T tokens of the largest batch so far, per layer, by recompute level):
+//   0: every activation backward reads is kept:  resid, norm1, q, k, v, att, lse, resid2, norm2, gate, up, act
+//   1: the RMSNorm outputs and the SwiGLU product are recomputed in backward (cheap, memory-bound), the rest kept
+//   2: only the layer's input residual is kept; backward re-runs the layer's forward first (+~1/3 of the
+//      layer matmuls, ~1/L of the activations)
+// The residual adds are fused into the RMSNorm that follows them (kernels/rmsnorm.h), so the residual stream
+// entering layer l is formed by layer l's input_norm:  resid_l = resid2_{l-1} + mlp_{l-1}.
+// The lm_head runs on the M response positions only (response_sequence ≥ 0, about half of N in preference data:
+// the prompts are skipped): their final-norm rows are gathered (kernels/rows.h) and the fused lm_head_forward
+// gives log-prob and entropy per response position without (M, V) logits; backward scatters dh back.
+// Parameters live in one bf16 buffer in model/params.h's order, each tensor starting on a 256-byte boundary;
+// the gradients in an fp32 buffer with the same element offsets. One stream, the caller's.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/attention_cudnn.h"  // defines: CudnnAttention
+#include "kernels/embedding.h"        // defines: EmbeddingGradIndex
+#include "kernels/lm_head.h"          // defines: LmHeadWorkspace
+#include "kernels/matmul.h"           // defines: MatmulContext
+#include "kernels/staging.h"          // defines: HostStaging
+#include "model/batch.h"              // defines: PairBatch
+#include "model/params.h"             // defines: ParamSpec, LayerParams, GlobalParams
+
+namespace stapo {
+
+// Which attention kernels run: ours (kernels/attention.h) or cuDNN's fused SDPA (kernels/attention_cudnn.h:
+// builds with cuDNN only; one sequence per row, so no --pack).
+enum class AttentionPath { flash, cudnn };
+// --attention's value: "flash" or "cudnn" (the command lines check the name first).
+inline AttentionPath attention_path(const std::string& name) {
+  return name == "cudnn" ? AttentionPath::cudnn : AttentionPath::flash;
+}
+
+struct CudaModelOptions {
+  int recompute = 1;   // 0, 1 or 2 (see the header comment)
+  int max_tokens = 0;  // activations for this many tokens allocated up front (0: as batches arrive)
+  int lm_head_chunk_rows = 2048;
+  int lm_head_chunk_vocab = 16384;
+  AttentionPath attention = AttentionPath::flash;
+};
+
+class CudaModel {
+ public:
+  // Weights and gradients zero; the engine fills params().
+  CudaModel(const ModelConfig& config, const CudaModelOptions& options, cudaStream_t stream);
+  ~CudaModel();
+  CudaModel(const CudaModel&) = delete;
+  CudaModel& operator=(const CudaModel&) = delete;
+
+  const ModelConfig& config() const { return config_; }
+  const std::vector<ParamSpec>& specs() const { return specs_; }
+  const std::vector<size_t>& offsets() const { return offsets_; }  // elements, into params() and grads()
+  size_t buffer_elements() const { return total_; }  // of either buffer, alignment padding (always 0) included
+  __nv_bfloat16* params() { return params_; }        // (buffer_elements())
+  float* grads() { return grads_; }                  // (buffer_elements())
+
+  void zero_grad();
+  // The decoder and the lm_head on the batch's response positions (pair_batch_validate'd first). Enqueued on the
+  // stream; the host waits for nothing but, rarely, an upload two batches back (kernels/staging.h) or a larger
+  // activation arena.
+  void forward(const PairBatch& batch);
+  int response_rows() const { return response_rows_; }                   // M of the last forward
+  const float* logp() const { return logp_; }                            // (M) target log-prob per position
+  const float* entropy() const { return entropy_; }                      // (M) entropy of its distribution
+  const int32_t* response_sequence() const { return response_sequence_; }  // (M) its sequence, 0..2B−1
+  float* dlogp() { return dlogp_; }                                      // (M) set by the caller for backward
+  // Accumulates (+=) into grads() the gradient of Σ_m dlogp[m]·logp[m] for the batch of the last forward.
+  void backward();
+
+ private:
+  // What one layer's forward writes; several layers share a buffer where the recompute level allows.
+  struct LayerActs {
+    __nv_bfloat16 *resid, *norm1, *q, *k, *v, *att, *resid2, *norm2, *gate, *up, *act;  // (N, ·)
+    float *rstd1, *rstd2, *lse;                                                          // (N), (N), (N, H)
+  };
+
+  void ensure_tokens(int N);
+  void layer_forward(int l, bool recompute);
+  void layer_restore(int l);  // makes acts_[l] whole again before its backward
+  void attention_forward_any(const LayerActs& a, const AttentionShape& shape);
+  void attention_backward_any(const LayerActs& a, const AttentionShape& shape);
+
+  ModelConfig config_;
+  CudaModelOptions options_;
+  cudaStream_t stream_;
+  MatmulContext matmul_;
+  LmHeadWorkspace lm_head_ws_;
+  EmbeddingGradIndex embedding_index_;
+  HostStaging staging_;  // the batch's uploads
+#ifdef STAPO_HAVE_CUDNN
+  std::unique_ptr<CudnnAttention> cudnn_attention_;  // set with AttentionPath::cudnn
+#endif
+
+  std::vector<ParamSpec> specs_;
+  std::vector<size_t> offsets_;
+  size_t total_ = 0;
+  __nv_bfloat16* params_ = nullptr;  // (total_)
+  float* grads_ = nullptr;           // (total_)
+  ParamPointers<__nv_bfloat16> w_;
+  ParamPointers<float> g_;
+  float* inv_freq_ = nullptr;   // (D/2)
+  float* rmsnorm_scratch_ = nullptr;  // rmsnorm_backward_scratch_floats(C), independent of N
+
+  // Activations: one allocation for capacity_ tokens, carved into the buffers below.
+  int capacity_ = 0;
+  void* arena_ = nullptr;
+  std::vector<LayerActs> acts_;
+  __nv_bfloat16* branch_ = nullptr;  // (N, C) attention or MLP output before its residual add; the lm_head's
+                                     // dh (M, C) in backward
+  __nv_bfloat16 *final_resid_ = nullptr, *final_norm_ = nullptr;  // (N, C)
+  float* final_rstd_ = nullptr;                                   // (N)
+  int32_t *tokens_ = nullptr, *positions_ = nullptr, *segments_ = nullptr;  // (N)
+  // The lm_head's rows: the M response positions, their targets and sequences, the gathered final-norm rows.
+  int response_rows_ = 0;                                                                       // M
+  int32_t *response_index_ = nullptr, *response_targets_ = nullptr, *response_sequence_ = nullptr;  // (M)
+  __nv_bfloat16* response_h_ = nullptr;                                                         // (M, C)
+  float *logp_ = nullptr, *entropy_ = nullptr, *response_lse_ = nullptr, *dlogp_ = nullptr;     // (M)
+  // Backward scratch, reused by every layer.
+  __nv_bfloat16 *d_resid_ = nullptr, *d_norm_ = nullptr, *d_att_ = nullptr, *d_q_ = nullptr, *d_k_ = nullptr,
+                *d_v_ = nullptr, *d_act_ = nullptr, *d_gate_ = nullptr, *d_up_ = nullptr;
+  float* attention_scratch_ = nullptr;  // (N, H)
+
+  // The last forward's batch shape and tokens (the embedding backward groups positions by token on the host).
+  int rows_ = 0, T_ = 0;
+  bool have_forward_ = false;
+  std::vector<int32_t> host_tokens_;
+};
+
+}  // namespace stapo
