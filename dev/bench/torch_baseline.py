@@ -16,9 +16,11 @@ import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
 
-def model_flops_per_step(cfg, sequences, seq_len):
+def model_flops_per_step(cfg, sequences, seq_len, lm_head_rows):
     """Training FLOPs (forward + backward = 3x forward) of the matmuls, causal attention counted once per
-    visible pair. The same formula is in dev/bench/gpu_step.cpp."""
+    visible pair, the lm_head on `lm_head_rows` rows. The same formula is train/model_flops.h's (gpu_step):
+    the needed count puts the lm_head on the response targets only (what the loss reads), the all-token count
+    (the number before engine v2) on every token."""
     d, f, layers = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
     heads, kv_heads = cfg["num_attention_heads"], cfg["num_key_value_heads"]
     head_dim = cfg.get("head_dim") or d // heads
@@ -26,7 +28,7 @@ def model_flops_per_step(cfg, sequences, seq_len):
     lm_head = 2 * d * cfg["vocab_size"]
     tokens = sequences * seq_len
     attention = layers * 2 * 2 * heads * head_dim * (seq_len * (seq_len + 1) / 2) * sequences  # QK^T and PV
-    return 3 * (tokens * (layers * per_token_layer + lm_head) + attention)
+    return 3 * (tokens * layers * per_token_layer + lm_head_rows * lm_head + attention)
 
 
 def stapo_loss(logps_sum, lengths, loss_cfg):
@@ -95,14 +97,18 @@ def main():
             times.append(elapsed)
 
     median = statistics.median(times)
-    flops = model_flops_per_step(cfg, sequences, seq_len)
+    # The loss reads the targets at positions prompt_len - 1 .. seq_len - 2 of each sequence.
+    flops = model_flops_per_step(cfg, sequences, seq_len, sequences * (seq_len - prompt_len))
+    flops_all_tokens = model_flops_per_step(cfg, sequences, seq_len, sequences * seq_len)
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     peak = next((v for k, v in bench["peak_bf16_tflops"].items() if k != "_comment" and k in name), None)
     result = {
         "impl": "pytorch", "device": name, "torch": torch.__version__,
         "median_step_s": median, "tokens_per_s": sequences * seq_len / median,
         "model_tflops_per_step": flops / 1e12,
+        "model_tflops_per_step_all_tokens": flops_all_tokens / 1e12,
         "mfu": (flops / median / 1e12 / peak) if peak else None,
+        "mfu_all_tokens": (flops_all_tokens / median / 1e12 / peak) if peak else None,
         "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
     }
     print(json.dumps(result))
