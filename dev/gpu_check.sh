@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # ONE command for all GPU verification, sized for a short lease on a lent H100/H200:
 #   versions -> configure + build of the GPU targets (Release, sm_90a, all cores) -> every `gpu`-labelled test ->
-#   ./train_stapo --device-check -> the benchmark pair (ours vs PyTorch; and ours on cuDNN's attention where
-#   that path is built) -> the dev/cuda playgrounds -> a short `make demo` on the GPU -> compute-sanitizer
-#   memcheck over the kernel tests -> a summary table, printed last. GPU_CHECK_PARTS selects parts.
-# It keeps going after a failure, bounds each part with a timeout, and reports each part. Results go to the
-# folder given as $1, else $OUT, else ./out/gpu_check.
+#   the CUDA engine's tests again with their measured errors printed (tests/train/test_cuda_engine.cpp) -> the
+#   benchmark pair (ours vs PyTorch; and ours on cuDNN's attention where that path is built) -> the dev/cuda
+#   playgrounds -> a short `make demo` on the GPU -> compute-sanitizer memcheck over the kernel and engine tests
+#   -> a summary table, printed last. GPU_CHECK_PARTS selects parts.
+# It keeps going after a failure, bounds each part with a timeout, and reports each part. A part whose tests were
+# all skipped (no usable device) fails: skipped is never ok here. Results go to the folder given as $1, else
+# $OUT, else ./out/gpu_check.
 #
 #   dev/gpu_check.sh [OUTDIR]
 #
@@ -60,21 +62,52 @@ configure_and_build() {
     extra+=("-DCMAKE_PREFIX_PATH=$(IFS=';'; echo "${prefixes[*]}")")
   fi
   cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DSTAPO_CUDA=ON -DSTAPO_CUDA_ARCHS=90a "${extra[@]}" &&
-    cmake --build "$build" -j "$jobs" --target test_gpu_smoke test_kernels train_stapo gpu_step -- -k
+    cmake --build "$build" -j "$jobs" --target test_gpu_smoke test_kernels test_cuda_engine train_stapo gpu_step -- -k
   if cudnn_built; then echo "cuDNN attention path: built"; else echo "cuDNN attention path: not built"; fi
 }
 
-gpu_tests() {
-  (cd "$build" && ctest -L gpu --timeout 120 --output-on-failure --output-junit "$out/gpu_tests.xml" -j 1)
+# A gpu test skips only when it finds no usable device, and a few in each binary are host-only checks that
+# pass anyway: so here any skipped test fails the part (all of them skipped is the no-device case the summary
+# once reported as "ok").
+# ctest_ran LOG: fails, saying so, when the ctest run in LOG skipped a test or ran none.
+ctest_ran() {
+  local total skipped
+  total=$(grep -oE "tests failed out of [0-9]+" "$1" | tail -n 1 | grep -oE "[0-9]+$")
+  skipped=$(grep -c "(Skipped)" "$1")
+  if [ -z "$total" ] || [ "$total" -eq 0 ] || [ "$skipped" -gt 0 ]; then
+    echo "FAIL: ${skipped} of ${total:-0} tests skipped (no usable GPU?): skipped is not passed"
+    return 4
+  fi
 }
 
-device_check() {
-  if ./train_stapo --help | grep -q -- "--device-check"; then
-    timeout 120 ./train_stapo --device-check
-  else
-    echo "./train_stapo has no --device-check in this build"
-    return 3
+# gtest_ran LOG: the same for a GoogleTest binary's own output.
+gtest_ran() {
+  local total skipped
+  total=$(grep -oE "^\[==========\] [0-9]+ tests? from .* ran" "$1" | grep -oE "[0-9]+" | head -n 1)
+  skipped=$(grep -oE "^\[  SKIPPED \] [0-9]+ test" "$1" | grep -oE "[0-9]+" | head -n 1)
+  if [ -z "$total" ] || [ "$total" -eq 0 ] || [ "${skipped:-0}" -gt 0 ]; then
+    echo "FAIL: ${skipped:-0} of ${total:-0} tests skipped (no usable GPU?): skipped is not passed"
+    return 4
   fi
+}
+
+gpu_tests() {
+  local log="$out/gpu_tests.ctest.log" status=0
+  (cd "$build" && ctest -L gpu --timeout 180 --output-on-failure --output-junit "$out/gpu_tests.xml" -j 1) \
+    >"$log" 2>&1 || status=$?
+  cat "$log"
+  ctest_ran "$log" || return $?
+  return $status
+}
+
+# The CUDA engine against the CPU reference (what --device-check printed before engine v2): the gtest binary
+# itself, so that the measured errors of every case are in the log.
+engine_tests() {
+  local log="$out/engine_tests.gtest.log" status=0
+  timeout 300 "$build/tests/train/test_cuda_engine" >"$log" 2>&1 || status=$?
+  cat "$log"
+  gtest_ran "$log" || return $?
+  return $status
 }
 
 # bench_ours NAME [gpu_step flags]: writes $out/bench_NAME.json.
@@ -129,9 +162,16 @@ playgrounds() {
   return $failed
 }
 
-# Out-of-bounds and misaligned accesses in every kernel test (slow: the last part).
+# Out-of-bounds and misaligned accesses in every kernel test and every engine test (slow: the last part).
 sanitizer() {
-  timeout 150 compute-sanitizer --tool memcheck --error-exitcode 1 "$build/tests/kernels/test_kernels"
+  local status=0 binary log
+  for binary in tests/kernels/test_kernels tests/train/test_cuda_engine; do
+    log="$out/sanitizer.$(basename "$binary").log"
+    timeout 240 compute-sanitizer --tool memcheck --error-exitcode 1 "$build/$binary" >"$log" 2>&1 || status=1
+    grep -E "ERROR SUMMARY|tests? from .* ran|PASSED|FAILED|SKIPPED" "$log"
+    gtest_ran "$log" || status=1
+  done
+  return $status
 }
 
 bench_torch() {
@@ -140,7 +180,7 @@ bench_torch() {
 }
 
 # GPU_CHECK_PARTS picks parts for a second, shorter call (e.g. "gpu_tests playgrounds"); the build always runs.
-parts=" ${GPU_CHECK_PARTS:-versions gpu_tests device_check bench playgrounds demo_gpu sanitizer} "
+parts=" ${GPU_CHECK_PARTS:-versions gpu_tests engine_tests bench playgrounds demo_gpu sanitizer} "
 want() { [[ $parts == *" $1 "* ]]; }
 
 want versions && run_part versions versions
@@ -151,7 +191,7 @@ if [ -f .sysroot/env.sh ]; then
   source .sysroot/env.sh
 fi
 want gpu_tests && run_part gpu_tests gpu_tests
-want device_check && run_part device_check device_check
+want engine_tests && run_part engine_tests engine_tests
 if want bench; then
   run_part bench_ours bench_ours ours
   # The least-memory configuration: bf16 weights with stochastic rounding, every layer recomputed.
@@ -164,8 +204,9 @@ want demo_gpu && run_part demo_gpu demo_gpu
 want sanitizer && run_part sanitizer sanitizer
 
 echo
-echo "== test results (ctest -L gpu)"
-[ -f "$out/gpu_tests.log" ] && grep -E "tests passed|tests failed|Skipped|\*\*\*Failed" "$out/gpu_tests.log" | tail -n 20
+echo "== test results (ctest -L gpu; the engine tests' measured errors in engine_tests.log)"
+[ -f "$out/gpu_tests.log" ] && grep -E "tests passed|tests failed|Skipped|\*\*\*Failed|FAIL:" "$out/gpu_tests.log" | tail -n 20
+[ -f "$out/engine_tests.log" ] && grep -E "dS/token|copies of one batch|rounded away|PASSED|FAILED|FAIL:" "$out/engine_tests.log"
 echo
 echo "== benchmark (dev/bench/gpu_step_config.json)"
 python3 - "$out" <<'PY'
@@ -177,8 +218,11 @@ for impl in ("ours", "ours_lowmem", "ours_cudnn", "torch"):
     if os.path.exists(path):
         r = json.load(open(path))
         mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") else "?"
+        # The count before engine v2 (the lm_head on every token), for comparison with earlier runs.
+        mfu_all = f"{100 * r['mfu_all_tokens']:.1f}%" if r.get("mfu_all_tokens") else "?"
         mem = f"{r['peak_memory_gib']:.1f} GiB" if r.get("peak_memory_gib") else "?"
-        rows.append(f"{impl:11s} {r['median_step_s'] * 1000:9.1f} ms {r['tokens_per_s']:10.0f} tok/s  MFU {mfu:>6s}  peak {mem}")
+        rows.append(f"{impl:11s} {r['median_step_s'] * 1000:9.1f} ms {r['tokens_per_s']:10.0f} tok/s  MFU {mfu:>6s} "
+                    f"(all-token count {mfu_all:>6s})  peak {mem}")
     else:
         rows.append(f"{impl:11s} (no result)")
 results = {}
@@ -187,6 +231,10 @@ for impl in ("ours", "ours_lowmem", "ours_cudnn", "torch"):
     if os.path.exists(path):
         results[impl] = json.load(open(path))
 torch_r = results.get("torch")
+ours_r = results.get("ours")
+if ours_r and torch_r and abs(ours_r["model_tflops_per_step"] / torch_r["model_tflops_per_step"] - 1) > 1e-9:
+    rows.append(f"MISMATCH: model TFLOP per step, ours {ours_r['model_tflops_per_step']} vs torch "
+                f"{torch_r['model_tflops_per_step']} (train/model_flops.h and torch_baseline.py must agree)")
 for impl in ("ours", "ours_lowmem", "ours_cudnn"):
     r = results.get(impl)
     if r and torch_r and torch_r.get("peak_memory_gib") and r.get("peak_memory_gib"):
