@@ -2,11 +2,13 @@
 #   make                 all CPU binaries
 #   make train_stapo_cpu the CPU trainer
 #   make train_stapo     the CUDA trainer (needs nvcc; a GPU only to run it)
-#   make test            build everything, then ctest (GPU tests skip without a GPU)
-#   make demo            the stability demo on a tiny Llama (dev/demo.sh; GPU if any): table + plot in out/demo/
+#   make test            build everything (CPU and, with nvcc, CUDA), then ctest (GPU tests report Skipped without a
+#                        GPU; `cd build && ctest -L gpu` runs only them)
+#   make demo            the stability demo on a tiny Llama (dev/demo.sh): on the GPU when nvidia-smi lists one and
+#                        nvcc is there, else on the CPU (DEVICE=cpu|gpu chooses); table + plot in out/demo/
 #   make study           the stability study of docs/stability.md, CPU (dev/study.sh): out/study/study.md
 #   make deps            install the Debian packages this project needs (as root)
-#   make clean
+#   make clean           remove the build folder and the two trainers
 BUILD ?= build
 CMAKE_ARGS ?=
 JOBS ?= $(shell nproc)

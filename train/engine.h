@@ -13,7 +13,8 @@
 //   optimizer_step(update)   global gradient norm, clipping and one AdamW update, all where the gradients are;
 //        when the norm or any loss of the step is not finite the weights and moments are left untouched
 //   take_results()           the pairs of every run_pairs since the last take, and the last update's outcome:
-//        the host's one read of the step (the CUDA engine copies them once and waits here, nowhere else)
+//        the host's one read of the step (the CUDA engine copies them once and waits here, nowhere else in a
+//        step: not between forward and backward, not for the norm)
 // Evaluation and scoring call run_pairs(..., backward = false) and take_results().
 #pragma once
 #include <cstdint>
@@ -79,8 +80,9 @@ class Engine {
   // eval samples decode with it (train/eval_samples.h).
   virtual std::unique_ptr<CpuModel<float>> weights_to_cpu() = 0;
 
-  // What the engine measured of the step whose results were just taken: `metrics` join that step's log
-  // line, `progress` its progress line. Default: nothing (the trainer logs tokens_per_s for every engine).
+  // What the engine measured, called after each step's take_results: `metrics` join that step's log line,
+  // `progress` its progress line. Never waits: the CUDA engine reports the steps its device had finished by then
+  // (usually the one before). Default: nothing (the trainer logs tokens_per_s for every engine).
   struct StepReport {
     nlohmann::ordered_json metrics = nlohmann::ordered_json::object();
     std::string progress;
