@@ -95,12 +95,11 @@ CudaEngine::~CudaEngine() {
     cudaCheck(cudaStreamSynchronize(stream_));
     model_.reset();
     for (void* p : {(void*)master_, (void*)m_, (void*)v_, (void*)norm_partials_, (void*)scalars_, (void*)dseq_,
-                    (void*)reference_logps_, (void*)slots_.seq_logp, (void*)slots_.seq_entropy,
-                    (void*)slots_.seq_tokens, (void*)slots_.losses})
+                    (void*)reference_logps_})
       if (p) cudaCheck(cudaFree(p));
-    for (void* p : {(void*)host_scalars_, (void*)host_slots_.seq_logp, (void*)host_slots_.seq_entropy,
-                    (void*)host_slots_.seq_tokens, (void*)host_slots_.losses})
-      if (p) cudaCheck(cudaFreeHost(p));
+    if (host_scalars_) cudaCheck(cudaFreeHost(host_scalars_));
+    free_slots(slots_, false);
+    free_slots(host_slots_, true);
     for (const TimedStep& s : timed_steps_) free_events_.insert(free_events_.end(), {s.start, s.end});
     if (step_open_) free_events_.push_back(open_step_.start);
     for (cudaEvent_t e : free_events_) cudaCheck(cudaEventDestroy(e));
@@ -122,25 +121,11 @@ void CudaEngine::ensure_slots(int pairs) {
   grown.seq_entropy = device_alloc_zeroed<float>(2 * (size_t)capacity, stream_);
   grown.seq_tokens = device_alloc_zeroed<float>(2 * (size_t)capacity, stream_);
   grown.losses = device_alloc_zeroed<PairLoss<float>>(capacity, stream_);
-  const size_t sequences = 2 * (size_t)pending_pairs_;
-  if (pending_pairs_ > 0) {  // the pairs already there move along, in stream order
-    cudaCheck(cudaMemcpyAsync(grown.seq_logp, slots_.seq_logp, sequences * sizeof(float), cudaMemcpyDeviceToDevice,
-                              stream_));
-    cudaCheck(cudaMemcpyAsync(grown.seq_entropy, slots_.seq_entropy, sequences * sizeof(float),
-                              cudaMemcpyDeviceToDevice, stream_));
-    cudaCheck(cudaMemcpyAsync(grown.seq_tokens, slots_.seq_tokens, sequences * sizeof(float),
-                              cudaMemcpyDeviceToDevice, stream_));
-    cudaCheck(cudaMemcpyAsync(grown.losses, slots_.losses, pending_pairs_ * sizeof(PairLoss<float>),
-                              cudaMemcpyDeviceToDevice, stream_));
-  }
+  copy_slots(grown, slots_, pending_pairs_, cudaMemcpyDeviceToDevice);  // the pairs already there move along
   cudaCheck(cudaStreamSynchronize(stream_));  // the old slots and their pinned copies are no longer in use
-  for (void* p : {(void*)slots_.seq_logp, (void*)slots_.seq_entropy, (void*)slots_.seq_tokens, (void*)slots_.losses})
-    if (p) cudaCheck(cudaFree(p));
-  for (void* p : {(void*)host_slots_.seq_logp, (void*)host_slots_.seq_entropy, (void*)host_slots_.seq_tokens,
-                  (void*)host_slots_.losses})
-    if (p) cudaCheck(cudaFreeHost(p));
+  free_slots(slots_, false);
+  free_slots(host_slots_, true);
   slots_ = grown;
-  host_slots_ = PairSlots{};
   host_slots_.capacity = capacity;
   cudaCheck(cudaMallocHost(&host_slots_.seq_logp, 2 * (size_t)capacity * sizeof(float)));
   cudaCheck(cudaMallocHost(&host_slots_.seq_entropy, 2 * (size_t)capacity * sizeof(float)));
@@ -198,19 +183,24 @@ void CudaEngine::run_pairs(const PairBatch& batch, const LossConfig& loss, const
   sample_memory();
 }
 
+void CudaEngine::free_slots(PairSlots& slots, bool pinned) {
+  for (void* p : {(void*)slots.seq_logp, (void*)slots.seq_entropy, (void*)slots.seq_tokens, (void*)slots.losses})
+    if (p) cudaCheck(pinned ? cudaFreeHost(p) : cudaFree(p));
+  slots = PairSlots{};
+}
+
+void CudaEngine::copy_slots(const PairSlots& to, const PairSlots& from, int pairs, cudaMemcpyKind kind) {
+  if (pairs == 0) return;
+  const size_t sequence_bytes = 2 * (size_t)pairs * sizeof(float);
+  cudaCheck(cudaMemcpyAsync(to.seq_logp, from.seq_logp, sequence_bytes, kind, stream_));
+  cudaCheck(cudaMemcpyAsync(to.seq_entropy, from.seq_entropy, sequence_bytes, kind, stream_));
+  cudaCheck(cudaMemcpyAsync(to.seq_tokens, from.seq_tokens, sequence_bytes, kind, stream_));
+  cudaCheck(cudaMemcpyAsync(to.losses, from.losses, (size_t)pairs * sizeof(PairLoss<float>), kind, stream_));
+}
+
 // The pending pairs' results and the scalars to the pinned host copies, then results_ready_.
 void CudaEngine::enqueue_results_copy() {
-  const size_t sequences = 2 * (size_t)pending_pairs_;
-  if (pending_pairs_ > 0) {
-    cudaCheck(cudaMemcpyAsync(host_slots_.seq_logp, slots_.seq_logp, sequences * sizeof(float),
-                              cudaMemcpyDeviceToHost, stream_));
-    cudaCheck(cudaMemcpyAsync(host_slots_.seq_entropy, slots_.seq_entropy, sequences * sizeof(float),
-                              cudaMemcpyDeviceToHost, stream_));
-    cudaCheck(cudaMemcpyAsync(host_slots_.seq_tokens, slots_.seq_tokens, sequences * sizeof(float),
-                              cudaMemcpyDeviceToHost, stream_));
-    cudaCheck(cudaMemcpyAsync(host_slots_.losses, slots_.losses, pending_pairs_ * sizeof(PairLoss<float>),
-                              cudaMemcpyDeviceToHost, stream_));
-  }
+  copy_slots(host_slots_, slots_, pending_pairs_, cudaMemcpyDeviceToHost);
   cudaCheck(cudaMemcpyAsync(host_scalars_, scalars_, sizeof(StepScalars), cudaMemcpyDeviceToHost, stream_));
   cudaCheck(cudaEventRecord(results_ready_, stream_));
   results_copied_ = true;

@@ -120,6 +120,9 @@ class CudaEngine : public Engine {
 
   CudaEngine(const ModelConfig& config, const CpuModel<float>* weights, const CudaEngineOptions& options);
   static CudaModelOptions model_options(const CudaEngineOptions& options);
+  // The first `pairs` slots of `from` into `to` (device or pinned host, as `kind` says), in stream order.
+  void copy_slots(const PairSlots& to, const PairSlots& from, int pairs, cudaMemcpyKind kind);
+  static void free_slots(PairSlots& slots, bool pinned);  // device memory, or pinned host memory
   void ensure_slots(int pairs);  // room for `pairs` pending pairs, keeping those already there
   void ensure_batch_sequences(int sequences);
   void enqueue_results_copy();

@@ -9,33 +9,22 @@
 namespace stapo {
 namespace {
 
-ModelConfig params_config(bool tied) {
-  ModelConfig c;
-  c.vocab_size = 40;
-  c.hidden_size = 16;
-  c.intermediate_size = 24;
-  c.num_hidden_layers = 3;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 8;
-  c.max_position_embeddings = 64;
-  c.tie_word_embeddings = tied;
-  return c;
-}
+// The model tests' tiny config: the Mistral one has tied embeddings, the Llama one not.
+ModelConfig params_config(bool tied) { return test::tiny_config(tied ? "mistral" : "llama"); }
 
 TEST(Params, HfOrderShapesNormsAndLayers) {
   for (bool tied : {false, true}) {
     const ModelConfig c = params_config(tied);
     const std::vector<ParamSpec> specs = model_param_specs(c);
-    ASSERT_EQ(specs.size(), 1 + 9 * 3 + 1 + (tied ? 0 : 1));
+    ASSERT_EQ(specs.size(), 1 + 9 * 2 + 1 + (tied ? 0 : 1));
     EXPECT_EQ(specs[0].name, "model.embed_tokens.weight");
-    EXPECT_EQ(specs[0].shape, (std::vector<int64_t>{40, 16}));
+    EXPECT_EQ(specs[0].shape, (std::vector<int64_t>{11, 8}));
     const char* layer_names[] = {"input_layernorm", "self_attn.q_proj", "self_attn.k_proj",
                                  "self_attn.v_proj", "self_attn.o_proj", "post_attention_layernorm",
                                  "mlp.gate_proj",   "mlp.up_proj",      "mlp.down_proj"};
-    const std::vector<int64_t> layer_shapes[] = {{16}, {32, 16}, {16, 16}, {16, 16}, {16, 32},
-                                                 {16}, {24, 16}, {24, 16}, {16, 24}};
-    for (int l = 0; l < 3; ++l)
+    // C 8, H·D 16, Hkv·D 8, F 12
+    const std::vector<int64_t> layer_shapes[] = {{8}, {16, 8}, {8, 8}, {8, 8}, {8, 16}, {8}, {12, 8}, {12, 8}, {8, 12}};
+    for (int l = 0; l < 2; ++l)
       for (int k = 0; k < 9; ++k) {
         const ParamSpec& s = specs[1 + 9 * l + k];
         EXPECT_EQ(s.name, cat("model.layers.", l, ".", layer_names[k], ".weight"));
@@ -43,10 +32,10 @@ TEST(Params, HfOrderShapesNormsAndLayers) {
         EXPECT_EQ(s.layer, l) << s.name;
         EXPECT_EQ(s.is_norm(), k == 0 || k == 5) << s.name;
       }
-    EXPECT_EQ(specs[28].name, "model.norm.weight");
-    EXPECT_TRUE(specs[28].is_norm());
+    EXPECT_EQ(specs[19].name, "model.norm.weight");
+    EXPECT_TRUE(specs[19].is_norm());
     if (!tied) {
-      EXPECT_EQ(specs[29].name, "lm_head.weight");
+      EXPECT_EQ(specs[20].name, "lm_head.weight");
     }
     for (const ParamSpec& s : specs) {
       size_t n = 1;
@@ -101,8 +90,8 @@ TEST(Params, PointersFollowRolesAndLayers) {
       return (float*)nullptr;
     };
     std::set<const float*> seen;
-    ASSERT_EQ(p.layers.size(), 3u);
-    for (int l = 0; l < 3; ++l) {
+    ASSERT_EQ(p.layers.size(), 2u);
+    for (int l = 0; l < 2; ++l) {
       const LayerParams<float>& w = p.layers[l];
       const std::string pre = cat("model.layers.", l, ".");
       const std::pair<float*, const char*> fields[] = {
@@ -128,13 +117,12 @@ TEST(Params, CheckTensorsListsEveryProblem) {
   for (const ParamSpec& s : model_param_specs(c)) shapes[s.name] = s.shape;
   EXPECT_NO_THROW(model_check_tensors(c, shapes, {}, "ok.safetensors"));
   shapes.erase("model.layers.1.mlp.up_proj.weight");
-  shapes["model.layers.2.self_attn.k_proj.weight"] = {16, 17};
-  shapes["model.layers.7.mlp.up_proj.weight"] = {24, 16};
+  shapes["model.layers.0.self_attn.k_proj.weight"] = {8, 9};
+  shapes["model.layers.7.mlp.up_proj.weight"] = {12, 8};
   const std::string msg = test::error_message([&] { model_check_tensors(c, shapes, {"extra (bad dtype)"}, "x.bin"); });
   EXPECT_NE(msg.find("x.bin: the checkpoint does not match its config"), std::string::npos) << msg;
   EXPECT_NE(msg.find("1 missing:\n    model.layers.1.mlp.up_proj.weight"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("model.layers.2.self_attn.k_proj.weight is (16, 17), expected (16, 16)"), std::string::npos)
-      << msg;
+  EXPECT_NE(msg.find("model.layers.0.self_attn.k_proj.weight is (8, 9), expected (8, 8)"), std::string::npos) << msg;
   EXPECT_NE(msg.find("2 unexpected:"), std::string::npos) << msg;
   EXPECT_NE(msg.find("extra (bad dtype)"), std::string::npos) << msg;
   EXPECT_NE(msg.find("model.layers.7.mlp.up_proj.weight"), std::string::npos) << msg;

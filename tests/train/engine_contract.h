@@ -16,22 +16,19 @@
 
 namespace stapo::test {
 
-// A 2-layer Llama (llama3 RoPE, untied) or Mistral (sliding window 12, tied embeddings).
+// The 2-layer tiny config of the trainer tests, widened to what the CUDA kernels accept: a Llama (llama3 RoPE,
+// untied) or a Mistral (sliding window 12, tied embeddings).
 inline ModelConfig engine_test_config(bool mistral) {
-  ModelConfig c;
+  ModelConfig c = train_tiny_config(384);
   c.model_type = mistral ? "mistral" : "llama";
-  c.vocab_size = 384;
   c.hidden_size = 128;
   c.intermediate_size = 256;
-  c.num_hidden_layers = 2;
   c.num_attention_heads = 2;
   c.num_key_value_heads = 1;
   c.head_dim = 64;
-  c.rms_norm_eps = 1e-5;
   c.max_position_embeddings = 4096;
   c.tie_word_embeddings = mistral;
   if (mistral) {
-    c.rope_theta = 10000.0;
     c.sliding_window = 12;
   } else {
     c.rope_theta = 500000.0;

@@ -5,7 +5,7 @@
 
 #include "common/file_io.h"
 #include "model/config.h"
-#include "tests/test_util.h"
+#include "tests/train/train_test_util.h"
 #include "train/model_flops.h"
 
 namespace stapo {
@@ -21,18 +21,11 @@ TEST(ModelFlops, CountsOfAPackedAndPaddedBatch) {
   EXPECT_EQ(n.tokens, 9);
   EXPECT_EQ(n.causal_pairs, 3 * 4 / 2 + 2 * 3 / 2 + 4 * 5 / 2);  // sequences of 3, 2 and 4 tokens
   EXPECT_EQ(n.response_rows, 4);
-  ModelConfig c;
-  c.hidden_size = 8;
-  c.intermediate_size = 12;
-  c.vocab_size = 100;
-  c.num_hidden_layers = 3;
-  c.num_attention_heads = 2;
-  c.num_key_value_heads = 1;
-  c.head_dim = 4;
-  const double per_token_layer = 2 * 8 * (8 + 2 * 4) + 2 * 8 * 8 + 2 * 3 * 8 * 12;
-  const double attention = 3 * 2 * 2 * 8 * 19.0;
-  EXPECT_DOUBLE_EQ(batch_forward_flops_needed(c, n), 9 * 3 * per_token_layer + 4 * 2 * 8 * 100 + attention);
-  EXPECT_DOUBLE_EQ(batch_forward_flops_all_tokens(c, n), 9 * 3 * per_token_layer + 9 * 2 * 8 * 100 + attention);
+  const ModelConfig c = test::train_tiny_config(100);  // C 16, F 24, 2 layers, H·D 16, Hkv·D 8, V 100
+  const double per_token_layer = 2 * 16 * (16 + 2 * 8) + 2 * 16 * 16 + 2 * 3 * 16 * 24;
+  const double attention = 2 * 2 * 2 * 16 * 19.0;
+  EXPECT_DOUBLE_EQ(batch_forward_flops_needed(c, n), 9 * 2 * per_token_layer + 4 * 2 * 16 * 100 + attention);
+  EXPECT_DOUBLE_EQ(batch_forward_flops_all_tokens(c, n), 9 * 2 * per_token_layer + 9 * 2 * 16 * 100 + attention);
 }
 
 TEST(ModelFlops, BenchmarkConfigEqualsTorchBaselineFormula) {
