@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <unistd.h>
 
 #include "common/error.h"
@@ -445,40 +444,22 @@ void CudaEngine::save_model(const std::string& dir) {
   write_file_atomic(dir + "/config.json", config_to_json(model_->config(), master_ ? "float32" : "bfloat16"));
 }
 
-// The file holds the moments tensor after tensor without the buffer's padding: the buffer-layout array becomes
-// that, in place (tensors only move towards the front).
-size_t CudaEngine::drop_padding(std::vector<float>& buffer) const {
-  size_t at = 0;
-  const std::vector<ParamSpec>& specs = model_->specs();
-  for (size_t i = 0; i < specs.size(); ++i) {
-    std::memmove(buffer.data() + at, buffer.data() + model_->offsets()[i], specs[i].numel * sizeof(float));
-    at += specs[i].numel;
-  }
-  buffer.resize(at);
-  return at;
-}
-
 void CudaEngine::save_optimizer(const std::string& path) {
   std::vector<float> m = ranks_->gather_to_host(m_), v = ranks_->gather_to_host(v_);
   if (!ranks_->writer()) return;
-  const size_t count = drop_padding(m);
-  drop_padding(v);
-  optimizer_state_write(path, m.data(), v.data(), count);
+  param_drop_padding(model_->specs(), model_->offsets(), m);
+  param_drop_padding(model_->specs(), model_->offsets(), v);
+  optimizer_state_write(path, m.data(), v.data(), m.size());
 }
 
 void CudaEngine::load_optimizer(const std::string& path) {
-  // This rank's range of the buffer is one run of the file's elements, [first, last).
+  // This rank's range of the buffer is one run of the file's elements.
   const ShardRange mine = ranks_->updates();
   const std::vector<ParamSpec>& specs = model_->specs();
-  size_t count = 0, first = 0, last = 0;
-  for (size_t i = 0; i < specs.size(); ++i) {
-    const size_t offset = model_->offsets()[i], n = specs[i].numel;
-    first += range_overlap(ShardRange{0, mine.begin}, offset, n).count;
-    last += range_overlap(ShardRange{0, mine.end()}, offset, n).count;
-    count += n;
-  }
-  std::vector<float> m(last - first), v(last - first);
-  optimizer_state_read(path, m.data(), v.data(), count, first, last - first);
+  const PackedRange run = param_packed_range(specs, model_->offsets(), mine.begin, mine.end());
+  const size_t count = param_packed_range(specs, model_->offsets(), 0, model_->buffer_elements()).last;
+  std::vector<float> m(run.last - run.first), v(run.last - run.first);
+  optimizer_state_read(path, m.data(), v.data(), count, run.first, run.last - run.first);
   size_t at = 0;
   for (size_t i = 0; i < specs.size(); ++i) {
     const ShardRange part = range_overlap(mine, model_->offsets()[i], specs[i].numel);

@@ -140,7 +140,6 @@ class CudaEngine : public Engine {
   void poll_steps(bool wait);  // reads the finished timed steps (all of them, waiting, with wait)
   cudaEvent_t take_event();
   void sample_memory();
-  size_t drop_padding(std::vector<float>& buffer) const;  // a buffer-layout array → the tensors back to back
 
   CudaEngineOptions options_;
   cudaStream_t stream_ = nullptr;

@@ -20,11 +20,6 @@ constexpr size_t kGatherChunkFloats = size_t(16) << 20;  // 64 MiB
 
 }  // namespace
 
-ShardRange range_overlap(const ShardRange& range, size_t offset, size_t numel) {
-  const size_t lo = std::max(offset, range.begin), hi = std::min(offset + numel, range.end());
-  return hi > lo ? ShardRange{lo, hi - lo} : ShardRange{lo, 0};
-}
-
 CudaZero::CudaZero(Collective* ranks, bool zero1, size_t buffer_elements, cudaStream_t stream)
     : ranks_(ranks), zero1_(zero1), elements_(buffer_elements), stream_(stream) {
   const int W = shards(ranks);

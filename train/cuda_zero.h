@@ -67,7 +67,4 @@ class CudaZero {
   cudaStream_t stream_;
 };
 
-// The part of tensor [offset, offset + numel) inside `range` (count 0: none).
-ShardRange range_overlap(const ShardRange& range, size_t offset, size_t numel);
-
 }  // namespace stapo
