@@ -87,11 +87,11 @@ void CpuEngine<T>::optimizer_step(const OptimizerUpdate& u) {
   const double grad_scale = grad_clip_factor(norm, u.max_grad_norm);
   T* base = model_->param_data();
   for (Parameter<T>& p : model_->parameters()) {  // each parameter's part inside updates_
-    const ShardRange part = range_overlap(updates_, size_t(p.data - base), p.numel);
-    if (part.count == 0) continue;
-    const size_t own = part.begin - updates_.begin;
-    adamw_update(base + part.begin, grad + part.begin, m_.data() + own, v_.data() + own, part.count, u.lr,
-                 p.is_norm ? 0.0 : u.adamw.weight_decay, u.adamw, u.t, grad_scale);
+    const size_t offset = size_t(p.data - base);
+    const size_t lo = std::max(offset, updates_.begin), hi = std::min(offset + p.numel, updates_.end());
+    if (hi <= lo) continue;
+    adamw_update(base + lo, grad + lo, m_.data() + (lo - updates_.begin), v_.data() + (lo - updates_.begin), hi - lo,
+                 u.lr, p.is_norm ? 0.0 : u.adamw.weight_decay, u.adamw, u.t, grad_scale);
   }
   if (sharded_) ranks_->all_gather(base, n, element_type_of<T>(), nullptr);
 }
