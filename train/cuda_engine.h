@@ -145,11 +145,13 @@ class CudaEngine : public Engine {
   cudaStream_t stream_ = nullptr;
   size_t baseline_used_ = 0;  // device bytes in use before the engine (after the CUDA context)
   std::unique_ptr<CudaModel> model_;
-  std::unique_ptr<CudaZero> ranks_;  // data parallel, or the whole buffer for one process
-  float* master_ = nullptr;  // (ranks_->updates().count) fp32 master weights, null with bf16_params
-  float* m_ = nullptr;       // (ranks_->updates().count) AdamW moments
+  float* master_ = nullptr;  // (model buffer) fp32 master weights, null with bf16_params
+  float* m_ = nullptr;       // (model buffer) AdamW moments
   float* v_ = nullptr;
   float* norm_partials_ = nullptr;  // GRAD_NORM_BLOCKS + 1
+  // Data parallel, or the whole buffer for one process. master_, m_ and v_ hold its updates() range of the model
+  // buffer only: all of it unless ZeRO-1 shards it.
+  std::unique_ptr<CudaZero> ranks_;
   StepScalars* scalars_ = nullptr;  // device
   StepScalars* host_scalars_ = nullptr;  // pinned
 
