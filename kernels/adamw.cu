@@ -29,7 +29,7 @@ __device__ inline bf16 bf16_stochastic_round(float x, uint32_t random) {
 
 __global__ void adamw_kernel(bf16* params, float* master, const float* grads, float* m, float* v, size_t n,
                              AdamWHyper hyper, float bias_correction1, float bias_correction2,
-                             const float* clip_scale, const int* apply, uint32_t seed) {
+                             const float* clip_scale, const int* apply, uint32_t seed, size_t index_base) {
   const size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
   if (i >= n || (apply && *apply == 0)) return;
   const float g = grads[i] * (clip_scale ? *clip_scale : 1.0f);
@@ -44,7 +44,7 @@ __global__ void adamw_kernel(bf16* params, float* master, const float* grads, fl
     master[i] = p;
     params[i] = __float2bfloat16_rn(p);
   } else {
-    params[i] = bf16_stochastic_round(p, hash_index(seed, (uint32_t)i));
+    params[i] = bf16_stochastic_round(p, hash_index(seed, (uint32_t)(index_base + i)));
   }
 }
 
@@ -52,7 +52,7 @@ __global__ void adamw_kernel(bf16* params, float* master, const float* grads, fl
 
 void adamw_update(bf16* params, float* master, const float* grads, float* m, float* v, size_t n,
                   const AdamWHyper& hyper, int step, const float* clip_scale, const int* apply, uint32_t seed,
-                  cudaStream_t stream) {
+                  cudaStream_t stream, size_t index_base) {
   STAPO_CHECK(step >= 1, "adamw_update: step = ", step, " must start at 1 (bias correction divides by 1 − β^t)");
   STAPO_CHECK(hyper.beta1 >= 0 && hyper.beta1 < 1 && hyper.beta2 >= 0 && hyper.beta2 < 1,
               "adamw_update: betas (", hyper.beta1, ", ", hyper.beta2, ") must lie in [0, 1)");
@@ -61,7 +61,7 @@ void adamw_update(bf16* params, float* master, const float* grads, float* m, flo
   const float bias_correction2 = 1.0f - (float)std::pow((double)hyper.beta2, step);
   const int block = 256;
   adamw_kernel<<<(unsigned)((n + block - 1) / block), block, 0, stream>>>(
-      params, master, grads, m, v, n, hyper, bias_correction1, bias_correction2, clip_scale, apply, seed);
+      params, master, grads, m, v, n, hyper, bias_correction1, bias_correction2, clip_scale, apply, seed, index_base);
   cudaCheck(cudaGetLastError());
 }
 

@@ -34,6 +34,7 @@ CudaModelOptions CudaEngine::model_options(const CudaEngineOptions& o) {
   m.lm_head_chunk_rows = o.lm_head_chunk_rows;
   m.lm_head_chunk_vocab = o.lm_head_chunk_vocab;
   m.attention = o.attention;
+  m.shards = CudaZero::shards(o.data_parallel);
   return m;
 }
 
@@ -55,37 +56,47 @@ CudaEngine::CudaEngine(const ModelConfig& config, const CpuModel<float>* weights
   cudaCheck(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   model_ = std::make_unique<CudaModel>(config, model_options(options), stream_);
 
-  const size_t total = model_->buffer_elements();
+  ranks_ = std::make_unique<CudaZero>(options.data_parallel, options.zero1, model_->buffer_elements(), stream_);
+  const ShardRange mine = ranks_->updates();
   const std::vector<ParamSpec>& specs = model_->specs();
   const std::vector<size_t>& offsets = model_->offsets();
-  if (!options.bf16_params) master_ = device_alloc_zeroed<float>(total, stream_);
-  m_ = device_alloc_zeroed<float>(total, stream_);
-  v_ = device_alloc_zeroed<float>(total, stream_);
-  norm_partials_ = device_alloc_zeroed<float>(GRAD_NORM_BLOCKS, stream_);
+  if (!options.bf16_params) master_ = device_alloc_zeroed<float>(mine.count, stream_);
+  m_ = device_alloc_zeroed<float>(mine.count, stream_);
+  v_ = device_alloc_zeroed<float>(mine.count, stream_);
+  norm_partials_ = device_alloc_zeroed<float>(GRAD_NORM_BLOCKS + 1, stream_);
   scalars_ = device_alloc_zeroed<StepScalars>(1, stream_);
   cudaCheck(cudaMallocHost(&host_scalars_, sizeof(StepScalars)));
   *host_scalars_ = StepScalars{};
   cudaCheck(cudaEventCreateWithFlags(&results_ready_, cudaEventDisableTiming));
 
-  // Weights go through an fp32 staging buffer (the master copy, or the first moment, zeroed after) and are
-  // rounded to bf16 on the device.
-  float* staging = master_ ? master_ : m_;
+  // Weights go through fp32 staging, the whole master copy (or the first moment, zeroed after) when this rank
+  // holds it all, else one tensor at a time, and are rounded to bf16 on the device; a ZeRO-1 rank keeps its
+  // range of them as its master copy. Every rank builds the whole model alone, without a collective.
+  float* whole = ranks_->holds_whole() ? (master_ ? master_ : m_) : nullptr;
+  size_t largest = 0;
+  for (const ParamSpec& s : specs) largest = std::max(largest, s.numel);
+  float* tensor_staging = whole ? nullptr : device_alloc_zeroed<float>(largest, stream_);
   for (size_t i = 0; i < specs.size(); ++i) {
     const ParamSpec& s = specs[i];
+    float* staging = whole ? whole + offsets[i] : tensor_staging;
     if (weights) {
       const Parameter<float>& p = weights->parameters()[i];
       STAPO_CHECK(p.name == s.name && p.numel == s.numel, "CudaEngine: the host model's tensor ", i, " is ", p.name,
                   ", expected ", s.name);
-      cudaCheck(cudaMemcpyAsync(staging + offsets[i], p.data, s.numel * sizeof(float), cudaMemcpyHostToDevice,
-                                stream_));
+      cudaCheck(cudaMemcpyAsync(staging, p.data, s.numel * sizeof(float), cudaMemcpyHostToDevice, stream_));
     } else {
-      random_normal_fill(staging + offsets[i], s.numel, s.is_norm() ? 1.0f : 0.0f,
-                         s.is_norm() ? 0.0f : options.init_stddev, mix64(options.seed ^ mix64(i)), stream_);
+      random_normal_fill(staging, s.numel, s.is_norm() ? 1.0f : 0.0f, s.is_norm() ? 0.0f : options.init_stddev,
+                         mix64(options.seed ^ mix64(i)), stream_);
     }
+    convert_fp32_to_bf16(model_->params() + offsets[i], staging, s.numel, stream_);
+    const ShardRange part = range_overlap(mine, offsets[i], s.numel);
+    if (!whole && master_ && part.count > 0)
+      cudaCheck(cudaMemcpyAsync(master_ + (part.begin - mine.begin), staging + (part.begin - offsets[i]),
+                                part.count * sizeof(float), cudaMemcpyDeviceToDevice, stream_));
   }
-  convert_fp32_to_bf16(model_->params(), staging, total, stream_);
-  if (!master_) cudaCheck(cudaMemsetAsync(m_, 0, total * sizeof(float), stream_));
+  if (whole == m_) cudaCheck(cudaMemsetAsync(m_, 0, mine.count * sizeof(float), stream_));
   cudaCheck(cudaStreamSynchronize(stream_));  // the host model may be freed once we return
+  if (tensor_staging) cudaCheck(cudaFree(tensor_staging));
   last_report_ = std::chrono::steady_clock::now();
   sample_memory();
 }
@@ -210,7 +221,7 @@ StepResults CudaEngine::take_results() {
   StepResults out;
   if (pending_pairs_ > 0 || have_update_) {
     if (!results_copied_) enqueue_results_copy();
-    cudaCheck(cudaEventSynchronize(results_ready_));  // the host's one wait per step
+    ranks_->wait(results_ready_);  // the host's one wait per step
     append_pair_results(out.pairs, pending_pairs_, pending_ids_.data(), pending_refs_.data(), host_slots_.seq_logp,
                         host_slots_.seq_entropy, host_slots_.seq_tokens, host_slots_.losses);
     if (have_update_) {
@@ -242,7 +253,8 @@ void CudaEngine::optimizer_step(const OptimizerUpdate& update) {
   const int64_t t = update.t;
   STAPO_CHECK(t >= 1 && t <= INT32_MAX, "CudaEngine::optimizer_step: step ", t, " out of range");
   CudaModel& model = *model_;
-  grad_norm_accumulate(norm_partials_, model.grads(), model.buffer_elements(), false, stream_);
+  ranks_->reduce_gradients(model.grads());
+  ranks_->norm_partials(norm_partials_, model.grads(), &scalars_->nonfinite_loss);
   grad_norm_finish(&scalars_->grad_norm, &scalars_->clip_scale, &scalars_->apply, norm_partials_,
                    (float)update.max_grad_norm, &scalars_->nonfinite_loss, stream_);
   have_update_ = true;
@@ -253,15 +265,20 @@ void CudaEngine::optimizer_step(const OptimizerUpdate& update) {
   hyper.beta2 = (float)update.adamw.beta2;
   hyper.eps = (float)update.adamw.eps;
   const std::vector<ParamSpec>& specs = model.specs();
-  for (size_t i = 0; i < specs.size(); ++i) {
+  const ShardRange mine = ranks_->updates();
+  for (size_t i = 0; i < specs.size(); ++i) {  // each tensor's part in this rank's range
     const ParamSpec& p = specs[i];
-    const size_t at = model.offsets()[i];
+    const ShardRange part = range_overlap(mine, model.offsets()[i], p.numel);
+    if (part.count == 0) continue;
+    const size_t at = part.begin, own = part.begin - mine.begin;
     hyper.weight_decay = p.is_norm() ? 0.0f : (float)update.adamw.weight_decay;
-    // Stochastic rounding needs fresh bits per tensor and step.
+    // Stochastic rounding needs fresh bits per tensor and step, keyed by the index in the tensor.
     const uint32_t seed = (uint32_t)mix64(options_.seed ^ mix64((uint64_t)t * 1000003u + i));
-    adamw_update(model.params() + at, master_ ? master_ + at : nullptr, model.grads() + at, m_ + at, v_ + at,
-                 p.numel, hyper, (int)t, &scalars_->clip_scale, &scalars_->apply, seed, stream_);
+    adamw_update(model.params() + at, master_ ? master_ + own : nullptr, model.grads() + at, m_ + own, v_ + own,
+                 part.count, hyper, (int)t, &scalars_->clip_scale, &scalars_->apply, seed, stream_,
+                 at - model.offsets()[i]);
   }
+  ranks_->gather_params(model.params());
   if (step_open_) {
     open_step_.end = take_event();
     cudaCheck(cudaEventRecord(open_step_.end, stream_));
@@ -386,7 +403,7 @@ std::vector<float> CudaEngine::parameter_to_host(size_t index, bool grad) {
   STAPO_CHECK(index < specs.size(), "CudaEngine: parameter index ", index, " of ", specs.size());
   const size_t at = model_->offsets()[index], n = specs[index].numel;
   std::vector<float> out(n);
-  const float* fp32 = grad ? model_->grads() : master_;
+  const float* fp32 = grad ? model_->grads() : ranks_->holds_whole() ? master_ : nullptr;
   if (fp32) {
     cudaCheck(cudaMemcpyAsync(out.data(), fp32 + at, n * sizeof(float), cudaMemcpyDeviceToHost, stream_));
     cudaCheck(cudaStreamSynchronize(stream_));
@@ -410,48 +427,47 @@ std::unique_ptr<CpuModel<float>> CudaEngine::weights_to_cpu() {
 }
 
 void CudaEngine::save_model(const std::string& dir) {
+  // The master weights in F32 (under ZeRO-1 gathered from every rank's range); bf16-only weights in BF16 (every
+  // rank has them all): both exact, so a resume continues bit for bit, at any world size.
+  const std::vector<float> master = master_ ? ranks_->gather_to_host(master_) : std::vector<float>{};
+  if (!ranks_->writer()) return;
   make_directories(dir);
   const std::vector<ParamSpec>& specs = model_->specs();
-  std::vector<std::vector<float>> host(specs.size());
+  std::vector<std::vector<float>> rounded(master_ ? 0 : specs.size());
   std::vector<TensorToWrite<float>> out;
   for (size_t i = 0; i < specs.size(); ++i) {
-    host[i] = parameter_to_host(i, false);
-    out.push_back({specs[i].name, specs[i].shape, host[i].data()});
+    if (!master_) rounded[i] = parameter_to_host(i, false);
+    out.push_back({specs[i].name, specs[i].shape, master_ ? master.data() + model_->offsets()[i] : rounded[i].data()});
   }
-  // The master weights in F32; bf16-only weights in BF16: both exact, so a resume continues bit for bit.
   const DType dtype = master_ ? DType::F32 : DType::BF16;
   safetensors_write(dir, out, dtype);
   write_file_atomic(dir + "/config.json", config_to_json(model_->config(), master_ ? "float32" : "bfloat16"));
 }
 
 void CudaEngine::save_optimizer(const std::string& path) {
-  size_t count = 0;
-  for (const ParamSpec& s : model_->specs()) count += s.numel;
-  std::vector<float> m(count), v(count);
-  size_t at = 0;
-  const std::vector<ParamSpec>& specs = model_->specs();
-  for (size_t i = 0; i < specs.size(); ++i) {
-    const size_t from = model_->offsets()[i], n = specs[i].numel;
-    cudaCheck(cudaMemcpyAsync(m.data() + at, m_ + from, n * sizeof(float), cudaMemcpyDeviceToHost, stream_));
-    cudaCheck(cudaMemcpyAsync(v.data() + at, v_ + from, n * sizeof(float), cudaMemcpyDeviceToHost, stream_));
-    at += n;
-  }
-  cudaCheck(cudaStreamSynchronize(stream_));
-  optimizer_state_write(path, m.data(), v.data(), count);
+  std::vector<float> m = ranks_->gather_to_host(m_), v = ranks_->gather_to_host(v_);
+  if (!ranks_->writer()) return;
+  param_drop_padding(model_->specs(), model_->offsets(), m);
+  param_drop_padding(model_->specs(), model_->offsets(), v);
+  optimizer_state_write(path, m.data(), v.data(), m.size());
 }
 
 void CudaEngine::load_optimizer(const std::string& path) {
-  size_t count = 0;
-  for (const ParamSpec& s : model_->specs()) count += s.numel;
-  std::vector<float> m(count), v(count);
-  optimizer_state_read(path, m.data(), v.data(), count);
-  size_t at = 0;
+  // This rank's range of the buffer is one run of the file's elements.
+  const ShardRange mine = ranks_->updates();
   const std::vector<ParamSpec>& specs = model_->specs();
+  const PackedRange run = param_packed_range(specs, model_->offsets(), mine.begin, mine.end());
+  const size_t count = param_packed_range(specs, model_->offsets(), 0, model_->buffer_elements()).last;
+  std::vector<float> m(run.last - run.first), v(run.last - run.first);
+  optimizer_state_read(path, m.data(), v.data(), count, run.first, run.last - run.first);
+  size_t at = 0;
   for (size_t i = 0; i < specs.size(); ++i) {
-    const size_t to = model_->offsets()[i], n = specs[i].numel;
-    cudaCheck(cudaMemcpyAsync(m_ + to, m.data() + at, n * sizeof(float), cudaMemcpyHostToDevice, stream_));
-    cudaCheck(cudaMemcpyAsync(v_ + to, v.data() + at, n * sizeof(float), cudaMemcpyHostToDevice, stream_));
-    at += n;
+    const ShardRange part = range_overlap(mine, model_->offsets()[i], specs[i].numel);
+    if (part.count == 0) continue;
+    const size_t to = part.begin - mine.begin, bytes = part.count * sizeof(float);
+    cudaCheck(cudaMemcpyAsync(m_ + to, m.data() + at, bytes, cudaMemcpyHostToDevice, stream_));
+    cudaCheck(cudaMemcpyAsync(v_ + to, v.data() + at, bytes, cudaMemcpyHostToDevice, stream_));
+    at += part.count;
   }
   cudaCheck(cudaStreamSynchronize(stream_));  // m and v are freed on return
 }
@@ -462,7 +478,7 @@ std::string CudaEngine::description() const {
   return cat("cuda bf16, fp32 gradients, ", master_ ? "fp32 master weights" : "bf16 weights with stochastic rounding",
              ", recompute ", options_.recompute,
              options_.attention == AttentionPath::cudnn ? ", cuDNN attention" : "", ", ", count, " parameters, ",
-             cuda_device_description());
+             cuda_device_description(), ranks_->description());
 }
 
 }  // namespace stapo

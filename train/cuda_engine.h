@@ -10,13 +10,20 @@
 // The optimizer step on the device: the gradient norm, the clip factor and the decision to update (norm finite
 // and every loss of the step finite) come from kernels/grad_norm.h; AdamW (kernels/adamw.h) reads the factor
 // and the decision. take_results() copies the step's per-pair results, the norm and the decision to pinned host
-// memory once (enqueued before AdamW when there is an update) and waits for that copy only: the host's one wait
-// per step. Batch uploads go through pinned buffers (kernels/staging.h), so they do not wait for the stream.
+// memory once (enqueued before AdamW when there is an update) and waits for that copy only (under data parallel
+// for the whole step, with a timeout: CudaZero::wait): the host's one wait per step. Batch uploads go through
+// pinned buffers (kernels/staging.h), so they do not wait for the stream.
 //
 // Precision: bf16 weights and activations, fp32 gradients (train/cuda_model.h). AdamW keeps fp32 moments and
 // either fp32 master weights (default) or, with bf16_params, only the bf16 weights, updated by stochastic
 // rounding (half the weight memory, unbiased updates). Per parameter: 2 (bf16 weights) + 4 (fp32 gradients)
 // + 8 (moments) + 4 (master weights, unless bf16_params) bytes, i.e. 18 or 14.
+//
+// Data parallel (options.data_parallel, train/cuda_zero.h): one process per GPU over NCCL; the gradients are
+// reduced over the ranks in optimizer_step, and under ZeRO-1 a rank keeps master weights and moments for its
+// shard of the parameters only (2 + 4 + 12/W bytes per parameter, or 2 + 4 + 8/W with bf16_params).
+// save_model and save_optimizer are then collective (rank 0 writes files that do not depend on W) and
+// weights_to_cpu / parameter_to_host give the bf16 weights where this rank holds only part of the master copy.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -31,6 +38,7 @@
 #include "kernels/staging.h"    // defines: HostStaging
 #include "model/model.h"        // defines: CpuModel, ModelConfig
 #include "train/cuda_model.h"   // defines: CudaModel, AttentionPath
+#include "train/cuda_zero.h"    // defines: CudaZero, Collective
 #include "train/engine.h"       // defines: Engine
 
 namespace stapo {
@@ -46,6 +54,8 @@ struct CudaEngineOptions {
   double peak_tflops = 0;    // the card's dense bf16 peak for MFU (0: train/model_flops.h's table by device name)
   double report_every_s = 0; // > 0: optimizer_step prints MFU and memory to stderr at most this often
   AttentionPath attention = AttentionPath::flash;
+  Collective* data_parallel = nullptr;  // the job's ranks, kept by reference (null: one process)
+  bool zero1 = true;                    // under data_parallel: ZeRO-1, else all-reduced gradients
 };
 
 // Time and model FLOPs of the optimizer steps the device has finished.
@@ -87,8 +97,9 @@ class CudaEngine : public Engine {
   // one just taken, since reading them never waits for the device.
   StepReport step_report() override;
 
-  // Parameter `index` (model/params.h order) as fp32 on the host: weights (the master copy when there is one) or
-  // the gradient. Waits for the stream. For checks and checkpoints.
+  // Parameter `index` (model/params.h order) as fp32 on the host: weights (the master copy when this rank holds
+  // all of it) or the gradient (after a ZeRO-1 step: summed over ranks in this rank's shard only). Waits for the
+  // stream. For checks and checkpoints.
   std::vector<float> parameter_to_host(size_t index, bool grad);
   size_t num_tensors() const { return model_->specs().size(); }
   // Waits for every optimizer step enqueued so far, then returns the statistics since the last call.
@@ -137,7 +148,10 @@ class CudaEngine : public Engine {
   float* master_ = nullptr;  // (model buffer) fp32 master weights, null with bf16_params
   float* m_ = nullptr;       // (model buffer) AdamW moments
   float* v_ = nullptr;
-  float* norm_partials_ = nullptr;  // GRAD_NORM_BLOCKS
+  float* norm_partials_ = nullptr;  // GRAD_NORM_BLOCKS + 1
+  // Data parallel, or the whole buffer for one process. master_, m_ and v_ hold its updates() range of the model
+  // buffer only: all of it unless ZeRO-1 shards it.
+  std::unique_ptr<CudaZero> ranks_;
   StepScalars* scalars_ = nullptr;  // device
   StepScalars* host_scalars_ = nullptr;  // pinned
 

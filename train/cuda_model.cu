@@ -62,6 +62,8 @@ CudaModel::CudaModel(const ModelConfig& config, const CudaModelOptions& options,
 #endif
   specs_ = model_param_specs(c);
   offsets_ = param_offsets(specs_, kAlignElements, &total_);
+  const size_t multiple = kAlignElements * (size_t)std::max(options.shards, 1);
+  total_ = (total_ + multiple - 1) / multiple * multiple;
   params_ = device_alloc_zeroed<bf16>(total_, stream_);
   grads_ = device_alloc_zeroed<float>(total_, stream_);
   w_ = param_pointers(c, specs_, offsets_, params_);

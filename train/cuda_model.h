@@ -51,6 +51,9 @@ struct CudaModelOptions {
   int lm_head_chunk_rows = 2048;
   int lm_head_chunk_vocab = 16384;
   AttentionPath attention = AttentionPath::flash;
+  // Data parallel over this many ranks (train/cuda_zero.h): the parameter and gradient buffers are padded to a
+  // multiple of shards × the alignment, so that every rank's ZeRO-1 share of them is equal and aligned.
+  int shards = 1;
 };
 
 class CudaModel {
@@ -64,7 +67,7 @@ class CudaModel {
   const ModelConfig& config() const { return config_; }
   const std::vector<ParamSpec>& specs() const { return specs_; }
   const std::vector<size_t>& offsets() const { return offsets_; }  // elements, into params() and grads()
-  size_t buffer_elements() const { return total_; }  // of either buffer, alignment padding (always 0) included
+  size_t buffer_elements() const { return total_; }  // of either buffer, padding (always 0) included
   __nv_bfloat16* params() { return params_; }        // (buffer_elements())
   float* grads() { return grads_; }                  // (buffer_elements())
 

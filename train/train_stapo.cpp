@@ -1,7 +1,9 @@
 // train_stapo: preference optimisation (StaPO and the one-sided baselines) on one GPU, bf16 CUDA engine
-// (train/cuda_engine.h). Flags, data, losses, logs and checkpoints are train_stapo_cpu's (train/train_main.h);
-// only the engine differs. MFU and peak device memory go into the step log and progress line
-// (CudaEngine::step_report), to stderr every --report-every seconds, and into a summary at the end.
+// (train/cuda_engine.h), or data parallel on several, one process per GPU, started by mpirun or srun (NCCL,
+// ZeRO-1: train/cuda_zero.h, docs/distributed.md). Flags, data, losses, logs and checkpoints are
+// train_stapo_cpu's (train/train_main.h); only the engine differs. MFU and peak device memory go into the step
+// log and progress line (CudaEngine::step_report; rank 0's under data parallel), to stderr every --report-every
+// seconds, and into a summary at the end.
 // The engine's agreement with the CPU reference is checked by the gpu-labelled tests (tests/train/
 // test_cuda_engine.cpp; dev/gpu_check.sh runs them).
 #include <memory>
@@ -10,6 +12,7 @@
 #include "common/cli.h"         // defines: STAPO_PARSE_CLI, run_main
 #include "common/error.h"       // defines: STAPO_CHECK
 #include "train/collective.h"   // defines: distributed_env
+#include "train/collective_nccl.h"  // defines: collective_nccl, NcclOptions
 #include "train/cuda_engine.h"  // defines: CudaEngine, CudaEngineOptions
 #include "train/train_main.h"   // defines: TrainFlags, train_flags_add, train_run
 
@@ -34,13 +37,24 @@ int main(int argc, char** argv) {
   app.add_option("--peak-tflops", options.peak_tflops,
                  "the card's dense bf16 peak for MFU (default: known from the device name, e.g. H100 989)");
   app.add_option("--report-every", options.report_every_s, "seconds between MFU / memory lines (0: off)");
+  stapo::NcclOptions nccl;
+  app.add_option("--rendezvous", nccl.rendezvous_dir,
+                 "data parallel without MPI (srun without PMIx): a directory every node sees, where rank 0 leaves the "
+                 "NCCL id for the others (docs/distributed.md)");
+  app.add_option("--collective-timeout", nccl.timeout_s,
+                 "data parallel: seconds a rank waits for the others (the NCCL id, a collective) before it ends "
+                 "the job")
+      ->check(CLI::PositiveNumber);
   STAPO_PARSE_CLI(app, argc, argv);
   return stapo::run_main([&] {
-    // Several processes would each train alone; the engine's NCCL/ZeRO-1 part is not built yet.
+    // Several processes: one GPU each (the local rank's), NCCL between them; the collective exists before any
+    // engine, which runs on the device it chose.
     const stapo::DistributedEnv env = stapo::distributed_env();
-    STAPO_CHECK(env.world_size == 1, env.launcher, " started ", env.world_size, " processes, but train_stapo does not "
-                "train data parallel yet (the CUDA engine's NCCL/ZeRO-1 integration is pending, docs/distributed.md): "
-                "run it as one process, or train_stapo_cpu under mpirun");
+    const std::unique_ptr<stapo::Collective> ranks = env.world_size > 1 ? stapo::collective_nccl(env, nccl) : nullptr;
+    options.data_parallel = ranks.get();
+    options.zero1 = flags.zero == 1;
+    const bool writer = !ranks || ranks->rank() == 0;
+    if (!writer) options.report_every_s = 0;  // rank 0 speaks for the job
     // The CUDA engine sums response positions only: an NLL over prompt + response (orpo's default, TRL's ORPO)
     // is the CPU engine's for now. Refused here, before the reference pass and the model load.
     STAPO_CHECK(!stapo::loss_uses_prompt(stapo::loss_flags_config(app, flags.loss)),
@@ -53,12 +67,12 @@ int main(int argc, char** argv) {
     auto make_engine = [&](const std::string& dir) -> std::unique_ptr<stapo::Engine> {
       return std::make_unique<stapo::CudaEngine>(*stapo::model_load_hf<float>(dir), options);
     };
-    auto summary = [](stapo::Engine& engine) {
+    auto summary = [&](stapo::Engine& engine) {
       auto& cuda = static_cast<stapo::CudaEngine&>(engine);
       const stapo::CudaStepStats s = cuda.take_step_stats();
-      if (s.steps > 0 && s.seconds > 0)
+      if (writer && s.steps > 0 && s.seconds > 0)
         fprintf(stderr, "device, whole run: %s\n", stapo::step_stats_summary(s, cuda.peak_tflops()).c_str());
     };
-    stapo::train_run(app, flags, make_engine, summary);
+    stapo::train_run(app, flags, make_engine, summary, ranks.get());
   });
 }

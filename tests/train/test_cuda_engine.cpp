@@ -23,6 +23,7 @@
 #include "kernels/cuda_common.h"
 #include "tests/gpu_test_util.h"
 #include "tests/train/engine_contract.h"
+#include "train/collective_nccl.h"
 #include "train/cpu_engine.h"
 #include "train/cuda_engine.h"
 #include "train/model_flops.h"
@@ -490,6 +491,64 @@ TEST(CudaEngine, StepStatsAndCheckpoint) {
     EXPECT_EQ(std::memcmp(loaded->param_data(), weights->param_data(), weights->num_params() * sizeof(float)), 0)
         << "the checkpoint holds the engine's weights exactly";
   }
+}
+
+// Data parallel (train/cuda_zero.h) at W = 1, the only world size one GPU allows (NCCL refuses two ranks on one
+// GPU): the engine over an NCCL communicator runs every collective of the data-parallel step (reduce-scatter or
+// all-reduce of the gradients, the all-reduce of the norm's partials and the non-finite flag, the all-gather of the
+// bf16 weights, the checkpoint's gather) and must equal the engine without one bit for bit: three steps with both
+// weight modes and ZeRO-1 on and off, then a checkpoint after step 2 resumed into a fresh engine for step 3.
+// Several ranks: dev/multi_gpu_check.sh.
+TEST(CudaEngine, NcclOneRankEqualsOneProcess) {
+  STAPO_REQUIRE_GPU();
+  test::TempDir dir;
+  const ModelConfig config = test::engine_test_config(false);
+  const LossConfig loss = check_loss();
+  AdamWConfig adamw;
+  adamw.weight_decay = 0.1;
+  auto step = [&](Engine& engine, int64_t t) {
+    engine.zero_grad();
+    run_micro_batches(engine, {check_batch(config.vocab_size, 1300 + uint64_t(t), true)}, loss, true);
+    engine.optimizer_step({1e-3, t == 2 ? 0.0 : 1e-3, adamw, t});  // steps 1 and 3 clipped (checked below), 2 not
+    return engine.take_results();
+  };
+  auto expect_same_engine = [](CudaEngine& got, CudaEngine& want, const std::string& what) {
+    for (bool grad : {false, true}) {
+      const auto a = host_tensors(got, grad), b = host_tensors(want, grad);
+      for (size_t i = 0; i < b.size(); ++i)
+        EXPECT_EQ(std::memcmp(a[i].data(), b[i].data(), b[i].size() * sizeof(float)), 0)
+            << what << ": " << (grad ? "gradient" : "weights") << " of tensor " << i << " differ";
+    }
+  };
+  for (bool bf16_params : {false, true})
+    for (bool zero1 : {true, false}) {
+      const std::string what = cat(bf16_params ? "bf16 weights" : "fp32 master", zero1 ? ", ZeRO-1" : ", all-reduce");
+      const std::unique_ptr<Collective> ranks = collective_nccl(DistributedEnv{}, NcclOptions{});
+      CudaEngineOptions parallel = engine_options(1, bf16_params);
+      parallel.data_parallel = ranks.get();
+      parallel.zero1 = zero1;
+      const auto model = test::engine_test_model(false, 1234);
+      CudaEngine one(*model, engine_options(1, bf16_params)), nccl(*model, parallel);
+      const std::string saved = dir.path + "/" + std::to_string(int(bf16_params)) + std::to_string(int(zero1));
+      for (int64_t t = 1; t <= 3; ++t) {
+        const StepResults want = step(one, t), got = step(nccl, t);
+        test::expect_same_results(got.pairs, want.pairs, what);
+        EXPECT_TRUE(got.updated) << what;
+        EXPECT_EQ(got.grad_norm, want.grad_norm) << what << ", step " << t;
+        EXPECT_GT(want.grad_norm, 1e-3) << "the clip at 1e-3 should bite";
+        expect_same_engine(nccl, one, cat(what, ", step ", t));
+        if (t == 2) {
+          nccl.save_model(saved);
+          nccl.save_optimizer(saved + "/optimizer.bin");
+        }
+      }
+      // The checkpoint resumed: step 3 again from step 2's files.
+      CudaEngine resumed(*model_load_hf<float>(saved), parallel);
+      resumed.load_optimizer(saved + "/optimizer.bin");
+      step(resumed, 3);
+      expect_same_engine(resumed, one, what + ", resumed at step 2");
+      EXPECT_NE(nccl.description().find("data parallel over 1 ranks (nccl)"), std::string::npos) << nccl.description();
+    }
 }
 
 }  // namespace
