@@ -41,12 +41,6 @@ int main(int argc, char** argv) {
     STAPO_CHECK(env.world_size == 1, env.launcher, " started ", env.world_size, " processes, but train_stapo does not "
                 "train data parallel yet (the CUDA engine's NCCL/ZeRO-1 integration is pending, docs/distributed.md): "
                 "run it as one process, or train_stapo_cpu under mpirun");
-    // The CUDA engine sums response positions only: an NLL over prompt + response (orpo's default, TRL's ORPO)
-    // is the CPU engine's for now. Refused here, before the reference pass and the model load.
-    STAPO_CHECK(!stapo::loss_uses_prompt(stapo::loss_flags_config(app, flags.loss)),
-                "train_stapo cannot train an NLL term over prompt + response yet (--nll-span prompt+response, the "
-                "default of --loss orpo): pass --nll-span response (the NLL of the chosen response only), or train "
-                "with train_stapo_cpu");
     options.attention = stapo::attention_path(attention);
     options.max_tokens = 2 * flags.loader.pairs_per_batch * flags.loader.row_length;
     options.seed = flags.trainer.seed;
