@@ -106,7 +106,7 @@ CudaEngine::~CudaEngine() {
     cudaCheck(cudaStreamSynchronize(stream_));
     model_.reset();
     for (void* p : {(void*)master_, (void*)m_, (void*)v_, (void*)norm_partials_, (void*)scalars_, (void*)dseq_,
-                    (void*)reference_logps_})
+                    (void*)reference_logps_, (void*)dprompt_})
       if (p) cudaCheck(cudaFree(p));
     if (host_scalars_) cudaCheck(cudaFreeHost(host_scalars_));
     free_slots(slots_, false);
@@ -131,6 +131,8 @@ void CudaEngine::ensure_slots(int pairs) {
   grown.seq_logp = device_alloc_zeroed<float>(2 * (size_t)capacity, stream_);
   grown.seq_entropy = device_alloc_zeroed<float>(2 * (size_t)capacity, stream_);
   grown.seq_tokens = device_alloc_zeroed<float>(2 * (size_t)capacity, stream_);
+  grown.seq_prompt_logp = device_alloc_zeroed<float>(2 * (size_t)capacity, stream_);
+  grown.seq_prompt_tokens = device_alloc_zeroed<float>(2 * (size_t)capacity, stream_);
   grown.losses = device_alloc_zeroed<PairLoss<float>>(capacity, stream_);
   copy_slots(grown, slots_, pending_pairs_, cudaMemcpyDeviceToDevice);  // the pairs already there move along
   cudaCheck(cudaStreamSynchronize(stream_));  // the old slots and their pinned copies are no longer in use
@@ -141,6 +143,8 @@ void CudaEngine::ensure_slots(int pairs) {
   cudaCheck(cudaMallocHost(&host_slots_.seq_logp, 2 * (size_t)capacity * sizeof(float)));
   cudaCheck(cudaMallocHost(&host_slots_.seq_entropy, 2 * (size_t)capacity * sizeof(float)));
   cudaCheck(cudaMallocHost(&host_slots_.seq_tokens, 2 * (size_t)capacity * sizeof(float)));
+  cudaCheck(cudaMallocHost(&host_slots_.seq_prompt_logp, 2 * (size_t)capacity * sizeof(float)));
+  cudaCheck(cudaMallocHost(&host_slots_.seq_prompt_tokens, 2 * (size_t)capacity * sizeof(float)));
   cudaCheck(cudaMallocHost(&host_slots_.losses, (size_t)capacity * sizeof(PairLoss<float>)));
   results_copied_ = false;  // the host copies were dropped
 }
@@ -148,7 +152,7 @@ void CudaEngine::ensure_slots(int pairs) {
 void CudaEngine::ensure_batch_sequences(int sequences) {
   if (sequences <= batch_sequence_capacity_) return;
   cudaCheck(cudaStreamSynchronize(stream_));  // the old buffers are no longer in use
-  for (float** p : {&dseq_, &reference_logps_}) {
+  for (float** p : {&dseq_, &reference_logps_, &dprompt_}) {
     if (*p) cudaCheck(cudaFree(*p));
     *p = device_alloc_zeroed<float>(sequences, stream_);
   }
@@ -157,10 +161,12 @@ void CudaEngine::ensure_batch_sequences(int sequences) {
 
 void CudaEngine::run_pairs(const PairBatch& batch, const LossConfig& loss, const StepScale& scale, bool backward) {
   CudaModel& model = *model_;
-  STAPO_CHECK(!loss_uses_prompt(loss), "CudaEngine: an NLL term over prompt + response is not implemented on the "
-              "GPU (the fused reduction sums response positions only): use --nll-span response or the CPU engine");
+  // The chosen prompt's log-prob, for an NLL term over prompt + response (TRL's ORPO): its rows join the lm_head's.
+  const bool prompt = loss_uses_prompt(loss);
+  STAPO_CHECK(pending_pairs_ == 0 || prompt == pending_prompt_, "CudaEngine: pairs with and without an NLL over "
+              "prompt + response between two take_results (one loss per step and per evaluation)");
   if (batch.num_pairs == 0) return pair_batch_validate(batch, model.config().vocab_size);  // nothing to run
-  model.forward(batch);  // validates the batch
+  model.forward(batch, prompt);  // validates the batch
   const int pairs = batch.num_pairs, sequences = 2 * pairs, M = model.response_rows();
   ensure_slots(pending_pairs_ + pairs);
   ensure_batch_sequences(sequences);
@@ -168,12 +174,18 @@ void CudaEngine::run_pairs(const PairBatch& batch, const LossConfig& loss, const
   float *seq_logp = slots_.seq_logp + first, *seq_tokens = slots_.seq_tokens + first;
   sequence_sums(seq_logp, slots_.seq_entropy + first, seq_tokens, model.logp(), model.entropy(),
                 model.response_sequence(), M, sequences, stream_);
+  float* seq_prompt_logp = prompt ? slots_.seq_prompt_logp + first : nullptr;
+  if (prompt)
+    sequence_sums(seq_prompt_logp, nullptr, slots_.seq_prompt_tokens + first, model.logp(), nullptr,
+                  model.prompt_sequence(), M, sequences, stream_);
   const bool have_reference = !batch.reference_logps.empty();
   if (have_reference)
     staging_.upload({{reference_logps_, batch.reference_logps.data(), sequences * sizeof(float)}}, stream_);
   pair_loss(slots_.losses + pending_pairs_, dseq_, seq_logp, seq_tokens, have_reference ? reference_logps_ : nullptr,
-            loss, (float)scale.nll_weight(), (float)(1.0 / scale.pairs), pairs, &scalars_->nonfinite_loss, stream_);
+            loss, (float)scale.nll_weight(), (float)(1.0 / scale.pairs), pairs, &scalars_->nonfinite_loss, stream_,
+            seq_prompt_logp, prompt ? dprompt_ : nullptr);
   pending_pairs_ += pairs;
+  pending_prompt_ = prompt;
   pending_ids_.insert(pending_ids_.end(), batch.pair_ids.begin(), batch.pair_ids.end());
   if (have_reference)
     pending_refs_.insert(pending_refs_.end(), batch.reference_logps.begin(), batch.reference_logps.end());
@@ -181,7 +193,8 @@ void CudaEngine::run_pairs(const PairBatch& batch, const LossConfig& loss, const
     pending_refs_.resize(pending_refs_.size() + sequences, 0.0f);
   results_copied_ = false;
 
-  const BatchFlopCounts counts = batch_flop_counts(batch);
+  BatchFlopCounts counts = batch_flop_counts(batch);
+  counts.response_rows = M;  // the lm_head's rows: the chosen prompts' too when the objective reads them
   const double passes = backward ? 3.0 : 1.0;  // a backward costs twice the forward
   if (step_open_) {
     open_step_.flops += passes * batch_forward_flops_needed(model.config(), counts);
@@ -189,13 +202,15 @@ void CudaEngine::run_pairs(const PairBatch& batch, const LossConfig& loss, const
   }
   if (backward) {
     token_dlogp(model.dlogp(), dseq_, model.response_sequence(), M, stream_);
+    if (prompt) token_dlogp_prompt(model.dlogp(), dprompt_, model.prompt_sequence(), M, stream_);
     model.backward();
   }
   sample_memory();
 }
 
 void CudaEngine::free_slots(PairSlots& slots, bool pinned) {
-  for (void* p : {(void*)slots.seq_logp, (void*)slots.seq_entropy, (void*)slots.seq_tokens, (void*)slots.losses})
+  for (void* p : {(void*)slots.seq_logp, (void*)slots.seq_entropy, (void*)slots.seq_tokens,
+                  (void*)slots.seq_prompt_logp, (void*)slots.seq_prompt_tokens, (void*)slots.losses})
     if (p) cudaCheck(pinned ? cudaFreeHost(p) : cudaFree(p));
   slots = PairSlots{};
 }
@@ -206,6 +221,10 @@ void CudaEngine::copy_slots(const PairSlots& to, const PairSlots& from, int pair
   cudaCheck(cudaMemcpyAsync(to.seq_logp, from.seq_logp, sequence_bytes, kind, stream_));
   cudaCheck(cudaMemcpyAsync(to.seq_entropy, from.seq_entropy, sequence_bytes, kind, stream_));
   cudaCheck(cudaMemcpyAsync(to.seq_tokens, from.seq_tokens, sequence_bytes, kind, stream_));
+  if (pending_prompt_) {
+    cudaCheck(cudaMemcpyAsync(to.seq_prompt_logp, from.seq_prompt_logp, sequence_bytes, kind, stream_));
+    cudaCheck(cudaMemcpyAsync(to.seq_prompt_tokens, from.seq_prompt_tokens, sequence_bytes, kind, stream_));
+  }
   cudaCheck(cudaMemcpyAsync(to.losses, from.losses, (size_t)pairs * sizeof(PairLoss<float>), kind, stream_));
 }
 
@@ -223,13 +242,16 @@ StepResults CudaEngine::take_results() {
     if (!results_copied_) enqueue_results_copy();
     ranks_->wait(results_ready_);  // the host's one wait per step
     append_pair_results(out.pairs, pending_pairs_, pending_ids_.data(), pending_refs_.data(), host_slots_.seq_logp,
-                        host_slots_.seq_entropy, host_slots_.seq_tokens, host_slots_.losses);
+                        host_slots_.seq_entropy, host_slots_.seq_tokens, host_slots_.losses,
+                        pending_prompt_ ? host_slots_.seq_prompt_logp : nullptr,
+                        pending_prompt_ ? host_slots_.seq_prompt_tokens : nullptr);
     if (have_update_) {
       out.grad_norm = host_scalars_->grad_norm;
       out.updated = host_scalars_->apply != 0;
     }
   }
   pending_pairs_ = 0;
+  pending_prompt_ = false;
   pending_ids_.clear();
   pending_refs_.clear();
   results_copied_ = false;

@@ -6,7 +6,9 @@
 // model/ops/preference_loss.h's loss_pair): per micro-batch, sequence_sums of the model's per-position log-probs
 // and entropies, then pair_loss writes each pair's PairLoss and dℓ/dS into device arrays that collect every pair
 // since the last take_results, and (with backward) token_dlogp spreads dℓ/dS to the response positions for the
-// model's backward. Nothing crosses to the host between forward and backward.
+// model's backward. An NLL over prompt + response (loss_uses_prompt: TRL's ORPO) adds the chosen prompts' rows to
+// the model's lm_head, their sums P_w and |x| − 1, and ∂ℓ/∂P_w spread to those rows (token_dlogp_prompt); other
+// losses run none of it. Nothing crosses to the host between forward and backward.
 // The optimizer step on the device: the gradient norm, the clip factor and the decision to update (norm finite
 // and every loss of the step finite) come from kernels/grad_norm.h; AdamW (kernels/adamw.h) reads the factor
 // and the decision. take_results() copies the step's per-pair results, the norm and the decision to pinned host
@@ -121,6 +123,7 @@ class CudaEngine : public Engine {
   struct PairSlots {
     int capacity = 0;  // pairs
     float *seq_logp = nullptr, *seq_entropy = nullptr, *seq_tokens = nullptr;  // (2·capacity): S, Σ H_t, |y|
+    float *seq_prompt_logp = nullptr, *seq_prompt_tokens = nullptr;  // (2·capacity): P, |x| − 1 (prompt NLL only)
     PairLoss<float>* losses = nullptr;                                          // (capacity)
   };
   // A step being timed: events around it and its model FLOPs, read once the device has passed `end`.
@@ -131,7 +134,8 @@ class CudaEngine : public Engine {
 
   CudaEngine(const ModelConfig& config, const CpuModel<float>* weights, const CudaEngineOptions& options);
   static CudaModelOptions model_options(const CudaEngineOptions& options);
-  // The first `pairs` slots of `from` into `to` (device or pinned host, as `kind` says), in stream order.
+  // The first `pairs` slots of `from` into `to` (device or pinned host, as `kind` says), in stream order; the
+  // prompt sums only when the pending pairs have them.
   void copy_slots(const PairSlots& to, const PairSlots& from, int pairs, cudaMemcpyKind kind);
   static void free_slots(PairSlots& slots, bool pinned);  // device memory, or pinned host memory
   void ensure_slots(int pairs);  // room for `pairs` pending pairs, keeping those already there
@@ -157,12 +161,13 @@ class CudaEngine : public Engine {
 
   // The loss of each micro-batch: dℓ/dS of its sequences, and its reference log-probs, uploaded.
   int batch_sequence_capacity_ = 0;
-  float *dseq_ = nullptr, *reference_logps_ = nullptr;  // (2B)
+  float *dseq_ = nullptr, *reference_logps_ = nullptr, *dprompt_ = nullptr;  // (2B); dprompt_: dℓ/dP (prompt NLL)
   HostStaging staging_;
   // Results of the pairs since the last take_results: device slots, their pinned copies, and what the host
   // knows of each pair (its id and reference log-probs, 0 without).
   PairSlots slots_, host_slots_;
   int pending_pairs_ = 0;
+  bool pending_prompt_ = false;  // the pending pairs have prompt sums (all of them: one loss between takes)
   std::vector<int64_t> pending_ids_;
   std::vector<float> pending_refs_;  // (2·pending_pairs_)
   bool results_copied_ = false;  // the copy of every pending pair (and the scalars) is enqueued

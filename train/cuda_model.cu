@@ -141,6 +141,7 @@ void CudaModel::ensure_tokens(int N) {
     response_index_ = k.take<int32_t>(n);  // M ≤ N
     response_targets_ = k.take<int32_t>(n);
     response_sequence_ = k.take<int32_t>(n);
+    prompt_sequence_ = k.take<int32_t>(n);
     response_h_ = k.take<bf16>(n * C);
     logp_ = k.take<float>(n);
     entropy_ = k.take<float>(n);
@@ -241,31 +242,27 @@ void CudaModel::layer_restore(int l) {
   }
 }
 
-void CudaModel::forward(const PairBatch& batch) {
+void CudaModel::forward(const PairBatch& batch, bool chosen_prompts) {
   const ModelConfig& c = config_;
   pair_batch_validate(batch, c.vocab_size);
+  const LogpRows rows = logp_rows(batch, chosen_prompts);  // before any state changes: it may refuse the batch
   const TokenBatch& t = batch.tokens;  // rows beyond the attention grid's limit: its launcher refuses them
   const int N = t.rows * t.T;
   ensure_tokens(N);
   rows_ = t.rows;
   T_ = t.T;
   host_tokens_ = t.tokens;
-  std::vector<int32_t> index, targets, sequence;  // the response positions, in order
-  for (int i = 0; i < N; ++i)
-    if (batch.response_sequence[i] >= 0) {
-      index.push_back(i);
-      targets.push_back(t.targets[i]);
-      sequence.push_back(batch.response_sequence[i]);
-    }
-  response_rows_ = (int)index.size();
+  response_rows_ = (int)rows.index.size();
+  have_prompt_rows_ = chosen_prompts;
   const size_t bytes = (size_t)N * sizeof(int32_t), response_bytes = (size_t)response_rows_ * sizeof(int32_t);
-  staging_.upload({{tokens_, t.tokens.data(), bytes},
-                   {positions_, t.positions.data(), bytes},
-                   {segments_, t.segments.data(), bytes},
-                   {response_index_, index.data(), response_bytes},
-                   {response_targets_, targets.data(), response_bytes},
-                   {response_sequence_, sequence.data(), response_bytes}},
-                  stream_);
+  std::vector<UploadPiece> uploads = {{tokens_, t.tokens.data(), bytes},
+                                      {positions_, t.positions.data(), bytes},
+                                      {segments_, t.segments.data(), bytes},
+                                      {response_index_, rows.index.data(), response_bytes},
+                                      {response_targets_, rows.targets.data(), response_bytes},
+                                      {response_sequence_, rows.response_sequence.data(), response_bytes}};
+  if (chosen_prompts) uploads.push_back({prompt_sequence_, rows.prompt_sequence.data(), response_bytes});
+  staging_.upload(uploads, stream_);
 #ifdef STAPO_HAVE_CUDNN
   if (cudnn_attention_) cudnn_attention_->set_rows(t.segments, t.rows, t.T, stream_);
 #endif

@@ -14,8 +14,9 @@
 // The residual adds are fused into the RMSNorm that follows them (kernels/rmsnorm.h), so the residual stream
 // entering layer l is formed by layer l's input_norm:  resid_l = resid2_{l-1} + mlp_{l-1}.
 // The lm_head runs on the M response positions only (response_sequence ≥ 0, about half of N in preference data:
-// the prompts are skipped): their final-norm rows are gathered (kernels/rows.h) and the fused lm_head_forward
-// gives log-prob and entropy per response position without (M, V) logits; backward scatters dh back.
+// the prompts are skipped), plus the chosen sequences' predicted prompt positions when the loss has an NLL over
+// prompt + response (model/batch.h's logp_rows): their final-norm rows are gathered (kernels/rows.h) and the fused
+// lm_head_forward gives log-prob and entropy per row without (M, V) logits; backward scatters dh back.
 // Parameters live in one bf16 buffer in model/params.h's order, each tensor starting on a 256-byte boundary;
 // the gradients in an fp32 buffer with the same element offsets. One stream, the caller's.
 #pragma once
@@ -72,14 +73,16 @@ class CudaModel {
   float* grads() { return grads_; }                  // (buffer_elements())
 
   void zero_grad();
-  // The decoder and the lm_head on the batch's response positions (pair_batch_validate'd first). Enqueued on the
-  // stream; the host waits for nothing but, rarely, an upload two batches back (kernels/staging.h) or a larger
-  // activation arena.
-  void forward(const PairBatch& batch);
-  int response_rows() const { return response_rows_; }                   // M of the last forward
+  // The decoder and the lm_head on the batch's response positions, and with chosen_prompts on the chosen
+  // sequences' predicted prompt positions too (pair_batch_validate'd first). Enqueued on the stream; the host
+  // waits for nothing but, rarely, an upload two batches back (kernels/staging.h) or a larger activation arena.
+  void forward(const PairBatch& batch, bool chosen_prompts = false);
+  int response_rows() const { return response_rows_; }                   // M of the last forward (rows of the lm_head)
   const float* logp() const { return logp_; }                            // (M) target log-prob per position
   const float* entropy() const { return entropy_; }                      // (M) entropy of its distribution
-  const int32_t* response_sequence() const { return response_sequence_; }  // (M) its sequence, 0..2B−1
+  const int32_t* response_sequence() const { return response_sequence_; }  // (M) its sequence, 0..2B−1; −1: a prompt
+  // (M) the chosen prompt a row belongs to (even), −1 for response rows; null unless forward had chosen_prompts.
+  const int32_t* prompt_sequence() const { return have_prompt_rows_ ? prompt_sequence_ : nullptr; }
   float* dlogp() { return dlogp_; }                                      // (M) set by the caller for backward
   // Accumulates (+=) into grads() the gradient of Σ_m dlogp[m]·logp[m] for the batch of the last forward.
   void backward();
@@ -127,9 +130,12 @@ class CudaModel {
   __nv_bfloat16 *final_resid_ = nullptr, *final_norm_ = nullptr;  // (N, C)
   float* final_rstd_ = nullptr;                                   // (N)
   int32_t *tokens_ = nullptr, *positions_ = nullptr, *segments_ = nullptr;  // (N)
-  // The lm_head's rows: the M response positions, their targets and sequences, the gathered final-norm rows.
+  // The lm_head's rows (model/batch.h's logp_rows): the M positions, their targets and sequences, the gathered
+  // final-norm rows.
   int response_rows_ = 0;                                                                       // M
   int32_t *response_index_ = nullptr, *response_targets_ = nullptr, *response_sequence_ = nullptr;  // (M)
+  int32_t* prompt_sequence_ = nullptr;  // (M), uploaded only with chosen prompts
+  bool have_prompt_rows_ = false;
   __nv_bfloat16* response_h_ = nullptr;                                                         // (M, C)
   float *logp_ = nullptr, *entropy_ = nullptr, *response_lse_ = nullptr, *dlogp_ = nullptr;     // (M)
   // Backward scratch, reused by every layer.

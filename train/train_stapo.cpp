@@ -55,12 +55,6 @@ int main(int argc, char** argv) {
     options.zero1 = flags.zero == 1;
     const bool writer = !ranks || ranks->rank() == 0;
     if (!writer) options.report_every_s = 0;  // rank 0 speaks for the job
-    // The CUDA engine sums response positions only: an NLL over prompt + response (orpo's default, TRL's ORPO)
-    // is the CPU engine's for now. Refused here, before the reference pass and the model load.
-    STAPO_CHECK(!stapo::loss_uses_prompt(stapo::loss_flags_config(app, flags.loss)),
-                "train_stapo cannot train an NLL term over prompt + response yet (--nll-span prompt+response, the "
-                "default of --loss orpo): pass --nll-span response (the NLL of the chosen response only), or train "
-                "with train_stapo_cpu");
     options.attention = stapo::attention_path(attention);
     options.max_tokens = 2 * flags.loader.pairs_per_batch * flags.loader.row_length;
     options.seed = flags.trainer.seed;
