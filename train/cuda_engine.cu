@@ -461,7 +461,10 @@ std::string CudaEngine::description() const {
   for (const ParamSpec& s : model_->specs()) count += s.numel;
   return cat("cuda bf16, fp32 gradients, ", master_ ? "fp32 master weights" : "bf16 weights with stochastic rounding",
              ", recompute ", options_.recompute,
-             options_.attention == AttentionPath::cudnn ? ", cuDNN attention" : "", ", ", count, " parameters, ",
+             options_.attention == AttentionPath::cudnn    ? ", cuDNN attention"
+             : options_.attention == AttentionPath::flash2 ? ", tensor-core attention (flash2)"
+                                                           : "",
+             ", ", count, " parameters, ",
              cuda_device_description());
 }
 

@@ -178,13 +178,16 @@ void CudaModel::ensure_tokens(int N) {
 
 void CudaModel::zero_grad() { cudaCheck(cudaMemsetAsync(grads_, 0, total_ * sizeof(float), stream_)); }
 
-// ---- attention: ours, or cuDNN's where the build has it and the options ask ----
+// ---- attention: ours (SIMT or tensor cores), or cuDNN's where the build has it and the options ask ----
 
 void CudaModel::attention_forward_any(const LayerActs& a, const AttentionShape& shape) {
 #ifdef STAPO_HAVE_CUDNN
   if (cudnn_attention_) return cudnn_attention_->forward(a.att, a.lse, a.q, a.k, a.v, shape, stream_);
 #endif
-  attention_forward(a.att, a.lse, a.q, a.k, a.v, shape, segments_, stream_);
+  if (options_.attention == AttentionPath::flash2)
+    attention_flash2_forward(a.att, a.lse, a.q, a.k, a.v, shape, segments_, stream_);
+  else
+    attention_forward(a.att, a.lse, a.q, a.k, a.v, shape, segments_, stream_);
 }
 
 void CudaModel::attention_backward_any(const LayerActs& a, const AttentionShape& shape) {
@@ -192,8 +195,12 @@ void CudaModel::attention_backward_any(const LayerActs& a, const AttentionShape&
   if (cudnn_attention_)
     return cudnn_attention_->backward(d_q_, d_k_, d_v_, d_att_, a.att, a.lse, a.q, a.k, a.v, shape, stream_);
 #endif
-  attention_backward(d_q_, d_k_, d_v_, attention_scratch_, d_att_, a.att, a.lse, a.q, a.k, a.v, shape, segments_,
-                     stream_);
+  if (options_.attention == AttentionPath::flash2)
+    attention_flash2_backward(d_q_, d_k_, d_v_, attention_scratch_, d_att_, a.att, a.lse, a.q, a.k, a.v, shape,
+                              segments_, stream_);
+  else
+    attention_backward(d_q_, d_k_, d_v_, attention_scratch_, d_att_, a.att, a.lse, a.q, a.k, a.v, shape, segments_,
+                       stream_);
 }
 
 // ---- forward ----

@@ -37,12 +37,13 @@
 
 namespace stapo {
 
-// Which attention kernels run: ours (kernels/attention.h) or cuDNN's fused SDPA (kernels/attention_cudnn.h:
-// builds with cuDNN only; one sequence per row, so no --pack).
-enum class AttentionPath { flash, cudnn };
-// --attention's value: "flash" or "cudnn" (the command lines check the name first).
+// Which attention kernels run: ours (kernels/attention.h: flash, the SIMT kernels, or flash2, the tensor-core
+// ones) or cuDNN's fused SDPA (kernels/attention_cudnn.h: builds with cuDNN only; one sequence per row, so no
+// --pack).
+enum class AttentionPath { flash, flash2, cudnn };
+// --attention's value: "flash", "flash2" or "cudnn" (the command lines check the name first).
 inline AttentionPath attention_path(const std::string& name) {
-  return name == "cudnn" ? AttentionPath::cudnn : AttentionPath::flash;
+  return name == "cudnn" ? AttentionPath::cudnn : name == "flash2" ? AttentionPath::flash2 : AttentionPath::flash;
 }
 
 struct CudaModelOptions {

@@ -74,8 +74,8 @@ int main(int argc, char** argv) {
   app.add_option("--recompute", options.recompute, "activation recomputation level 0, 1 or 2 (train_stapo's)")
       ->check(CLI::Range(0, 2));
   std::string attention = "flash";
-  app.add_option("--attention", attention, "attention kernels: flash (ours) or cudnn (train_stapo's)")
-      ->check(CLI::IsMember({"flash", "cudnn"}));
+  app.add_option("--attention", attention, "attention kernels: flash, flash2 or cudnn (train_stapo's)")
+      ->check(CLI::IsMember({"flash", "flash2", "cudnn"}));
   STAPO_PARSE_CLI(app, argc, argv);
   return stapo::run_main([&] {
     options.attention = stapo::attention_path(attention);
