@@ -9,7 +9,8 @@
 #      training (and held-out) prompt at temperature 1, checked by the task's verifier; chosen = a correct reply,
 #      rejected = an incorrect one (PAIRS=offpolicy trains on make_synthetic_data's pairs instead: the control
 #      that shows the reversal hazard);
-#   5. from that same SFT checkpoint, each preference loss ($LOSSES) for $EPOCHS epochs, an evaluation and a
+#   5. from that same SFT checkpoint, each preference loss ($LOSSES: SimPO, DPO, IPO, StaPO with the spec's
+#      defaults, and StaPO with --right-margin saturate, a documented deviation) for $EPOCHS epochs, an evaluation and a
 #      checkpoint per epoch, epoch 0 being the SFT model itself: the trainer's eval metrics on the held-out pairs
 #      (reward accuracy, Δ quantiles, z, entropy, chosen log-prob) and eval_synthetic on the held-out prompts
 #      (task accuracy and degeneration of greedy replies; the entropy of the model's own greedy and sampled
@@ -73,7 +74,7 @@ BATCH=${BATCH:-16}
 MAX_LENGTH=${MAX_LENGTH:-48}
 SFT_EPOCHS=${SFT_EPOCHS:-10}
 SFT_LR=${SFT_LR:-3e-3}
-LOSSES=${LOSSES:-simpo dpo ipo stapo}
+LOSSES=${LOSSES:-simpo dpo ipo stapo stapo-saturate}
 EPOCHS=${EPOCHS:-10}
 LR=${LR:-1e-3}
 

@@ -27,7 +27,7 @@ z.extractall(sys.argv[2], [n for n in z.namelist() if n.startswith('include/')])
 fi
 
 packages=(cmake g++ make pkg-config ccache libgtest-dev libgmock-dev nlohmann-json3-dev libpcre2-dev libcli11-dev
-  libopenblas-dev libomp-dev libxxhash-dev)
+  libopenblas-dev libomp-dev libxxhash-dev libopenmpi-dev openmpi-bin)
 
 missing=()
 for pkg in "${packages[@]}"; do

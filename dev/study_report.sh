@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The study's report (dev/study.sh), from every run's metrics.tsv (dev/demo.sh) and log.jsonl:
 #   OUT/study_full.md   mean ± standard error over the seeds, per run kind (pairs and learning rate), loss, epoch
-#   OUT/study.md        the same at epochs 0, 1, 5 and the last, each loss's best epoch (highest mean task
-#                       accuracy), the protocol's stability criteria, and the step-0 diagnostics
+#   OUT/study.md        the same at epochs 0, 1, 5 and the last, each loss's best trained epoch (highest mean
+#                       task accuracy of epochs 1 on), the protocol's stability criteria, the step-0 diagnostics
 #   OUT/study-KIND.svg  the per-epoch means, one curve per loss, one plot per run kind (dev/svg_plot.awk)
 # A run directory is OUT/KIND-seedS (e.g. onpolicy-lr1e-3-seed2). Plain awk, as dev/demo_report.sh.
 #   dev/study_report.sh out/study
@@ -79,11 +79,11 @@ verdicts() {
       return (a ? "a" : "-") (b ? "b" : "-") (c ? "c" : "-")
     }
     END {
-      print "| kind | loss | epoch 5: criteria met | stable | last epoch: criteria met | stable | best epoch (task acc) |"
+      print "| kind | loss | epoch 5: criteria met | stable | last epoch: criteria met | stable | best trained epoch (task acc) |"
       print "|---|---|---|---|---|---|---|"
       for (i = 1; i <= n; i++) {
-        k = order[i]; split(k, p, FS); best = 0
-        for (e = 1; e <= last[k]; e++) if (acc[k, e] > acc[k, best]) best = e
+        k = order[i]; split(k, p, FS); best = 1  # the best trained epoch (epoch 0 is the SFT model)
+        for (e = 2; e <= last[k]; e++) if (acc[k, e] > acc[k, best]) best = e
         c5 = check(k, 5); cl = check(k, last[k])
         printf "| %s | %s | %s | %s | %s (epoch %d) | %s | %d (%.3f ± %.3f) |\n", p[1], p[2], c5,
           (c5 == "abc" ? "yes" : "no"), cl, last[k], (cl == "abc" ? "yes" : "no"), best, acc[k, best], acc_se[k, best]

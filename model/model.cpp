@@ -228,7 +228,9 @@ void model_save_hf(const CpuModel<T>& model, const std::string& dir, DType dtype
   for (const Parameter<T>& p : model.parameters()) tensors.push_back({p.name, p.shape, p.data});
   safetensors_write(dir, tensors, dtype, max_shard_bytes);
   write_file_atomic(dir + "/config.json",
-                    config_to_json(model.config(), dtype == DType::BF16 ? "bfloat16" : "float32"));
+                    config_to_json(model.config(), dtype == DType::BF16   ? "bfloat16"
+                                                   : dtype == DType::F64 ? "float64"
+                                                                         : "float32"));
 }
 
 template <typename T>

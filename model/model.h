@@ -109,7 +109,7 @@ std::unique_ptr<CpuModel<T>> model_load_hf(const std::string& dir);
 template <typename T>
 void model_load_weights(CpuModel<T>& model, const SafetensorsReader& reader, const std::string& where);
 // Writes config.json + model.safetensors (or shards + index when larger than max_shard_bytes > 0) in
-// F32 or BF16, with HF tensor names, so transformers' from_pretrained loads the directory.
+// F32, F64 or BF16, with HF tensor names, so transformers' from_pretrained loads the directory.
 template <typename T>
 void model_save_hf(const CpuModel<T>& model, const std::string& dir, DType dtype, size_t max_shard_bytes = 0);
 

@@ -1,4 +1,4 @@
-// safetensors reader (mmap, F32/BF16/F16 → float/double) and writer (F32 or BF16, single or sharded).
+// safetensors reader (mmap, F32/BF16/F16/F64 → float/double) and writer (F32, F64 or BF16, single or sharded).
 #include "model/safetensors.h"
 
 #include <algorithm>
@@ -20,11 +20,12 @@ const char* dtype_name(DType dtype) {
     case DType::F32: return "F32";
     case DType::BF16: return "BF16";
     case DType::F16: return "F16";
+    case DType::F64: return "F64";
   }
   return "?";
 }
 
-size_t dtype_size(DType dtype) { return dtype == DType::F32 ? 4 : 2; }
+size_t dtype_size(DType dtype) { return dtype == DType::F64 ? 8 : dtype == DType::F32 ? 4 : 2; }
 
 float bf16_to_float(uint16_t h) {
   uint32_t bits = (uint32_t)h << 16;
@@ -63,6 +64,7 @@ static bool dtype_parse(const std::string& s, DType* out) {
   if (s == "F32") *out = DType::F32;
   else if (s == "BF16") *out = DType::BF16;
   else if (s == "F16") *out = DType::F16;
+  else if (s == "F64") *out = DType::F64;
   else return false;
   return true;
 }
@@ -135,7 +137,7 @@ void SafetensorsReader::add_file(const std::string& file) {
     try {
       std::string dtype = info.at("dtype").get<std::string>();
       STAPO_CHECK(dtype_parse(dtype, &t.dtype), file, ": tensor ", name, " has dtype ", dtype,
-                  "; supported dtypes are F32, BF16 and F16");
+                  "; supported dtypes are F32, BF16, F16 and F64");
       t.shape = info.at("shape").get<std::vector<int64_t>>();
       auto offsets = info.at("data_offsets").get<std::vector<uint64_t>>();
       STAPO_CHECK(offsets.size() == 2 && offsets[0] <= offsets[1], file, ": tensor ", name,
@@ -175,6 +177,10 @@ void tensor_convert(T* dst, const TensorView& t) {
       float f;
       std::memcpy(&f, p + 4 * i, 4);
       dst[i] = (T)f;
+    } else if (t.dtype == DType::F64) {
+      double d;
+      std::memcpy(&d, p + 8 * i, 8);
+      dst[i] = (T)d;
     } else {
       uint16_t h;
       std::memcpy(&h, p + 2 * i, 2);
@@ -212,7 +218,10 @@ static void write_one_file(const std::string& path, const TensorToWrite<T>* begi
         const size_t n = std::min(piece, numel - i0);
         for (size_t i = 0; i < n; ++i) {
           float f32 = (float)t->data[i0 + i];
-          if (dtype == DType::BF16) {
+          if (dtype == DType::F64) {
+            const double f64 = (double)t->data[i0 + i];
+            std::memcpy(buf.data() + 8 * i, &f64, 8);
+          } else if (dtype == DType::BF16) {
             uint16_t h = float_to_bf16(f32);
             std::memcpy(buf.data() + 2 * i, &h, 2);
           } else {

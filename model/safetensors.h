@@ -1,5 +1,5 @@
 // safetensors in and out. A file is: u64 little-endian header length, a JSON header
-//   {"<name>": {"dtype": "F32"|"BF16"|"F16", "shape": [...], "data_offsets": [begin, end]}, "__metadata__": {...}}
+//   {"<name>": {"dtype": "F32"|"BF16"|"F16"|"F64", "shape": [...], "data_offsets": [begin, end]}, "__metadata__": {...}}
 // then the raw little-endian data (offsets relative to the end of the header). A sharded checkpoint adds
 // model.safetensors.index.json: {"metadata": {"total_size": bytes}, "weight_map": {"<name>": "<file>"}}.
 // Files are memory-mapped; every inconsistency (truncated file, bad header, unknown dtype) is an error naming
@@ -16,7 +16,7 @@
 
 namespace stapo {
 
-enum class DType { F32, BF16, F16 };
+enum class DType { F32, BF16, F16, F64 };  // F64: the double CPU engine's exact checkpoints
 const char* dtype_name(DType dtype);
 size_t dtype_size(DType dtype);
 float bf16_to_float(uint16_t bits);
@@ -55,7 +55,7 @@ struct TensorToWrite {
   const T* data = nullptr;
 };
 
-// Writes `tensors` as `dtype` (F32 or BF16, bf16 rounded to nearest even) into `dir`: one model.safetensors,
+// Writes `tensors` as `dtype` (F32, F64 or BF16, bf16 rounded to nearest even) into `dir`: one model.safetensors,
 // or, when max_shard_bytes > 0 and the total is larger, model-0000k-of-0000n.safetensors shards plus
 // model.safetensors.index.json. Each file is written to a temporary name and renamed when complete.
 template <typename T>

@@ -12,13 +12,19 @@
 namespace stapo {
 
 template <typename T>
-CpuEngine<T>::CpuEngine(std::unique_ptr<CpuModel<T>> model) : model_(std::move(model)) {}
+CpuEngine<T>::CpuEngine(std::unique_ptr<CpuModel<T>> model, Collective* data_parallel, bool zero1)
+    : model_(std::move(model)), ranks_(data_parallel && data_parallel->world_size() > 1 ? data_parallel : nullptr) {
+  const size_t n = model_->num_params();
+  sharded_ = ranks_ && zero1;
+  norm_part_ = ranks_ ? shard_range(n, ranks_->rank(), ranks_->world_size()) : ShardRange{0, n};
+  updates_ = sharded_ ? norm_part_ : ShardRange{0, n};
+}
 
 template <typename T>
 void CpuEngine<T>::ensure_moments() {
-  if (!m_.empty()) return;
-  m_.assign(model_->num_params(), T(0));
-  v_.assign(model_->num_params(), T(0));
+  if (!m_.empty() || updates_.count == 0) return;
+  m_.assign(updates_.count, T(0));
+  v_.assign(updates_.count, T(0));
 }
 
 template <typename T>
@@ -65,18 +71,29 @@ void CpuEngine<T>::zero_grad() {
 
 template <typename T>
 void CpuEngine<T>::optimizer_step(const OptimizerUpdate& u) {
-  const double norm = std::sqrt(grad_sum_squares(model_->grad_data(), model_->num_params()));
+  const size_t n = model_->num_params();
+  T* grad = model_->grad_data();
+  if (ranks_ && sharded_) ranks_->reduce_scatter(grad, n, element_type_of<T>(), nullptr);
+  if (ranks_ && !sharded_) ranks_->all_reduce(grad, n, element_type_of<T>(), nullptr);
+  // Σ g² of this rank's part and whether any loss of the step was not finite, summed over ranks: every rank
+  // takes the same decision.
+  double sums[2] = {grad_sum_squares(grad + norm_part_.begin, norm_part_.count), step_has_nonfinite_loss_ ? 1.0 : 0.0};
+  if (ranks_) ranks_->all_reduce_host(sums, 2, ReduceOp::sum);
+  const double norm = std::sqrt(sums[0]);
   results_.grad_norm = norm;
-  results_.updated = std::isfinite(norm) && !step_has_nonfinite_loss_;
+  results_.updated = std::isfinite(norm) && sums[1] == 0;
   if (!results_.updated) return;
   ensure_moments();
   const double grad_scale = grad_clip_factor(norm, u.max_grad_norm);
   T* base = model_->param_data();
-  for (Parameter<T>& p : model_->parameters()) {
+  for (Parameter<T>& p : model_->parameters()) {  // each parameter's part inside updates_
     const size_t offset = size_t(p.data - base);
-    adamw_update(p.data, p.grad, m_.data() + offset, v_.data() + offset, p.numel, u.lr,
-                 p.is_norm ? 0.0 : u.adamw.weight_decay, u.adamw, u.t, grad_scale);
+    const size_t lo = std::max(offset, updates_.begin), hi = std::min(offset + p.numel, updates_.end());
+    if (hi <= lo) continue;
+    adamw_update(base + lo, grad + lo, m_.data() + (lo - updates_.begin), v_.data() + (lo - updates_.begin), hi - lo,
+                 u.lr, p.is_norm ? 0.0 : u.adamw.weight_decay, u.adamw, u.t, grad_scale);
   }
+  if (sharded_) ranks_->all_gather(base, n, element_type_of<T>(), nullptr);
 }
 
 template <typename T>
@@ -88,24 +105,43 @@ StepResults CpuEngine<T>::take_results() {
 
 template <typename T>
 void CpuEngine<T>::save_model(const std::string& dir) {
-  model_save_hf(*model_, dir, DType::F32);  // F32 whatever T: what transformers loads, and exact for float
+  // Every rank holds the same weights: rank 0 writes them, in T's precision so that a resume is exact.
+  if (!ranks_ || ranks_->rank() == 0) model_save_hf(*model_, dir, sizeof(T) == 8 ? DType::F64 : DType::F32);
 }
 
 template <typename T>
 void CpuEngine<T>::save_optimizer(const std::string& path) {
   ensure_moments();
-  optimizer_state_write(path, m_.data(), v_.data(), m_.size());
+  const size_t n = model_->num_params();
+  const bool writer = !ranks_ || ranks_->rank() == 0;
+  if (!sharded_) {
+    if (writer) optimizer_state_write(path, m_.data(), v_.data(), n);
+    return;
+  }
+  // The whole moments, gathered from every rank's range: the file does not depend on the world size.
+  std::vector<T> m(n), v(n);
+  std::copy(m_.begin(), m_.end(), m.begin() + ptrdiff_t(updates_.begin));
+  std::copy(v_.begin(), v_.end(), v.begin() + ptrdiff_t(updates_.begin));
+  ranks_->all_gather(m.data(), n, element_type_of<T>(), nullptr);
+  ranks_->all_gather(v.data(), n, element_type_of<T>(), nullptr);
+  if (writer) optimizer_state_write(path, m.data(), v.data(), n);
 }
 
 template <typename T>
 void CpuEngine<T>::load_optimizer(const std::string& path) {
   ensure_moments();
-  optimizer_state_read(path, m_.data(), v_.data(), m_.size());
+  optimizer_state_read(path, m_.data(), v_.data(), model_->num_params(), updates_.begin, updates_.count);
 }
 
 template <typename T>
 std::string CpuEngine<T>::description() const {
-  return cat("cpu ", sizeof(T) == 4 ? "fp32" : "fp64", ", ", model_->num_params(), " parameters");
+  std::string out = cat("cpu ", sizeof(T) == 4 ? "fp32" : "fp64", ", ", model_->num_params(), " parameters");
+  if (ranks_)
+    out += cat(", data parallel over ", ranks_->world_size(), " ranks (", ranks_->backend(), ")",
+               sharded_ ? cat(", ZeRO-1: rank ", ranks_->rank(), " updates parameters [", updates_.begin, ", ",
+                              updates_.end(), ")")
+                        : std::string(", every rank updates every parameter"));
+  return out;
 }
 
 template <typename T>

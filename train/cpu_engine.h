@@ -1,23 +1,34 @@
 // The CPU engine: CpuModel<T> (model/model.h) with AdamW moments, behind the trainer's Engine interface; the
 // per-pair loss through model/ops/preference_loss.h's CPU twins of the fused reduction's last steps, in double.
 // T = float for train_stapo_cpu, double for the whole-pipeline finite-difference checks.
+//
+// Data parallel (train/collective.h, docs/distributed.md): with a collective of W > 1 ranks every rank holds the
+// whole model and runs its share of the step's pairs; optimizer_step reduces the gradients over ranks first.
+// ZeRO-1 (zero1, the default): the gradients are reduce-scattered, each rank clips and updates its shard_range of
+// the weights with AdamW moments for that range only, then the weights are all-gathered. Without it: all-reduced
+// gradients and every rank updates everything (moments for the whole model on each). The gradient norm is the
+// whole model's either way, each rank summing the squares of its shard_range, then one sum over ranks.
 #pragma once
 #include <memory>
 
-#include "model/model.h"   // defines: CpuModel
-#include "train/engine.h"  // defines: Engine
+#include "model/model.h"        // defines: CpuModel
+#include "train/collective.h"   // defines: Collective, ShardRange
+#include "train/engine.h"       // defines: Engine
 
 namespace stapo {
 
 template <typename T>
 class CpuEngine : public Engine {
  public:
-  explicit CpuEngine(std::unique_ptr<CpuModel<T>> model);
+  // data_parallel: null or W = 1 for one process; kept by reference.
+  explicit CpuEngine(std::unique_ptr<CpuModel<T>> model, Collective* data_parallel = nullptr, bool zero1 = true);
 
   void run_pairs(const PairBatch& batch, const LossConfig& loss, const StepScale& scale, bool backward) override;
   void zero_grad() override;
   void optimizer_step(const OptimizerUpdate& update) override;
   StepResults take_results() override;
+  // Under data parallel these two are collective (every rank calls them) and rank 0 writes; load_optimizer reads
+  // this rank's range of the file, which is the same whatever the world size that wrote it.
   void save_model(const std::string& dir) override;
   void save_optimizer(const std::string& path) override;
   void load_optimizer(const std::string& path) override;
@@ -28,8 +39,13 @@ class CpuEngine : public Engine {
 
  private:
   std::unique_ptr<CpuModel<T>> model_;
-  // AdamW moments, laid out as the model's parameter buffer; allocated (zero) by the first optimizer call, so
-  // an engine that only scores (./score, the reference pass) does not hold 2 × the weights for nothing.
+  Collective* ranks_;    // null: one process
+  ShardRange updates_;   // the parameters this rank updates: its shard_range under ZeRO-1, else all of them
+  ShardRange norm_part_; // the gradients whose squares this rank adds to the global norm: its shard_range
+  bool sharded_ = false; // ZeRO-1 with W > 1
+  // AdamW moments of updates_, laid out as that range of the model's parameter buffer; allocated (zero) by the
+  // first optimizer call, so an engine that only scores (./score, the reference pass) does not hold 2 × the
+  // weights for nothing.
   void ensure_moments();
   std::vector<T> m_, v_;
   std::vector<T> logp_, entropy_, dlogp_;  // (rows·T) per position of the last batch

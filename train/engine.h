@@ -72,6 +72,9 @@ class Engine {
   virtual StepResults take_results() = 0;
 
   // The model as an HF directory (config.json + safetensors, full precision so a resume is exact).
+  // Data parallel (train/collective.h): optimizer_step reduces the gradients over the ranks first; save_model
+  // and save_optimizer are collective (every rank calls them, rank 0 writes), and the files are those of one
+  // process whatever the world size; load_optimizer reads this rank's part; weights_to_cpu runs on rank 0 alone.
   virtual void save_model(const std::string& dir) = 0;
   virtual void save_optimizer(const std::string& path) = 0;  // the moments
   virtual void load_optimizer(const std::string& path) = 0;

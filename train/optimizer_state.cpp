@@ -36,7 +36,9 @@ void optimizer_state_write(const std::string& path, const T* m, const T* v, uint
 }
 
 template <typename T>
-void optimizer_state_read(const std::string& path, T* m, T* v, uint64_t count) {
+void optimizer_state_read(const std::string& path, T* m, T* v, uint64_t count, uint64_t begin, uint64_t length) {
+  STAPO_CHECK(begin <= count && length <= count - begin, path, ": elements [", begin, ", ", begin + length,
+              ") asked of ", count);
   const MappedFile f(path);
   char magic[8];
   uint32_t header[2];
@@ -63,13 +65,14 @@ void optimizer_state_read(const std::string& path, T* m, T* v, uint64_t count) {
     STAPO_CHECK(actual == digest, path, ": checksum ", checksum_hex(actual), ", the file says ", checksum_hex(digest),
                 ": the optimizer state is corrupt; resume from another checkpoint");
   }
-  std::memcpy(m, f.data() + kHeaderBytes, moment_bytes);
-  std::memcpy(v, f.data() + kHeaderBytes + moment_bytes, moment_bytes);
+  const uint8_t* first = f.data() + kHeaderBytes + begin * sizeof(T);
+  std::memcpy(m, first, length * sizeof(T));
+  std::memcpy(v, first + moment_bytes, length * sizeof(T));
 }
 
 template void optimizer_state_write<float>(const std::string&, const float*, const float*, uint64_t);
-template void optimizer_state_read<float>(const std::string&, float*, float*, uint64_t);
+template void optimizer_state_read<float>(const std::string&, float*, float*, uint64_t, uint64_t, uint64_t);
 template void optimizer_state_write<double>(const std::string&, const double*, const double*, uint64_t);
-template void optimizer_state_read<double>(const std::string&, double*, double*, uint64_t);
+template void optimizer_state_read<double>(const std::string&, double*, double*, uint64_t, uint64_t, uint64_t);
 
 }  // namespace stapo

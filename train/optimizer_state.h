@@ -10,9 +10,14 @@ namespace stapo {
 
 template <typename T>
 void optimizer_state_write(const std::string& path, const T* m, const T* v, uint64_t count);
-// Reads exactly `count` elements of T per moment; any other magic, version, element size or count, a file
-// of another length or a checksum that differs is an error naming the file.
+// Reads a file of exactly `count` elements of T per moment: elements [begin, begin + length) of each into m and v
+// (length elements each; a data-parallel rank's range). Any other magic, version, element size or count, a
+// file of another length or a checksum that differs is an error naming the file.
 template <typename T>
-void optimizer_state_read(const std::string& path, T* m, T* v, uint64_t count);
+void optimizer_state_read(const std::string& path, T* m, T* v, uint64_t count, uint64_t begin, uint64_t length);
+template <typename T>
+void optimizer_state_read(const std::string& path, T* m, T* v, uint64_t count) {
+  optimizer_state_read(path, m, v, count, 0, count);
+}
 
 }  // namespace stapo

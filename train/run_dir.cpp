@@ -49,8 +49,10 @@ std::unique_ptr<DirLock> run_dir_open(const std::string& out_dir, const std::vec
 
 nlohmann::ordered_json run_settings(const TrainerConfig& t, const PairLoaderConfig& l, int64_t total_steps) {
   const LossConfig& c = t.loss;
-  return {{"--batch-size", l.pairs_per_batch},
-          {"--grad-accum", t.grad_accum},
+  // The step's pairs, not --batch-size and --grad-accum apart: W ranks with --grad-accum k make the step of one
+  // rank with --grad-accum k·W, so a run may resume on another number of ranks (docs/distributed.md).
+  return {{"pairs per step (--batch-size × --grad-accum × ranks)",
+           int64_t(l.pairs_per_batch) * t.grad_accum * l.world_size},
           {"--max-length", l.row_length},
           {"--pack", l.pack},
           {"--loss", loss_name(c.loss)},

@@ -60,6 +60,9 @@ void train_flags_add(CLI::App& app, TrainFlags& f) {
   app.add_flag("--allow-changed-config", f.allow_changed_config,
                "with --resume: continue although batch size, loss, beta, margins or schedule differ from the "
                "checkpoint's (without it that is refused)");
+  app.add_option("--zero", f.zero, "under data parallel (mpirun/srun, docs/distributed.md): 1 shards the AdamW state "
+                                   "and the update over the ranks (ZeRO-1), 0 updates everything on every rank")
+      ->check(CLI::Range(0, 1));
   app.add_flag("--skip-nonfinite", tc.skip_nonfinite, "skip (and count) steps whose loss or gradient is not finite");
   app.add_option("--step0-pairs", tc.step0_pairs,
                  "before the first update, Δ and z of this many training pairs under the initial weights (quantiles, "
@@ -77,8 +80,11 @@ void train_flags_add(CLI::App& app, TrainFlags& f) {
                  "training shard's, as prepare_data wrote it)");
 }
 
-void train_run(const CLI::App& app, TrainFlags& f, const EngineFactory& make_engine,
-               const std::function<void(Engine&)>& trained) {
+namespace {
+
+void train_run_ranks(const CLI::App& app, TrainFlags& f, const EngineFactory& make_engine,
+                     const std::function<void(Engine&)>& trained, Collective& ranks) {
+  const bool writer = ranks.rank() == 0;
   for (const std::string& path : {f.data_path, f.eval_path})
     if (!path.empty()) check_shard_tokenizer(Shard(path), f.model_dir);
   TrainerConfig& tc = f.trainer;
@@ -88,6 +94,8 @@ void train_run(const CLI::App& app, TrainFlags& f, const EngineFactory& make_eng
   tc.out_dir = f.out_dir;
   tc.tokenizer_dir = f.resume_dir.empty() ? f.model_dir : f.resume_dir;
   lc.seed = tc.seed;
+  lc.rank = ranks.rank();
+  lc.world_size = ranks.world_size();
   std::unique_ptr<EvalSampler> sampler;  // before the reference pass: a bad prompt file or template fails fast
   if (!f.sample_prompts.empty()) {
     const std::string name = f.sample_template.empty() ? Shard(f.data_path).info().template_name : f.sample_template;
@@ -99,9 +107,11 @@ void train_run(const CLI::App& app, TrainFlags& f, const EngineFactory& make_eng
   std::vector<std::string> inputs{f.model_dir, f.data_path};
   for (const std::string& path : {f.eval_path, f.resume_dir})
     if (!path.empty()) inputs.push_back(path);
-  const std::unique_ptr<DirLock> lock = run_dir_open(f.out_dir, inputs, !f.resume_dir.empty(), f.overwrite);
-  // The reference pass runs with the initial weights, before any resume loads trained ones.
-  if (f.ref == "precompute") {
+  const std::unique_ptr<DirLock> lock =
+      writer ? run_dir_open(f.out_dir, inputs, !f.resume_dir.empty(), f.overwrite) : nullptr;
+  // The reference pass runs with the initial weights, before any resume loads trained ones; on rank 0 alone,
+  // which writes it into the shards while the others wait.
+  if (f.ref == "precompute" && writer) {
     const std::string tag = reference_tag(f.model_dir);
     for (const std::string& path : {f.data_path, f.eval_path}) {
       if (path.empty()) continue;
@@ -113,9 +123,14 @@ void train_run(const CLI::App& app, TrainFlags& f, const EngineFactory& make_eng
         continue;
       }
       std::unique_ptr<Engine> initial = make_engine(f.model_dir);
-      if (reference_ensure(*initial, path, lc, tag)) fprintf(stderr, "%s: reference log-probs stored\n", path.c_str());
+      PairLoaderConfig one_rank = lc;
+      one_rank.rank = 0;
+      one_rank.world_size = 1;
+      if (reference_ensure(*initial, path, one_rank, tag))
+        fprintf(stderr, "%s: reference log-probs stored\n", path.c_str());
     }
   }
+  ranks.barrier();
   Shard train_shard(f.data_path);
   loss_config_validate(tc.loss, train_shard.has_reference());
   // The reference pass just ran (or was reused) with the initial weights: the step-0 diagnostics read it.
@@ -137,18 +152,35 @@ void train_run(const CLI::App& app, TrainFlags& f, const EngineFactory& make_eng
   std::unique_ptr<Engine> engine = make_engine(f.resume_dir.empty() ? f.model_dir : f.resume_dir);
   PairLoader loader(train_shard, lc);
   Trainer trainer(*engine, loader, eval_loader.get(), eval_steps, tc);
+  trainer.set_collective(ranks);
   if (sampler) trainer.set_eval_sampler(sampler.get());
   trainer.set_settings(run_settings(tc, lc, trainer.total_steps()));
   if (!f.resume_dir.empty()) {
     run_settings_check(f.resume_dir, trainer.settings(), f.allow_changed_config);
     trainer.resume(f.resume_dir);
   }
-  fprintf(stderr, "%s; %s; %lld steps from step %lld\n", engine->description().c_str(),
-          loss_config_summary(tc.loss).c_str(), (long long)trainer.total_steps(), (long long)trainer.state().step);
+  if (writer)
+    fprintf(stderr, "%s; %s; %lld steps from step %lld\n", engine->description().c_str(),
+            loss_config_summary(tc.loss).c_str(), (long long)trainer.total_steps(), (long long)trainer.state().step);
   trainer.train();
   if (trained) trained(*engine);
-  fprintf(stderr, "done: %s/final (log: %s/log.jsonl, %lld non-finite steps skipped)\n", f.out_dir.c_str(),
-          f.out_dir.c_str(), (long long)trainer.state().skipped_nonfinite);
+  if (writer)
+    fprintf(stderr, "done: %s/final (log: %s/log.jsonl, %lld non-finite steps skipped)\n", f.out_dir.c_str(),
+            f.out_dir.c_str(), (long long)trainer.state().skipped_nonfinite);
+}
+
+}  // namespace
+
+void train_run(const CLI::App& app, TrainFlags& f, const EngineFactory& make_engine,
+               const std::function<void(Engine&)>& trained, Collective* data_parallel) {
+  const std::unique_ptr<Collective> single = data_parallel ? nullptr : collective_single();
+  Collective& ranks = data_parallel ? *data_parallel : *single;
+  if (ranks.world_size() == 1) return train_run_ranks(app, f, make_engine, trained, ranks);
+  try {
+    train_run_ranks(app, f, make_engine, trained, ranks);
+  } catch (const std::exception& e) {
+    ranks.abort(e.what());  // the other ranks would wait for this one at their next collective forever
+  }
 }
 
 }  // namespace stapo

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "data/pair_loader.h"  // defines: PairLoaderConfig
+#include "train/collective.h"  // defines: Collective
 #include "train/engine.h"      // defines: Engine
 #include "train/loss_flags.h"  // defines: LossFlags
 #include "train/trainer.h"     // defines: TrainerConfig
@@ -21,6 +22,7 @@ struct TrainFlags {
   int sample_tokens = 32;
   bool overwrite = false;             // --overwrite: a fresh run may delete an earlier run in --out
   bool allow_changed_config = false;  // --allow-changed-config: resume with other settings (train/run_dir.h)
+  int zero = 1;                       // --zero: ZeRO stage under data parallel (1: optimizer sharded, 0: not)
   LossFlags loss;
   TrainerConfig trainer;
   PairLoaderConfig loader;
@@ -33,7 +35,10 @@ using EngineFactory = std::function<std::unique_ptr<Engine>(const std::string& m
 
 // Trains as the flags say. make_engine loads a checkpoint directory (called for the reference pass, then for
 // the model to train); `trained` runs on the training engine after the last step (e.g. a device summary).
+// data_parallel (null: one process): the ranks of the job, which make_engine's engines reduce over too. Rank 0
+// alone opens --out, runs the reference pass (the others wait) and prints; an error on any rank ends every rank
+// (Collective::abort) instead of leaving them waiting for it.
 void train_run(const CLI::App& app, TrainFlags& flags, const EngineFactory& make_engine,
-               const std::function<void(Engine&)>& trained = nullptr);
+               const std::function<void(Engine&)>& trained = nullptr, Collective* data_parallel = nullptr);
 
 }  // namespace stapo

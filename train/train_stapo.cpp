@@ -9,6 +9,7 @@
 
 #include "common/cli.h"         // defines: STAPO_PARSE_CLI, run_main
 #include "common/error.h"       // defines: STAPO_CHECK
+#include "train/collective.h"   // defines: distributed_env
 #include "train/cuda_engine.h"  // defines: CudaEngine, CudaEngineOptions
 #include "train/train_main.h"   // defines: TrainFlags, train_flags_add, train_run
 
@@ -36,6 +37,11 @@ int main(int argc, char** argv) {
   app.add_option("--report-every", options.report_every_s, "seconds between MFU / memory lines (0: off)");
   STAPO_PARSE_CLI(app, argc, argv);
   return stapo::run_main([&] {
+    // Several processes would each train alone; the engine's NCCL/ZeRO-1 part is not built yet.
+    const stapo::DistributedEnv env = stapo::distributed_env();
+    STAPO_CHECK(env.world_size == 1, env.launcher, " started ", env.world_size, " processes, but train_stapo does not "
+                "train data parallel yet (the CUDA engine's NCCL/ZeRO-1 integration is pending, docs/distributed.md): "
+                "run it as one process, or train_stapo_cpu under mpirun");
     // The CUDA engine sums response positions only: an NLL over prompt + response (orpo's default, TRL's ORPO)
     // is the CPU engine's for now. Refused here, before the reference pass and the model load.
     STAPO_CHECK(!stapo::loss_uses_prompt(stapo::loss_flags_config(app, flags.loss)),

@@ -1,11 +1,13 @@
 // train_stapo_cpu: preference optimisation (StaPO and the one-sided baselines) on the fp32 CPU reference
 // model. Flags, data, the reference pass, resume and the loop are train/train_main.h's, shared with the CUDA
 // train_stapo; this file adds the thread count and says how a checkpoint directory becomes a CPU engine.
+// Started by mpirun (or srun --mpi=pmix) it trains data parallel over MPI (docs/distributed.md).
 #include <omp.h>
 
 #include <memory>
 
 #include "common/cli.h"          // defines: STAPO_PARSE_CLI, run_main
+#include "train/collective.h"    // defines: collective_open_host, distributed_env
 #include "train/cpu_engine.h"    // defines: CpuEngine
 #include "train/train_main.h"    // defines: TrainFlags, train_flags_add, train_run
 
@@ -19,9 +21,16 @@ int main(int argc, char** argv) {
   STAPO_PARSE_CLI(app, argc, argv);
   return stapo::run_main([&] {
     if (threads > 0) omp_set_num_threads(threads);
-    fprintf(stderr, "%d OpenMP threads\n", omp_get_max_threads());
-    stapo::train_run(app, flags, [](const std::string& dir) -> std::unique_ptr<stapo::Engine> {
-      return std::make_unique<stapo::CpuEngine<float>>(stapo::model_load_hf<float>(dir));
-    });
+    const std::unique_ptr<stapo::Collective> ranks = stapo::collective_open_host(stapo::distributed_env());
+    if (ranks->rank() == 0)
+      fprintf(stderr, "%d OpenMP threads%s\n", omp_get_max_threads(),
+              ranks->world_size() > 1 ? stapo::cat(" per rank, ", ranks->world_size(), " ranks (MPI)").c_str() : "");
+    const bool zero1 = flags.zero == 1;
+    stapo::train_run(
+        app, flags,
+        [&](const std::string& dir) -> std::unique_ptr<stapo::Engine> {
+          return std::make_unique<stapo::CpuEngine<float>>(stapo::model_load_hf<float>(dir), ranks.get(), zero1);
+        },
+        nullptr, ranks.get());
   });
 }

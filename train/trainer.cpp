@@ -19,27 +19,30 @@ namespace stapo {
 
 using nlohmann::ordered_json;
 
+std::vector<double*> MetricSums::sums() {
+  return {&chosen_tokens, &rejected_tokens, &pref_loss,   &nll,         &prompt_nll,     &prompt_tokens,
+          &reward_chosen, &reward_rejected, &correct,     &logp_chosen, &logp_rejected,  &z,
+          &delta,         &above_right,     &below_left,  &entropy_chosen, &entropy_rejected};
+}
+
 void MetricSums::add(const MetricSums& o) {
   pairs += o.pairs;
   tokens += o.tokens;
-  chosen_tokens += o.chosen_tokens;
-  rejected_tokens += o.rejected_tokens;
-  pref_loss += o.pref_loss;
-  nll += o.nll;
-  prompt_nll += o.prompt_nll;
-  prompt_tokens += o.prompt_tokens;
-  reward_chosen += o.reward_chosen;
-  reward_rejected += o.reward_rejected;
-  correct += o.correct;
-  logp_chosen += o.logp_chosen;
-  logp_rejected += o.logp_rejected;
-  z += o.z;
+  const std::vector<double*> mine = sums(), theirs = const_cast<MetricSums&>(o).sums();
+  for (size_t i = 0; i < mine.size(); i++) *mine[i] += *theirs[i];
   z_max = std::max(z_max, o.z_max);
-  delta += o.delta;
-  above_right += o.above_right;
-  below_left += o.below_left;
-  entropy_chosen += o.entropy_chosen;
-  entropy_rejected += o.entropy_rejected;
+}
+
+void MetricSums::all_reduce(Collective& ranks) {
+  if (ranks.world_size() == 1) return;
+  const std::vector<double*> fields = sums();
+  std::vector<double> values{double(pairs), double(tokens)};
+  for (double* f : fields) values.push_back(*f);
+  ranks.all_reduce_host(values.data(), values.size(), ReduceOp::sum);
+  pairs = int64_t(values[0]);
+  tokens = int64_t(values[1]);
+  for (size_t i = 0; i < fields.size(); i++) *fields[i] = values[i + 2];
+  ranks.all_reduce_host(&z_max, 1, ReduceOp::max);
 }
 
 void MetricSums::add(const PairResult& r, const LossConfig& config) {
@@ -128,8 +131,13 @@ int64_t count_tokens(const std::vector<PairBatch>& micro_batches) {
 }
 
 void run_micro_batches(Engine& engine, const std::vector<PairBatch>& micro_batches, const LossConfig& config,
-                       bool backward) {
-  const StepScale scale = step_scale(micro_batches, config);
+                       bool backward, Collective* ranks) {
+  StepScale scale = step_scale(micro_batches, config);
+  if (ranks && ranks->world_size() > 1) {  // the global P and N, before any backward
+    double both[2] = {scale.pairs, scale.nll_tokens};
+    ranks->all_reduce_host(both, 2, ReduceOp::sum);
+    scale = {both[0], both[1]};
+  }
   for (const PairBatch& b : micro_batches)
     if (b.num_pairs > 0) engine.run_pairs(b, config, scale, backward);
 }
@@ -147,6 +155,19 @@ namespace {
 
 // JSON text; invalid UTF-8 (a sample reply of a barely trained model cut inside a character) becomes U+FFFD.
 std::string json_text(const ordered_json& j) { return j.dump(-1, ' ', false, ordered_json::error_handler_t::replace); }
+
+// Every rank's pairs in rank order, with z and Δ only (what quantiles_json reads).
+std::vector<PairResult> all_gather_pairs(Collective& ranks, const std::vector<PairResult>& mine) {
+  std::vector<double> values;
+  for (const PairResult& r : mine) values.insert(values.end(), {r.loss.z, r.loss.delta});
+  const std::vector<double> all = ranks.all_gather_host(values);
+  std::vector<PairResult> out(all.size() / 2);
+  for (size_t i = 0; i < out.size(); i++) {
+    out[i].loss.z = all[2 * i];
+    out[i].loss.delta = all[2 * i + 1];
+  }
+  return out;
+}
 
 std::string pair_id_list(const std::vector<PairBatch>& batches) {
   std::string out;
@@ -178,6 +199,7 @@ int64_t Trainer::total_steps() const {
 }
 
 void Trainer::log(const ordered_json& line) {
+  if (!writer()) return;
   File f(config_.out_dir + "/log.jsonl", "ab");
   const std::string text = json_text(line) + "\n";
   f.write(text.data(), text.size());
@@ -193,10 +215,14 @@ ordered_json Trainer::evaluate() {
     run_micro_batches(engine_, one, config_.loss, false);
     tokens += count_tokens(one);
   }
-  const std::vector<PairResult> pairs = engine_.take_results().pairs;
+  std::vector<PairResult> pairs = engine_.take_results().pairs;
   MetricSums sums;
   for (const PairResult& r : pairs) sums.add(r, config_.loss);
   sums.tokens = tokens;
+  if (ranks_) {
+    sums.all_reduce(*ranks_);
+    pairs = all_gather_pairs(*ranks_, pairs);
+  }
   ordered_json j;
   j["step"] = state_.step;
   j.update(metrics_json(sums, config_.loss, "eval/"));
@@ -226,12 +252,18 @@ std::string Trainer::save_checkpoint(const std::string& name) {
   namespace fs = std::filesystem;
   const std::string final_dir = config_.out_dir + "/" + name;
   const std::string tmp = config_.out_dir + "/." + name + ".tmp";
-  fs::remove_all(tmp);
-  make_directories(tmp);
-  const RemoveOnExit no_leftover(tmp);  // a failed save (a full disk) leaves no half-written folder
+  std::unique_ptr<RemoveOnExit> no_leftover;  // a failed save (a full disk) leaves no half-written folder
+  if (writer()) {
+    fs::remove_all(tmp);
+    make_directories(tmp);
+    no_leftover = std::make_unique<RemoveOnExit>(tmp);
+  }
+  // Collective under data parallel (every rank calls them, rank 0 writes): a ZeRO-1 engine gathers its shards.
   engine_.save_model(tmp);
-  if (!config_.tokenizer_dir.empty()) copy_tokenizer_files(config_.tokenizer_dir, tmp);
   engine_.save_optimizer(tmp + "/optimizer.bin");
+  state_.last_checkpoint = final_dir;
+  if (!writer()) return final_dir;
+  if (!config_.tokenizer_dir.empty()) copy_tokenizer_files(config_.tokenizer_dir, tmp);
   ordered_json state;
   state["format"] = "stapo-trainer-state";
   state["version"] = 1;
@@ -255,7 +287,6 @@ std::string Trainer::save_checkpoint(const std::string& name) {
   state["settings"] = settings_;
   write_file_atomic(tmp + "/trainer_state.json", state.dump(2) + "\n");
   replace_directory(tmp, final_dir);
-  state_.last_checkpoint = final_dir;
   return final_dir;
 }
 
@@ -312,15 +343,19 @@ void Trainer::resume(const std::string& dir) {
                                    state_field<int64_t>(state, "bco_delta_steps", path)};
   state_.last_checkpoint = dir;
   loader_.seek(state_.position);
-  drop_log_after(state_.step);
+  if (writer()) drop_log_after(state_.step);
 }
 
+// Rank 0 alone, on the pairs a single process would take: the others wait at the first step's collective.
 void Trainer::step0_diagnostics() {
-  if (config_.step0_pairs <= 0) return;
+  if (config_.step0_pairs <= 0 || !writer()) return;
   const bool reference = config_.step0_from_reference;
+  PairLoaderConfig one_rank = loader_.config();
+  one_rank.rank = 0;
+  one_rank.world_size = 1;
   const std::vector<PairResult> pairs =
       reference ? step0_pairs_from_reference(loader_.shard(), config_.loss)
-                : step0_pairs_from_engine(engine_, loader_.shard(), loader_.config(), config_.loss, config_.step0_pairs);
+                : step0_pairs_from_engine(engine_, loader_.shard(), one_rank, config_.loss, config_.step0_pairs);
   const ordered_json j = step0_json(pairs, config_.loss, reference ? "from the reference pass" : "forward pass");
   log(j);
   fprintf(stderr, "%s%s", step0_table(j, config_.loss).c_str(), step0_warning(j, config_.loss).c_str());
@@ -333,22 +368,23 @@ void Trainer::train() {
     step0_diagnostics();
     // With periodic evaluation the curves start at the initial model (epoch 0), so drift is measured from there.
     if (config_.eval_every > 0 && eval_loader_) log(evaluate());
-    if (config_.eval_every > 0 && sampler_) log(eval_samples());
+    if (config_.eval_every > 0 && sampler_ && writer()) log(eval_samples());
   }
-  Progress progress("train", total);
+  std::unique_ptr<Progress> progress = writer() ? std::make_unique<Progress>("train", total) : nullptr;
   std::vector<PairBatch> micro(config_.grad_accum);
   while (state_.step < total) {
     const auto start = std::chrono::steady_clock::now();
     for (PairBatch& b : micro) loader_.next(b);
     engine_.zero_grad();
     config_.loss.bco_delta = state_.bco_delta.mean;
-    run_micro_batches(engine_, micro, config_.loss, true);
+    run_micro_batches(engine_, micro, config_.loss, true, ranks_);
     const double lr = lr_at(config_.schedule, config_.lr, state_.step, warmup, total);
     engine_.optimizer_step({lr, config_.max_grad_norm, config_.adamw, state_.updates + 1});
     const StepResults results = engine_.take_results();
     MetricSums sums;
     for (const PairResult& r : results.pairs) sums.add(r, config_.loss);
     sums.tokens = count_tokens(micro);
+    if (ranks_) sums.all_reduce(*ranks_);
     const double loss = sums.loss(config_.loss);
     const double grad_norm = results.grad_norm;
     state_.step++;
@@ -379,9 +415,10 @@ void Trainer::train() {
     const Engine::StepReport report = engine_.step_report();
     if (!report.metrics.empty()) line.update(report.metrics);
     log(line);
-    progress.update(state_.step, sums.tokens,
-                    cat("loss ", loss, " acc ", sums.correct / double(sums.pairs), " z ", sums.z / double(sums.pairs),
-                        report.progress.empty() ? "" : " ", report.progress));
+    if (progress)
+      progress->update(state_.step, sums.tokens,
+                       cat("loss ", loss, " acc ", sums.correct / double(sums.pairs), " z ", sums.z / double(sums.pairs),
+                           report.progress.empty() ? "" : " ", report.progress));
     const bool last = state_.step == total;
     // Saved before the evaluation: an evaluation that fails (a sample prompt longer than the context) cannot
     // lose the weights of the steps before it.
@@ -392,9 +429,9 @@ void Trainer::train() {
     }
     const bool eval_due = (config_.eval_every > 0 && state_.step % config_.eval_every == 0) || last;
     if (eval_due && eval_loader_) log(evaluate());
-    if (eval_due && sampler_) log(eval_samples());
+    if (eval_due && sampler_ && writer()) log(eval_samples());
   }
-  progress.finish();
+  if (progress) progress->finish();
   STAPO_CHECK(double(state_.skipped_nonfinite) <= config_.max_skipped_fraction * double(state_.step), "skipped ",
               state_.skipped_nonfinite, " of ", state_.step, " steps as non-finite, more than --max-skipped-fraction ",
               config_.max_skipped_fraction, ": the run did not train as asked (", config_.out_dir,

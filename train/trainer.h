@@ -14,6 +14,12 @@
 // loss or gradient norm (the engine then leaves the weights untouched) stops the run naming the step, the pairs
 // and the last good checkpoint, or (skip_nonfinite) is counted and the run goes on; a run that skipped more
 // than max_skipped_fraction of its steps ends with an error after saving final/.
+//
+// Data parallel (set_collective, docs/distributed.md): every rank runs this loop on its share of each step's
+// pairs (the loader's rank and world size); the step's normalisers are summed over ranks before any backward,
+// the step's and each evaluation's metrics after; the engine reduces the gradients. Rank 0 alone writes the log,
+// the progress line, the step-0 diagnostics and the eval samples; checkpoints are written by rank 0 from
+// collective engine calls, so every rank saves together.
 #pragma once
 #include <cstdint>
 #include <cstdio>
@@ -24,6 +30,7 @@
 #include "data/pair_loader.h"  // defines: PairLoader, PairLoaderConfig, DataPosition
 #include "data/shard.h"        // defines: Shard
 #include "train/adamw.h"       // defines: AdamWConfig
+#include "train/collective.h"  // defines: Collective
 #include "train/engine.h"      // defines: Engine
 #include "train/eval_samples.h"  // defines: EvalSampler
 #include "model/ops/preference_loss.h"      // defines: LossConfig
@@ -47,8 +54,12 @@ struct MetricSums {
 
   void add(const MetricSums& o);
   void add(const PairResult& pair, const LossConfig& config);
+  void all_reduce(Collective& ranks);  // the sums of every rank (z_max: the maximum), on every rank
   // The loss the gradient is taken of: mean pref(z) over pairs + α · token-mean NLL of the chosen sequences.
   double loss(const LossConfig& config) const;
+
+ private:
+  std::vector<double*> sums();  // every field that adds up but the two counts: the one list add and all_reduce use
 };
 
 // TRL names (meaning what TRL's trainer for the loss logs) plus z/*, delta/*, entropy/*, nll/chosen, each
@@ -61,9 +72,10 @@ nlohmann::ordered_json quantiles_json(const std::vector<PairResult>& pairs, cons
 StepScale step_scale(const std::vector<PairBatch>& micro_batches, const LossConfig& config);
 int64_t count_tokens(const std::vector<PairBatch>& micro_batches);
 
-// Engine::run_pairs on each micro-batch of one step with the step's scale (backward or not).
+// Engine::run_pairs on each micro-batch of one step with the step's scale (backward or not); with `ranks`, the
+// scale of the whole step, summed over every rank's micro-batches (each rank calls this once per step).
 void run_micro_batches(Engine& engine, const std::vector<PairBatch>& micro_batches, const LossConfig& config,
-                       bool backward);
+                       bool backward, Collective* ranks = nullptr);
 // run_micro_batches, then the step's metrics from Engine::take_results (no optimizer step): evaluation, tests.
 MetricSums step_forward_backward(Engine& engine, const std::vector<PairBatch>& micro_batches,
                                  const LossConfig& config, bool backward);
@@ -113,6 +125,9 @@ class Trainer {
   void set_eval_sampler(const EvalSampler* sampler) { sampler_ = sampler; }
   // What the run's results depend on (train/run_dir.h run_settings), saved in every checkpoint.
   void set_settings(const nlohmann::ordered_json& settings) { settings_ = settings; }
+  // Data parallel over these ranks (kept by reference); the loaders must be sharded by the same rank and world
+  // size, and the engine must reduce its gradients over the same ranks.
+  void set_collective(Collective& ranks) { ranks_ = &ranks; }
   const nlohmann::ordered_json& settings() const { return settings_; }
   // Continues from a checkpoint written by this trainer: optimizer moments, step, data position.
   // The engine must already hold the checkpoint's model (loaded from the same directory). Lines of
@@ -127,7 +142,8 @@ class Trainer {
   std::string save_checkpoint(const std::string& name);
 
  private:
-  void log(const nlohmann::ordered_json& line);
+  void log(const nlohmann::ordered_json& line);  // rank 0 only
+  bool writer() const { return !ranks_ || ranks_->rank() == 0; }
   void step0_diagnostics();
   void drop_log_after(int64_t step);
 
@@ -136,6 +152,7 @@ class Trainer {
   PairLoader* eval_loader_;
   int64_t eval_steps_;
   const EvalSampler* sampler_ = nullptr;
+  Collective* ranks_ = nullptr;
   nlohmann::ordered_json settings_ = nlohmann::ordered_json::object();
   TrainerConfig config_;
   TrainerState state_;

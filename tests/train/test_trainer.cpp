@@ -589,7 +589,8 @@ TEST(Trainer, ResumeRefusesChangedSettingsUnlessAllowed) {
   tc.loss.beta = 0.5;
   const nlohmann::ordered_json now = run_settings(tc, lc, 12);
   const std::string msg = test::error_message([&] { run_settings_check(dir.path, now, false); });
-  for (const char* change : {"--batch-size: 8 in the checkpoint, 2 now", "--beta: 2.0 in the checkpoint, 0.5 now",
+  for (const char* change : {"pairs per step (--batch-size × --grad-accum × ranks): 8 in the checkpoint, 2 now",
+                             "--beta: 2.0 in the checkpoint, 0.5 now",
                              "total steps (--epochs, --max-steps): 10 in the checkpoint, 12 now",
                              "--allow-changed-config"})
     EXPECT_NE(msg.find(change), std::string::npos) << msg;

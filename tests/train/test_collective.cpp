@@ -1,0 +1,172 @@
+// The parts of train/collective.h that need no second process: the launcher's environment (mpirun, srun, a
+// Slurm batch script, bad values), the ZeRO-1 split of a buffer, the single-process backend, and the file
+// rendezvous of the NCCL id (ranks as threads here; its timeout and its refusals). The MPI backend is tested
+// under mpirun by test_data_parallel.
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <thread>
+
+#include "common/file_io.h"
+#include "tests/test_util.h"
+#include "train/collective.h"
+
+namespace stapo {
+namespace {
+
+DistributedEnv env_of(const std::map<std::string, std::string>& vars) {
+  return distributed_env([&](const char* name) -> const char* {
+    const auto it = vars.find(name);
+    return it == vars.end() ? nullptr : it->second.c_str();
+  });
+}
+
+TEST(Collective, LauncherEnvironment) {
+  DistributedEnv e = env_of({});
+  EXPECT_EQ(e.world_size, 1);
+  EXPECT_EQ(e.launcher, "none");
+  EXPECT_FALSE(e.mpi);
+
+  e = env_of({{"OMPI_COMM_WORLD_SIZE", "8"}, {"OMPI_COMM_WORLD_RANK", "5"}, {"OMPI_COMM_WORLD_LOCAL_RANK", "1"},
+              {"PMIX_NAMESPACE", "prterun-node-123@1"}, {"SLURM_STEP_NUM_TASKS", "2"}, {"SLURM_PROCID", "0"}});
+  EXPECT_EQ(e.launcher, "mpirun");  // mpirun inside a Slurm allocation: mpirun's ranks
+  EXPECT_EQ(e.world_size, 8);
+  EXPECT_EQ(e.rank, 5);
+  EXPECT_EQ(e.local_rank, 1);
+  EXPECT_TRUE(e.mpi);
+  EXPECT_EQ(e.job_id, "prterun-node-123@1");
+
+  e = env_of({{"SLURM_STEP_NUM_TASKS", "16"}, {"SLURM_PROCID", "9"}, {"SLURM_LOCALID", "1"}, {"SLURM_JOB_ID", "4242"},
+              {"SLURM_STEP_ID", "0"}, {"SLURM_NTASKS", "16"}});
+  EXPECT_EQ(e.launcher, "slurm");
+  EXPECT_EQ(e.world_size, 16);
+  EXPECT_EQ(e.rank, 9);
+  EXPECT_EQ(e.local_rank, 1);
+  EXPECT_FALSE(e.mpi);  // srun without --mpi=pmix
+  EXPECT_EQ(e.job_id, "4242.0");
+  e = env_of({{"SLURM_STEP_NUM_TASKS", "2"}, {"SLURM_PROCID", "1"}, {"PMIX_RANK", "1"}});
+  EXPECT_TRUE(e.mpi);
+
+  // A batch script's own process (sbatch sets SLURM_NTASKS and SLURM_PROCID, srun alone the step's count): one rank.
+  e = env_of({{"SLURM_NTASKS", "16"}, {"SLURM_PROCID", "0"}, {"SLURM_JOB_ID", "4242"}});
+  EXPECT_EQ(e.world_size, 1);
+  EXPECT_EQ(e.launcher, "none");
+
+  std::string msg = test::error_message([] { env_of({{"OMPI_COMM_WORLD_SIZE", "two"}}); });
+  EXPECT_NE(msg.find("OMPI_COMM_WORLD_SIZE=\"two\" is not a rank or a process count"), std::string::npos) << msg;
+  msg = test::error_message([] { env_of({{"OMPI_COMM_WORLD_SIZE", "2"}}); });
+  EXPECT_NE(msg.find("OMPI_COMM_WORLD_RANK is not set"), std::string::npos) << msg;
+  msg = test::error_message([] { env_of({{"SLURM_STEP_NUM_TASKS", "4"}, {"SLURM_PROCID", "4"}}); });
+  EXPECT_NE(msg.find("rank 4 of 4"), std::string::npos) << msg;
+  msg = test::error_message([] { env_of({{"SLURM_STEP_NUM_TASKS", "0"}, {"SLURM_PROCID", "0"}}); });
+  EXPECT_NE(msg.find("rank 0 of 0"), std::string::npos) << msg;
+}
+
+// The shards tile [0, n) in rank order, each at most ceil(n / W) long and all but the tail exactly that.
+TEST(Collective, ShardRangesTileTheBuffer) {
+  for (size_t n = 0; n <= 60; n++)
+    for (int world = 1; world <= 9; world++) {
+      const size_t per = (n + size_t(world) - 1) / size_t(world);
+      size_t next = 0;
+      for (int r = 0; r < world; r++) {
+        const ShardRange s = shard_range(n, r, world);
+        ASSERT_EQ(s.begin, next) << "n " << n << " W " << world << " rank " << r;
+        ASSERT_LE(s.count, per);
+        if (s.end() < n) ASSERT_EQ(s.count, per) << "only the tail may be short";
+        next = s.end();
+      }
+      ASSERT_EQ(next, n) << "n " << n << " W " << world;
+    }
+  EXPECT_EQ(shard_range(5, 3, 4).count, 0u);  // 2, 2, 1, 0
+  EXPECT_EQ(shard_range(950, 3, 4).begin, 714u);
+  EXPECT_EQ(shard_range(950, 3, 4).count, 236u);
+}
+
+TEST(Collective, SingleProcessIsTheIdentity) {
+  const std::unique_ptr<Collective> one = collective_open_host(DistributedEnv{});
+  EXPECT_STREQ(one->backend(), "single");
+  EXPECT_EQ(one->world_size(), 1);
+  std::vector<float> x = test::random_normal(37, 1.f);
+  const std::vector<float> before = x;
+  one->reduce_scatter(x.data(), x.size(), ElementType::f32, nullptr);
+  one->all_gather(x.data(), x.size(), ElementType::f32, nullptr);
+  one->all_reduce(x.data(), x.size(), ElementType::f32, nullptr);
+  EXPECT_EQ(x, before);
+  double h[2] = {1.5, -2};
+  one->all_reduce_host(h, 2, ReduceOp::sum);
+  EXPECT_EQ(h[0], 1.5);
+  EXPECT_EQ(one->all_gather_host({3, 4}), (std::vector<double>{3, 4}));
+  EXPECT_NE(one->split(0), nullptr);
+  EXPECT_EQ(one->split(-1), nullptr);
+}
+
+TEST(Collective, SeveralProcessesNeedMpi) {
+  DistributedEnv slurm;
+  slurm.world_size = 4;
+  slurm.launcher = "slurm";
+  const std::string msg = test::error_message([&] { collective_open_host(slurm); });
+  if (collective_have_mpi())
+    EXPECT_NE(msg.find("srun --mpi=pmix"), std::string::npos) << msg;
+  else
+    EXPECT_NE(msg.find("this build has no MPI"), std::string::npos) << msg;
+}
+
+DistributedEnv rank_of(int rank, int world, const std::string& job = "77.0") {
+  DistributedEnv e;
+  e.rank = rank;
+  e.world_size = world;
+  e.launcher = "slurm";
+  e.job_id = job;
+  return e;
+}
+
+// Rank 0 writes the id after a delay; three ranks waiting for it read the same bytes; rank 0 then removes it.
+TEST(Collective, FileRendezvousSharesRankZerosBytes) {
+  test::TempDir dir;
+  const std::string shared = dir.path + "/rendezvous";
+  std::string id(128, '\0');
+  for (size_t i = 0; i < id.size(); i++) id[i] = char((i * 37 + 11) & 255);  // every byte value class, NULs too
+  std::vector<std::string> got(4);
+  std::vector<std::thread> others;
+  for (int r = 1; r < 4; r++)
+    others.emplace_back([&, r] { got[size_t(r)] = rendezvous_share(shared, rank_of(r, 4), std::string(128, 'x'), 10); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  got[0] = rendezvous_share(shared, rank_of(0, 4), id, 10);
+  for (std::thread& t : others) t.join();
+  for (int r = 0; r < 4; r++) EXPECT_EQ(got[size_t(r)], id) << "rank " << r;
+  EXPECT_TRUE(file_exists(shared + "/stapo-rendezvous-77.0"));
+  rendezvous_done(shared, rank_of(1, 4));  // only rank 0 removes it
+  EXPECT_TRUE(file_exists(shared + "/stapo-rendezvous-77.0"));
+  rendezvous_done(shared, rank_of(0, 4));
+  EXPECT_FALSE(file_exists(shared + "/stapo-rendezvous-77.0"));
+}
+
+TEST(Collective, FileRendezvousTimesOutNamingTheFile) {
+  test::TempDir dir;
+  const auto start = std::chrono::steady_clock::now();
+  const std::string msg =
+      test::error_message([&] { rendezvous_share(dir.path, rank_of(3, 4), std::string(128, '\0'), 0.3); });
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_NE(msg.find("rank 3 of 4 waited 0.3 s for rank 0's rendezvous file " + dir.path + "/stapo-rendezvous-77.0"),
+            std::string::npos) << msg;
+  EXPECT_NE(msg.find("shared filesystem"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("--rendezvous-timeout"), std::string::npos) << msg;
+  EXPECT_GE(waited, 0.3);
+  EXPECT_LT(waited, 5.0);
+}
+
+// A file of an earlier launch: rank 0 refuses to write over it, and a reader refuses one of another job size.
+TEST(Collective, FileRendezvousRefusesAStaleFile) {
+  test::TempDir dir;
+  rendezvous_share(dir.path, rank_of(0, 2), std::string(128, 'a'), 1);
+  std::string msg = test::error_message([&] { rendezvous_share(dir.path, rank_of(0, 2), std::string(128, 'b'), 1); });
+  EXPECT_NE(msg.find("stapo-rendezvous-77.0 exists already"), std::string::npos) << msg;
+  msg = test::error_message([&] { rendezvous_share(dir.path, rank_of(1, 4), std::string(128, '\0'), 1); });
+  EXPECT_NE(msg.find("written by a job of 2 processes, this one has 4"), std::string::npos) << msg;
+  write_file_atomic(dir.path + "/stapo-rendezvous-78.0", "stapo-rendezvous 1\nworld 2\nzz\n");
+  msg = test::error_message([&] { rendezvous_share(dir.path, rank_of(1, 2, "78.0"), std::string(1, '\0'), 1); });
+  EXPECT_NE(msg.find("not a stapo rendezvous file of 1 bytes"), std::string::npos) << msg;
+}
+
+}  // namespace
+}  // namespace stapo
