@@ -85,7 +85,7 @@ struct TcForwardSmem {
                           o = p + sizeof(bf16) * TC_BQ * TC_LDP, seg = o + sizeof(float) * TC_BQ * LDO,
                           bytes = seg + sizeof(int) * TC_BK;
 };
-static_assert(TcForwardSmem<64>::bytes <= ATTN_MAX_SMEM && TcForwardSmem<128>::bytes <= ATTN_MAX_SMEM,
+static_assert(TcForwardSmem<64>::bytes <= MAX_BLOCK_SMEM && TcForwardSmem<128>::bytes <= MAX_BLOCK_SMEM,
               "TcForwardSmem: over the shared memory a block may have");
 
 // rows × D bf16 rows (global row stride `stride`) → bf16 shared memory with row stride D+8, 16 bytes at a
@@ -248,7 +248,7 @@ struct TcDkvSmem {  // keys 64 (the block's), queries 32 (streamed)
                           lse = o + sizeof(float) * 64 * LDO, delta = lse + sizeof(float) * 32,
                           seg = delta + sizeof(float) * 32, bytes = seg + sizeof(int) * 32;
 };
-static_assert(TcDkvSmem<64>::bytes <= ATTN_MAX_SMEM && TcDkvSmem<128>::bytes <= ATTN_MAX_SMEM,
+static_assert(TcDkvSmem<64>::bytes <= MAX_BLOCK_SMEM && TcDkvSmem<128>::bytes <= MAX_BLOCK_SMEM,
               "TcDkvSmem: over the shared memory a block may have");
 
 // acc[i][c] += the (rows × D) product the warps left in o_s (row stride ldo), in version 2's thread layout.
@@ -362,7 +362,7 @@ struct TcDqSmem {  // queries 64 (the block's), keys 32 (streamed)
                           o = ds + sizeof(bf16) * 64 * TC_LDPT, seg = o + sizeof(float) * 64 * LDO,
                           bytes = seg + sizeof(int) * 32;
 };
-static_assert(TcDqSmem<64>::bytes <= ATTN_MAX_SMEM && TcDqSmem<128>::bytes <= ATTN_MAX_SMEM,
+static_assert(TcDqSmem<64>::bytes <= MAX_BLOCK_SMEM && TcDqSmem<128>::bytes <= MAX_BLOCK_SMEM,
               "TcDqSmem: over the shared memory a block may have");
 
 template <int D>
