@@ -150,6 +150,7 @@ void CudaEngine::run_pairs(const PairBatch& batch, const LossConfig& loss, const
               "GPU (the fused reduction sums response positions only): use --nll-span response or the CPU engine");
   if (batch.num_pairs == 0) return pair_batch_validate(batch, model.config().vocab_size);  // nothing to run
   model.forward(batch);  // validates the batch
+  if (timer_) timer_->mark(Phase::lm_head_loss);
   const int pairs = batch.num_pairs, sequences = 2 * pairs, M = model.response_rows();
   ensure_slots(pending_pairs_ + pairs);
   ensure_batch_sequences(sequences);
@@ -228,8 +229,14 @@ StepResults CudaEngine::take_results() {
 
 // ---- optimizer ----
 
+void CudaEngine::set_phase_timer(PhaseTimer* timer) {
+  timer_ = timer;
+  model_->set_phase_timer(timer);
+}
+
 void CudaEngine::zero_grad() {
   poll_steps(false);
+  if (timer_) timer_->mark(Phase::other);
   model_->zero_grad();
   cudaCheck(cudaMemsetAsync(&scalars_->nonfinite_loss, 0, sizeof(int), stream_));
   if (!step_open_) open_step_.start = take_event();
@@ -242,6 +249,7 @@ void CudaEngine::optimizer_step(const OptimizerUpdate& update) {
   const int64_t t = update.t;
   STAPO_CHECK(t >= 1 && t <= INT32_MAX, "CudaEngine::optimizer_step: step ", t, " out of range");
   CudaModel& model = *model_;
+  if (timer_) timer_->mark(Phase::grad_clip);
   grad_norm_accumulate(norm_partials_, model.grads(), model.buffer_elements(), false, stream_);
   grad_norm_finish(&scalars_->grad_norm, &scalars_->clip_scale, &scalars_->apply, norm_partials_,
                    (float)update.max_grad_norm, &scalars_->nonfinite_loss, stream_);
@@ -253,6 +261,7 @@ void CudaEngine::optimizer_step(const OptimizerUpdate& update) {
   hyper.beta2 = (float)update.adamw.beta2;
   hyper.eps = (float)update.adamw.eps;
   const std::vector<ParamSpec>& specs = model.specs();
+  if (timer_) timer_->mark(Phase::optimizer);
   for (size_t i = 0; i < specs.size(); ++i) {
     const ParamSpec& p = specs[i];
     const size_t at = model.offsets()[i];

@@ -34,6 +34,7 @@
 #include "kernels/staging.h"          // defines: HostStaging
 #include "model/batch.h"              // defines: PairBatch
 #include "model/params.h"             // defines: ParamSpec, LayerParams, GlobalParams
+#include "train/cuda_phase_timer.h"     // defines: PhaseTimer, Phase
 
 namespace stapo {
 
@@ -81,6 +82,8 @@ class CudaModel {
   float* dlogp() { return dlogp_; }                                      // (M) set by the caller for backward
   // Accumulates (+=) into grads() the gradient of Σ_m dlogp[m]·logp[m] for the batch of the last forward.
   void backward();
+  // Marks each phase of forward and backward on `timer` (nullptr: off; dev/bench/gpu_step --phases).
+  void set_phase_timer(PhaseTimer* timer) { timer_ = timer; }
 
  private:
   // What one layer's forward writes; several layers share a buffer where the recompute level allows.
@@ -94,10 +97,16 @@ class CudaModel {
   void layer_restore(int l);  // makes acts_[l] whole again before its backward
   void attention_forward_any(const LayerActs& a, const AttentionShape& shape);
   void attention_backward_any(const LayerActs& a, const AttentionShape& shape);
+  // Time from here on is `phase`'s; inside layer_restore everything is the recompute phase's.
+  void phase(Phase p) {
+    if (timer_ && !restoring_) timer_->mark(p);
+  }
 
   ModelConfig config_;
   CudaModelOptions options_;
   cudaStream_t stream_;
+  PhaseTimer* timer_ = nullptr;
+  bool restoring_ = false;
   MatmulContext matmul_;
   LmHeadWorkspace lm_head_ws_;
   EmbeddingGradIndex embedding_index_;
