@@ -33,8 +33,13 @@ __global__ void __launch_bounds__(flash2::THREADS) flash2_dq_kernel(flash2::Para
   flash2::dq_block<D>(p, flash2_smem, gridDim.x - 1 - blockIdx.x, blockIdx.y, blockIdx.z);
 }
 
-flash2::Params flash2_params(const AttentionShape& s, const int32_t* segments) {
+// What both directions read; the caller adds the outputs (and the backward's inputs).
+flash2::Params flash2_params(const AttentionShape& s, const bf16* q, const bf16* k, const bf16* v,
+                             const int32_t* segments) {
   flash2::Params p{};
+  p.q = q;
+  p.k = k;
+  p.v = v;
   p.segments = segments;
   p.T = s.T;
   p.H = s.H;
@@ -69,10 +74,7 @@ void backward_launch(const flash2::Params& p, const AttentionShape& s, cudaStrea
 void attention_flash2_forward(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v,
                               const AttentionShape& shape, const int32_t* segments, cudaStream_t stream) {
   attention_check(shape, "attention_flash2_forward", {{"out", out}, {"q", q}, {"k", k}, {"v", v}});
-  flash2::Params p = flash2_params(shape, segments);
-  p.q = q;
-  p.k = k;
-  p.v = v;
+  flash2::Params p = flash2_params(shape, q, k, v, segments);
   p.out = out;
   p.lse_out = lse;
   if (shape.D == 64)
@@ -87,10 +89,7 @@ void attention_flash2_backward(bf16* dq, bf16* dk, bf16* dv, float* scratch, con
   attention_check(shape, "attention_flash2_backward",
                   {{"dq", dq}, {"dk", dk}, {"dv", dv}, {"dout", dout}, {"q", q}, {"k", k}, {"v", v}});
   attention_delta(scratch, dout, out, shape, stream);
-  flash2::Params p = flash2_params(shape, segments);
-  p.q = q;
-  p.k = k;
-  p.v = v;
+  flash2::Params p = flash2_params(shape, q, k, v, segments);
   p.lse = lse;
   p.dout = dout;
   p.delta = scratch;

@@ -96,7 +96,9 @@ __device__ __forceinline__ bool visible(int i, int j, int seg_i, int seg_j, int 
 }
 
 // First key a query at or after q0 may see (the window's start), else 0.
-__device__ __forceinline__ int first_visible_key(int q0, int window) { return window > 0 ? imax(0, q0 - window + 1) : 0; }
+__device__ __forceinline__ int first_visible_key(int q0, int window) {
+  return window > 0 ? imax(0, q0 - window + 1) : 0;
+}
 
 // ---- asynchronous tile loads (every thread of the block takes part; commit and wait are the caller's) ----
 
@@ -202,18 +204,28 @@ __device__ __forceinline__ void load_b(uint32_t b[2][2], const bf16* tile, int k
   b[1][1] = r[3];
 }
 
+// One k-step (16) of acc (16 × 8·NT) += A·B over all NT n-tiles, A one fragment in registers. B is the tile's
+// transpose (B_TRANSPOSED: the tile holds n rows of k contiguous values, K in S = Q·Kᵀ) or the tile itself (k rows
+// of n values, V in O = P·V).
+template <int NT, int LD, bool B_TRANSPOSED>
+__device__ __forceinline__ void mma_k_step(float acc[NT][4], const uint32_t a[4], const bf16* tile, int k0) {
+#pragma unroll
+  for (int n = 0; n < NT; n += 2) {
+    uint32_t b[2][2];
+    if constexpr (B_TRANSPOSED)
+      load_b_transposed<LD>(b, tile, 8 * n, k0);
+    else
+      load_b<LD>(b, tile, k0, 8 * n);
+    warp::mma_bf16_16816(acc[n], a, b[0]);
+    warp::mma_bf16_16816(acc[n + 1], a, b[1]);
+  }
+}
+
 // acc (16 × 8·NT) += A (16 × K) · tileᵀ, A given as K/16 fragments in registers, the tile's first 8·NT rows.
 template <int K, int NT, int LD>
 __device__ __forceinline__ void mma_a_bt(float acc[NT][4], const uint32_t a[K / 16][4], const bf16* tile) {
 #pragma unroll
-  for (int kk = 0; kk < K / 16; ++kk)
-#pragma unroll
-    for (int n = 0; n < NT; n += 2) {
-      uint32_t b[2][2];
-      load_b_transposed<LD>(b, tile, 8 * n, 16 * kk);
-      warp::mma_bf16_16816(acc[n], a[kk], b[0]);
-      warp::mma_bf16_16816(acc[n + 1], a[kk], b[1]);
-    }
+  for (int kk = 0; kk < K / 16; ++kk) mma_k_step<NT, LD, true>(acc, a[kk], tile, 16 * kk);
 }
 
 // The same with A read from shared memory: rows a_row0.. of a_tile (both tiles row stride LD).
@@ -223,13 +235,7 @@ __device__ __forceinline__ void mma_smem_bt(float acc[NT][4], const bf16* a_tile
   for (int kk = 0; kk < K / 16; ++kk) {
     uint32_t a[4];
     load_a<LD>(a, a_tile, a_row0, 16 * kk);
-#pragma unroll
-    for (int n = 0; n < NT; n += 2) {
-      uint32_t b[2][2];
-      load_b_transposed<LD>(b, tile, 8 * n, 16 * kk);
-      warp::mma_bf16_16816(acc[n], a, b[0]);
-      warp::mma_bf16_16816(acc[n + 1], a, b[1]);
-    }
+    mma_k_step<NT, LD, true>(acc, a, tile, 16 * kk);
   }
 }
 
@@ -237,14 +243,7 @@ __device__ __forceinline__ void mma_smem_bt(float acc[NT][4], const bf16* a_tile
 template <int K, int NT, int LD>
 __device__ __forceinline__ void mma_a_b(float acc[NT][4], const uint32_t a[K / 16][4], const bf16* tile) {
 #pragma unroll
-  for (int kk = 0; kk < K / 16; ++kk)
-#pragma unroll
-    for (int n = 0; n < NT; n += 2) {
-      uint32_t b[2][2];
-      load_b<LD>(b, tile, 16 * kk, 8 * n);
-      warp::mma_bf16_16816(acc[n], a[kk], b[0]);
-      warp::mma_bf16_16816(acc[n + 1], a[kk], b[1]);
-    }
+  for (int kk = 0; kk < K / 16; ++kk) mma_k_step<NT, LD, false>(acc, a[kk], tile, 16 * kk);
 }
 
 // Scores in the accumulator layout (NT n-tiles of 16 × 8) as the A operand of the next product (NT/2 k-steps),
@@ -290,43 +289,68 @@ struct VisibleTile {
   bool full;
 };
 
+// The key tiles a block of L::BQ queries streams (forward and dq): which of them to visit, and their K, V and
+// segment ids copied into stage 0 or 1 of the layout's k, v and seg regions. Constructed by the whole block.
+template <int D, typename L>
+struct KeyTileStream {
+  static constexpr size_t K_STAGE = tile_bytes(L::BK, D), SEG_STAGE = align128(sizeof(int32_t) * L::BK);
+  const int32_t* seg;         // (T) this row's segment ids
+  const bf16 *k_row, *v_row;  // key 0 of this row and kv head
+  size_t kv_stride;
+  int T, window, q0, end;     // end: one past the last key tile (causal: no key after the tile's last query)
+  SegmentRange q_range;
+
+  __device__ KeyTileStream(const Params& p, int q_tile, int h, int row)
+      : seg(p.segments + (size_t)row * p.T),
+        k_row(p.k + (size_t)row * p.T * p.Hkv * D + (size_t)(h / (p.H / p.Hkv)) * D),
+        v_row(p.v + (size_t)row * p.T * p.Hkv * D + (size_t)(h / (p.H / p.Hkv)) * D),
+        kv_stride((size_t)p.Hkv * D),
+        T(p.T),
+        window(p.window),
+        q0(q_tile * L::BQ),
+        end(ceil_div(imin(q0 + L::BQ, p.T), L::BK)),
+        q_range(segment_range(seg, q0, L::BQ, p.T)) {}
+
+  // The first visible tile at or after kt (end when none); the first of all from first_visible_key.
+  __device__ VisibleTile next_visible(int kt) const {
+    for (; kt < end; ++kt) {
+      const TileKind kind =
+          tile_kind(q0, L::BQ, q_range, kt * L::BK, L::BK, segment_range(seg, kt * L::BK, L::BK, T), window);
+      if (kind.any) return VisibleTile{kt, kind.full};
+    }
+    return VisibleTile{end, false};
+  }
+  __device__ VisibleTile first() const { return next_visible(first_visible_key(q0, window) / L::BK); }
+
+  __device__ void issue(unsigned char* smem, int kt, int stage) const {
+    const int k0 = kt * L::BK, valid = imin(L::BK, T - k0);
+    load_rows_async<D>(reinterpret_cast<bf16*>(smem + L::k + stage * K_STAGE), k_row + k0 * kv_stride, kv_stride,
+                       L::BK, valid);
+    load_rows_async<D>(reinterpret_cast<bf16*>(smem + L::v + stage * K_STAGE), v_row + k0 * kv_stride, kv_stride,
+                       L::BK, valid);
+    load_values_async(reinterpret_cast<int32_t*>(smem + L::seg + stage * SEG_STAGE), seg + k0, 1, L::BK, valid);
+  }
+};
+
 template <int D>
 __device__ void forward_block(const Params& p, unsigned char* smem, int q_tile, int h, int row) {
   using L = ForwardTiles<D>;
   constexpr int BQ = L::BQ, BK = L::BK, LD = L::LD, NT = BK / 8, DT = D / 8;
+  using Keys = KeyTileStream<D, L>;
   const bf16* q_s = reinterpret_cast<const bf16*>(smem + L::q);  // (BQ, LD); K, V: 2 stages of (BK, LD) each,
                                                                   // the key segments 2 stages of (BK)
-  constexpr size_t K_STAGE = tile_bytes(BK, D), SEG_STAGE = align128(sizeof(int32_t) * BK);
 
   const int lane = lane_id(), w = warp_id(), g = lane / 4, t = lane % 4;
-  const int T = p.T, H = p.H, window = p.window, hk = h / (H / p.Hkv);
-  const size_t row_base = (size_t)row * T, q_stride = (size_t)H * D, kv_stride = (size_t)p.Hkv * D;
+  const int T = p.T, H = p.H, window = p.window;
+  const size_t row_base = (size_t)row * T, q_stride = (size_t)H * D;
   const int32_t* seg = p.segments + row_base;
   const int q0 = q_tile * BQ, q_valid = imin(BQ, T - q0);
-  const bf16* k_row = p.k + row_base * kv_stride + (size_t)hk * D;  // key 0 of this row and kv head
-  const bf16* v_row = p.v + row_base * kv_stride + (size_t)hk * D;
+  const Keys keys(p, q_tile, h, row);
 
-  const SegmentRange q_range = segment_range(seg, q0, BQ, T);
-  const int kt_end = ceil_div(q0 + q_valid, BK);  // causal: no key after the tile's last query
-  auto next_visible = [&](int kt) {
-    for (; kt < kt_end; ++kt) {
-      const TileKind kind = tile_kind(q0, BQ, q_range, kt * BK, BK, segment_range(seg, kt * BK, BK, T), window);
-      if (kind.any) return VisibleTile{kt, kind.full};
-    }
-    return VisibleTile{kt_end, false};
-  };
-  auto issue = [&](int kt, int stage) {
-    const int k0 = kt * BK, valid = imin(BK, T - k0);
-    load_rows_async<D>(reinterpret_cast<bf16*>(smem + L::k + stage * K_STAGE), k_row + k0 * kv_stride, kv_stride,
-                       BK, valid);
-    load_rows_async<D>(reinterpret_cast<bf16*>(smem + L::v + stage * K_STAGE), v_row + k0 * kv_stride, kv_stride,
-                       BK, valid);
-    load_values_async(reinterpret_cast<int32_t*>(smem + L::seg + stage * SEG_STAGE), seg + k0, 1, BK, valid);
-  };
-
-  load_rows_async<D>(reinterpret_cast<bf16*>(smem + L::q), p.q + (row_base + q0) * q_stride + (size_t)h * D, q_stride, BQ, q_valid);
-  VisibleTile tile = next_visible(first_visible_key(q0, window) / BK);
-  if (tile.index < kt_end) issue(tile.index, 0);
+  load_rows_async<D>(reinterpret_cast<bf16*>(smem + L::q), p.q + (row_base + q0) * q_stride + (size_t)h * D, q_stride,
+                     BQ, q_valid);
+  VisibleTile tile = keys.first();
+  if (tile.index < keys.end) keys.issue(smem, tile.index, 0);
   warp::cp_async_commit();
   warp::cp_async_wait<0>();
   warp::block_sync();
@@ -344,17 +368,17 @@ __device__ void forward_block(const Params& p, unsigned char* smem, int q_tile, 
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, o[DT][4];
   zero<DT>(o);
 
-  for (int stage = 0; tile.index < kt_end; stage ^= 1) {
-    const VisibleTile next = next_visible(tile.index + 1);
-    if (next.index < kt_end) issue(next.index, stage ^ 1);
+  for (int stage = 0; tile.index < keys.end; stage ^= 1) {
+    const VisibleTile next = keys.next_visible(tile.index + 1);
+    if (next.index < keys.end) keys.issue(smem, next.index, stage ^ 1);
     warp::cp_async_commit();  // possibly empty: the wait below always leaves exactly the newest group in flight
     warp::cp_async_wait<1>();
     warp::block_sync();  // this tile's K, V and segments have landed for every thread
 
     const int k0 = tile.index * BK;
-    const bf16* ks = reinterpret_cast<const bf16*>(smem + L::k + stage * K_STAGE);
-    const bf16* vs = reinterpret_cast<const bf16*>(smem + L::v + stage * K_STAGE);
-    const int32_t* segs = reinterpret_cast<const int32_t*>(smem + L::seg + stage * SEG_STAGE);
+    const bf16* ks = reinterpret_cast<const bf16*>(smem + L::k + stage * Keys::K_STAGE);
+    const bf16* vs = reinterpret_cast<const bf16*>(smem + L::v + stage * Keys::K_STAGE);
+    const int32_t* segs = reinterpret_cast<const int32_t*>(smem + L::seg + stage * Keys::SEG_STAGE);
     float s[NT][4];
     zero<NT>(s);
     mma_a_bt<D, NT, LD>(s, qa, ks);  // S = Q·Kᵀ (unscaled)
@@ -532,39 +556,20 @@ __device__ void dq_block(const Params& p, unsigned char* smem, int q_tile, int h
   constexpr int BQ = L::BQ, BK = L::BK, LD = L::LD, NT = BK / 8, DT = D / 8;
   const bf16* q_s = reinterpret_cast<const bf16*>(smem + L::q);     // (BQ, LD)
   const bf16* do_s = reinterpret_cast<const bf16*>(smem + L::dout);  // (BQ, LD)
-  constexpr size_t K_STAGE = tile_bytes(BK, D), SEG_STAGE = align128(sizeof(int32_t) * BK);
+  using Keys = KeyTileStream<D, L>;
 
   const int lane = lane_id(), w = warp_id(), g = lane / 4, t = lane % 4;
-  const int T = p.T, H = p.H, window = p.window, hk = h / (H / p.Hkv);
-  const size_t row_base = (size_t)row * T, q_stride = (size_t)H * D, kv_stride = (size_t)p.Hkv * D;
+  const int T = p.T, H = p.H, window = p.window;
+  const size_t row_base = (size_t)row * T, q_stride = (size_t)H * D;
   const int32_t* seg = p.segments + row_base;
   const int q0 = q_tile * BQ, q_valid = imin(BQ, T - q0);
-  const bf16* k_row = p.k + row_base * kv_stride + (size_t)hk * D;
-  const bf16* v_row = p.v + row_base * kv_stride + (size_t)hk * D;
-
-  const SegmentRange q_range = segment_range(seg, q0, BQ, T);
-  const int kt_end = ceil_div(q0 + q_valid, BK);
-  auto next_visible = [&](int kt) {
-    for (; kt < kt_end; ++kt) {
-      const TileKind kind = tile_kind(q0, BQ, q_range, kt * BK, BK, segment_range(seg, kt * BK, BK, T), window);
-      if (kind.any) return VisibleTile{kt, kind.full};
-    }
-    return VisibleTile{kt_end, false};
-  };
-  auto issue = [&](int kt, int stage) {
-    const int k0 = kt * BK, valid = imin(BK, T - k0);
-    load_rows_async<D>(reinterpret_cast<bf16*>(smem + L::k + stage * K_STAGE), k_row + k0 * kv_stride, kv_stride,
-                       BK, valid);
-    load_rows_async<D>(reinterpret_cast<bf16*>(smem + L::v + stage * K_STAGE), v_row + k0 * kv_stride, kv_stride,
-                       BK, valid);
-    load_values_async(reinterpret_cast<int32_t*>(smem + L::seg + stage * SEG_STAGE), seg + k0, 1, BK, valid);
-  };
+  const Keys keys(p, q_tile, h, row);
 
   const size_t first = (row_base + q0) * q_stride + (size_t)h * D;
   load_rows_async<D>(reinterpret_cast<bf16*>(smem + L::q), p.q + first, q_stride, BQ, q_valid);
   load_rows_async<D>(reinterpret_cast<bf16*>(smem + L::dout), p.dout + first, q_stride, BQ, q_valid);
-  VisibleTile tile = next_visible(first_visible_key(q0, window) / BK);
-  if (tile.index < kt_end) issue(tile.index, 0);
+  VisibleTile tile = keys.first();
+  if (tile.index < keys.end) keys.issue(smem, tile.index, 0);
   warp::cp_async_commit();
   warp::cp_async_wait<0>();
   warp::block_sync();
@@ -583,17 +588,17 @@ __device__ void dq_block(const Params& p, unsigned char* smem, int q_tile, int h
   float dq[DT][4];
   zero<DT>(dq);
 
-  for (int stage = 0; tile.index < kt_end; stage ^= 1) {
-    const VisibleTile next = next_visible(tile.index + 1);
-    if (next.index < kt_end) issue(next.index, stage ^ 1);
+  for (int stage = 0; tile.index < keys.end; stage ^= 1) {
+    const VisibleTile next = keys.next_visible(tile.index + 1);
+    if (next.index < keys.end) keys.issue(smem, next.index, stage ^ 1);
     warp::cp_async_commit();
     warp::cp_async_wait<1>();
     warp::block_sync();
 
     const int k0 = tile.index * BK;
-    const bf16* ks = reinterpret_cast<const bf16*>(smem + L::k + stage * K_STAGE);
-    const bf16* vs = reinterpret_cast<const bf16*>(smem + L::v + stage * K_STAGE);
-    const int32_t* segs = reinterpret_cast<const int32_t*>(smem + L::seg + stage * SEG_STAGE);
+    const bf16* ks = reinterpret_cast<const bf16*>(smem + L::k + stage * Keys::K_STAGE);
+    const bf16* vs = reinterpret_cast<const bf16*>(smem + L::v + stage * Keys::K_STAGE);
+    const int32_t* segs = reinterpret_cast<const int32_t*>(smem + L::seg + stage * Keys::SEG_STAGE);
     float s[NT][4], dp[NT][4];
     zero<NT>(s);
     zero<NT>(dp);

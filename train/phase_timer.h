@@ -16,7 +16,7 @@ enum class Phase {
   matmul_forward,        // q, k, v, o, gate, up, down projections
   elementwise_forward,   // RoPE, SwiGLU
   attention_forward,     // the attention core
-  lm_head_loss,          // final-norm rows, lm_head + log-probs, sequence sums, the loss and its dlogp, lm_head backward
+  lm_head_loss,          // response rows, lm_head + log-probs, sequence sums, loss and dlogp, lm_head backward
   recompute,             // layer_restore: what recompute levels 1 and 2 run again before a layer's backward
   norm_backward,
   matmul_backward,
