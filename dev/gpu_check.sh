@@ -212,6 +212,8 @@ want engine_tests && run_part engine_tests engine_tests
 if want bench; then
   run_part bench_ours bench_ours ours --phases 3
   run_part bench_flash2 bench_ours ours_flash2 --attention flash2 --phases 3
+  # bf16 weights with stochastic rounding: the like-for-like of PyTorch's pure_bf16 baseline.
+  run_part bench_bf16 bench_ours ours_bf16 --bf16-params
   # The least-memory configuration: bf16 weights with stochastic rounding, every layer recomputed.
   run_part bench_lowmem bench_ours ours_lowmem --bf16-params --recompute 2
   if cudnn_built; then run_part bench_cudnn bench_ours ours_cudnn --attention cudnn; fi
@@ -233,7 +235,8 @@ echo "== benchmark (dev/bench/gpu_step_config.json)"
 python3 - "$out" <<'PY'
 import json, os, sys
 out = sys.argv[1]
-IMPLS = ("ours", "ours_flash2", "ours_lowmem", "ours_cudnn", "torch_pure_bf16", "torch_amp", "torch_amp_compile")
+IMPLS = ("ours", "ours_flash2", "ours_bf16", "ours_lowmem", "ours_cudnn", "torch_pure_bf16", "torch_amp",
+         "torch_amp_compile")
 rows = []
 for impl in IMPLS:
     path = os.path.join(out, f"bench_{impl}.json")
@@ -259,7 +262,8 @@ if ours_r and torch_r and abs(ours_r["model_tflops_per_step"] / torch_r["model_t
                 f"{torch_r['model_tflops_per_step']} (train/model_flops.h and torch_baseline.py must agree)")
 # The issue's comparisons: our default against (2) amp and (3) amp_compile, --bf16-params against (1) pure_bf16.
 for impl, base, goal in (("ours", "torch_amp", 1.5), ("ours_flash2", "torch_amp", 1.5), ("ours", "torch_amp_compile", 1.2),
-                         ("ours_flash2", "torch_amp_compile", 1.2), ("ours_lowmem", "torch_pure_bf16", None),
+                         ("ours_flash2", "torch_amp_compile", 1.2), ("ours_bf16", "torch_pure_bf16", None),
+                         ("ours_lowmem", "torch_pure_bf16", None),
                          ("ours_lowmem", "torch_amp", None)):
     r, b = results.get(impl), results.get(base)
     if r and b and b.get("peak_memory_gib") and r.get("peak_memory_gib"):
