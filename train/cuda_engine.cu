@@ -149,8 +149,7 @@ void CudaEngine::run_pairs(const PairBatch& batch, const LossConfig& loss, const
   STAPO_CHECK(!loss_uses_prompt(loss), "CudaEngine: an NLL term over prompt + response is not implemented on the "
               "GPU (the fused reduction sums response positions only): use --nll-span response or the CPU engine");
   if (batch.num_pairs == 0) return pair_batch_validate(batch, model.config().vocab_size);  // nothing to run
-  model.forward(batch);  // validates the batch
-  if (timer_) timer_->mark(Phase::lm_head_loss);
+  model.forward(batch);  // validates the batch (its last phase, lm_head_loss, also covers the loss below)
   const int pairs = batch.num_pairs, sequences = 2 * pairs, M = model.response_rows();
   ensure_slots(pending_pairs_ + pairs);
   ensure_batch_sequences(sequences);

@@ -34,7 +34,7 @@
 #include "kernels/staging.h"          // defines: HostStaging
 #include "model/batch.h"              // defines: PairBatch
 #include "model/params.h"             // defines: ParamSpec, LayerParams, GlobalParams
-#include "train/cuda_phase_timer.h"     // defines: PhaseTimer, Phase
+#include "train/cuda_phase_timer.h"   // defines: PhaseTimer, Phase
 
 namespace stapo {
 
