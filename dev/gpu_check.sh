@@ -136,12 +136,18 @@ demo_gpu() {
     timeout 300 bash dev/demo.sh && cp /tmp/stapo-demo-gpu/summary.md "$out/demo_summary.md"
 }
 
+# make -C dev/cuda's flags for the sysroot's OpenBLAS, one per line (none without a sysroot).
+playground_blas_flags() {
+  if [ -n "${STAPO_SYSROOT:-}" ]; then
+    printf '%s\n' "BLAS_CFLAGS=-I$STAPO_SYSROOT/usr/include/x86_64-linux-gnu/openblas-pthread" \
+      "BLAS_LIBS=$STAPO_SYSROOT_BLAS"
+  fi
+}
+
 # The dev/cuda playgrounds: each checks its kernel against the CPU twin, then times it (per-kernel numbers).
 playgrounds() {
   local blas=()
-  if [ -n "${STAPO_SYSROOT:-}" ]; then
-    blas+=("BLAS_CFLAGS=-I$STAPO_SYSROOT/usr/include/x86_64-linux-gnu/openblas-pthread" "BLAS_LIBS=$STAPO_SYSROOT_BLAS")
-  fi
+  mapfile -t blas < <(playground_blas_flags)
   make -C dev/cuda -j "$jobs" "${blas[@]}" || return 1
   local failed=0 playground
   # SIMT (2), WMMA (4) and mma.sync (5, kernels/attention_flash2.cu): each validated, then one timing table.
@@ -163,6 +169,19 @@ playgrounds() {
     rm -f dev/cuda/attention
   fi
   return $failed
+}
+
+# Only the attention (not a default part: gpu_tests and playgrounds cover it): its GPU tests on both
+# implementations, then the playground's versions 2, 4 and 5. For a short first call on the tensor-core kernels:
+# GPU_CHECK_PARTS="attention racecheck".
+attention() {
+  local log="$out/attention.gtest.log" status=0 blas=()
+  timeout 120 "$build/tests/kernels/test_kernels" --gtest_filter='*Attention*' >"$log" 2>&1 || status=$?
+  cat "$log"
+  gtest_ran "$log" || status=4
+  mapfile -t blas < <(playground_blas_flags)
+  make -C dev/cuda attention "${blas[@]}" && timeout 120 dev/cuda/attention 2 4 5 || status=1
+  return $status
 }
 
 # Out-of-bounds and misaligned accesses in every kernel test and every engine test (slow: the last part).
@@ -221,6 +240,7 @@ if want bench; then
   run_part bench_torch_amp bench_torch amp amp --phases
   run_part bench_compile bench_torch amp_compile amp_compile
 fi
+want attention && run_part attention attention
 want playgrounds && run_part playgrounds playgrounds
 want demo_gpu && run_part demo_gpu demo_gpu
 want sanitizer && run_part sanitizer sanitizer
