@@ -2,9 +2,11 @@
 # ONE command for all GPU verification, sized for a short lease on a lent H100/H200:
 #   versions -> configure + build of the GPU targets (Release, sm_90a, all cores) -> every `gpu`-labelled test ->
 #   the CUDA engine's tests again with their measured errors printed (tests/train/test_cuda_engine.cpp) -> the
-#   benchmark pair (ours vs PyTorch; and ours on cuDNN's attention where that path is built) -> the dev/cuda
-#   playgrounds -> a short `make demo` on the GPU -> compute-sanitizer memcheck over the kernel and engine tests
-#   -> a summary table, printed last. GPU_CHECK_PARTS selects parts.
+#   benchmarks (ours with the SIMT and the tensor-core attention, each with its per-phase table; ours lean; ours
+#   on cuDNN's attention where that path is built; PyTorch's baselines pure_bf16 and amp with their phases, then
+#   amp under torch.compile) -> the dev/cuda playgrounds (attention versions 2, 4, 5 in one table) -> a short
+#   `make demo` on the GPU -> compute-sanitizer memcheck over the kernel and engine tests -> racecheck over the
+#   tensor-core attention tests -> a summary table, printed last. GPU_CHECK_PARTS selects parts.
 # It keeps going after a failure, bounds each part with a timeout, and reports each part. A part whose tests were
 # all skipped (no usable device) fails: skipped is never ok here. Results go to the folder given as $1, else
 # $OUT, else ./out/gpu_check.
@@ -134,17 +136,24 @@ demo_gpu() {
     timeout 300 bash dev/demo.sh && cp /tmp/stapo-demo-gpu/summary.md "$out/demo_summary.md"
 }
 
+# make -C dev/cuda's flags for the sysroot's OpenBLAS, one per line (none without a sysroot).
+playground_blas_flags() {
+  if [ -n "${STAPO_SYSROOT:-}" ]; then
+    printf '%s\n' "BLAS_CFLAGS=-I$STAPO_SYSROOT/usr/include/x86_64-linux-gnu/openblas-pthread" \
+      "BLAS_LIBS=$STAPO_SYSROOT_BLAS"
+  fi
+}
+
 # The dev/cuda playgrounds: each checks its kernel against the CPU twin, then times it (per-kernel numbers).
 playgrounds() {
   local blas=()
-  if [ -n "${STAPO_SYSROOT:-}" ]; then
-    blas+=("BLAS_CFLAGS=-I$STAPO_SYSROOT/usr/include/x86_64-linux-gnu/openblas-pthread" "BLAS_LIBS=$STAPO_SYSROOT_BLAS")
-  fi
+  mapfile -t blas < <(playground_blas_flags)
   make -C dev/cuda -j "$jobs" "${blas[@]}" || return 1
   local failed=0 playground
-  echo "-- attention 4 (tensor cores, not yet in kernels/)"
-  timeout 60 dev/cuda/attention 4 || failed=1
-  for playground in attention embedding lm_head rmsnorm rope swiglu adamw; do
+  # SIMT (2), WMMA (4) and mma.sync (5, kernels/attention_flash2.cu): each validated, then one timing table.
+  echo "-- attention 2 4 5"
+  timeout 120 dev/cuda/attention 2 4 5 || failed=1
+  for playground in embedding lm_head rmsnorm rope swiglu adamw; do
     echo "-- $playground"
     timeout 60 "dev/cuda/$playground" || failed=1
   done
@@ -154,12 +163,25 @@ playgrounds() {
     local include
     include=$(grep "^STAPO_CUDNN_INCLUDE_DIR:PATH=" "$build/CMakeCache.txt" | cut -d= -f2)
     rm -f dev/cuda/attention
-    echo "-- attention 3 (cuDNN)"
+    echo "-- attention 3 5 (cuDNN, the yardstick, beside ours on tensor cores)"
     make -C dev/cuda attention CUDNN=1 "${blas[@]}" "CUDNN_DIRS=-I$include -L$lib -Xlinker -rpath=$lib" &&
-      timeout 120 dev/cuda/attention 3 || failed=1
+      timeout 120 dev/cuda/attention 3 5 || failed=1
     rm -f dev/cuda/attention
   fi
   return $failed
+}
+
+# Only the attention (not a default part: gpu_tests and playgrounds cover it): its GPU tests on both
+# implementations, then the playground's versions 2, 4 and 5. For a short first call on the tensor-core kernels:
+# GPU_CHECK_PARTS="attention racecheck".
+attention() {
+  local log="$out/attention.gtest.log" status=0 blas=()
+  timeout 120 "$build/tests/kernels/test_kernels" --gtest_filter='*Attention*' >"$log" 2>&1 || status=$?
+  cat "$log"
+  gtest_ran "$log" || status=4
+  mapfile -t blas < <(playground_blas_flags)
+  make -C dev/cuda attention "${blas[@]}" && timeout 120 dev/cuda/attention 2 4 5 || status=1
+  return $status
 }
 
 # Out-of-bounds and misaligned accesses in every kernel test and every engine test (slow: the last part).
@@ -174,13 +196,27 @@ sanitizer() {
   return $status
 }
 
+# Shared-memory races in the tensor-core attention (its cp.async double buffering): the flash2 cases of
+# test_kernels under racecheck.
+racecheck() {
+  local log="$out/racecheck.test_kernels.log" status=0
+  timeout 240 compute-sanitizer --tool racecheck --error-exitcode 1 "$build/tests/kernels/test_kernels" \
+    --gtest_filter='*KernelAttention*flash2*' >"$log" 2>&1 || status=1
+  grep -E "RACECHECK SUMMARY|ERROR SUMMARY|tests? from .* ran|PASSED|FAILED|SKIPPED" "$log"
+  gtest_ran "$log" || status=1
+  return $status
+}
+
+# bench_torch NAME BASELINE [flags]: writes $out/bench_torch_NAME.json.
 bench_torch() {
-  PYTHONUNBUFFERED=1 timeout 150 python3 dev/bench/torch_baseline.py --config dev/bench/gpu_step_config.json \
-    --out "$out/bench_torch.json"
+  local name=$1 baseline=$2
+  shift 2
+  PYTHONUNBUFFERED=1 timeout 240 python3 dev/bench/torch_baseline.py --config dev/bench/gpu_step_config.json \
+    --baseline "$baseline" --out "$out/bench_torch_$name.json" "$@"
 }
 
 # GPU_CHECK_PARTS picks parts for a second, shorter call (e.g. "gpu_tests playgrounds"); the build always runs.
-parts=" ${GPU_CHECK_PARTS:-versions gpu_tests engine_tests bench playgrounds demo_gpu sanitizer} "
+parts=" ${GPU_CHECK_PARTS:-versions gpu_tests engine_tests bench playgrounds demo_gpu sanitizer racecheck} "
 want() { [[ $parts == *" $1 "* ]]; }
 
 want versions && run_part versions versions
@@ -193,15 +229,22 @@ fi
 want gpu_tests && run_part gpu_tests gpu_tests
 want engine_tests && run_part engine_tests engine_tests
 if want bench; then
-  run_part bench_ours bench_ours ours
+  run_part bench_ours bench_ours ours --phases 3
+  run_part bench_flash2 bench_ours ours_flash2 --attention flash2 --phases 3
+  # bf16 weights with stochastic rounding: the like-for-like of PyTorch's pure_bf16 baseline.
+  run_part bench_bf16 bench_ours ours_bf16 --bf16-params
   # The least-memory configuration: bf16 weights with stochastic rounding, every layer recomputed.
   run_part bench_lowmem bench_ours ours_lowmem --bf16-params --recompute 2
   if cudnn_built; then run_part bench_cudnn bench_ours ours_cudnn --attention cudnn; fi
-  run_part bench_torch bench_torch
+  run_part bench_torch bench_torch pure_bf16 pure_bf16 --phases
+  run_part bench_torch_amp bench_torch amp amp --phases
+  run_part bench_compile bench_torch amp_compile amp_compile
 fi
+want attention && run_part attention attention
 want playgrounds && run_part playgrounds playgrounds
 want demo_gpu && run_part demo_gpu demo_gpu
 want sanitizer && run_part sanitizer sanitizer
+want racecheck && run_part racecheck racecheck
 
 echo
 echo "== test results (ctest -L gpu; the engine tests' measured errors in engine_tests.log)"
@@ -212,8 +255,10 @@ echo "== benchmark (dev/bench/gpu_step_config.json)"
 python3 - "$out" <<'PY'
 import json, os, sys
 out = sys.argv[1]
+IMPLS = ("ours", "ours_flash2", "ours_bf16", "ours_lowmem", "ours_cudnn", "torch_pure_bf16", "torch_amp",
+         "torch_amp_compile")
 rows = []
-for impl in ("ours", "ours_lowmem", "ours_cudnn", "torch"):
+for impl in IMPLS:
     path = os.path.join(out, f"bench_{impl}.json")
     if os.path.exists(path):
         r = json.load(open(path))
@@ -221,25 +266,40 @@ for impl in ("ours", "ours_lowmem", "ours_cudnn", "torch"):
         # The count before engine v2 (the lm_head on every token), for comparison with earlier runs.
         mfu_all = f"{100 * r['mfu_all_tokens']:.1f}%" if r.get("mfu_all_tokens") else "?"
         mem = f"{r['peak_memory_gib']:.1f} GiB" if r.get("peak_memory_gib") else "?"
-        rows.append(f"{impl:11s} {r['median_step_s'] * 1000:9.1f} ms {r['tokens_per_s']:10.0f} tok/s  MFU {mfu:>6s} "
+        rows.append(f"{impl:17s} {r['median_step_s'] * 1000:9.1f} ms {r['tokens_per_s']:10.0f} tok/s  MFU {mfu:>6s} "
                     f"(all-token count {mfu_all:>6s})  peak {mem}")
     else:
-        rows.append(f"{impl:11s} (no result)")
+        rows.append(f"{impl:17s} (no result)")
 results = {}
-for impl in ("ours", "ours_lowmem", "ours_cudnn", "torch"):
+for impl in IMPLS:
     path = os.path.join(out, f"bench_{impl}.json")
     if os.path.exists(path):
         results[impl] = json.load(open(path))
-torch_r = results.get("torch")
+torch_r = results.get("torch_amp") or results.get("torch_pure_bf16")
 ours_r = results.get("ours")
 if ours_r and torch_r and abs(ours_r["model_tflops_per_step"] / torch_r["model_tflops_per_step"] - 1) > 1e-9:
     rows.append(f"MISMATCH: model TFLOP per step, ours {ours_r['model_tflops_per_step']} vs torch "
                 f"{torch_r['model_tflops_per_step']} (train/model_flops.h and torch_baseline.py must agree)")
-for impl in ("ours", "ours_lowmem", "ours_cudnn"):
-    r = results.get(impl)
-    if r and torch_r and torch_r.get("peak_memory_gib") and r.get("peak_memory_gib"):
-        rows.append(f"{impl} / torch: tokens/s x{r['tokens_per_s'] / torch_r['tokens_per_s']:.2f} (goal >= 1.5), "
-                    f"peak memory x{r['peak_memory_gib'] / torch_r['peak_memory_gib']:.2f} (goal <= 0.5)")
+# The issue's comparisons: our default against (2) amp and (3) amp_compile, --bf16-params against (1) pure_bf16.
+for impl, base, goal in (("ours", "torch_amp", 1.5), ("ours_flash2", "torch_amp", 1.5), ("ours", "torch_amp_compile", 1.2),
+                         ("ours_flash2", "torch_amp_compile", 1.2), ("ours_bf16", "torch_pure_bf16", None),
+                         ("ours_lowmem", "torch_pure_bf16", None),
+                         ("ours_lowmem", "torch_amp", None)):
+    r, b = results.get(impl), results.get(base)
+    if r and b and b.get("peak_memory_gib") and r.get("peak_memory_gib"):
+        rows.append(f"{impl} / {base}: tokens/s x{r['tokens_per_s'] / b['tokens_per_s']:.2f}"
+                    + (f" (goal >= {goal})" if goal else "")
+                    + f", peak memory x{r['peak_memory_gib'] / b['peak_memory_gib']:.2f}")
+# Per-phase tables side by side (ms per step): ours from CUDA events, PyTorch's from torch.profiler.
+with_phases = [impl for impl in IMPLS if "phases_ms" in results.get(impl, {})]
+if with_phases:
+    rows.append("")
+    rows.append("| phase | " + " | ".join(with_phases) + " |")
+    rows.append("|---|" + "---:|" * len(with_phases))
+    names = list(dict.fromkeys(n for impl in with_phases for n in results[impl]["phases_ms"]))
+    for name in names:
+        rows.append(f"| {name} | " + " | ".join(f"{results[impl]['phases_ms'].get(name, 0):.2f}" for impl in with_phases)
+                    + " |")
 print("\n".join(rows))
 PY
 echo

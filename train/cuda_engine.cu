@@ -166,7 +166,7 @@ void CudaEngine::run_pairs(const PairBatch& batch, const LossConfig& loss, const
   STAPO_CHECK(pending_pairs_ == 0 || prompt == pending_prompt_, "CudaEngine: pairs with and without an NLL over "
               "prompt + response between two take_results (one loss per step and per evaluation)");
   if (batch.num_pairs == 0) return pair_batch_validate(batch, model.config().vocab_size);  // nothing to run
-  model.forward(batch, prompt);  // validates the batch
+  model.forward(batch, prompt);  // validates the batch (its last phase, lm_head_loss, also covers the loss below)
   const int pairs = batch.num_pairs, sequences = 2 * pairs, M = model.response_rows();
   ensure_slots(pending_pairs_ + pairs);
   ensure_batch_sequences(sequences);
@@ -261,8 +261,14 @@ StepResults CudaEngine::take_results() {
 
 // ---- optimizer ----
 
+void CudaEngine::set_phase_timer(PhaseTimer* timer) {
+  timer_ = timer;
+  model_->set_phase_timer(timer);
+}
+
 void CudaEngine::zero_grad() {
   poll_steps(false);
+  if (timer_) timer_->mark(Phase::other);
   model_->zero_grad();
   cudaCheck(cudaMemsetAsync(&scalars_->nonfinite_loss, 0, sizeof(int), stream_));
   if (!step_open_) open_step_.start = take_event();
@@ -275,6 +281,7 @@ void CudaEngine::optimizer_step(const OptimizerUpdate& update) {
   const int64_t t = update.t;
   STAPO_CHECK(t >= 1 && t <= INT32_MAX, "CudaEngine::optimizer_step: step ", t, " out of range");
   CudaModel& model = *model_;
+  if (timer_) timer_->mark(Phase::grad_clip);
   ranks_->reduce_gradients(model.grads());
   ranks_->norm_partials(norm_partials_, model.grads(), &scalars_->nonfinite_loss);
   grad_norm_finish(&scalars_->grad_norm, &scalars_->clip_scale, &scalars_->apply, norm_partials_,
@@ -287,6 +294,7 @@ void CudaEngine::optimizer_step(const OptimizerUpdate& update) {
   hyper.beta2 = (float)update.adamw.beta2;
   hyper.eps = (float)update.adamw.eps;
   const std::vector<ParamSpec>& specs = model.specs();
+  if (timer_) timer_->mark(Phase::optimizer);
   const ShardRange mine = ranks_->updates();
   for (size_t i = 0; i < specs.size(); ++i) {  // each tensor's part in this rank's range
     const ParamSpec& p = specs[i];
@@ -499,8 +507,10 @@ std::string CudaEngine::description() const {
   for (const ParamSpec& s : model_->specs()) count += s.numel;
   return cat("cuda bf16, fp32 gradients, ", master_ ? "fp32 master weights" : "bf16 weights with stochastic rounding",
              ", recompute ", options_.recompute,
-             options_.attention == AttentionPath::cudnn ? ", cuDNN attention" : "", ", ", count, " parameters, ",
-             cuda_device_description(), ranks_->description());
+             options_.attention == AttentionPath::cudnn    ? ", cuDNN attention"
+             : options_.attention == AttentionPath::flash2 ? ", tensor-core attention (flash2)"
+                                                           : "",
+             ", ", count, " parameters, ", cuda_device_description(), ranks_->description());
 }
 
 }  // namespace stapo

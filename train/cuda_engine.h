@@ -109,6 +109,8 @@ class CudaEngine : public Engine {
   // Bytes in use on the device now, minus what was in use before this engine (and the CUDA context) existed.
   double device_bytes_in_use();
   cudaStream_t stream() const { return stream_; }
+  // Marks the phases of every step on `timer` from now on (nullptr: off); train/cuda_phase_timer.h.
+  void set_phase_timer(PhaseTimer* timer);
   double peak_tflops() const { return options_.peak_tflops; }  // 0 when the device is not in the table
 
  private:
@@ -149,6 +151,7 @@ class CudaEngine : public Engine {
   cudaStream_t stream_ = nullptr;
   size_t baseline_used_ = 0;  // device bytes in use before the engine (after the CUDA context)
   std::unique_ptr<CudaModel> model_;
+  PhaseTimer* timer_ = nullptr;
   float* master_ = nullptr;  // (model buffer) fp32 master weights, null with bf16_params
   float* m_ = nullptr;       // (model buffer) AdamW moments
   float* v_ = nullptr;

@@ -35,15 +35,17 @@
 #include "kernels/staging.h"          // defines: HostStaging
 #include "model/batch.h"              // defines: PairBatch
 #include "model/params.h"             // defines: ParamSpec, LayerParams, GlobalParams
+#include "train/cuda_phase_timer.h"   // defines: PhaseTimer, Phase
 
 namespace stapo {
 
-// Which attention kernels run: ours (kernels/attention.h) or cuDNN's fused SDPA (kernels/attention_cudnn.h:
-// builds with cuDNN only; one sequence per row, so no --pack).
-enum class AttentionPath { flash, cudnn };
-// --attention's value: "flash" or "cudnn" (the command lines check the name first).
+// Which attention kernels run: ours (kernels/attention.h: flash, the SIMT kernels, or flash2, the tensor-core
+// ones) or cuDNN's fused SDPA (kernels/attention_cudnn.h: builds with cuDNN only; one sequence per row, so no
+// --pack).
+enum class AttentionPath { flash, flash2, cudnn };
+// --attention's value: "flash", "flash2" or "cudnn" (the command lines check the name first).
 inline AttentionPath attention_path(const std::string& name) {
-  return name == "cudnn" ? AttentionPath::cudnn : AttentionPath::flash;
+  return name == "cudnn" ? AttentionPath::cudnn : name == "flash2" ? AttentionPath::flash2 : AttentionPath::flash;
 }
 
 struct CudaModelOptions {
@@ -86,6 +88,8 @@ class CudaModel {
   float* dlogp() { return dlogp_; }                                      // (M) set by the caller for backward
   // Accumulates (+=) into grads() the gradient of Σ_m dlogp[m]·logp[m] for the batch of the last forward.
   void backward();
+  // Marks each phase of forward and backward on `timer` (nullptr: off; dev/bench/gpu_step --phases).
+  void set_phase_timer(PhaseTimer* timer) { timer_ = timer; }
 
  private:
   // What one layer's forward writes; several layers share a buffer where the recompute level allows.
@@ -99,10 +103,16 @@ class CudaModel {
   void layer_restore(int l);  // makes acts_[l] whole again before its backward
   void attention_forward_any(const LayerActs& a, const AttentionShape& shape);
   void attention_backward_any(const LayerActs& a, const AttentionShape& shape);
+  // Time from here on is `phase`'s; inside layer_restore everything is the recompute phase's.
+  void phase(Phase p) {
+    if (timer_ && !restoring_) timer_->mark(p);
+  }
 
   ModelConfig config_;
   CudaModelOptions options_;
   cudaStream_t stream_;
+  PhaseTimer* timer_ = nullptr;
+  bool restoring_ = false;
   MatmulContext matmul_;
   LmHeadWorkspace lm_head_ws_;
   EmbeddingGradIndex embedding_index_;

@@ -31,9 +31,10 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 2));
   std::string attention = "flash";
   app.add_option("--attention", attention,
-                 "attention kernels: flash (ours, default) or cudnn (cuDNN's fused SDPA, for comparison: builds "
-                 "with cuDNN only, one sequence per row, so no --pack)")
-      ->check(CLI::IsMember({"flash", "cudnn"}));
+                 "attention kernels: flash (ours, SIMT, default), flash2 (ours on tensor cores, FlashAttention-2's "
+                 "design) or cudnn (cuDNN's fused SDPA, for comparison: builds with cuDNN only, one sequence per "
+                 "row, so no --pack)")
+      ->check(CLI::IsMember({"flash", "flash2", "cudnn"}));
   app.add_option("--peak-tflops", options.peak_tflops,
                  "the card's dense bf16 peak for MFU (default: known from the device name, e.g. H100 989)");
   app.add_option("--report-every", options.report_every_s, "seconds between MFU / memory lines (0: off)");
