@@ -6,7 +6,7 @@
 #                        GPU; `cd build && ctest -L gpu` runs only them)
 #   make demo            the stability demo on a tiny Llama (dev/demo.sh): on the GPU when nvidia-smi lists one and
 #                        nvcc is there, else on the CPU (DEVICE=cpu|gpu chooses); table + plot in out/demo/
-#   make study           the stability study of docs/stability.md, CPU (dev/study.sh): out/study/study.md
+#   make study           the stability study of docs/stability.md, CPU (dev/study.sh): out/study/study.md (+ extra/)
 #   make deps            install the Debian packages this project needs (as root)
 #   make clean           remove the build folder and the two trainers
 BUILD ?= build

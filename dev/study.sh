@@ -13,10 +13,12 @@ OUT=${OUT:-out/study}
 PREP_ROOT=${PREP_ROOT:-$OUT}  # where each seed's preparation is (or goes): another study's to add runs to it
 SEEDS=${SEEDS:-1 2 3}
 LRS=${LRS:-1e-3 3e-4}
-# The protocol's losses (docs/stability.md); the bounded relatives APO-zero and BCO-pair (issue #20) were added
-# after it was written and are run and reported as their own arm (dev/study.sh with LOSSES="apo_zero bco_pair").
+# The protocol's losses (docs/stability.md). The bounded relatives APO-zero and BCO-pair (issue #20) were added
+# after it was written: they run afterwards on the same preparations as their own arm, reported apart in
+# $OUT/extra (EXTRA_LOSSES="" skips them).
 LOSSES=${LOSSES:-simpo dpo ipo stapo stapo-saturate}
 CONTROL_LOSSES=${CONTROL_LOSSES-simpo stapo}  # empty: no control runs
+EXTRA_LOSSES=${EXTRA_LOSSES-apo_zero bco_pair}
 EPOCHS=${EPOCHS:-10}
 # Two runs at a time below, so each run trains its losses one after another (demo.sh's JOBS).
 export EPOCHS DEVICE=cpu SKIP_BUILD=1 JOBS=1
@@ -66,5 +68,10 @@ for seed in $SEEDS; do
 done
 
 bash dev/study_report.sh "$OUT"
-say "done: $OUT/study.md, $OUT/study.svg"
+if [ -n "$EXTRA_LOSSES" ]; then
+  say "the bounded relatives' arm ($EXTRA_LOSSES) -> $OUT/extra"
+  OUT="$OUT/extra" PREP_ROOT="$PREP_ROOT" LOSSES="$EXTRA_LOSSES" CONTROL_LOSSES="" EXTRA_LOSSES="" \
+    bash dev/study.sh || status=1
+fi
+say "done: $OUT/study.md and study-*.svg${EXTRA_LOSSES:+, $OUT/extra/study.md}"
 exit $status
