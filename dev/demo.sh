@@ -22,6 +22,7 @@
 # $OUT/prep) and are reused when $PREP/done exists (dev/study.sh shares one per seed between learning rates;
 # PREP_ONLY=1 stops after them).
 # DEVICE=cpu|gpu|auto (default auto: the GPU when nvidia-smi lists one and nvcc is there to build train_stapo).
+# JOBS: preference runs at a time (default 2 on the CPU, one thread each; 1 on the GPU).
 # On the GPU the tiny Llama has head_dim 64 and a vocabulary padded to a multiple of 8, as the CUDA engine
 # needs, so its numbers are not those of the CPU table in docs/stability.md.
 set -euo pipefail
