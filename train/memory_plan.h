@@ -1,0 +1,106 @@
+// The device memory train_stapo needs, item by item, computed before anything is allocated: from the model's
+// config, the batch shape and the engine flags alone (no GPU, no weights). `train_stapo --dry-run` prints it; a
+// run compares it with the card's free memory and refuses a configuration that cannot fit, naming the cheapest
+// flags that would (memory_plan_fit).
+//
+// One source for the sizes: the parameter tensors' element counts and their 128-element alignment
+// (memory_plan_tensors), and the activation arena's layout (activation_layout), are the functions the CUDA engine
+// allocates from; workspaces whose size the kernels decide (cuBLASLt, the lm_head chunks, RMSNorm and grad-norm
+// scratch, cuDNN) come in as MemoryPlanInput::workspaces, filled by the engine from the kernels' own functions.
+//
+// Per parameter (P elements, each tensor padded to a multiple of 128):
+//   weights bf16 2·P;  master: fp32 4·P, split 2·P (the low halves), none 0;  gradients: bf16 2·P, fp32 4·P;
+//   moments: fp32 8·P, 8-bit 2·P + 8 per block of 2048 (absmax of m and v).
+// Activations for N = 2 · batch-size · max-length tokens (the engine's arena, each buffer 256-byte aligned), by
+// --recompute: 0 keeps every activation of every layer; 1 keeps all but the RMSNorm outputs and the SwiGLU
+// product, which one shared set of buffers holds; 2 keeps only each layer's input (N·C bf16 per layer) and one
+// shared set of every layer buffer, refilled by re-running the layer's forward in backward. Plus the final norm,
+// the lm_head's response rows, the batch's index arrays and one layer's backward scratch. The lm_head never
+// holds (N, V) logits: its chunks are in the workspace.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "model/config.h"     // defines: ModelConfig
+#include "model/ops/adamw.h"  // defines: MasterKind, MomentKind
+
+namespace stapo {
+
+enum class GradKind : int { bf16, fp32 };
+
+// --master fp32|split|none, --moments fp32|8bit, --grads bf16|fp32 (names as the flags spell them).
+const char* master_name(MasterKind kind);
+const char* moments_name(MomentKind kind);
+const char* grads_name(GradKind kind);
+
+// The parameter tensors in checkpoint order, each padded to `kParamAlign` elements as the engine lays them out.
+constexpr uint64_t kParamAlign = 128;
+struct PlanTensor {
+  uint64_t numel = 0;   // the tensor's own elements
+  uint64_t padded = 0;  // numel rounded up to kParamAlign
+};
+std::vector<PlanTensor> memory_plan_tensors(const ModelConfig& config);
+
+// The activation arena for N tokens: every buffer's byte offset (256-byte aligned) in the engine's order.
+enum class ActSlot : int {
+  // a layer's (layer ≥ 0), or shared by every layer (layer = −1) where the recompute level refills them
+  resid, norm1, q, k, v, att, resid2, norm2, gate, up, act, rstd1, rstd2, lse,
+  // once (layer = −1)
+  branch, final_resid, final_norm, final_rstd, tokens, positions, segments, response_index, response_targets,
+  response_sequence, response_h, logp, entropy, response_lse, dlogp,
+  d_resid, d_norm, d_att, d_q, d_k, d_v, d_act, d_gate, d_up, attention_scratch,
+};
+struct ActBuffer {
+  ActSlot slot;
+  int layer;  // −1: shared by every layer, or not a layer's
+  uint64_t offset, bytes;
+};
+struct ActivationLayout {
+  std::vector<ActBuffer> buffers;
+  uint64_t bytes = 0;  // the arena's size
+};
+ActivationLayout activation_layout(const ModelConfig& config, uint64_t tokens, int recompute);
+
+struct MemoryItem {
+  std::string name;
+  uint64_t bytes = 0;
+  std::string detail;  // how it was computed, for the printed table
+};
+
+struct MemoryPlanInput {
+  MasterKind master = MasterKind::fp32;
+  MomentKind moments = MomentKind::fp32;
+  GradKind grads = GradKind::fp32;
+  int recompute = 1;
+  int batch_size = 1;   // pairs per micro-batch: 2·batch_size sequences
+  int max_length = 0;   // T
+  int grad_accum = 1;   // no memory of its own; memory_plan_fit trades batch size for it
+  std::vector<MemoryItem> workspaces;  // sized by the kernels (see the top)
+};
+
+struct MemoryPlan {
+  std::vector<MemoryItem> items;
+  uint64_t total() const;
+};
+
+MemoryPlan memory_plan(const ModelConfig& config, const MemoryPlanInput& input);
+
+// The table train_stapo prints: one line per item in GiB and MiB, the total, and, when `available` > 0, the
+// memory available on the device and the margin (or the shortfall).
+std::string memory_plan_table(const MemoryPlan& plan, uint64_t available);
+
+// The flags that differ between two inputs, as a command line would give them ("--master split --recompute 2").
+std::string memory_plan_flags(const MemoryPlanInput& from, const MemoryPlanInput& to);
+
+// The cheapest change of flags that makes the plan fit in `available` bytes, or nothing when even the smallest
+// configuration does not. Costs, summed: --master split 1 (exact, the same numbers), --recompute 1 from 0: 1,
+// --recompute 2: 4 (the layers' forward runs twice), --moments 8bit 8 and --grads bf16 8 (approximations),
+// each halving of --batch-size with --grad-accum doubled 16 (the same update, less throughput), --master none
+// 100 (lossy: stochastic rounding instead of master weights). A flag is only changed towards less memory, and
+// --max-length never (it changes the data). Ties go to the smaller total.
+std::optional<MemoryPlanInput> memory_plan_fit(const ModelConfig& config, const MemoryPlanInput& input,
+                                               uint64_t available);
+
+}  // namespace stapo
