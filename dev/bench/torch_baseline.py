@@ -5,6 +5,10 @@ log_softmax + gather. Prints one JSON line with median step time, tokens/s, MFU 
 
   python3 dev/bench/torch_baseline.py [--config dev/bench/gpu_step_config.json] [--out result.json]
   python3 dev/bench/torch_baseline.py --tiny --device cpu     # a seconds-long smoke run of this script
+
+A config with "memory_cap_gib" (dev/bench/gpu_step_8b.json) caps PyTorch's allocator at that much of the card, as
+ours is capped. Running out of memory is a result, not a crash: the JSON then says "oom": true, what PyTorch
+had allocated when it failed and the allocation it was refused.
 """
 import argparse
 import json
@@ -59,7 +63,21 @@ def main():
     torch.manual_seed(0)
     config = LlamaConfig(**{k: v for k, v in cfg.items() if k != "model_type"}, attn_implementation="sdpa")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    model = LlamaForCausalLM(config).to(device=device, dtype=dtype)
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    cap = bench.get("memory_cap_gib")
+    if cap and device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, cap * 2**30 / total), device)
+    # Built on the device in its final dtype: an 8B model never exists in fp32 or on the host.
+    default_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = LlamaForCausalLM(config)
+    except torch.cuda.OutOfMemoryError as e:
+        return report_oom(args, name, "building the model", e)
+    finally:
+        torch.set_default_dtype(default_dtype)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=bench["optimizer"]["lr"],
                                   weight_decay=bench["optimizer"]["weight_decay"], fused=device.type == "cuda")
@@ -82,17 +100,20 @@ def main():
 
     times = []
     for i in range(timing["warmup_steps"] + timing["steps"]):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            step()
-            end.record()
-            torch.cuda.synchronize()
-            elapsed = start.elapsed_time(end) / 1000.0
-        else:
-            t0 = time.perf_counter()
-            step()
-            elapsed = time.perf_counter() - t0
+        try:
+            if device.type == "cuda":
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                step()
+                end.record()
+                torch.cuda.synchronize()
+                elapsed = start.elapsed_time(end) / 1000.0
+            else:
+                t0 = time.perf_counter()
+                step()
+                elapsed = time.perf_counter() - t0
+        except torch.cuda.OutOfMemoryError as e:
+            return report_oom(args, name, f"step {i + 1}", e)
         if i >= timing["warmup_steps"]:
             times.append(elapsed)
 
@@ -100,7 +121,6 @@ def main():
     # The loss reads the targets at positions prompt_len - 1 .. seq_len - 2 of each sequence.
     flops = model_flops_per_step(cfg, sequences, seq_len, sequences * (seq_len - prompt_len))
     flops_all_tokens = model_flops_per_step(cfg, sequences, seq_len, sequences * seq_len)
-    name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     peak = next((v for k, v in bench["peak_bf16_tflops"].items() if k != "_comment" and k in name), None)
     result = {
         "impl": "pytorch", "device": name, "torch": torch.__version__,
@@ -111,10 +131,25 @@ def main():
         "mfu_all_tokens": (flops_all_tokens / median / 1e12 / peak) if peak else None,
         "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
     }
+    write_result(args, result)
+
+
+def write_result(args, result):
     print(json.dumps(result))
     if args.out:
         with open(args.out, "w") as f:
             json.dump(result, f, indent=1)
+
+
+def report_oom(args, name, where, error):
+    """The run ran out of memory: what PyTorch held then and the allocation it was refused ("Tried to allocate
+    ..." from the error's first line), so the result says how far from fitting it was."""
+    write_result(args, {
+        "impl": "pytorch", "device": name, "torch": torch.__version__, "oom": True, "oom_during": where,
+        "error": str(error).splitlines()[0],
+        "allocated_gib_at_oom": torch.cuda.memory_allocated() / 2**30,
+        "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30,
+    })
 
 
 if __name__ == "__main__":
