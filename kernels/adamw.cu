@@ -4,28 +4,11 @@
 #include "kernels/adamw.h"
 #include "kernels/cuda_common.h"
 #include "kernels/device_utils.cuh"
+#include "model/ops/adamw.h"  // defines: hash_index, bf16_round_stochastic
 
 namespace stapo {
 
 // ---- kernels ----
-
-// A 32-bit integer hash (murmur3's finaliser over index and seed): independent random bits per element and step.
-__device__ inline uint32_t hash_index(uint32_t seed, uint32_t index) {
-  uint32_t h = index * 0x9E3779B1u ^ seed;
-  h ^= h >> 16;
-  h *= 0x85EBCA6Bu;
-  h ^= h >> 13;
-  h *= 0xC2B2AE35u;
-  h ^= h >> 16;
-  return h;
-}
-
-// Rounds up with probability (dropped low 16 bits) / 2^16: the expectation is x itself.
-__device__ inline bf16 bf16_stochastic_round(float x, uint32_t random) {
-  const uint32_t bits = __float_as_uint(x);
-  const uint32_t rounded = (bits + (random & 0xFFFFu)) & 0xFFFF0000u;
-  return __ushort_as_bfloat16((unsigned short)(rounded >> 16));
-}
 
 __global__ void adamw_kernel(bf16* params, float* master, const float* grads, float* m, float* v, size_t n,
                              AdamWHyper hyper, float bias_correction1, float bias_correction2,
@@ -44,7 +27,7 @@ __global__ void adamw_kernel(bf16* params, float* master, const float* grads, fl
     master[i] = p;
     params[i] = __float2bfloat16_rn(p);
   } else {
-    params[i] = bf16_stochastic_round(p, hash_index(seed, (uint32_t)i));
+    params[i] = __ushort_as_bfloat16(bf16_round_stochastic(p, hash_index(seed, (uint32_t)i)));
   }
 }
 

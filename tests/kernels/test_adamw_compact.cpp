@@ -7,45 +7,23 @@
 #include "kernels/adamw_compact.h"
 #include "tests/gpu_test_util.h"
 #include "tests/kernels/kernel_test_util.h"
+#include "tests/train/adamw_test_util.h"
 #include "train/adamw.h"
 
 namespace stapo::test {
 namespace {
 
-// One tensor's state on the host, in the layouts of model/ops/adamw.h, from random weights and moments.
-struct HostState {
-  std::vector<uint16_t> weights;
-  std::vector<float> master, m, v, m_absmax, v_absmax;
-  std::vector<int16_t> low;
-  std::vector<uint8_t> m_code, v_code;
-
-  HostState(size_t n, MasterKind kind, uint64_t salt) {
-    const std::vector<float> initial = random_normal(n, 0.02f, salt);
-    for (float x : initial) weights.push_back(kind == MasterKind::split ? split_high(x) : bf16_round_nearest(x));
-    if (kind == MasterKind::fp32) master = initial;
-    if (kind == MasterKind::split)
-      for (float x : initial) low.push_back(split_low(x));
+// One tensor's state on the host, from random weights, and random moments in both layouts (a state some steps in).
+struct HostState : AdamWHostState {
+  HostState(size_t n, MasterKind kind, uint64_t salt) : AdamWHostState(random_normal(n, 0.02f, salt), kind) {
     m = random_normal(n, 1e-3f, salt + 1);
     v = random_uniform(n, 0.0f, 1e-5f, salt + 2);
-    // Random codes and absmax: a state some steps in.
+    m_code.clear();
+    v_code.clear();
     for (float x : random_uniform(n, 0.0f, 255.99f, salt + 3)) m_code.push_back(uint8_t(x));
     for (float x : random_uniform(n, 0.0f, 255.99f, salt + 4)) v_code.push_back(uint8_t(x));
     m_absmax = random_uniform(quant_blocks(n), 1e-4f, 1e-3f, salt + 5);
     v_absmax = random_uniform(quant_blocks(n), 1e-7f, 1e-5f, salt + 6);
-  }
-  AdamWState state() {
-    AdamWState s;
-    s.n = weights.size();
-    s.weights = weights.data();
-    s.master = master.empty() ? nullptr : master.data();
-    s.low = low.empty() ? nullptr : low.data();
-    s.m = m.data();
-    s.v = v.data();
-    s.m_code = m_code.data();
-    s.v_code = v_code.data();
-    s.m_absmax = m_absmax.data();
-    s.v_absmax = v_absmax.data();
-    return s;
   }
 };
 

@@ -8,6 +8,7 @@
 #include <random>
 
 #include "common/file_io.h"
+#include "tests/train/adamw_test_util.h"
 #include "tests/train/train_test_util.h"
 #include "train/adamw.h"
 #include "train/cpu_engine.h"
@@ -55,45 +56,7 @@ TEST(SplitMaster, HighHalfIsRoundToNearest) {
   EXPECT_EQ(bf16_bits_to_float(split_high(-x)), -(1.0f + 4.0f / 512.0f));
 }
 
-// State for n elements in all three weight layouts and both moment layouts, from the same initial master.
-struct TwinState {
-  std::vector<float> master;
-  std::vector<uint16_t> weights;
-  std::vector<int16_t> low;
-  std::vector<float> m, v, m_absmax, v_absmax;
-  std::vector<uint8_t> m_code, v_code;
-
-  TwinState(const std::vector<float>& initial, MasterKind master_kind) {
-    const size_t n = initial.size();
-    weights.resize(n);
-    for (size_t i = 0; i < n; i++)
-      weights[i] = master_kind == MasterKind::split ? split_high(initial[i]) : bf16_round_nearest(initial[i]);
-    if (master_kind == MasterKind::fp32) master = initial;
-    if (master_kind == MasterKind::split)
-      for (float x : initial) low.push_back(split_low(x));
-    m.assign(n, 0.0f);
-    v.assign(n, 0.0f);
-    m_code.assign(n, quant_encode(quant_map(true).bound, 0.0f));
-    v_code.assign(n, quant_encode(quant_map(false).bound, 0.0f));
-    m_absmax.assign(quant_blocks(n), 0.0f);
-    v_absmax.assign(quant_blocks(n), 0.0f);
-  }
-  AdamWState state() {
-    AdamWState s;
-    s.n = weights.size();
-    s.weights = weights.data();
-    s.master = master.empty() ? nullptr : master.data();
-    s.low = low.empty() ? nullptr : low.data();
-    s.m = m.data();
-    s.v = v.data();
-    s.m_code = m_code.data();
-    s.v_code = v_code.data();
-    s.m_absmax = m_absmax.data();
-    s.v_absmax = v_absmax.data();
-    return s;
-  }
-  float master_value(size_t i) const { return master.empty() ? split_join(weights[i], low[i]) : master[i]; }
-};
+using TwinState = test::AdamWHostState;
 
 AdamWStep<float> test_step(int64_t t, double lr = 1e-3, double weight_decay = 0.1) {
   return adamw_step_make<float>(lr, weight_decay, 0.9, 0.999, 1e-8, t);
