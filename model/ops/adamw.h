@@ -23,9 +23,10 @@
 //          dynamic map (below) to x / absmax: signed for m, unsigned for v. Each step decodes m and v, updates
 //          them in fp32, updates the weight from the fp32 values, then encodes them again with the block's new
 //          absmax (as the paper does).
-// The dynamic map ("dynamic tree quantisation", the paper's section 2.2, from Dettmers 2016): after the sign
-// bit, e zero bits give the decimal exponent 10^-e, a one bit ends them, and the remaining f bits place the value
-// linearly in (0.1, 1]. Our values are the right ends of the 2^f equal steps of that interval,
+// The dynamic map (the paper's "dynamic tree quantization", from Dettmers 2016, "8-bit Approximations for
+// Parallelism in Deep Learning"): after the sign bit, e zero bits give the decimal exponent 10^-e, a one bit
+// ends them, and the remaining f bits place the value linearly in (0.1, 1]. Our values are the right ends of the
+// 2^f equal steps of that interval,
 //   10^-e · (0.1 + 0.9·(k + 1) / 2^f),  k = 0 .. 2^f − 1,
 // so 1.0 (the block's absmax element) is exact, and the largest value of decade e + 1 meets decade e at
 // 0.1·10^-e. Signed (m): e = 0..6 with f = 6 − e, i.e. 64 + 32 + ... + 1 = 127 values per sign, plus ±0 (the
@@ -33,7 +34,8 @@
 // e = 0..7 with f = 7 − e: 255 values from 1e-7 to 1, plus 0. The codes are indices into the map sorted
 // ascending (the bit layout above only defines the set of values); encoding picks the nearest value, i.e.
 // counts the midpoints between neighbours that lie below x. Consequence of the map's floor: an element whose v
-// is below 5e-8 of its block's largest is stored as 0 (m below 5e-7 likewise), as in the paper.
+// is below 5e-8 of its block's largest is stored as 0 (m below 5e-7 likewise); the paper's maps have such a
+// floor too (docs/kernels.md measures what it costs).
 #pragma once
 
 #if defined(__CUDACC__)
@@ -47,11 +49,11 @@
 #endif
 
 #include <math.h>
-
-#include <algorithm>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+
+#include <algorithm>
 
 namespace stapo {
 
