@@ -111,21 +111,11 @@ template <typename G>
 void update(const AdamWState& s, MasterKind master, MomentKind moments, const G* grads, const AdamWStep<float>& step,
             const float* clip_scale, const int* apply, uint32_t seed, cudaStream_t stream) {
   const char* op = "adamw_compact_update";
-  STAPO_CHECK(step.bias_correction1 > 0 && step.bias_correction2 > 0, op, ": bias corrections (",
-              step.bias_correction1, ", ", step.bias_correction2, ") must be positive: the step t starts at 1 and "
-              "β1, β2 lie in [0, 1)");
-  if (s.n == 0) return;
+  adamw_state_check(s, master, moments, step, true, op);
+  STAPO_CHECK(grads != nullptr, op, ": gradients are required");
   STAPO_CHECK(quant_blocks(s.n) <= (size_t)INT_MAX, op, ": ", s.n, " elements exceed the grid (",
               (size_t)INT_MAX * kQuantBlock, " at most)");
-  STAPO_CHECK(grads != nullptr && s.weights != nullptr, op, ": gradients and bf16 weights are required");
-  STAPO_CHECK(master != MasterKind::fp32 || s.master, op, ": MasterKind::fp32 needs state.master");
-  STAPO_CHECK(master != MasterKind::split || s.low, op, ": MasterKind::split needs state.low");
-  // The stochastic rounding hashes a 32-bit element index: beyond 2^32 elements two would share their bits.
-  STAPO_CHECK(master != MasterKind::none || s.n <= (size_t)UINT32_MAX + 1, op, ": ", s.n,
-              " elements with stochastic rounding; call once per tensor of at most 2^32 elements");
-  STAPO_CHECK(moments != MomentKind::fp32 || (s.m && s.v), op, ": MomentKind::fp32 needs state.m and state.v");
-  STAPO_CHECK(moments != MomentKind::q8 || (s.m_code && s.v_code && s.m_absmax && s.v_absmax), op,
-              ": MomentKind::q8 needs state.m_code, v_code, m_absmax and v_absmax");
+  if (s.n == 0) return;
   const QuantValues& maps = quant_values();
   switch (master) {
     case MasterKind::fp32:

@@ -72,6 +72,7 @@ void compact_update(const AdamWState& s, MomentKind moments, const float* grads,
 
 void adamw_compact_update(const AdamWState& state, MasterKind master, MomentKind moments, const float* grads,
                           const AdamWStep<float>& step, float clip, uint32_t seed) {
+  adamw_state_check(state, master, moments, step, false, "adamw_compact_update (CPU)");
   switch (master) {
     case MasterKind::fp32: return compact_update<MasterKind::fp32>(state, moments, grads, step, clip, seed);
     case MasterKind::split: return compact_update<MasterKind::split>(state, moments, grads, step, clip, seed);

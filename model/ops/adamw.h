@@ -55,6 +55,8 @@
 
 #include <algorithm>
 
+#include "common/error.h"  // defines: STAPO_CHECK (host-only checks)
+
 namespace stapo {
 
 enum class MasterKind : int { fp32, split, none };
@@ -230,6 +232,24 @@ struct AdamWState {
   uint8_t *m_code = nullptr, *v_code = nullptr;      // (n) MomentKind::q8
   float *m_absmax = nullptr, *v_absmax = nullptr;    // (quant_blocks(n)) MomentKind::q8
 };
+
+// The pointers `master` and `moments` need, the bias corrections of `step` and the stochastic rounding's 32-bit
+// index (host only; `op` names the caller in the error).
+inline void adamw_state_check(const AdamWState& s, MasterKind master, MomentKind moments, const AdamWStep<float>& step,
+                              bool need_weights, const char* op) {
+  STAPO_CHECK(step.bias_correction1 > 0 && step.bias_correction2 > 0, op, ": bias corrections (",
+              step.bias_correction1, ", ", step.bias_correction2, ") must be positive: the step t starts at 1 and "
+              "β1, β2 lie in [0, 1)");
+  STAPO_CHECK(s.weights || (!need_weights && master == MasterKind::fp32), op, ": state.weights (bf16) is required");
+  STAPO_CHECK(master != MasterKind::fp32 || s.master, op, ": MasterKind::fp32 needs state.master");
+  STAPO_CHECK(master != MasterKind::split || s.low, op, ": MasterKind::split needs state.low");
+  // Beyond 2^32 elements two would hash the same index: one call per tensor.
+  STAPO_CHECK(master != MasterKind::none || s.n <= size_t(UINT32_MAX) + 1, op, ": ", s.n,
+              " elements with stochastic rounding; update at most 2^32 elements per call");
+  STAPO_CHECK(moments != MomentKind::fp32 || (s.m && s.v), op, ": MomentKind::fp32 needs state.m and state.v");
+  STAPO_CHECK(moments != MomentKind::q8 || (s.m_code && s.v_code && s.m_absmax && s.v_absmax), op,
+              ": MomentKind::q8 needs state.m_code, v_code, m_absmax and v_absmax");
+}
 
 // The weight update of element i from the new moments (fp32 values). `seed`: MasterKind::none's rounding.
 template <MasterKind K>

@@ -100,6 +100,26 @@ TEST(AdamWCompact, SplitMasterEqualsFp32MasterBitForBit) {
   }
 }
 
+// The preconditions the twin and the kernel's launcher share name what is missing.
+TEST(AdamWCompact, MissingStateIsNamed) {
+  const std::vector<float> initial = test::random_normal(100, 0.02f, 9), g(100, 0.1f);
+  TwinState twin(initial, MasterKind::fp32);
+  AdamWState s = twin.state();
+  EXPECT_NE(test::error_message([&] { adamw_compact_update(s, MasterKind::split, MomentKind::fp32, g.data(),
+                                                           test_step(1), 1.0f, 0); })
+                .find("MasterKind::split needs state.low"),
+            std::string::npos);
+  s.m_absmax = nullptr;
+  EXPECT_NE(test::error_message([&] { adamw_compact_update(s, MasterKind::fp32, MomentKind::q8, g.data(),
+                                                           test_step(1), 1.0f, 0); })
+                .find("MomentKind::q8 needs"),
+            std::string::npos);
+  EXPECT_NE(test::error_message([&] { adamw_compact_update(twin.state(), MasterKind::fp32, MomentKind::fp32,
+                                                           g.data(), test_step(0), 1.0f, 0); })
+                .find("bias corrections"),
+            std::string::npos);
+}
+
 // The float twin against the double AdamW that tests/train/test_optimizer.cpp checks against torch.
 TEST(AdamWCompact, Fp32PathMatchesDoubleAdamW) {
   const size_t n = 2 * kQuantBlock + 77;
