@@ -276,7 +276,7 @@ std::vector<double> train_losses(const std::string& data, const std::string& out
   PairLoader loader(shard, test::test_loader_config(8, 5));
   auto model = std::make_unique<CpuModel<float>>(small_config());
   model_init_random(*model, 71, 0.05f);
-  CpuEngine<float> engine(std::move(model), moments);
+  CpuEngine<float> engine(std::move(model), nullptr, true, moments);
   Trainer trainer(engine, loader, nullptr, 0, small_run(out, steps));
   trainer.train();
   weights->assign(engine.model().param_data(), engine.model().param_data() + engine.model().num_params());
@@ -336,7 +336,7 @@ TEST(AdamW8bit, ResumeIsBitwiseExactAndTheMomentKindIsChecked) {
   auto run = [&](const std::string& out, const std::string& from, const std::string& resume) {
     Shard shard(data);
     PairLoader loader(shard, test::test_loader_config(4, 6));
-    CpuEngine<float> engine(model_load_hf<float>(from), MomentKind::q8);
+    CpuEngine<float> engine(model_load_hf<float>(from), nullptr, true, MomentKind::q8);
     TrainerConfig tc = small_run(out, 2 * N);
     tc.save_every = N;
     Trainer trainer(engine, loader, nullptr, 0, tc);
@@ -356,7 +356,7 @@ TEST(AdamW8bit, ResumeIsBitwiseExactAndTheMomentKindIsChecked) {
   EXPECT_NE(test::error_message([&] { fp32.load_optimizer(ckpt + "/optimizer.bin"); }).find("--moments 8bit"),
             std::string::npos);
   fp32.save_optimizer(dir.path + "/fp32.bin");
-  CpuEngine<float> q8(model_load_hf<float>(init), MomentKind::q8);
+  CpuEngine<float> q8(model_load_hf<float>(init), nullptr, true, MomentKind::q8);
   EXPECT_NE(test::error_message([&] { q8.load_optimizer(dir.path + "/fp32.bin"); }).find("--moments fp32"),
             std::string::npos);
 }
