@@ -1,4 +1,5 @@
 // AdamW over compact optimizer state (math and layouts in kernels/adamw_compact.h and model/ops/adamw.h).
+#include <algorithm>
 #include <climits>
 
 #include "kernels/adamw_compact.h"
@@ -75,6 +76,15 @@ __global__ void __launch_bounds__(kThreads) adamw_compact_kernel(AdamWState s, c
   }
 }
 
+__global__ void adamw_init_kernel(AdamWState s, MasterKind master, const float* x) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < s.n; i += (size_t)gridDim.x * blockDim.x) {
+    const float p = x[i];
+    s.weights[i] = split_high(p);
+    if (master == MasterKind::fp32) s.master[i] = p;
+    if (master == MasterKind::split) s.low[i] = split_low(p);
+  }
+}
+
 // ---- launcher ----
 
 template <typename G, MasterKind K, MomentKind Q>
@@ -128,6 +138,16 @@ void update(const AdamWState& s, MasterKind master, MomentKind moments, const G*
 }
 
 }  // namespace
+
+void adamw_compact_init(const AdamWState& state, MasterKind master, const float* x, cudaStream_t stream) {
+  STAPO_CHECK(state.weights && x, "adamw_compact_init: state.weights and x are required");
+  STAPO_CHECK(master != MasterKind::fp32 || state.master, "adamw_compact_init: MasterKind::fp32 needs state.master");
+  STAPO_CHECK(master != MasterKind::split || state.low, "adamw_compact_init: MasterKind::split needs state.low");
+  if (state.n == 0) return;
+  const size_t blocks = std::min<size_t>((state.n + kThreads - 1) / kThreads, 65536);  // grid-stride beyond
+  adamw_init_kernel<<<(unsigned)blocks, kThreads, 0, stream>>>(state, master, x);
+  cudaCheck(cudaGetLastError());
+}
 
 void adamw_compact_update(const AdamWState& state, MasterKind master, MomentKind moments, const float* grads,
                           const AdamWStep<float>& step, const float* clip_scale, const int* apply, uint32_t seed,

@@ -28,4 +28,9 @@ void adamw_compact_update(const AdamWState& state, MasterKind master, MomentKind
                           const __nv_bfloat16* grads, const AdamWStep<float>& step, const float* clip_scale,
                           const int* apply, uint32_t seed, cudaStream_t stream);
 
+// The state of a tensor of fp32 weights x (state.n): state.weights = split_high(x) (bf16 rounded to nearest, ties
+// away from zero: what every master kind's update writes), and state.master = x (fp32; x may be state.master
+// itself) or state.low = split_low(x) (split). Moments are not touched (the caller zeroes them).
+void adamw_compact_init(const AdamWState& state, MasterKind master, const float* x, cudaStream_t stream);
+
 }  // namespace stapo

@@ -258,7 +258,9 @@ STAPO_HD inline void adamw_weight_update(const AdamWState& s, size_t i, float m,
   if (K == MasterKind::fp32) {
     const float p = adamw_apply(s.master[i], m, v, step);
     s.master[i] = p;
-    if (s.weights) s.weights[i] = bf16_round_nearest(p);
+    // The split master's high half (nearest, ties away from zero): the same bf16 weights as MasterKind::split,
+    // so an engine's whole trajectory is the same with either master.
+    if (s.weights) s.weights[i] = split_high(p);
   } else if (K == MasterKind::split) {
     const float p = adamw_apply(split_join(s.weights[i], s.low[i]), m, v, step);
     s.weights[i] = split_high(p);

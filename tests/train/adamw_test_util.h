@@ -15,10 +15,11 @@ struct AdamWHostState {
   std::vector<float> m, v, m_absmax, v_absmax;
   std::vector<uint8_t> m_code, v_code;
 
-  // The weights of `kind` from an fp32 master, and zero moments in both layouts.
+  // The weights of `kind` from an fp32 master (as kernels/adamw_compact.h's adamw_compact_init sets them), and
+  // zero moments in both layouts.
   AdamWHostState(const std::vector<float>& initial, MasterKind kind) {
     const size_t n = initial.size();
-    for (float x : initial) weights.push_back(kind == MasterKind::split ? split_high(x) : bf16_round_nearest(x));
+    for (float x : initial) weights.push_back(split_high(x));
     if (kind == MasterKind::fp32) master = initial;
     if (kind == MasterKind::split)
       for (float x : initial) low.push_back(split_low(x));

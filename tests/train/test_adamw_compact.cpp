@@ -75,17 +75,14 @@ TEST(AdamWCompact, SplitMasterEqualsFp32MasterBitForBit) {
   const std::vector<float> initial = test::random_normal(n, 0.02f, 1);
   for (MomentKind moments : {MomentKind::fp32, MomentKind::q8}) {
     TwinState fp32(initial, MasterKind::fp32), split(initial, MasterKind::split);
-    int64_t tie_steps = 0;
     for (int64_t t = 1; t <= 30; t++) {
       const std::vector<float> g = test_grads(n, 10 + t);
       adamw_compact_update(fp32.state(), MasterKind::fp32, moments, g.data(), test_step(t), 0.7f, 0);
       adamw_compact_update(split.state(), MasterKind::split, moments, g.data(), test_step(t), 0.7f, 0);
       for (size_t i = 0; i < n; i++) {
         ASSERT_EQ(bits_of(split.master_value(i)), bits_of(fp32.master[i])) << "step " << t << " element " << i;
-        if (split.weights[i] != fp32.weights[i]) {  // only where the master is exactly between two bf16 values
-          ASSERT_EQ(split.low[i], -32768) << "step " << t << " element " << i;
-          ++tie_steps;
-        }
+        // Both write the master's split_high: the bf16 weights the model computes with are the same too.
+        ASSERT_EQ(split.weights[i], fp32.weights[i]) << "step " << t << " element " << i;
       }
       ASSERT_EQ(std::memcmp(split.m.data(), fp32.m.data(), n * 4), 0);
       ASSERT_EQ(std::memcmp(split.v.data(), fp32.v.data(), n * 4), 0);
@@ -95,8 +92,8 @@ TEST(AdamWCompact, SplitMasterEqualsFp32MasterBitForBit) {
     }
     // The steps moved the weights by far more than a bf16 rounding.
     EXPECT_GT(test::relative_error(fp32.master.data(), initial.data(), n), 0.1);
-    printf("%s moments: 30 steps, master bit-identical; bf16 weights differ at %lld of %zu element-steps (ties)\n",
-           moments == MomentKind::q8 ? "8-bit" : "fp32", (long long)tie_steps, 30 * n);
+    printf("%s moments: 30 steps, master and bf16 weights bit-identical (%zu element-steps)\n",
+           moments == MomentKind::q8 ? "8-bit" : "fp32", 30 * n);
   }
 }
 
