@@ -11,12 +11,14 @@
 
 #include "common/error.h"
 #include "common/file_io.h"
-#include "kernels/adamw.h"
-#include "kernels/convert.h"
+#include "kernels/adamw_compact.h"
 #include "kernels/cuda_common.h"
 #include "kernels/grad_norm.h"
+#include "kernels/lm_head.h"
+#include "kernels/matmul.h"
 #include "kernels/preference_loss.h"
 #include "kernels/random_init.h"
+#include "kernels/rmsnorm.h"
 #include "model/safetensors.h"
 #include "train/model_flops.h"
 #include "train/optimizer_state.h"
@@ -24,6 +26,41 @@
 namespace stapo {
 
 using bf16 = __nv_bfloat16;
+
+// ---- memory ----
+
+MemoryPlanInput cuda_engine_plan_input(const ModelConfig& config, const CudaEngineOptions& options, int batch_size,
+                                       int max_length) {
+  MemoryPlanInput in;
+  in.master = options.master;
+  in.moments = options.moments;
+  in.grads = GradKind::fp32;  // the one kind train/cuda_model.h accumulates
+  in.recompute = options.recompute;
+  in.batch_size = batch_size;
+  in.max_length = max_length;
+  const int C = config.hidden_size;
+  in.workspaces = {
+      {"cuBLASLt workspace", kMatmulWorkspaceBytes, "kernels/matmul.h"},
+      {"lm_head workspace", lm_head_workspace_bytes(C, options.lm_head_chunk_rows, options.lm_head_chunk_vocab),
+       cat(options.lm_head_chunk_rows, " rows x ", options.lm_head_chunk_vocab, " vocabulary columns per chunk")},
+      {"RMSNorm scratch", rmsnorm_backward_scratch_floats(C) * sizeof(float), "kernels/rmsnorm.h"},
+      {"grad-norm partials", GRAD_NORM_BLOCKS * sizeof(float), "kernels/grad_norm.h"}};
+  if (options.attention == AttentionPath::cudnn)
+    in.workspaces.push_back({"cuDNN attention", 0, "its workspace is sized by cuDNN at run time: not counted"});
+  return in;
+}
+
+uint64_t cuda_engine_available_bytes(uint64_t cap_bytes) {
+  std::string why;
+  STAPO_CHECK(cuda_device_available(&why), "no CUDA device: ", why, ". Use ./train_stapo_cpu on the CPU, or "
+              "--dry-run to print the memory plan without a device.");
+  size_t free_bytes = 0, total_bytes = 0;
+  cudaCheck(cudaMemGetInfo(&free_bytes, &total_bytes));
+  if (cap_bytes == 0) return free_bytes;
+  // A card of cap_bytes in all: what is in use already (the CUDA context, other processes) comes out of it.
+  const uint64_t used = total_bytes - free_bytes;
+  return std::min<uint64_t>(free_bytes, cap_bytes > used ? cap_bytes - used : 0);
+}
 
 // ---- construction ----
 
@@ -35,6 +72,26 @@ CudaModelOptions CudaEngine::model_options(const CudaEngineOptions& o) {
   m.lm_head_chunk_vocab = o.lm_head_chunk_vocab;
   m.attention = o.attention;
   return m;
+}
+
+AdamWState CudaEngine::tensor_state(size_t i) const {
+  const size_t at = model_->offsets()[i];
+  AdamWState s;
+  s.n = model_->specs()[i].numel;
+  s.weights = reinterpret_cast<uint16_t*>(model_->params() + at);
+  if (master_) s.master = master_ + at;
+  if (low_) s.low = low_ + at;
+  if (m_) {
+    s.m = m_ + at;
+    s.v = v_ + at;
+  }
+  if (m_code_) {
+    s.m_code = m_code_ + at;
+    s.v_code = v_code_ + at;
+    s.m_absmax = m_absmax_ + block_offsets_[i];
+    s.v_absmax = v_absmax_ + block_offsets_[i];
+  }
+  return s;
 }
 
 CudaEngine::CudaEngine(const CpuModel<float>& model, const CudaEngineOptions& options)
@@ -52,24 +109,41 @@ CudaEngine::CudaEngine(const ModelConfig& config, const CpuModel<float>* weights
   size_t free_bytes = 0, total_bytes = 0;
   cudaCheck(cudaMemGetInfo(&free_bytes, &total_bytes));
   baseline_used_ = total_bytes - free_bytes;
+  const uint64_t available = cuda_engine_available_bytes(options_.memory_cap_bytes);
+  if (available < free_bytes) {  // the cap: reserve the rest
+    cudaCheck(cudaMalloc(&ballast_, free_bytes - available));
+    baseline_used_ += free_bytes - available;  // the engine's own use is measured without it
+  }
   cudaCheck(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   model_ = std::make_unique<CudaModel>(config, model_options(options), stream_);
 
   const size_t total = model_->buffer_elements();
   const std::vector<ParamSpec>& specs = model_->specs();
   const std::vector<size_t>& offsets = model_->offsets();
-  if (!options.bf16_params) master_ = device_alloc_zeroed<float>(total, stream_);
-  m_ = device_alloc_zeroed<float>(total, stream_);
-  v_ = device_alloc_zeroed<float>(total, stream_);
+  if (options.master == MasterKind::fp32) master_ = device_alloc_zeroed<float>(total, stream_);
+  if (options.master == MasterKind::split) low_ = device_alloc_zeroed<int16_t>(total, stream_);
+  if (options.moments == MomentKind::fp32) {
+    m_ = device_alloc_zeroed<float>(total, stream_);
+    v_ = device_alloc_zeroed<float>(total, stream_);
+  } else {
+    for (const ParamSpec& s : specs) {
+      block_offsets_.push_back(blocks_);
+      blocks_ += quant_blocks(s.numel);
+    }
+    m_code_ = device_alloc_zeroed<uint8_t>(total, stream_);
+    v_code_ = device_alloc_zeroed<uint8_t>(total, stream_);
+    m_absmax_ = device_alloc_zeroed<float>(blocks_, stream_);  // absmax 0: every moment decodes to 0
+    v_absmax_ = device_alloc_zeroed<float>(blocks_, stream_);
+  }
   norm_partials_ = device_alloc_zeroed<float>(GRAD_NORM_BLOCKS, stream_);
   scalars_ = device_alloc_zeroed<StepScalars>(1, stream_);
   cudaCheck(cudaMallocHost(&host_scalars_, sizeof(StepScalars)));
   *host_scalars_ = StepScalars{};
   cudaCheck(cudaEventCreateWithFlags(&results_ready_, cudaEventDisableTiming));
 
-  // Weights go through an fp32 staging buffer (the master copy, or the first moment, zeroed after) and are
-  // rounded to bf16 on the device.
-  float* staging = master_ ? master_ : m_;
+  // Weights go through an fp32 staging buffer (the master copy, else the gradients, zeroed after) and from there
+  // into the optimizer state (the bf16 weights and the master or its low halves).
+  float* staging = master_ ? master_ : model_->grads();
   for (size_t i = 0; i < specs.size(); ++i) {
     const ParamSpec& s = specs[i];
     if (weights) {
@@ -82,9 +156,9 @@ CudaEngine::CudaEngine(const ModelConfig& config, const CpuModel<float>* weights
       random_normal_fill(staging + offsets[i], s.numel, s.is_norm() ? 1.0f : 0.0f,
                          s.is_norm() ? 0.0f : options.init_stddev, mix64(options.seed ^ mix64(i)), stream_);
     }
+    adamw_compact_init(tensor_state(i), options.master, staging + offsets[i], stream_);
   }
-  convert_fp32_to_bf16(model_->params(), staging, total, stream_);
-  if (!master_) cudaCheck(cudaMemsetAsync(m_, 0, total * sizeof(float), stream_));
+  if (!master_) model_->zero_grad();
   cudaCheck(cudaStreamSynchronize(stream_));  // the host model may be freed once we return
   last_report_ = std::chrono::steady_clock::now();
   sample_memory();
@@ -94,8 +168,9 @@ CudaEngine::~CudaEngine() {
   try {  // a destructor must not throw; the process is usually exiting when this fails
     cudaCheck(cudaStreamSynchronize(stream_));
     model_.reset();
-    for (void* p : {(void*)master_, (void*)m_, (void*)v_, (void*)norm_partials_, (void*)scalars_, (void*)dseq_,
-                    (void*)reference_logps_})
+    for (void* p : {(void*)master_, (void*)low_, (void*)m_, (void*)v_, (void*)m_code_, (void*)v_code_,
+                    (void*)m_absmax_, (void*)v_absmax_, (void*)norm_partials_, (void*)scalars_, (void*)dseq_,
+                    (void*)reference_logps_, ballast_})
       if (p) cudaCheck(cudaFree(p));
     if (host_scalars_) cudaCheck(cudaFreeHost(host_scalars_));
     free_slots(slots_, false);
@@ -247,20 +322,16 @@ void CudaEngine::optimizer_step(const OptimizerUpdate& update) {
                    (float)update.max_grad_norm, &scalars_->nonfinite_loss, stream_);
   have_update_ = true;
   enqueue_results_copy();  // before AdamW: take_results need not wait for the update
-  AdamWHyper hyper;
-  hyper.lr = (float)update.lr;
-  hyper.beta1 = (float)update.adamw.beta1;
-  hyper.beta2 = (float)update.adamw.beta2;
-  hyper.eps = (float)update.adamw.eps;
   const std::vector<ParamSpec>& specs = model.specs();
   for (size_t i = 0; i < specs.size(); ++i) {
     const ParamSpec& p = specs[i];
-    const size_t at = model.offsets()[i];
-    hyper.weight_decay = p.is_norm() ? 0.0f : (float)update.adamw.weight_decay;
-    // Stochastic rounding needs fresh bits per tensor and step.
+    const AdamWStep<float> step =
+        adamw_step_make<float>(update.lr, p.is_norm() ? 0.0 : update.adamw.weight_decay, update.adamw.beta1,
+                               update.adamw.beta2, update.adamw.eps, t);
+    // Stochastic rounding (--master none) needs fresh bits per tensor and step.
     const uint32_t seed = (uint32_t)mix64(options_.seed ^ mix64((uint64_t)t * 1000003u + i));
-    adamw_update(model.params() + at, master_ ? master_ + at : nullptr, model.grads() + at, m_ + at, v_ + at,
-                 p.numel, hyper, (int)t, &scalars_->clip_scale, &scalars_->apply, seed, stream_);
+    adamw_compact_update(tensor_state(i), options_.master, options_.moments, model.grads() + model.offsets()[i],
+                         step, &scalars_->clip_scale, &scalars_->apply, seed, stream_);
   }
   if (step_open_) {
     open_step_.end = take_event();
@@ -392,10 +463,13 @@ std::vector<float> CudaEngine::parameter_to_host(size_t index, bool grad) {
     cudaCheck(cudaStreamSynchronize(stream_));
     return out;
   }
-  std::vector<bf16> raw(n);
-  cudaCheck(cudaMemcpyAsync(raw.data(), model_->params() + at, n * sizeof(bf16), cudaMemcpyDeviceToHost, stream_));
+  std::vector<uint16_t> high(n);
+  std::vector<int16_t> low(low_ ? n : 0);
+  cudaCheck(cudaMemcpyAsync(high.data(), model_->params() + at, n * sizeof(uint16_t), cudaMemcpyDeviceToHost,
+                            stream_));
+  if (low_) cudaCheck(cudaMemcpyAsync(low.data(), low_ + at, n * sizeof(int16_t), cudaMemcpyDeviceToHost, stream_));
   cudaCheck(cudaStreamSynchronize(stream_));
-  for (size_t i = 0; i < n; ++i) out[i] = __bfloat162float(raw[i]);
+  for (size_t i = 0; i < n; ++i) out[i] = low_ ? split_join(high[i], low[i]) : bf16_bits_to_float(high[i]);
   return out;
 }
 
@@ -418,49 +492,81 @@ void CudaEngine::save_model(const std::string& dir) {
     host[i] = parameter_to_host(i, false);
     out.push_back({specs[i].name, specs[i].shape, host[i].data()});
   }
-  // The master weights in F32; bf16-only weights in BF16: both exact, so a resume continues bit for bit.
-  const DType dtype = master_ ? DType::F32 : DType::BF16;
-  safetensors_write(dir, out, dtype);
-  write_file_atomic(dir + "/config.json", config_to_json(model_->config(), master_ ? "float32" : "bfloat16"));
+  // The master weights (fp32 or split) in F32; bf16-only weights in BF16: both exact, so a resume continues bit
+  // for bit.
+  const bool fp32 = options_.master != MasterKind::none;
+  safetensors_write(dir, out, fp32 ? DType::F32 : DType::BF16);
+  write_file_atomic(dir + "/config.json", config_to_json(model_->config(), fp32 ? "float32" : "bfloat16"));
 }
 
+// The moments without the alignment padding, in parameter order (train/optimizer_state.h): fp32 m and v, or the
+// 8-bit codes and every tensor's absmax (already in order, unpadded).
 void CudaEngine::save_optimizer(const std::string& path) {
-  size_t count = 0;
-  for (const ParamSpec& s : model_->specs()) count += s.numel;
-  std::vector<float> m(count), v(count);
-  size_t at = 0;
   const std::vector<ParamSpec>& specs = model_->specs();
+  size_t count = 0;
+  for (const ParamSpec& s : specs) count += s.numel;
+  const size_t element = options_.moments == MomentKind::q8 ? 1 : sizeof(float);
+  std::vector<char> m(count * element), v(count * element);
+  size_t at = 0;
   for (size_t i = 0; i < specs.size(); ++i) {
-    const size_t from = model_->offsets()[i], n = specs[i].numel;
-    cudaCheck(cudaMemcpyAsync(m.data() + at, m_ + from, n * sizeof(float), cudaMemcpyDeviceToHost, stream_));
-    cudaCheck(cudaMemcpyAsync(v.data() + at, v_ + from, n * sizeof(float), cudaMemcpyDeviceToHost, stream_));
-    at += n;
+    const size_t from = model_->offsets()[i] * element, bytes = specs[i].numel * element;
+    const char* dm = m_ ? (const char*)m_ : (const char*)m_code_;
+    const char* dv = v_ ? (const char*)v_ : (const char*)v_code_;
+    cudaCheck(cudaMemcpyAsync(m.data() + at, dm + from, bytes, cudaMemcpyDeviceToHost, stream_));
+    cudaCheck(cudaMemcpyAsync(v.data() + at, dv + from, bytes, cudaMemcpyDeviceToHost, stream_));
+    at += bytes;
+  }
+  std::vector<float> m_absmax(blocks_), v_absmax(blocks_);
+  if (blocks_ > 0) {
+    cudaCheck(cudaMemcpyAsync(m_absmax.data(), m_absmax_, blocks_ * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+    cudaCheck(cudaMemcpyAsync(v_absmax.data(), v_absmax_, blocks_ * sizeof(float), cudaMemcpyDeviceToHost, stream_));
   }
   cudaCheck(cudaStreamSynchronize(stream_));
-  optimizer_state_write(path, m.data(), v.data(), count);
+  if (options_.moments == MomentKind::q8)
+    optimizer_state_write_q8(path, (const uint8_t*)m.data(), (const uint8_t*)v.data(), count, m_absmax.data(),
+                             v_absmax.data(), blocks_);
+  else
+    optimizer_state_write(path, (const float*)m.data(), (const float*)v.data(), count);
 }
 
 void CudaEngine::load_optimizer(const std::string& path) {
-  size_t count = 0;
-  for (const ParamSpec& s : model_->specs()) count += s.numel;
-  std::vector<float> m(count), v(count);
-  optimizer_state_read(path, m.data(), v.data(), count);
-  size_t at = 0;
   const std::vector<ParamSpec>& specs = model_->specs();
+  size_t count = 0;
+  for (const ParamSpec& s : specs) count += s.numel;
+  const size_t element = options_.moments == MomentKind::q8 ? 1 : sizeof(float);
+  std::vector<char> m(count * element), v(count * element);
+  std::vector<float> m_absmax(blocks_), v_absmax(blocks_);
+  // A file of the other kind of moments is refused, naming the --moments value to resume with.
+  if (options_.moments == MomentKind::q8)
+    optimizer_state_read_q8(path, (uint8_t*)m.data(), (uint8_t*)v.data(), count, m_absmax.data(), v_absmax.data(),
+                            blocks_);
+  else
+    optimizer_state_read(path, (float*)m.data(), (float*)v.data(), count);
+  size_t at = 0;
   for (size_t i = 0; i < specs.size(); ++i) {
-    const size_t to = model_->offsets()[i], n = specs[i].numel;
-    cudaCheck(cudaMemcpyAsync(m_ + to, m.data() + at, n * sizeof(float), cudaMemcpyHostToDevice, stream_));
-    cudaCheck(cudaMemcpyAsync(v_ + to, v.data() + at, n * sizeof(float), cudaMemcpyHostToDevice, stream_));
-    at += n;
+    const size_t to = model_->offsets()[i] * element, bytes = specs[i].numel * element;
+    char* dm = m_ ? (char*)m_ : (char*)m_code_;
+    char* dv = v_ ? (char*)v_ : (char*)v_code_;
+    cudaCheck(cudaMemcpyAsync(dm + to, m.data() + at, bytes, cudaMemcpyHostToDevice, stream_));
+    cudaCheck(cudaMemcpyAsync(dv + to, v.data() + at, bytes, cudaMemcpyHostToDevice, stream_));
+    at += bytes;
   }
-  cudaCheck(cudaStreamSynchronize(stream_));  // m and v are freed on return
+  if (blocks_ > 0) {
+    cudaCheck(cudaMemcpyAsync(m_absmax_, m_absmax.data(), blocks_ * sizeof(float), cudaMemcpyHostToDevice, stream_));
+    cudaCheck(cudaMemcpyAsync(v_absmax_, v_absmax.data(), blocks_ * sizeof(float), cudaMemcpyHostToDevice, stream_));
+  }
+  cudaCheck(cudaStreamSynchronize(stream_));  // the host copies are freed on return
 }
 
 std::string CudaEngine::description() const {
   size_t count = 0;
   for (const ParamSpec& s : model_->specs()) count += s.numel;
-  return cat("cuda bf16, fp32 gradients, ", master_ ? "fp32 master weights" : "bf16 weights with stochastic rounding",
-             ", recompute ", options_.recompute,
+  const MasterKind master = options_.master;
+  return cat("cuda bf16, fp32 gradients, ",
+             master == MasterKind::fp32    ? "fp32 master weights"
+             : master == MasterKind::split ? "split master weights (bf16 + low 16 bits)"
+                                           : "bf16 weights with stochastic rounding",
+             options_.moments == MomentKind::q8 ? ", 8-bit AdamW moments" : "", ", recompute ", options_.recompute,
              options_.attention == AttentionPath::cudnn ? ", cuDNN attention" : "", ", ", count, " parameters, ",
              cuda_device_description());
 }

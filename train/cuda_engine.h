@@ -8,15 +8,18 @@
 // since the last take_results, and (with backward) token_dlogp spreads dℓ/dS to the response positions for the
 // model's backward. Nothing crosses to the host between forward and backward.
 // The optimizer step on the device: the gradient norm, the clip factor and the decision to update (norm finite
-// and every loss of the step finite) come from kernels/grad_norm.h; AdamW (kernels/adamw.h) reads the factor
+// and every loss of the step finite) come from kernels/grad_norm.h; AdamW (kernels/adamw_compact.h) reads the factor
 // and the decision. take_results() copies the step's per-pair results, the norm and the decision to pinned host
 // memory once (enqueued before AdamW when there is an update) and waits for that copy only: the host's one wait
 // per step. Batch uploads go through pinned buffers (kernels/staging.h), so they do not wait for the stream.
 //
-// Precision: bf16 weights and activations, fp32 gradients (train/cuda_model.h). AdamW keeps fp32 moments and
-// either fp32 master weights (default) or, with bf16_params, only the bf16 weights, updated by stochastic
-// rounding (half the weight memory, unbiased updates). Per parameter: 2 (bf16 weights) + 4 (fp32 gradients)
-// + 8 (moments) + 4 (master weights, unless bf16_params) bytes, i.e. 18 or 14.
+// Precision: bf16 weights and activations, fp32 gradients (train/cuda_model.h). AdamW (kernels/adamw_compact.h,
+// one launch per tensor) keeps, by --master: fp32 master weights (default, 4 bytes per parameter), the split
+// master (the low 16 bits beside the bf16 weights: the fp32 master exactly, 2 bytes, and the same numbers as
+// fp32), or none (bf16 weights updated by stochastic rounding); by --moments: fp32 m and v (8 bytes) or 8-bit
+// block-wise ones (2 bytes + 8 per block of 2048; Dettmers et al., ICLR 2022). Per parameter: 2 (weights) + 4
+// (gradients) + master + moments. The device memory of a configuration, before anything is allocated:
+// cuda_engine_plan_input with train/memory_plan.h, from the sizes the model and the kernels allocate.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -30,13 +33,16 @@
 
 #include "kernels/staging.h"    // defines: HostStaging
 #include "model/model.h"        // defines: CpuModel, ModelConfig
+#include "model/ops/adamw.h"    // defines: AdamWState, MasterKind, MomentKind
 #include "train/cuda_model.h"   // defines: CudaModel, AttentionPath
 #include "train/engine.h"       // defines: Engine
+#include "train/memory_plan.h"  // defines: MemoryPlanInput
 
 namespace stapo {
 
 struct CudaEngineOptions {
-  bool bf16_params = false;  // no fp32 master weights: stochastic rounding into bf16
+  MasterKind master = MasterKind::fp32;  // --master: fp32, split (low halves), none (stochastic rounding)
+  MomentKind moments = MomentKind::fp32; // --moments: fp32 or 8-bit block-wise
   int recompute = 1;         // 0, 1 or 2 (train/cuda_model.h)
   int max_tokens = 0;        // activations for this many tokens allocated up front (0: as batches arrive)
   int lm_head_chunk_rows = 2048;
@@ -46,7 +52,19 @@ struct CudaEngineOptions {
   double peak_tflops = 0;    // the card's dense bf16 peak for MFU (0: train/model_flops.h's table by device name)
   double report_every_s = 0; // > 0: optimizer_step prints MFU and memory to stderr at most this often
   AttentionPath attention = AttentionPath::flash;
+  // > 0: behave as on a card of this many bytes in all (testing an 80 GB claim on a larger card): the engine first
+  // reserves what is free beyond cuda_engine_available_bytes, so an allocation past it fails as it would there.
+  uint64_t memory_cap_bytes = 0;
 };
+
+// What the engine will allocate for micro-batches of `batch_size` pairs of `max_length` tokens, as the planner's
+// input: its flags and the kernels' workspaces sized by their own functions (memory_plan(config, input) gives
+// every item). Needs no device.
+MemoryPlanInput cuda_engine_plan_input(const ModelConfig& config, const CudaEngineOptions& options, int batch_size,
+                                       int max_length);
+// The bytes a new engine may allocate on this process's device: cudaMemGetInfo's free memory, or with `cap_bytes`
+// > 0 what a card of cap_bytes in all would have free (cap_bytes minus what is in use: the CUDA context, ...).
+uint64_t cuda_engine_available_bytes(uint64_t cap_bytes);
 
 // Time and model FLOPs of the optimizer steps the device has finished.
 struct CudaStepStats {
@@ -120,6 +138,7 @@ class CudaEngine : public Engine {
 
   CudaEngine(const ModelConfig& config, const CpuModel<float>* weights, const CudaEngineOptions& options);
   static CudaModelOptions model_options(const CudaEngineOptions& options);
+  AdamWState tensor_state(size_t index) const;  // the optimizer state of parameter `index` (model/params.h order)
   // The first `pairs` slots of `from` into `to` (device or pinned host, as `kind` says), in stream order.
   void copy_slots(const PairSlots& to, const PairSlots& from, int pairs, cudaMemcpyKind kind);
   static void free_slots(PairSlots& slots, bool pinned);  // device memory, or pinned host memory
@@ -134,9 +153,15 @@ class CudaEngine : public Engine {
   cudaStream_t stream_ = nullptr;
   size_t baseline_used_ = 0;  // device bytes in use before the engine (after the CUDA context)
   std::unique_ptr<CudaModel> model_;
-  float* master_ = nullptr;  // (model buffer) fp32 master weights, null with bf16_params
-  float* m_ = nullptr;       // (model buffer) AdamW moments
-  float* v_ = nullptr;
+  void* ballast_ = nullptr;  // memory_cap_bytes: what is reserved beyond the cap
+  // The optimizer state (model/ops/adamw.h), at the model buffer's element offsets; absmax at block offsets.
+  float* master_ = nullptr;                          // (buffer) MasterKind::fp32
+  int16_t* low_ = nullptr;                           // (buffer) MasterKind::split: the master's low halves
+  float *m_ = nullptr, *v_ = nullptr;                // (buffer) MomentKind::fp32
+  uint8_t *m_code_ = nullptr, *v_code_ = nullptr;    // (buffer) MomentKind::q8
+  float *m_absmax_ = nullptr, *v_absmax_ = nullptr;  // (blocks_) MomentKind::q8: each tensor's blocks in order
+  std::vector<size_t> block_offsets_;                // per tensor: its first block
+  size_t blocks_ = 0;
   float* norm_partials_ = nullptr;  // GRAD_NORM_BLOCKS
   StepScalars* scalars_ = nullptr;  // device
   StepScalars* host_scalars_ = nullptr;  // pinned

@@ -18,12 +18,6 @@ constexpr uint64_t kAllocationAllowance = 64ull << 20;
 
 uint64_t round_up(uint64_t n, uint64_t multiple) { return (n + multiple - 1) / multiple * multiple; }
 
-std::string gib(uint64_t bytes) {
-  char text[48];
-  snprintf(text, sizeof(text), "%.2f GiB", double(bytes) / double(1ull << 30));
-  return text;
-}
-
 std::string gib_mib(uint64_t bytes) {
   char text[48];
   snprintf(text, sizeof(text), "%9.2f GiB %11.1f MiB", double(bytes) / double(1ull << 30),
@@ -31,9 +25,13 @@ std::string gib_mib(uint64_t bytes) {
   return text;
 }
 
-bool is_layer_slot(ActSlot s) { return s <= ActSlot::lse; }
-
 }  // namespace
+
+std::string gib(uint64_t bytes) {
+  char text[48];
+  snprintf(text, sizeof(text), "%.2f GiB", double(bytes) / double(1ull << 30));
+  return text;
+}
 
 const char* master_name(MasterKind kind) {
   return kind == MasterKind::fp32 ? "fp32" : kind == MasterKind::split ? "split" : "none";
@@ -41,17 +39,16 @@ const char* master_name(MasterKind kind) {
 const char* moments_name(MomentKind kind) { return kind == MomentKind::q8 ? "8bit" : "fp32"; }
 const char* grads_name(GradKind kind) { return kind == GradKind::bf16 ? "bf16" : "fp32"; }
 
-std::vector<PlanTensor> memory_plan_tensors(const ModelConfig& c) {
-  const uint64_t C = c.hidden_size, F = c.intermediate_size, V = c.vocab_size;
-  const uint64_t HD = uint64_t(c.num_attention_heads) * c.head_dim, KD = uint64_t(c.num_key_value_heads) * c.head_dim;
-  std::vector<uint64_t> numels{V * C};
-  for (int l = 0; l < c.num_hidden_layers; ++l)
-    for (uint64_t n : {C, HD * C, KD * C, KD * C, C * HD, C, F * C, F * C, C * F}) numels.push_back(n);
-  numels.push_back(C);
-  if (!c.tie_word_embeddings) numels.push_back(V * C);
-  std::vector<PlanTensor> out;
-  for (uint64_t n : numels) out.push_back({n, round_up(n, kParamAlign)});
-  return out;
+MasterKind master_from_name(const std::string& name, const std::string& flag) {
+  for (MasterKind k : {MasterKind::fp32, MasterKind::split, MasterKind::none})
+    if (name == master_name(k)) return k;
+  fail(flag, " ", name, ": expected fp32, split or none");
+}
+
+MomentKind moments_from_name(const std::string& name, const std::string& flag) {
+  for (MomentKind k : {MomentKind::fp32, MomentKind::q8})
+    if (name == moments_name(k)) return k;
+  fail(flag, " ", name, ": expected fp32 or 8bit");
 }
 
 ActivationLayout activation_layout(const ModelConfig& c, uint64_t n, int level) {
@@ -116,11 +113,13 @@ uint64_t MemoryPlan::total() const {
 MemoryPlan memory_plan(const ModelConfig& c, const MemoryPlanInput& in) {
   STAPO_CHECK(in.batch_size >= 1 && in.max_length >= 2, "memory_plan: batch size ", in.batch_size,
               " and max length ", in.max_length, " must be at least 1 and 2");
-  uint64_t P = 0, numel = 0, blocks = 0;
-  for (const PlanTensor& t : memory_plan_tensors(c)) {
-    P += t.padded;
-    numel += t.numel;
-    blocks += quant_blocks(t.numel);
+  size_t padded = 0;
+  const std::vector<ParamSpec> specs = model_param_specs(c);
+  param_offsets(specs, kParamAlign, &padded);  // the engine's buffers, tensors padded as it pads them
+  uint64_t P = padded, numel = 0, blocks = 0;
+  for (const ParamSpec& s : specs) {
+    numel += s.numel;
+    blocks += quant_blocks(s.numel);
   }
   MemoryPlan plan;
   const std::string per = cat(" × ", P, " parameters");
@@ -145,7 +144,7 @@ MemoryPlan memory_plan(const ModelConfig& c, const MemoryPlanInput& in) {
   for (const ActBuffer& b : layout.buffers) {
     if (b.slot == ActSlot::resid)
       inputs += b.bytes;
-    else if (is_layer_slot(b.slot))
+    else if (act_slot_per_layer(b.slot))
       (b.layer >= 0 ? kept : shared) += b.bytes;
     else if (b.slot >= ActSlot::d_resid)
       scratch += b.bytes;
@@ -180,7 +179,8 @@ std::string memory_plan_table(const MemoryPlan& plan, uint64_t available) {
     out += line;
   }
   const uint64_t total = plan.total();
-  snprintf(line, sizeof(line), "  %-46s %s  (%.2f GB)\n", "total", gib_mib(total).c_str(), double(total) / 1e9);
+  snprintf(line, sizeof(line), "  %-46s %s  (%llu bytes)\n", "total", gib_mib(total).c_str(),
+           (unsigned long long)total);
   out += line;
   if (available > 0) {
     snprintf(line, sizeof(line), "  %-46s %s  %s %s\n", "device memory available", gib_mib(available).c_str(),
@@ -211,21 +211,18 @@ std::optional<MemoryPlanInput> memory_plan_fit(const ModelConfig& c, const Memor
     if (master_bytes(master) > master_bytes(in.master)) continue;
     for (int recompute = in.recompute; recompute <= 2; ++recompute)
       for (MomentKind moments : {in.moments, MomentKind::q8})
-        for (GradKind grads : {in.grads, GradKind::bf16})
-          for (int split = 1; split <= in.batch_size; ++split) {
+        for (int split = 1; split <= in.batch_size; ++split) {
             if (in.batch_size % split != 0) continue;
             MemoryPlanInput candidate = in;
             candidate.master = master;
             candidate.recompute = recompute;
             candidate.moments = moments;
-            candidate.grads = grads;
             candidate.batch_size = in.batch_size / split;
             candidate.grad_accum = in.grad_accum * split;
             int cost = 0;
             if (master != in.master) cost += master == MasterKind::split ? 1 : 100;
             if (recompute > in.recompute) cost += (recompute == 2 ? 4 : 0) + (in.recompute == 0 ? 1 : 0);
             if (moments != in.moments) cost += 8;
-            if (grads != in.grads) cost += 8;
             cost += 16 * int(std::ceil(std::log2(double(split))));
             const uint64_t total = memory_plan(c, candidate).total();
             if (total > available) continue;

@@ -3,9 +3,8 @@
 // run compares it with the card's free memory and refuses a configuration that cannot fit, naming the cheapest
 // flags that would (memory_plan_fit).
 //
-// One source for the sizes: the parameter tensors' element counts and their 128-element alignment
-// (memory_plan_tensors), and the activation arena's layout (activation_layout), are the functions the CUDA engine
-// allocates from; workspaces whose size the kernels decide (cuBLASLt, the lm_head chunks, RMSNorm and grad-norm
+// One source for the sizes: the parameter tensors (model/params.h's model_param_specs and param_offsets with
+// kParamAlign) and the activation arena's layout (activation_layout) are what the CUDA model allocates from; workspaces whose size the kernels decide (cuBLASLt, the lm_head chunks, RMSNorm and grad-norm
 // scratch, cuDNN) come in as MemoryPlanInput::workspaces, filled by the engine from the kernels' own functions.
 //
 // Per parameter (P elements, each tensor padded to a multiple of 128):
@@ -25,6 +24,7 @@
 
 #include "model/config.h"     // defines: ModelConfig
 #include "model/ops/adamw.h"  // defines: MasterKind, MomentKind
+#include "model/params.h"     // defines: model_param_specs, param_offsets
 
 namespace stapo {
 
@@ -34,14 +34,13 @@ enum class GradKind : int { bf16, fp32 };
 const char* master_name(MasterKind kind);
 const char* moments_name(MomentKind kind);
 const char* grads_name(GradKind kind);
+// The kinds by those names; another name is an error naming `flag` and the names it takes.
+MasterKind master_from_name(const std::string& name, const std::string& flag = "--master");
+MomentKind moments_from_name(const std::string& name, const std::string& flag = "--moments");
 
-// The parameter tensors in checkpoint order, each padded to `kParamAlign` elements as the engine lays them out.
-constexpr uint64_t kParamAlign = 128;
-struct PlanTensor {
-  uint64_t numel = 0;   // the tensor's own elements
-  uint64_t padded = 0;  // numel rounded up to kParamAlign
-};
-std::vector<PlanTensor> memory_plan_tensors(const ModelConfig& config);
+// Every parameter tensor starts at a multiple of kParamAlign elements in the CUDA model's buffers (256 bytes of
+// bf16: 128-bit loads and cuBLASLt), so a buffer of P elements per byte of state holds them.
+constexpr size_t kParamAlign = 128;
 
 // The activation arena for N tokens: every buffer's byte offset (256-byte aligned) in the engine's order.
 enum class ActSlot : int {
@@ -52,6 +51,8 @@ enum class ActSlot : int {
   response_sequence, response_h, logp, entropy, response_lse, dlogp,
   d_resid, d_norm, d_att, d_q, d_k, d_v, d_act, d_gate, d_up, attention_scratch,
 };
+// A slot that belongs to a layer (the others are the arena's once).
+inline bool act_slot_per_layer(ActSlot s) { return s <= ActSlot::lse; }
 struct ActBuffer {
   ActSlot slot;
   int layer;  // −1: shared by every layer, or not a layer's
@@ -87,6 +88,8 @@ struct MemoryPlan {
 
 MemoryPlan memory_plan(const ModelConfig& config, const MemoryPlanInput& input);
 
+std::string gib(uint64_t bytes);  // "68.56 GiB"
+
 // The table train_stapo prints: one line per item in GiB and MiB, the total, and, when `available` > 0, the
 // memory available on the device and the margin (or the shortfall).
 std::string memory_plan_table(const MemoryPlan& plan, uint64_t available);
@@ -96,10 +99,11 @@ std::string memory_plan_flags(const MemoryPlanInput& from, const MemoryPlanInput
 
 // The cheapest change of flags that makes the plan fit in `available` bytes, or nothing when even the smallest
 // configuration does not. Costs, summed: --master split 1 (exact, the same numbers), --recompute 1 from 0: 1,
-// --recompute 2: 4 (the layers' forward runs twice), --moments 8bit 8 and --grads bf16 8 (approximations),
-// each halving of --batch-size with --grad-accum doubled 16 (the same update, less throughput), --master none
-// 100 (lossy: stochastic rounding instead of master weights). A flag is only changed towards less memory, and
-// --max-length never (it changes the data). Ties go to the smaller total.
+// --recompute 2: 4 (the layers' forward runs twice), --moments 8bit 8 (an approximation), each halving of
+// --batch-size with --grad-accum doubled 16 (the same update, less throughput), --master none 100 (lossy:
+// stochastic rounding instead of master weights). A flag is only changed towards less memory; --max-length never
+// (it changes the data), the gradients' kind never (the CUDA engine accumulates fp32 only: bf16 gradients are
+// modelled here, not built).
 std::optional<MemoryPlanInput> memory_plan_fit(const ModelConfig& config, const MemoryPlanInput& input,
                                                uint64_t available);
 

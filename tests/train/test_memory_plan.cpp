@@ -170,10 +170,12 @@ TEST(MemoryPlan, ArenaBuffersAreAlignedAndDisjoint) {
 }
 
 // With train_stapo's defaults (fp32 master, moments and gradients, --recompute 1) 8B needs 18 bytes per parameter
-// (134.6 GiB) plus activations. In 79.6 GiB the cheapest fit: split master (2 B), 8-bit moments (2 B), bf16
-// gradients (2 B) = 8 B (59.9 GiB), and --recompute 2 (at --recompute 1 each layer keeps ~1.4 GiB of activations
-// for 16,384 tokens). Without the split master (fp32: 10 B per parameter, 74.8 GiB) nothing fits at 4 pairs, and
-// halving the batch costs more than splitting.
+// (134.6 GiB) plus activations. The fit never changes the gradients (the CUDA engine's are fp32, 4 B), so the least
+// is 2 (weights) + 4 + 2 (8-bit moments) = 8 B without a master (59.8 GiB) and 10 B with the split master
+// (74.8 GiB). In 79.6 GiB the cheapest fit: split master, 8-bit moments, --recompute 2 (at --recompute 1 each layer
+// keeps ~0.7 GiB of activations per 8,192 tokens), and 2 pairs per micro-batch with --grad-accum doubled: at 4
+// pairs (16,384 tokens) the plan is 83.5 GiB, at 2 pairs 79.3 GiB (the activations are 8.6 GiB and 4.3 GiB);
+// --master none would fit at 4 pairs but costs more than halving the batch.
 TEST(MemoryPlan, CheapestFlagsThatFit) {
   MemoryPlanInput in;
   in.batch_size = 4;
@@ -185,22 +187,20 @@ TEST(MemoryPlan, CheapestFlagsThatFit) {
   EXPECT_GT(memory_plan(c, in).total(), uint64_t(18) * 8030261248u);
   const std::optional<MemoryPlanInput> fit = memory_plan_fit(c, in, cap);
   ASSERT_TRUE(fit.has_value());
-  EXPECT_EQ(memory_plan_flags(in, *fit), "--master split --recompute 2 --moments 8bit --grads bf16");
+  EXPECT_EQ(memory_plan_flags(in, *fit), "--master split --recompute 2 --moments 8bit --batch-size 2 --grad-accum 4");
   EXPECT_LE(memory_plan(c, *fit).total(), cap);
+  EXPECT_EQ(fit->grads, GradKind::fp32);
   // A configuration that fits is returned unchanged.
   const std::optional<MemoryPlanInput> same = memory_plan_fit(c, *fit, cap);
   ASSERT_TRUE(same.has_value());
   EXPECT_EQ(memory_plan_flags(*fit, *same), "");
-  // At 30 GiB nothing fits: the least, bf16 weights without a master, bf16 gradients and 8-bit moments, is 2 + 2 +
-  // 2 = 6 B per parameter (44.9 GiB).
-  EXPECT_FALSE(memory_plan_fit(c, in, uint64_t(30) << 30).has_value());
-  // Mistral-7B (vocabulary 32000): 7,241,732,096 parameters; at 8 pairs × 2048 the same flags fit.
-  MemoryPlanInput mistral = *fit;
-  mistral.batch_size = 8;
-  mistral.grad_accum = 1;
-  const MemoryPlan plan = memory_plan(mistral_7b(), mistral);
+  // At 60 GiB nothing fits: the least, bf16 weights without a master, fp32 gradients and 8-bit moments, is
+  // 2 + 4 + 2 = 8 B per parameter (59.8 GiB) before any activation.
+  EXPECT_FALSE(memory_plan_fit(c, in, uint64_t(60) << 30).has_value());
+  // Mistral-7B (vocabulary 32000): 7,241,732,096 parameters; the same flags fit.
+  const MemoryPlan plan = memory_plan(mistral_7b(), *fit);
   EXPECT_EQ(item(plan, "weights"), 2u * 7241732096u);
-  printf("Mistral-7B, %s, 8 pairs × 2048\n%s", memory_plan_flags(MemoryPlanInput{}, mistral).c_str(),
+  printf("Mistral-7B, %s, 2 pairs × 2048\n%s", memory_plan_flags(MemoryPlanInput{}, *fit).c_str(),
          memory_plan_table(plan, cap).c_str());
   EXPECT_LE(plan.total(), cap);
 }

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# train_stapo --dry-run on the CPU (no device needed): the memory plan it prints for Llama-3-8B at 4 pairs × 2048
+# and its refusals, as a user sees them. The plan's arithmetic is test_memory_plan's; here, by hand:
+#   --master split --moments 8bit --recompute 2 (the engine's gradients are fp32): test_memory_plan's total for
+#   these flags with bf16 gradients, 73,611,192,372 B, plus 2 more bytes per parameter for fp32 gradients,
+#   2 × 8,030,261,248 = 16,060,522,496: 89,671,714,868 B (the kernels' workspaces are the ones that test uses:
+#   the engine's defaults at C = 4096).
+#   - that plan prints with its exact total, and --dry-run exits 0;
+#   - train_stapo's defaults (fp32 master and moments, --recompute 1) at 4 pairs under --memory-cap-gib 79.6 are
+#     refused (exit 1; 184.07 GiB), naming the cheapest flags that fit (test_memory_plan's CheapestFlagsThatFit);
+#   - the same with the suggested flags fits (exit 0);
+#   - a bad --master or --moments exits 2 naming the flag.
+#   tests/train/dry_run_cli.sh [BIN_DIR]    (registered with ctest as dry_run_cli)
+# Ends with "N passed, N failed".
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+B=$(cd "${1:-$ROOT}" && pwd)
+W=$(mktemp -d "${TMPDIR:-/tmp}/stapo-dry-run.XXXXXX")
+trap 'rm -rf "$W"' EXIT
+passed=0 failed=0
+pass() { passed=$((passed + 1)); echo "PASS $1"; }
+fail() { failed=$((failed + 1)); echo "FAIL $1: $2"; [ -f "$W/$1.log" ] && tail -n 30 "$W/$1.log" | sed 's/^/    | /'; }
+
+mkdir -p "$W/model"
+cat >"$W/model/config.json" <<'JSON'
+{"model_type": "llama", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+ "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 128256,
+ "max_position_embeddings": 8192, "rms_norm_eps": 1e-05, "rope_theta": 500000.0, "tie_word_embeddings": false,
+ "bos_token_id": 128000, "eos_token_id": 128001}
+JSON
+# --data and --out are never opened by a dry run.
+RUN=("$B/train_stapo" --dry-run --model "$W/model" --data "$W/none.bin" --out "$W/out" --max-length 2048)
+
+"${RUN[@]}" --batch-size 4 --master split --moments 8bit --recompute 2 >"$W/plan.log" 2>&1
+rc=$?
+if [ $rc = 0 ] && grep -q "total .*(89671714868 bytes)" "$W/plan.log" && grep -q "AdamW moments (8-bit m, v)" "$W/plan.log" \
+   && grep -q "master weights (split: low 16 bits)" "$W/plan.log" && grep -q "gradients (fp32)" "$W/plan.log"; then
+  pass plan
+else
+  fail plan "exit $rc or not the hand-computed total 89671714868 bytes"
+fi
+
+"${RUN[@]}" --batch-size 4 --grad-accum 2 --memory-cap-gib 79.6 >"$W/refused.log" 2>&1
+rc=$?
+flags=$(sed -n 's/.*the cheapest flags that fit are \(.*\) (.*/\1/p' "$W/refused.log")
+# test_memory_plan's CheapestFlagsThatFit (its comment has the arithmetic).
+expected="--master split --recompute 2 --moments 8bit --batch-size 2 --grad-accum 4"
+if [ $rc = 1 ] && grep -q "^error: the plan needs 184.07 GiB, 79.60 GiB are available" "$W/refused.log" \
+   && [ "$flags" = "$expected" ]; then
+  pass refused
+  # shellcheck disable=SC2086  # the flags are words
+  if "${RUN[@]}" --memory-cap-gib 79.6 $flags >"$W/fits.log" 2>&1 && grep -q "fits, margin" "$W/fits.log"; then
+    pass suggested_flags_fit
+  else
+    fail suggested_flags_fit "the suggested flags ($flags) do not fit"
+  fi
+else
+  fail refused "exit $rc (expected 1), or not 184.07 GiB needed, or the flags named are not: $expected"
+fi
+
+for bad in "--master fp16" "--moments 4bit"; do
+  # shellcheck disable=SC2086
+  "${RUN[@]}" --batch-size 4 $bad >"$W/bad.log" 2>&1
+  rc=$?
+  if [ $rc = 2 ] && grep -q -- "${bad%% *}" "$W/bad.log"; then pass "bad ${bad%% *}"; else fail "bad ${bad%% *}" "exit $rc"; fi
+done
+echo "$passed passed, $failed failed"
+[ $failed = 0 ]
