@@ -2,7 +2,8 @@
 # ONE command for all GPU verification, sized for a short lease on a lent H100/H200:
 #   versions -> configure + build of the GPU targets (Release, sm_90a, all cores) -> every `gpu`-labelled test ->
 #   the CUDA engine's tests again with their measured errors printed (tests/train/test_cuda_engine.cpp) -> the
-#   benchmark pair (ours vs PyTorch; and ours on cuDNN's attention where that path is built) -> the dev/cuda
+#   benchmark pair (ours vs PyTorch; and ours on cuDNN's attention where that path is built) -> the 8B benchmark
+#   under an 80 GB cap (ours vs PyTorch, dev/bench/gpu_step_8b.json) -> the dev/cuda
 #   playgrounds -> a short `make demo` on the GPU -> compute-sanitizer memcheck over the kernel and engine tests
 #   -> a summary table, printed last. GPU_CHECK_PARTS selects parts.
 # It keeps going after a failure, bounds each part with a timeout, and reports each part. A part whose tests were
@@ -179,8 +180,29 @@ bench_torch() {
     --out "$out/bench_torch.json"
 }
 
+# The 8B on one 80 GB card (dev/bench/gpu_step_8b.json, issue #17): gpu_step behaves as on a card of the config's
+# memory_cap_gib (79.6) whatever this card has, refuses a plan above it, and fails when an allocation passes it.
+# The part also fails when the measured peak exceeds the cap. PyTorch at the same config (capped the same way) is
+# expected to run out of memory: its JSON then records where and what it held.
+bench_8b() {
+  [ -x "$build/dev/bench/gpu_step" ] || { echo "dev/bench/gpu_step is not built"; return 3; }
+  timeout 420 "$build/dev/bench/gpu_step" --config dev/bench/gpu_step_8b.json --out "$out/bench_8b.json" || return $?
+  python3 - "$out/bench_8b.json" dev/bench/gpu_step_8b.json <<'PY'
+import json, sys
+r, cap = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))["memory_cap_gib"]
+print(f"8B: peak {r['peak_memory_gib']:.2f} GiB (planned {r['planned_memory_gib']:.2f}, cap {cap}), "
+      f"step {r['median_step_s']:.2f} s, {r['tokens_per_s']:.0f} tok/s, MFU {100 * (r['mfu'] or 0):.1f}%")
+sys.exit(0 if r["peak_memory_gib"] <= cap else 1)
+PY
+}
+
+bench_torch_8b() {
+  PYTHONUNBUFFERED=1 timeout 300 python3 dev/bench/torch_baseline.py --config dev/bench/gpu_step_8b.json \
+    --out "$out/bench_torch_8b.json"
+}
+
 # GPU_CHECK_PARTS picks parts for a second, shorter call (e.g. "gpu_tests playgrounds"); the build always runs.
-parts=" ${GPU_CHECK_PARTS:-versions gpu_tests engine_tests bench playgrounds demo_gpu sanitizer} "
+parts=" ${GPU_CHECK_PARTS:-versions gpu_tests engine_tests bench bench_8b playgrounds demo_gpu sanitizer} "
 want() { [[ $parts == *" $1 "* ]]; }
 
 want versions && run_part versions versions
@@ -198,6 +220,10 @@ if want bench; then
   run_part bench_lowmem bench_ours ours_lowmem --bf16-params --recompute 2
   if cudnn_built; then run_part bench_cudnn bench_ours ours_cudnn --attention cudnn; fi
   run_part bench_torch bench_torch
+fi
+if want bench_8b; then
+  run_part bench_8b bench_8b
+  run_part bench_torch_8b bench_torch_8b
 fi
 want playgrounds && run_part playgrounds playgrounds
 want demo_gpu && run_part demo_gpu demo_gpu
@@ -240,6 +266,20 @@ for impl in ("ours", "ours_lowmem", "ours_cudnn"):
     if r and torch_r and torch_r.get("peak_memory_gib") and r.get("peak_memory_gib"):
         rows.append(f"{impl} / torch: tokens/s x{r['tokens_per_s'] / torch_r['tokens_per_s']:.2f} (goal >= 1.5), "
                     f"peak memory x{r['peak_memory_gib'] / torch_r['peak_memory_gib']:.2f} (goal <= 0.5)")
+for impl in ("8b", "torch_8b"):  # dev/bench/gpu_step_8b.json
+    path = os.path.join(out, f"bench_{impl}.json")
+    if not os.path.exists(path):
+        rows.append(f"{impl:11s} (no result)")
+        continue
+    r = json.load(open(path))
+    if r.get("oom"):
+        rows.append(f"{impl:11s} out of memory during {r.get('oom_during')} (held "
+                    f"{r.get('allocated_gib_at_oom', 0):.1f} GiB)")
+        continue
+    planned = f" (planned {r['planned_memory_gib']:.2f} GiB)" if r.get("planned_memory_gib") else ""
+    mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") else "?"
+    rows.append(f"{impl:11s} {r['median_step_s'] * 1000:9.1f} ms {r['tokens_per_s']:10.0f} tok/s  MFU {mfu:>6s} (goal "
+                f">= 40%)  peak {r['peak_memory_gib']:.2f} GiB{planned}")
 print("\n".join(rows))
 PY
 echo

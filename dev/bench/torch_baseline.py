@@ -89,11 +89,14 @@ def main():
     mask[:, prompt_len - 1:] = 1.0
     lengths = mask.sum(dim=1)
 
+    micro_batches = batch.get("micro_batches", 1)  # accumulated into each optimizer step, as gpu_step does
+
     def step():
-        logits = model(input_ids=tokens).logits[:, :-1].float()
-        logp = torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, 1:, None]).squeeze(-1)
-        loss = stapo_loss((logp * mask).sum(dim=1), lengths, bench["loss"])
-        loss.backward()
+        for _ in range(micro_batches):
+            logits = model(input_ids=tokens).logits[:, :-1].float()
+            logp = torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, 1:, None]).squeeze(-1)
+            loss = stapo_loss((logp * mask).sum(dim=1), lengths, bench["loss"]) / micro_batches
+            loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return loss
@@ -119,12 +122,12 @@ def main():
 
     median = statistics.median(times)
     # The loss reads the targets at positions prompt_len - 1 .. seq_len - 2 of each sequence.
-    flops = model_flops_per_step(cfg, sequences, seq_len, sequences * (seq_len - prompt_len))
-    flops_all_tokens = model_flops_per_step(cfg, sequences, seq_len, sequences * seq_len)
+    flops = micro_batches * model_flops_per_step(cfg, sequences, seq_len, sequences * (seq_len - prompt_len))
+    flops_all_tokens = micro_batches * model_flops_per_step(cfg, sequences, seq_len, sequences * seq_len)
     peak = next((v for k, v in bench["peak_bf16_tflops"].items() if k != "_comment" and k in name), None)
     result = {
         "impl": "pytorch", "device": name, "torch": torch.__version__,
-        "median_step_s": median, "tokens_per_s": sequences * seq_len / median,
+        "median_step_s": median, "tokens_per_s": micro_batches * sequences * seq_len / median,
         "model_tflops_per_step": flops / 1e12,
         "model_tflops_per_step_all_tokens": flops_all_tokens / 1e12,
         "mfu": (flops / median / 1e12 / peak) if peak else None,
