@@ -534,22 +534,27 @@ size_t differing_elements(CudaEngine& a, CudaEngine& b) {
   return differ;
 }
 
+// Two engines from the same weights, `steps` steps each: the same losses, gradients and weights bit for bit.
+void expect_same_trajectory(const CudaEngineOptions& a_options, const CudaEngineOptions& b_options, int steps,
+                            const std::string& what) {
+  auto model = test::engine_test_model(false, 1234);
+  CudaEngine a(*model, a_options), b(*model, b_options);
+  const std::vector<double> a_losses = train_steps(a, steps), b_losses = train_steps(b, steps);
+  for (int t = 0; t < steps; ++t) EXPECT_EQ(a_losses[t], b_losses[t]) << what << ": loss of step " << t + 1;
+  for (size_t i = 0; i < a.num_tensors(); ++i) {
+    const std::vector<float> x = a.parameter_to_host(i, true), y = b.parameter_to_host(i, true);
+    EXPECT_EQ(std::memcmp(x.data(), y.data(), x.size() * sizeof(float)), 0) << what << ": gradient of tensor " << i;
+  }
+  EXPECT_EQ(differing_elements(a, b), 0u) << what << ": weights";
+}
+
 // The split master is the fp32 master stored in two halves, and both write the same bf16 weights (its high half):
 // the whole trajectory (losses, gradients, master weights) is the same bit for bit, with either kind of moments.
 TEST(CudaEngine, SplitMasterEqualsFp32MasterOverSteps) {
   STAPO_REQUIRE_GPU();
-  auto model = test::engine_test_model(false, 1234);
-  for (MomentKind moments : {MomentKind::fp32, MomentKind::q8}) {
-    CudaEngine fp32(*model, compact_options(1, MasterKind::fp32, moments));
-    CudaEngine split(*model, compact_options(1, MasterKind::split, moments));
-    const std::vector<double> a = train_steps(fp32, 8), b = train_steps(split, 8);
-    for (size_t t = 0; t < a.size(); ++t) EXPECT_EQ(a[t], b[t]) << "loss of step " << t + 1;
-    for (size_t i = 0; i < fp32.num_tensors(); ++i) {
-      const std::vector<float> x = fp32.parameter_to_host(i, true), y = split.parameter_to_host(i, true);
-      EXPECT_EQ(std::memcmp(x.data(), y.data(), x.size() * sizeof(float)), 0) << "gradient of tensor " << i;
-    }
-    EXPECT_EQ(differing_elements(fp32, split), 0u) << moments_name(moments) << " moments: master weights";
-  }
+  for (MomentKind moments : {MomentKind::fp32, MomentKind::q8})
+    expect_same_trajectory(compact_options(1, MasterKind::fp32, moments), compact_options(1, MasterKind::split, moments),
+                           8, cat(moments_name(moments), " moments"));
 }
 
 // 8-bit moments against fp32 ones over 30 steps from the same weights. The CPU twin measured on a tiny model
@@ -585,12 +590,8 @@ TEST(CudaEngine, EightBitMomentsFollowFp32Moments) {
 // state too.
 TEST(CudaEngine, RecomputeLevelsGiveTheSameTrajectory) {
   STAPO_REQUIRE_GPU();
-  auto model = test::engine_test_model(false, 1234);
-  CudaEngine level0(*model, compact_options(0, MasterKind::split, MomentKind::q8));
-  CudaEngine level2(*model, compact_options(2, MasterKind::split, MomentKind::q8));
-  const std::vector<double> a = train_steps(level0, 4), b = train_steps(level2, 4);
-  for (size_t t = 0; t < a.size(); ++t) EXPECT_EQ(a[t], b[t]) << "loss of step " << t + 1;
-  EXPECT_EQ(differing_elements(level0, level2), 0u);
+  expect_same_trajectory(compact_options(0, MasterKind::split, MomentKind::q8),
+                         compact_options(2, MasterKind::split, MomentKind::q8), 4, "recompute 0 vs 2");
 }
 
 // Save after 3 steps, resume into a new engine, 3 more steps: the same weights as 6 steps in one go, for every
