@@ -166,12 +166,15 @@ row() {  # row LOSS EPOCH STEP EVAL_LOG_LINE EVAL_SYNTHETIC_JSON
       n = split(gen_keys, keys, " ")
       for (i = 1; i <= n; i++) printf "\t%s", field(gen, keys[i])
       printf "\n"
-    }' >> "$metrics"
+    }'
 }
 
 train_pairs=$(awk '/^pairs written/ { print $3 }' "$pairs_dir/train.shard.log")
 steps_per_epoch=$(( (train_pairs + BATCH - 1) / BATCH ))
-for loss in $LOSSES; do
+# run_loss LOSS: train it from the SFT model, evaluate every epoch's checkpoint; its metrics rows go to
+# $OUT/LOSS.rows and what it prints to $OUT/LOSS.console (shown in $LOSSES order as the runs end).
+run_loss() {
+  local loss=$1
   # A run is named by its loss, or (stapo-saturate) by a loss and the flag that makes it a variant.
   extra=(--loss "$loss")
   case $loss in
@@ -183,7 +186,6 @@ for loss in $LOSSES; do
   flags_var="FLAGS_${loss//-/_}"
   read -r -a loss_flags <<< "${!flags_var:-}"
   extra+=("${loss_flags[@]}")
-  say "$loss: $EPOCHS epochs on the $PAIRS pairs from the SFT model ${!flags_var:-}"
   # --ref precompute writes into the shard: each loss gets its own copy.
   cp "$pairs_dir/train.shard" "$OUT/$loss.train.shard"
   cp "$pairs_dir/eval.shard" "$OUT/$loss.eval.shard"
@@ -198,9 +200,36 @@ for loss in $LOSSES; do
     [ "$epoch" -eq "$EPOCHS" ] && checkpoint="$OUT/$loss/final"
     log_line=$(grep "^{\"step\":$step,\"eval/" "$OUT/$loss/log.jsonl" || true)
     if [ "$epoch" -eq 0 ]; then gen=$(cat "$PREP/sft_eval.json"); else gen=$(evaluate "$checkpoint"); fi
-    row "$loss" "$epoch" "$step" "$log_line" "$gen"
+    row "$loss" "$epoch" "$step" "$log_line" "$gen" >> "$OUT/$loss.rows"
   done
   rm -f "$OUT/$loss.train.shard" "$OUT/$loss.eval.shard"
+}
+
+# The runs are independent: $JOBS at a time (on the CPU 2, one thread each: the two cores the demo's time is
+# stated for; on the GPU one, since they would share the card).
+JOBS=${JOBS:-$([ "$DEVICE" = cpu ] && echo 2 || echo 1)}
+read -ra losses <<< "$LOSSES"
+pids=()
+finish() {  # finish I: wait for the I-th run, show what it printed, append its rows
+  local status=0
+  wait "${pids[$1]}" || status=$?
+  cat "$OUT/${losses[$1]}.console"
+  [ "$status" -eq 0 ] || { say "${losses[$1]} failed"; exit 1; }
+  cat "$OUT/${losses[$1]}.rows" >> "$metrics"
+  say "${losses[$1]}: finished"
+  rm -f "$OUT/${losses[$1]}.console" "$OUT/${losses[$1]}.rows"
+}
+for i in "${!losses[@]}"; do
+  # At most $JOBS running, shown in order: wait for the oldest one first.
+  if [ "$i" -ge "$JOBS" ]; then finish $(( i - JOBS )); fi
+  rm -f "$OUT/${losses[$i]}.rows"
+  flags_var="FLAGS_${losses[$i]//-/_}"
+  say "start ${losses[$i]}: $EPOCHS epochs on the $PAIRS pairs from the SFT model ${!flags_var:-}"
+  run_loss "${losses[$i]}" > "$OUT/${losses[$i]}.console" 2>&1 &
+  pids[i]=$!
+done
+for (( i = ${#losses[@]} - JOBS; i < ${#losses[@]}; i++ )); do
+  if [ "$i" -ge 0 ]; then finish "$i"; fi
 done
 
 bash dev/demo_report.sh "$metrics" "$OUT"

@@ -18,7 +18,8 @@ LRS=${LRS:-1e-3 3e-4}
 LOSSES=${LOSSES:-simpo dpo ipo stapo stapo-saturate}
 CONTROL_LOSSES=${CONTROL_LOSSES-simpo stapo}  # empty: no control runs
 EPOCHS=${EPOCHS:-10}
-export EPOCHS DEVICE=cpu SKIP_BUILD=1
+# Two runs at a time below, so each run trains its losses one after another (demo.sh's JOBS).
+export EPOCHS DEVICE=cpu SKIP_BUILD=1 JOBS=1
 BUILD=${BUILD:-build}
 
 start=$(date +%s)
