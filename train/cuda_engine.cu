@@ -34,7 +34,7 @@ MemoryPlanInput cuda_engine_plan_input(const ModelConfig& config, const CudaEngi
   MemoryPlanInput in;
   in.master = options.master;
   in.moments = options.moments;
-  in.grads = GradKind::fp32;  // the one kind train/cuda_model.h accumulates
+  in.grads = options.grads;
   in.recompute = options.recompute;
   in.batch_size = batch_size;
   in.max_length = max_length;
@@ -71,6 +71,7 @@ CudaModelOptions CudaEngine::model_options(const CudaEngineOptions& o) {
   m.lm_head_chunk_rows = o.lm_head_chunk_rows;
   m.lm_head_chunk_vocab = o.lm_head_chunk_vocab;
   m.attention = o.attention;
+  m.grads = o.grads;
   return m;
 }
 
@@ -141,22 +142,22 @@ CudaEngine::CudaEngine(const ModelConfig& config, const CpuModel<float>* weights
   *host_scalars_ = StepScalars{};
   cudaCheck(cudaEventCreateWithFlags(&results_ready_, cudaEventDisableTiming));
 
-  // Weights go through an fp32 staging buffer (the master copy, else the gradients, zeroed after) and from there
-  // into the optimizer state (the bf16 weights and the master or its low halves).
-  float* staging = master_ ? master_ : model_->grads();
+  // Weights go through an fp32 staging buffer (the master copy, else the start of the fp32 gradients, which holds
+  // the largest tensor: one tensor at a time, zeroed after) and from there into the optimizer state (the bf16
+  // weights and the master or its low halves).
   for (size_t i = 0; i < specs.size(); ++i) {
     const ParamSpec& s = specs[i];
+    float* staging = master_ ? master_ + offsets[i] : model_->grads();
     if (weights) {
       const Parameter<float>& p = weights->parameters()[i];
       STAPO_CHECK(p.name == s.name && p.numel == s.numel, "CudaEngine: the host model's tensor ", i, " is ", p.name,
                   ", expected ", s.name);
-      cudaCheck(cudaMemcpyAsync(staging + offsets[i], p.data, s.numel * sizeof(float), cudaMemcpyHostToDevice,
-                                stream_));
+      cudaCheck(cudaMemcpyAsync(staging, p.data, s.numel * sizeof(float), cudaMemcpyHostToDevice, stream_));
     } else {
-      random_normal_fill(staging + offsets[i], s.numel, s.is_norm() ? 1.0f : 0.0f,
+      random_normal_fill(staging, s.numel, s.is_norm() ? 1.0f : 0.0f,
                          s.is_norm() ? 0.0f : options.init_stddev, mix64(options.seed ^ mix64(i)), stream_);
     }
-    adamw_compact_init(tensor_state(i), options.master, staging + offsets[i], stream_);
+    adamw_compact_init(tensor_state(i), options.master, staging, stream_);
   }
   if (!master_) model_->zero_grad();
   cudaCheck(cudaStreamSynchronize(stream_));  // the host model may be freed once we return
@@ -317,7 +318,9 @@ void CudaEngine::optimizer_step(const OptimizerUpdate& update) {
   const int64_t t = update.t;
   STAPO_CHECK(t >= 1 && t <= INT32_MAX, "CudaEngine::optimizer_step: step ", t, " out of range");
   CudaModel& model = *model_;
-  grad_norm_accumulate(norm_partials_, model.grads(), model.buffer_elements(), false, stream_);
+  const GradLayout& grads = model.grad_layout();
+  grad_norm_accumulate(norm_partials_, model.grads(), grads.fp32_elements, false, stream_);
+  if (model.grads_bf16()) grad_norm_accumulate(norm_partials_, model.grads_bf16(), grads.bf16_elements, true, stream_);
   grad_norm_finish(&scalars_->grad_norm, &scalars_->clip_scale, &scalars_->apply, norm_partials_,
                    (float)update.max_grad_norm, &scalars_->nonfinite_loss, stream_);
   have_update_ = true;
@@ -330,8 +333,13 @@ void CudaEngine::optimizer_step(const OptimizerUpdate& update) {
                                update.adamw.beta2, update.adamw.eps, t);
     // Stochastic rounding (--master none) needs fresh bits per tensor and step.
     const uint32_t seed = (uint32_t)mix64(options_.seed ^ mix64((uint64_t)t * 1000003u + i));
-    adamw_compact_update(tensor_state(i), options_.master, options_.moments, model.grads() + model.offsets()[i],
-                         step, &scalars_->clip_scale, &scalars_->apply, seed, stream_);
+    if (grads.bf16[i])
+      adamw_compact_update(tensor_state(i), options_.master, options_.moments,
+                           model.grads_bf16() + grads.offsets[i], step, &scalars_->clip_scale, &scalars_->apply,
+                           seed, stream_);
+    else
+      adamw_compact_update(tensor_state(i), options_.master, options_.moments, model.grads() + grads.offsets[i],
+                           step, &scalars_->clip_scale, &scalars_->apply, seed, stream_);
   }
   if (step_open_) {
     open_step_.end = take_event();
@@ -455,21 +463,24 @@ std::string step_stats_summary(const CudaStepStats& s, double peak_tflops) {
 std::vector<float> CudaEngine::parameter_to_host(size_t index, bool grad) {
   const std::vector<ParamSpec>& specs = model_->specs();
   STAPO_CHECK(index < specs.size(), "CudaEngine: parameter index ", index, " of ", specs.size());
-  const size_t at = model_->offsets()[index], n = specs[index].numel;
+  const GradLayout& grads = model_->grad_layout();
+  const size_t at = grad ? grads.offsets[index] : model_->offsets()[index], n = specs[index].numel;
   std::vector<float> out(n);
-  const float* fp32 = grad ? model_->grads() : master_;
+  const float* fp32 = grad ? (grads.bf16[index] ? nullptr : model_->grads()) : master_;
   if (fp32) {
     cudaCheck(cudaMemcpyAsync(out.data(), fp32 + at, n * sizeof(float), cudaMemcpyDeviceToHost, stream_));
     cudaCheck(cudaStreamSynchronize(stream_));
     return out;
   }
+  // bf16 values: a bf16 gradient, or the weights (with the split master's low halves when there are).
+  const bool split = !grad && low_;
+  const void* bf16_source = grad ? (const void*)(model_->grads_bf16() + at) : (const void*)(model_->params() + at);
   std::vector<uint16_t> high(n);
-  std::vector<int16_t> low(low_ ? n : 0);
-  cudaCheck(cudaMemcpyAsync(high.data(), model_->params() + at, n * sizeof(uint16_t), cudaMemcpyDeviceToHost,
-                            stream_));
-  if (low_) cudaCheck(cudaMemcpyAsync(low.data(), low_ + at, n * sizeof(int16_t), cudaMemcpyDeviceToHost, stream_));
+  std::vector<int16_t> low(split ? n : 0);
+  cudaCheck(cudaMemcpyAsync(high.data(), bf16_source, n * sizeof(uint16_t), cudaMemcpyDeviceToHost, stream_));
+  if (split) cudaCheck(cudaMemcpyAsync(low.data(), low_ + at, n * sizeof(int16_t), cudaMemcpyDeviceToHost, stream_));
   cudaCheck(cudaStreamSynchronize(stream_));
-  for (size_t i = 0; i < n; ++i) out[i] = low_ ? split_join(high[i], low[i]) : bf16_bits_to_float(high[i]);
+  for (size_t i = 0; i < n; ++i) out[i] = split ? split_join(high[i], low[i]) : bf16_bits_to_float(high[i]);
   return out;
 }
 
@@ -562,7 +573,8 @@ std::string CudaEngine::description() const {
   size_t count = 0;
   for (const ParamSpec& s : model_->specs()) count += s.numel;
   const MasterKind master = options_.master;
-  return cat("cuda bf16, fp32 gradients, ",
+  return cat("cuda bf16, ", options_.grads == GradKind::bf16 ? "bf16 gradients (fp32 for embeddings, lm_head, norms), "
+                                                              : "fp32 gradients, ",
              master == MasterKind::fp32    ? "fp32 master weights"
              : master == MasterKind::split ? "split master weights (bf16 + low 16 bits)"
                                            : "bf16 weights with stochastic rounding",

@@ -13,12 +13,13 @@
 // memory once (enqueued before AdamW when there is an update) and waits for that copy only: the host's one wait
 // per step. Batch uploads go through pinned buffers (kernels/staging.h), so they do not wait for the stream.
 //
-// Precision: bf16 weights and activations, fp32 gradients (train/cuda_model.h). AdamW (kernels/adamw_compact.h,
+// Precision: bf16 weights and activations, fp32 gradients, or with --grads bf16 bf16 ones for the layers'
+// matmul weights (train/cuda_model.h). AdamW (kernels/adamw_compact.h,
 // one launch per tensor) keeps, by --master: fp32 master weights (default, 4 bytes per parameter), the split
 // master (the low 16 bits beside the bf16 weights: the fp32 master exactly, 2 bytes, and the same numbers as
 // fp32), or none (bf16 weights updated by stochastic rounding); by --moments: fp32 m and v (8 bytes) or 8-bit
 // block-wise ones (2 bytes + 8 per block of 2048; Dettmers et al., ICLR 2022). Per parameter: 2 (weights) + 4
-// (gradients) + master + moments. The device memory of a configuration, before anything is allocated:
+// or 2 (gradients) + master + moments. The device memory of a configuration, before anything is allocated:
 // cuda_engine_plan_input with train/memory_plan.h, from the sizes the model and the kernels allocate.
 #pragma once
 #include <cuda_bf16.h>
@@ -43,6 +44,7 @@ namespace stapo {
 struct CudaEngineOptions {
   MasterKind master = MasterKind::fp32;  // --master: fp32, split (low halves), none (stochastic rounding)
   MomentKind moments = MomentKind::fp32; // --moments: fp32 or 8-bit block-wise
+  GradKind grads = GradKind::fp32;       // --grads: fp32, or bf16 for the layers' matmul weights
   int recompute = 1;         // 0, 1 or 2 (train/cuda_model.h)
   int max_tokens = 0;        // activations for this many tokens allocated up front (0: as batches arrive)
   int lm_head_chunk_rows = 2048;

@@ -45,9 +45,14 @@ CudaModel::CudaModel(const ModelConfig& config, const CudaModelOptions& options,
   specs_ = model_param_specs(c);
   offsets_ = param_offsets(specs_, kParamAlign, &total_);  // train/memory_plan.h: the plan's padding
   params_ = device_alloc_zeroed<bf16>(total_, stream_);
-  grads_ = device_alloc_zeroed<float>(total_, stream_);
+  grad_layout_ = stapo::grad_layout(specs_, options.grads);
+  grads_ = device_alloc_zeroed<float>(grad_layout_.fp32_elements, stream_);
   w_ = param_pointers(c, specs_, offsets_, params_);
-  g_ = param_pointers(c, specs_, offsets_, grads_);
+  g_ = param_pointers(c, specs_, grad_layout_.offsets, grads_);
+  if (grad_layout_.bf16_elements > 0) {
+    grads_bf16_ = device_alloc_zeroed<bf16>(grad_layout_.bf16_elements, stream_);
+    g_bf16_ = param_pointers(c, specs_, grad_layout_.offsets, grads_bf16_);
+  }
 
   const std::vector<float> inv_freq = rope_inv_freq<float>(c.head_dim, c.rope_theta, c.rope_scaling);
   inv_freq_ = device_alloc_zeroed<float>(inv_freq.size(), stream_);
@@ -63,7 +68,8 @@ CudaModel::CudaModel(const ModelConfig& config, const CudaModelOptions& options,
 CudaModel::~CudaModel() {
   try {  // a destructor must not throw; the process is usually exiting when this fails
     cudaCheck(cudaStreamSynchronize(stream_));
-    for (void* p : {(void*)params_, (void*)grads_, (void*)inv_freq_, (void*)rmsnorm_scratch_, arena_})
+    for (void* p : {(void*)params_, (void*)grads_, (void*)grads_bf16_, (void*)inv_freq_, (void*)rmsnorm_scratch_,
+                    arena_})
       if (p) cudaCheck(cudaFree(p));
     if (embedding_index_.order) embedding_grad_index_free(embedding_index_);
     if (lm_head_ws_.logits) lm_head_workspace_free(lm_head_ws_);
@@ -155,7 +161,10 @@ void CudaModel::ensure_tokens(int N) {
   have_forward_ = false;
 }
 
-void CudaModel::zero_grad() { cudaCheck(cudaMemsetAsync(grads_, 0, total_ * sizeof(float), stream_)); }
+void CudaModel::zero_grad() {
+  cudaCheck(cudaMemsetAsync(grads_, 0, grad_layout_.fp32_elements * sizeof(float), stream_));
+  if (grads_bf16_) cudaCheck(cudaMemsetAsync(grads_bf16_, 0, grad_layout_.bf16_elements * sizeof(bf16), stream_));
+}
 
 // ---- attention: ours, or cuDNN's where the build has it and the options ask ----
 
@@ -283,30 +292,38 @@ void CudaModel::backward() {
   for (int l = c.num_hidden_layers - 1; l >= 0; --l) {
     layer_restore(l);
     const LayerParams<bf16>& wl = w_.layers[l];
-    const LayerParams<float>& gl = g_.layers[l];
+    const LayerParams<float>& gl = g_.layers[l];  // the RMSNorm weights' (always fp32)
     const LayerActs& a = acts_[l];
+    // dW (+)= dYᵀ·X of a matmul weight, (M, K) from dY (N, M) and X (N, K), into whichever buffer holds it.
+    auto weight_grad = [&](float* LayerParams<float>::*tensor, bf16* LayerParams<bf16>::*tensor_bf16, const bf16* dy,
+                           const bf16* x, int M, int K) {
+      if (grads_bf16_)
+        matmul_bf16(matmul_, g_bf16_.layers[l].*tensor_bf16, dy, x, M, K, N, true, false, 1.0f, stream_);
+      else
+        matmul_bf16_f32(matmul_, gl.*tensor, dy, x, M, K, N, true, false, 1.0f, stream_);
+    };
     // MLP branch: resid_{l+1} = resid2 + act·Wdᵀ.
     matmul_bf16(matmul_, d_act_, d_resid_, wl.w_down, N, F, C, false, false, 0.0f, stream_);
-    matmul_bf16_f32(matmul_, gl.w_down, d_resid_, a.act, C, F, N, true, false, 1.0f, stream_);
+    weight_grad(&LayerParams<float>::w_down, &LayerParams<bf16>::w_down, d_resid_, a.act, C, F);
     swiglu_backward(d_gate_, d_up_, d_act_, a.gate, a.up, N, F, stream_);
     matmul_bf16(matmul_, d_norm_, d_gate_, wl.w_gate, N, C, F, false, false, 0.0f, stream_);
     matmul_bf16(matmul_, d_norm_, d_up_, wl.w_up, N, C, F, false, false, 1.0f, stream_);
-    matmul_bf16_f32(matmul_, gl.w_gate, d_gate_, a.norm2, F, C, N, true, false, 1.0f, stream_);
-    matmul_bf16_f32(matmul_, gl.w_up, d_up_, a.norm2, F, C, N, true, false, 1.0f, stream_);
+    weight_grad(&LayerParams<float>::w_gate, &LayerParams<bf16>::w_gate, d_gate_, a.norm2, F, C);
+    weight_grad(&LayerParams<float>::w_up, &LayerParams<bf16>::w_up, d_up_, a.norm2, F, C);
     rmsnorm_backward(d_resid_, gl.post_norm, rmsnorm_scratch_, d_norm_, a.resid2, wl.post_norm, a.rstd2, N, C,
                      stream_);
     // Attention branch: resid2 = resid + att·Woᵀ.
     matmul_bf16(matmul_, d_att_, d_resid_, wl.wo, N, H * D, C, false, false, 0.0f, stream_);
-    matmul_bf16_f32(matmul_, gl.wo, d_resid_, a.att, C, H * D, N, true, false, 1.0f, stream_);
+    weight_grad(&LayerParams<float>::wo, &LayerParams<bf16>::wo, d_resid_, a.att, C, H * D);
     attention_backward_any(a, shape);
     rope_backward(d_q_, positions_, inv_freq_, N, H, D, stream_);
     rope_backward(d_k_, positions_, inv_freq_, N, Hkv, D, stream_);
     matmul_bf16(matmul_, d_norm_, d_q_, wl.wq, N, C, H * D, false, false, 0.0f, stream_);
     matmul_bf16(matmul_, d_norm_, d_k_, wl.wk, N, C, Hkv * D, false, false, 1.0f, stream_);
     matmul_bf16(matmul_, d_norm_, d_v_, wl.wv, N, C, Hkv * D, false, false, 1.0f, stream_);
-    matmul_bf16_f32(matmul_, gl.wq, d_q_, a.norm1, H * D, C, N, true, false, 1.0f, stream_);
-    matmul_bf16_f32(matmul_, gl.wk, d_k_, a.norm1, Hkv * D, C, N, true, false, 1.0f, stream_);
-    matmul_bf16_f32(matmul_, gl.wv, d_v_, a.norm1, Hkv * D, C, N, true, false, 1.0f, stream_);
+    weight_grad(&LayerParams<float>::wq, &LayerParams<bf16>::wq, d_q_, a.norm1, H * D, C);
+    weight_grad(&LayerParams<float>::wk, &LayerParams<bf16>::wk, d_k_, a.norm1, Hkv * D, C);
+    weight_grad(&LayerParams<float>::wv, &LayerParams<bf16>::wv, d_v_, a.norm1, Hkv * D, C);
     rmsnorm_backward(d_resid_, gl.input_norm, rmsnorm_scratch_, d_norm_, a.resid, wl.input_norm, a.rstd1, N, C,
                      stream_);
   }

@@ -5,7 +5,9 @@
 // Precision: bf16 weights and activations, fp32 accumulation in every matmul and reduction, and fp32 parameter
 // gradients: the weight-gradient GEMMs write fp32 (cuBLASLt, β = 1), the RMSNorm, embedding and lm_head
 // gradients are added in fp32, so micro-batches accumulate without a bf16 rounding per add (+2 bytes per
-// parameter over bf16 gradients).
+// parameter over bf16 gradients). With GradKind::bf16 ("fp32-partial", train/memory_plan.h's grad_layout) the
+// layers' matmul weights keep bf16 gradients instead (the GEMMs accumulate into bf16: one rounding per
+// micro-batch), the embedding, lm_head and RMSNorm weights fp32: 2 bytes less per layer parameter.
 // Memory (N = rows·T tokens of the largest batch so far, per layer, by recompute level):
 //   0: every activation backward reads is kept:  resid, norm1, q, k, v, att, lse, resid2, norm2, gate, up, act
 //   1: the RMSNorm outputs and the SwiGLU product are recomputed in backward (cheap, memory-bound), the rest kept
@@ -34,6 +36,7 @@
 #include "kernels/staging.h"          // defines: HostStaging
 #include "model/batch.h"              // defines: PairBatch
 #include "model/params.h"             // defines: ParamSpec, LayerParams, GlobalParams
+#include "train/memory_plan.h"        // defines: GradKind, GradLayout
 
 namespace stapo {
 
@@ -51,6 +54,7 @@ struct CudaModelOptions {
   int lm_head_chunk_rows = 2048;
   int lm_head_chunk_vocab = 16384;
   AttentionPath attention = AttentionPath::flash;
+  GradKind grads = GradKind::fp32;  // the layers' matmul-weight gradients (see the header comment)
 };
 
 class CudaModel {
@@ -64,9 +68,13 @@ class CudaModel {
   const ModelConfig& config() const { return config_; }
   const std::vector<ParamSpec>& specs() const { return specs_; }
   const std::vector<size_t>& offsets() const { return offsets_; }  // elements, into params() and grads()
-  size_t buffer_elements() const { return total_; }  // of either buffer, alignment padding (always 0) included
+  size_t buffer_elements() const { return total_; }  // of params(), alignment padding (always 0) included
   __nv_bfloat16* params() { return params_; }        // (buffer_elements())
-  float* grads() { return grads_; }                  // (buffer_elements())
+  // Gradients: tensor i at grad_layout().offsets[i] of grads() (fp32) or, where grad_layout().bf16[i], of
+  // grads_bf16(); the padding between tensors stays 0.
+  const GradLayout& grad_layout() const { return grad_layout_; }
+  float* grads() { return grads_; }                    // (grad_layout().fp32_elements)
+  __nv_bfloat16* grads_bf16() { return grads_bf16_; }  // (grad_layout().bf16_elements), null with GradKind::fp32
 
   void zero_grad();
   // The decoder and the lm_head on the batch's response positions (pair_batch_validate'd first). Enqueued on the
@@ -109,9 +117,12 @@ class CudaModel {
   std::vector<size_t> offsets_;
   size_t total_ = 0;
   __nv_bfloat16* params_ = nullptr;  // (total_)
-  float* grads_ = nullptr;           // (total_)
+  GradLayout grad_layout_;
+  float* grads_ = nullptr;                 // (grad_layout_.fp32_elements)
+  __nv_bfloat16* grads_bf16_ = nullptr;    // (grad_layout_.bf16_elements)
   ParamPointers<__nv_bfloat16> w_;
-  ParamPointers<float> g_;
+  ParamPointers<float> g_;                 // valid for the tensors in grads_
+  ParamPointers<__nv_bfloat16> g_bf16_;    // valid for the tensors in grads_bf16_ (GradKind::bf16 only)
   float* inv_freq_ = nullptr;   // (D/2)
   float* rmsnorm_scratch_ = nullptr;  // rmsnorm_backward_scratch_floats(C), independent of N
 

@@ -51,6 +51,28 @@ MomentKind moments_from_name(const std::string& name, const std::string& flag) {
   fail(flag, " ", name, ": expected fp32 or 8bit");
 }
 
+GradKind grads_from_name(const std::string& name, const std::string& flag) {
+  for (GradKind k : {GradKind::fp32, GradKind::bf16})
+    if (name == grads_name(k)) return k;
+  fail(flag, " ", name, ": expected fp32 or bf16");
+}
+
+GradLayout grad_layout(const std::vector<ParamSpec>& specs, GradKind kind) {
+  GradLayout out;
+  size_t largest = 0;
+  for (const ParamSpec& s : specs) {
+    const bool matmul = s.layer >= 0 && !s.is_norm();
+    const bool bf16 = kind == GradKind::bf16 && matmul;
+    size_t& end = bf16 ? out.bf16_elements : out.fp32_elements;
+    out.offsets.push_back(end);
+    out.bf16.push_back(bf16);
+    end += round_up(s.numel, kParamAlign);
+    largest = std::max(largest, s.numel);
+  }
+  out.fp32_elements = std::max<size_t>(out.fp32_elements, round_up(largest, kParamAlign));
+  return out;
+}
+
 ActivationLayout activation_layout(const ModelConfig& c, uint64_t n, int level) {
   STAPO_CHECK(level >= 0 && level <= 2, "--recompute ", level, " is not 0, 1 or 2");
   const uint64_t C = c.hidden_size, F = c.intermediate_size, H = c.num_attention_heads;
@@ -130,8 +152,13 @@ MemoryPlan memory_plan(const ModelConfig& c, const MemoryPlanInput& in) {
                                                                             "the fp32 master exactly")});
   if (in.master == MasterKind::none)
     plan.items.push_back({"master weights (none)", 0, "bf16 weights updated with stochastic rounding"});
-  plan.items.push_back({cat("gradients (", grads_name(in.grads), ")"), (in.grads == GradKind::fp32 ? 4 : 2) * P,
-                        cat(in.grads == GradKind::fp32 ? 4 : 2, " B", per)});
+  const GradLayout grads = grad_layout(specs, in.grads);
+  if (in.grads == GradKind::fp32)
+    plan.items.push_back({"gradients (fp32)", 4 * grads.fp32_elements, cat("4 B", per)});
+  else
+    plan.items.push_back({"gradients (bf16, fp32-partial)", 2 * grads.bf16_elements + 4 * grads.fp32_elements,
+                          cat("2 B × ", grads.bf16_elements, " layer matmul weights + 4 B × ", grads.fp32_elements,
+                              " embedding, lm_head and RMSNorm weights")});
   if (in.moments == MomentKind::fp32)
     plan.items.push_back({"AdamW moments (fp32 m, v)", 8 * P, cat("8 B", per)});
   else
@@ -211,18 +238,21 @@ std::optional<MemoryPlanInput> memory_plan_fit(const ModelConfig& c, const Memor
     if (master_bytes(master) > master_bytes(in.master)) continue;
     for (int recompute = in.recompute; recompute <= 2; ++recompute)
       for (MomentKind moments : {in.moments, MomentKind::q8})
-        for (int split = 1; split <= in.batch_size; ++split) {
+        for (GradKind grads : {in.grads, GradKind::bf16})
+          for (int split = 1; split <= in.batch_size; ++split) {
             if (in.batch_size % split != 0) continue;
             MemoryPlanInput candidate = in;
             candidate.master = master;
             candidate.recompute = recompute;
             candidate.moments = moments;
+            candidate.grads = grads;
             candidate.batch_size = in.batch_size / split;
             candidate.grad_accum = in.grad_accum * split;
             int cost = 0;
             if (master != in.master) cost += master == MasterKind::split ? 1 : 100;
             if (recompute > in.recompute) cost += (recompute == 2 ? 4 : 0) + (in.recompute == 0 ? 1 : 0);
             if (moments != in.moments) cost += 8;
+            if (grads != in.grads) cost += 8;
             cost += 16 * int(std::ceil(std::log2(double(split))));
             const uint64_t total = memory_plan(c, candidate).total();
             if (total > available) continue;

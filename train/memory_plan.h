@@ -37,6 +37,7 @@ const char* grads_name(GradKind kind);
 // The kinds by those names; another name is an error naming `flag` and the names it takes.
 MasterKind master_from_name(const std::string& name, const std::string& flag = "--master");
 MomentKind moments_from_name(const std::string& name, const std::string& flag = "--moments");
+GradKind grads_from_name(const std::string& name, const std::string& flag = "--grads");
 
 // Every parameter tensor starts at a multiple of kParamAlign elements in the CUDA model's buffers (256 bytes of
 // bf16: 128-bit loads and cuBLASLt), so a buffer of P elements per byte of state holds them.
@@ -51,6 +52,18 @@ enum class ActSlot : int {
   response_sequence, response_h, logp, entropy, response_lse, dlogp,
   d_resid, d_norm, d_att, d_q, d_k, d_v, d_act, d_gate, d_up, attention_scratch,
 };
+// Where the CUDA model keeps each parameter's gradient. --grads fp32: every gradient fp32, at the parameters' own
+// offsets. --grads bf16 ("fp32-partial"): the layers' matmul weights (q, k, v, o, gate, up, down: the
+// weight-gradient GEMMs accumulate into bf16, β = 1) in a bf16 buffer; the embedding, the lm_head and the RMSNorm
+// weights (sums our own kernels add) stay fp32. Each buffer holds its tensors in order, each padded to
+// kParamAlign; the fp32 buffer holds at least the largest tensor (the engine stages weights in it).
+struct GradLayout {
+  std::vector<size_t> offsets;  // per tensor (model/params.h order), elements into its buffer
+  std::vector<bool> bf16;       // per tensor: in the bf16 buffer
+  size_t fp32_elements = 0, bf16_elements = 0;
+};
+GradLayout grad_layout(const std::vector<ParamSpec>& specs, GradKind kind);
+
 // A slot that belongs to a layer (the others are the arena's once).
 inline bool act_slot_per_layer(ActSlot s) { return s <= ActSlot::lse; }
 struct ActBuffer {
@@ -99,11 +112,10 @@ std::string memory_plan_flags(const MemoryPlanInput& from, const MemoryPlanInput
 
 // The cheapest change of flags that makes the plan fit in `available` bytes, or nothing when even the smallest
 // configuration does not. Costs, summed: --master split 1 (exact, the same numbers), --recompute 1 from 0: 1,
-// --recompute 2: 4 (the layers' forward runs twice), --moments 8bit 8 (an approximation), each halving of
-// --batch-size with --grad-accum doubled 16 (the same update, less throughput), --master none 100 (lossy:
-// stochastic rounding instead of master weights). A flag is only changed towards less memory; --max-length never
-// (it changes the data), the gradients' kind never (the CUDA engine accumulates fp32 only: bf16 gradients are
-// modelled here, not built).
+// --recompute 2: 4 (the layers' forward runs twice), --moments 8bit 8 and --grads bf16 8 (approximations), each
+// halving of --batch-size with --grad-accum doubled 16 (the same update, less throughput), --master none 100
+// (lossy: stochastic rounding instead of master weights). A flag is only changed towards less memory, and
+// --max-length never (it changes the data). Ties go to the smaller total.
 std::optional<MemoryPlanInput> memory_plan_fit(const ModelConfig& config, const MemoryPlanInput& input,
                                                uint64_t available);
 

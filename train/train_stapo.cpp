@@ -39,8 +39,9 @@ bool plan_fits(const stapo::CudaEngineOptions& options, const stapo::TrainFlags&
   const auto fit = stapo::memory_plan_fit(config, in, available);
   const std::string need =
       stapo::cat("the plan needs ", stapo::gib(plan.total()), ", ", stapo::gib(available), " are available");
-  if (!fit) stapo::fail(need, " and no choice of --master, --moments, --recompute and --batch-size fits: use a "
-                        "shorter --max-length or a larger device");
+  if (!fit)
+    stapo::fail(need, " and no choice of --master, --moments, --grads, --recompute and --batch-size fits: use a "
+                "shorter --max-length or a larger device");
   stapo::fail(need, ": the cheapest flags that fit are ", stapo::memory_plan_flags(in, *fit), " (",
               stapo::gib(stapo::memory_plan(config, *fit).total()), "); rerun with them, or --dry-run to see the "
               "plan of others");
@@ -65,6 +66,11 @@ int main(int argc, char** argv) {
   app.add_option("--moments", moments,
                  "AdamW moments: fp32 (default) or 8bit (block-wise 8-bit with a dynamic map, Dettmers et al. 2022)")
       ->check(CLI::IsMember({"fp32", "8bit"}));
+  std::string grads = "fp32";
+  app.add_option("--grads", grads,
+                 "parameter gradients: fp32 (default: micro-batches accumulate exactly) or bf16 (the layers' matmul "
+                 "weights in bf16, the embedding, lm_head and RMSNorm weights fp32: 2 bytes less per parameter)")
+      ->check(CLI::IsMember({"fp32", "bf16"}));
   double cap_gib = 0;
   app.add_option("--memory-cap-gib", cap_gib,
                  "behave as on a card of this much memory in all (GiB; the CUDA context counts): what is free "
@@ -104,6 +110,7 @@ int main(int argc, char** argv) {
     options.seed = flags.trainer.seed;
     options.master = bf16_params ? stapo::MasterKind::none : stapo::master_from_name(master);
     options.moments = stapo::moments_from_name(moments);
+    options.grads = stapo::grads_from_name(grads);
     options.memory_cap_bytes = (uint64_t)(cap_gib * double(1ull << 30));
     if (!plan_fits(options, flags, dry_run)) return;
     auto make_engine = [&](const std::string& dir) -> std::unique_ptr<stapo::Engine> {

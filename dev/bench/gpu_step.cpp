@@ -9,12 +9,13 @@
 // (mfu_all_tokens, the number reported before engine v2). MFU is against the config's peak for this device,
 // peak memory is what the engine brought into use on the device (cudaMemGetInfo, the CUDA context excluded,
 // like torch.cuda.max_memory_allocated), beside the planner's prediction (train/memory_plan.h) for the same
-// configuration. A config's optional `engine` object sets train_stapo's engine flags (master, moments, recompute;
-// the command line overrides them) and `memory_cap_gib` caps the device memory the engine may use (as
+// configuration. A config's optional `engine` object sets train_stapo's engine flags (master, moments, grads,
+// recompute; the command line overrides them) and `memory_cap_gib` caps the device memory the engine may use (as
 // --memory-cap-gib): a plan above the cap is refused, and an allocation past it fails as on the smaller card.
 //
 //   build-gpu/dev/bench/gpu_step --config dev/bench/gpu_step_config.json --out result.json [--bf16-params]
-//     [--master fp32|split|none] [--moments fp32|8bit] [--recompute 0|1|2] [--attention flash|cudnn]
+//     [--master fp32|split|none] [--moments fp32|8bit] [--grads fp32|bf16] [--recompute 0|1|2]
+//     [--attention flash|cudnn]
 //     [--memory-cap-gib G]
 #include <algorithm>
 #include <cmath>
@@ -76,7 +77,7 @@ int main(int argc, char** argv) {
   stapo::CudaEngineOptions options;
   app.add_option("--config", config_path, "the benchmark config shared with dev/bench/torch_baseline.py");
   app.add_option("--out", out_path, "also write the result JSON here");
-  std::string master, moments;
+  std::string master, moments, grads;
   int recompute = -1;
   double cap_gib = -1;
   bool bf16_params = false;
@@ -86,6 +87,8 @@ int main(int argc, char** argv) {
                  "engine.master, else fp32)")->check(CLI::IsMember({"fp32", "split", "none"}));
   app.add_option("--moments", moments, "AdamW moments fp32 or 8bit (train_stapo's; default: the config's "
                  "engine.moments, else fp32)")->check(CLI::IsMember({"fp32", "8bit"}));
+  app.add_option("--grads", grads, "gradients fp32 or bf16 (train_stapo's; default: the config's engine.grads, else "
+                 "fp32)")->check(CLI::IsMember({"fp32", "bf16"}));
   app.add_option("--recompute", recompute, "activation recomputation level 0, 1 or 2 (train_stapo's; default: the "
                  "config's engine.recompute, else 1)")->check(CLI::Range(0, 2));
   app.add_option("--memory-cap-gib", cap_gib, "device memory cap in GiB (default: the config's memory_cap_gib, "
@@ -134,8 +137,8 @@ int main(int argc, char** argv) {
     options.moments = stapo::moments_from_name(moments.empty() ? engine_flags.value("moments", "fp32") : moments,
                                                config_path + " engine.moments");
     options.recompute = recompute >= 0 ? recompute : engine_flags.value("recompute", 1);
-    STAPO_CHECK(engine_flags.value("grads", "fp32") == "fp32", config_path, ": engine.grads ",
-                engine_flags.value("grads", "fp32"), " is not built (the CUDA engine accumulates fp32 gradients)");
+    options.grads = stapo::grads_from_name(grads.empty() ? engine_flags.value("grads", "fp32") : grads,
+                                           config_path + " engine.grads");
     if (cap_gib < 0) cap_gib = bench.value("memory_cap_gib", 0.0);
     options.memory_cap_bytes = (uint64_t)(cap_gib * double(1ull << 30));
     const stapo::PairBatch batch = bench_batch(pairs, seq_len, prompt_len, config.vocab_size);
@@ -198,6 +201,7 @@ int main(int argc, char** argv) {
     result["memory_cap_gib"] = cap_gib > 0 ? nlohmann::json(cap_gib) : nlohmann::json(nullptr);
     result["master"] = stapo::master_name(options.master);
     result["moments"] = stapo::moments_name(options.moments);
+    result["grads"] = stapo::grads_name(options.grads);
     result["recompute"] = options.recompute;
     result["attention"] = attention;
     result["loss"] = last_loss;

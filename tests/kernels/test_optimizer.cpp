@@ -42,6 +42,22 @@ TEST(KernelGradNorm, NormOverSeveralTensorsAndClipScale) {
   }
 }
 
+// bf16 gradients (--grads bf16) added to an fp32 tensor's partial sums: the norm of both, to fp32 summation error
+// over the bf16 values.
+TEST(KernelGradNorm, Bf16GradientsAddToTheSameNorm) {
+  STAPO_REQUIRE_GPU();
+  const std::vector<float> g32 = random_normal(1003, 0.01f, 11), g16 = round_bf16(random_normal(1000003, 0.01f, 12));
+  const double norm = std::sqrt(grad_sum_squares(g32.data(), g32.size()) + grad_sum_squares(g16.data(), g16.size()));
+  DeviceArray<float> d32(g32), partials(GRAD_NORM_BLOCKS), d_norm(1), d_scale(1);
+  DeviceArray<int> d_apply(1);
+  const auto d16 = device_bf16(g16);
+  grad_norm_accumulate(partials.get(), d32.get(), g32.size(), false, 0);
+  grad_norm_accumulate(partials.get(), d16->get(), g16.size(), true, 0);
+  grad_norm_finish(d_norm.get(), d_scale.get(), d_apply.get(), partials.get(), 0.0f, nullptr, 0);
+  EXPECT_TRUE(all_close(d_norm.download(), {(float)norm}, 0, 1e-5));
+  EXPECT_EQ(d_apply.download()[0], 1);
+}
+
 // The decision to update: 0 for a norm that is not finite (one NaN or inf gradient) and for a step whose loss was
 // not finite (the flag pair_loss sets), as the CPU engine's optimizer_step decides; the clip scale is then 1, as
 // train/grad_clip.h's grad_clip_factor gives for a norm that is not finite.

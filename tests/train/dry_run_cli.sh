@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
 # train_stapo --dry-run on the CPU (no device needed): the memory plan it prints for Llama-3-8B at 4 pairs × 2048
 # and its refusals, as a user sees them. The plan's arithmetic is test_memory_plan's; here, by hand:
-#   --master split --moments 8bit --recompute 2 (the engine's gradients are fp32): test_memory_plan's total for
-#   these flags with bf16 gradients, 73,611,192,372 B, plus 2 more bytes per parameter for fp32 gradients,
-#   2 × 8,030,261,248 = 16,060,522,496: 89,671,714,868 B (the kernels' workspaces are the ones that test uses:
-#   the engine's defaults at C = 4096).
-#   - that plan prints with its exact total, and --dry-run exits 0;
+#   --master split --moments 8bit --grads bf16 --recompute 2: test_memory_plan's Llama3_8BByHand, 75,713,071,156 B
+#   (the kernels' workspaces there are the engine's defaults at C = 4096); with fp32 gradients 4 B for every
+#   parameter instead of 2 B for the 6,979,321,856 layer matmul weights: + 13,958,643,712 = 89,671,714,868 B.
+#   - those plans print with their exact totals, and --dry-run exits 0;
 #   - train_stapo's defaults (fp32 master and moments, --recompute 1) at 4 pairs under --memory-cap-gib 79.6 are
 #     refused (exit 1; 184.07 GiB), naming the cheapest flags that fit (test_memory_plan's CheapestFlagsThatFit);
 #   - the same with the suggested flags fits (exit 0);
@@ -31,20 +30,22 @@ JSON
 # --data and --out are never opened by a dry run.
 RUN=("$B/train_stapo" --dry-run --model "$W/model" --data "$W/none.bin" --out "$W/out" --max-length 2048)
 
-"${RUN[@]}" --batch-size 4 --master split --moments 8bit --recompute 2 >"$W/plan.log" 2>&1
-rc=$?
-if [ $rc = 0 ] && grep -q "total .*(89671714868 bytes)" "$W/plan.log" && grep -q "AdamW moments (8-bit m, v)" "$W/plan.log" \
-   && grep -q "master weights (split: low 16 bits)" "$W/plan.log" && grep -q "gradients (fp32)" "$W/plan.log"; then
-  pass plan
-else
-  fail plan "exit $rc or not the hand-computed total 89671714868 bytes"
-fi
+for grads in bf16:75713071156 fp32:89671714868; do
+  "${RUN[@]}" --batch-size 4 --master split --moments 8bit --grads "${grads%%:*}" --recompute 2 >"$W/plan.log" 2>&1
+  rc=$?
+  if [ $rc = 0 ] && grep -q "total .*(${grads##*:} bytes)" "$W/plan.log" && grep -q "AdamW moments (8-bit m, v)" "$W/plan.log" \
+     && grep -q "master weights (split: low 16 bits)" "$W/plan.log" && grep -q "gradients (${grads%%:*}" "$W/plan.log"; then
+    pass "plan_${grads%%:*}"
+  else
+    fail "plan_${grads%%:*}" "exit $rc or not the hand-computed total ${grads##*:} bytes"
+  fi
+done
 
 "${RUN[@]}" --batch-size 4 --grad-accum 2 --memory-cap-gib 79.6 >"$W/refused.log" 2>&1
 rc=$?
 flags=$(sed -n 's/.*the cheapest flags that fit are \(.*\) (.*/\1/p' "$W/refused.log")
 # test_memory_plan's CheapestFlagsThatFit (its comment has the arithmetic).
-expected="--master split --recompute 2 --moments 8bit --batch-size 2 --grad-accum 4"
+expected="--master split --recompute 2 --moments 8bit --grads bf16"
 if [ $rc = 1 ] && grep -q "^error: the plan needs 184.07 GiB, 79.60 GiB are available" "$W/refused.log" \
    && [ "$flags" = "$expected" ]; then
   pass refused
@@ -58,7 +59,7 @@ else
   fail refused "exit $rc (expected 1), or not 184.07 GiB needed, or the flags named are not: $expected"
 fi
 
-for bad in "--master fp16" "--moments 4bit"; do
+for bad in "--master fp16" "--moments 4bit" "--grads fp8"; do
   # shellcheck disable=SC2086
   "${RUN[@]}" --batch-size 4 $bad >"$W/bad.log" 2>&1
   rc=$?
