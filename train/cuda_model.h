@@ -19,7 +19,8 @@
 // the prompts are skipped): their final-norm rows are gathered (kernels/rows.h) and the fused lm_head_forward
 // gives log-prob and entropy per response position without (M, V) logits; backward scatters dh back.
 // Parameters live in one bf16 buffer in model/params.h's order, each tensor starting on a 256-byte boundary;
-// the gradients in an fp32 buffer with the same element offsets. One stream, the caller's.
+// the gradients in an fp32 buffer (and, with GradKind::bf16, a bf16 one) laid out by train/memory_plan.h's
+// grad_layout. One stream, the caller's.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>

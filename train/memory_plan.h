@@ -8,7 +8,8 @@
 // scratch, cuDNN) come in as MemoryPlanInput::workspaces, filled by the engine from the kernels' own functions.
 //
 // Per parameter (P elements, each tensor padded to a multiple of 128):
-//   weights bf16 2·P;  master: fp32 4·P, split 2·P (the low halves), none 0;  gradients: bf16 2·P, fp32 4·P;
+//   weights bf16 2·P;  master: fp32 4·P, split 2·P (the low halves), none 0;  gradients: fp32 4·P, bf16 2 B
+//   per layer matmul weight + 4 B per embedding, lm_head and RMSNorm weight (grad_layout);
 //   moments: fp32 8·P, 8-bit 2·P + 8 per block of 2048 (absmax of m and v).
 // Activations for N = 2 · batch-size · max-length tokens (the engine's arena, each buffer 256-byte aligned), by
 // --recompute: 0 keeps every activation of every layer; 1 keeps all but the RMSNorm outputs and the SwiGLU
