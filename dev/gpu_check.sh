@@ -2,10 +2,12 @@
 # ONE command for all GPU verification, sized for a short lease on a lent H100/H200:
 #   versions -> configure + build of the GPU targets (Release, sm_90a, all cores) -> every `gpu`-labelled test ->
 #   the CUDA engine's tests again with their measured errors printed (tests/train/test_cuda_engine.cpp) -> the
-#   benchmark pair (ours vs PyTorch; and ours on cuDNN's attention where that path is built) -> the 8B benchmark
-#   under an 80 GB cap (ours vs PyTorch, dev/bench/gpu_step_8b.json) -> the dev/cuda
-#   playgrounds -> a short `make demo` on the GPU -> compute-sanitizer memcheck over the kernel and engine tests
-#   -> a summary table, printed last. GPU_CHECK_PARTS selects parts.
+#   benchmarks (ours with the SIMT and the tensor-core attention, each with its per-phase table; ours lean; ours
+#   on cuDNN's attention where that path is built; PyTorch's baselines pure_bf16 and amp with their phases, then
+#   amp under torch.compile) -> the 8B benchmark under an 80 GB cap (ours vs PyTorch's pure_bf16 and amp,
+#   dev/bench/gpu_step_8b.json) -> the dev/cuda playgrounds (attention versions 2, 4, 5 in one table) -> a short
+#   `make demo` on the GPU -> compute-sanitizer memcheck over the kernel and engine tests -> racecheck over the
+#   tensor-core attention tests -> a summary table, printed last. GPU_CHECK_PARTS selects parts.
 # It keeps going after a failure, bounds each part with a timeout, and reports each part. A part whose tests were
 # all skipped (no usable device) fails: skipped is never ok here. Results go to the folder given as $1, else
 # $OUT, else ./out/gpu_check.
@@ -135,17 +137,24 @@ demo_gpu() {
     timeout 300 bash dev/demo.sh && cp /tmp/stapo-demo-gpu/summary.md "$out/demo_summary.md"
 }
 
+# make -C dev/cuda's flags for the sysroot's OpenBLAS, one per line (none without a sysroot).
+playground_blas_flags() {
+  if [ -n "${STAPO_SYSROOT:-}" ]; then
+    printf '%s\n' "BLAS_CFLAGS=-I$STAPO_SYSROOT/usr/include/x86_64-linux-gnu/openblas-pthread" \
+      "BLAS_LIBS=$STAPO_SYSROOT_BLAS"
+  fi
+}
+
 # The dev/cuda playgrounds: each checks its kernel against the CPU twin, then times it (per-kernel numbers).
 playgrounds() {
   local blas=()
-  if [ -n "${STAPO_SYSROOT:-}" ]; then
-    blas+=("BLAS_CFLAGS=-I$STAPO_SYSROOT/usr/include/x86_64-linux-gnu/openblas-pthread" "BLAS_LIBS=$STAPO_SYSROOT_BLAS")
-  fi
+  mapfile -t blas < <(playground_blas_flags)
   make -C dev/cuda -j "$jobs" "${blas[@]}" || return 1
   local failed=0 playground
-  echo "-- attention 4 (tensor cores, not yet in kernels/)"
-  timeout 60 dev/cuda/attention 4 || failed=1
-  for playground in attention embedding lm_head rmsnorm rope swiglu adamw; do
+  # SIMT (2), WMMA (4) and mma.sync (5, kernels/attention_flash2.cu): each validated, then one timing table.
+  echo "-- attention 2 4 5"
+  timeout 120 dev/cuda/attention 2 4 5 || failed=1
+  for playground in embedding lm_head rmsnorm rope swiglu adamw; do
     echo "-- $playground"
     timeout 60 "dev/cuda/$playground" || failed=1
   done
@@ -155,12 +164,25 @@ playgrounds() {
     local include
     include=$(grep "^STAPO_CUDNN_INCLUDE_DIR:PATH=" "$build/CMakeCache.txt" | cut -d= -f2)
     rm -f dev/cuda/attention
-    echo "-- attention 3 (cuDNN)"
+    echo "-- attention 3 5 (cuDNN, the yardstick, beside ours on tensor cores)"
     make -C dev/cuda attention CUDNN=1 "${blas[@]}" "CUDNN_DIRS=-I$include -L$lib -Xlinker -rpath=$lib" &&
-      timeout 120 dev/cuda/attention 3 || failed=1
+      timeout 120 dev/cuda/attention 3 5 || failed=1
     rm -f dev/cuda/attention
   fi
   return $failed
+}
+
+# Only the attention (not a default part: gpu_tests and playgrounds cover it): its GPU tests on both
+# implementations, then the playground's versions 2, 4 and 5. For a short first call on the tensor-core kernels:
+# GPU_CHECK_PARTS="attention racecheck".
+attention() {
+  local log="$out/attention.gtest.log" status=0 blas=()
+  timeout 120 "$build/tests/kernels/test_kernels" --gtest_filter='*Attention*' >"$log" 2>&1 || status=$?
+  cat "$log"
+  gtest_ran "$log" || status=4
+  mapfile -t blas < <(playground_blas_flags)
+  make -C dev/cuda attention "${blas[@]}" && timeout 120 dev/cuda/attention 2 4 5 || status=1
+  return $status
 }
 
 # Out-of-bounds and misaligned accesses in every kernel test and every engine test (slow: the last part).
@@ -175,15 +197,29 @@ sanitizer() {
   return $status
 }
 
+# Shared-memory races in the tensor-core attention (its cp.async double buffering): the flash2 cases of
+# test_kernels under racecheck.
+racecheck() {
+  local log="$out/racecheck.test_kernels.log" status=0
+  timeout 240 compute-sanitizer --tool racecheck --error-exitcode 1 "$build/tests/kernels/test_kernels" \
+    --gtest_filter='*KernelAttention*flash2*' >"$log" 2>&1 || status=1
+  grep -E "RACECHECK SUMMARY|ERROR SUMMARY|tests? from .* ran|PASSED|FAILED|SKIPPED" "$log"
+  gtest_ran "$log" || status=1
+  return $status
+}
+
+# bench_torch NAME BASELINE [flags]: writes $out/bench_torch_NAME.json.
 bench_torch() {
-  PYTHONUNBUFFERED=1 timeout 150 python3 dev/bench/torch_baseline.py --config dev/bench/gpu_step_config.json \
-    --out "$out/bench_torch.json"
+  local name=$1 baseline=$2
+  shift 2
+  PYTHONUNBUFFERED=1 timeout 240 python3 dev/bench/torch_baseline.py --config dev/bench/gpu_step_config.json \
+    --baseline "$baseline" --out "$out/bench_torch_$name.json" "$@"
 }
 
 # The 8B on one 80 GB card (dev/bench/gpu_step_8b.json, issue #17): gpu_step behaves as on a card of the config's
 # memory_cap_gib (79.6) whatever this card has, refuses a plan above it, and fails when an allocation passes it.
-# The part also fails when the measured peak exceeds the cap. PyTorch at the same config (capped the same way) is
-# expected to run out of memory: its JSON then records where and what it held.
+# The part also fails when the measured peak exceeds the cap. PyTorch's pure_bf16 and amp baselines at the same
+# config (capped the same way) are expected to run out of memory: their JSON then records where and what they held.
 bench_8b() {
   [ -x "$build/dev/bench/gpu_step" ] || { echo "dev/bench/gpu_step is not built"; return 3; }
   timeout 420 "$build/dev/bench/gpu_step" --config dev/bench/gpu_step_8b.json --out "$out/bench_8b.json" || return $?
@@ -196,13 +232,14 @@ sys.exit(0 if r["peak_memory_gib"] <= cap else 1)
 PY
 }
 
+# bench_torch_8b BASELINE: writes $out/bench_torch_8b_BASELINE.json.
 bench_torch_8b() {
   PYTHONUNBUFFERED=1 timeout 300 python3 dev/bench/torch_baseline.py --config dev/bench/gpu_step_8b.json \
-    --out "$out/bench_torch_8b.json"
+    --baseline "$1" --out "$out/bench_torch_8b_$1.json"
 }
 
 # GPU_CHECK_PARTS picks parts for a second, shorter call (e.g. "gpu_tests playgrounds"); the build always runs.
-parts=" ${GPU_CHECK_PARTS:-versions gpu_tests engine_tests bench bench_8b playgrounds demo_gpu sanitizer} "
+parts=" ${GPU_CHECK_PARTS:-versions gpu_tests engine_tests bench bench_8b playgrounds demo_gpu sanitizer racecheck} "
 want() { [[ $parts == *" $1 "* ]]; }
 
 want versions && run_part versions versions
@@ -215,19 +252,27 @@ fi
 want gpu_tests && run_part gpu_tests gpu_tests
 want engine_tests && run_part engine_tests engine_tests
 if want bench; then
-  run_part bench_ours bench_ours ours
+  run_part bench_ours bench_ours ours --phases 3
+  run_part bench_flash2 bench_ours ours_flash2 --attention flash2 --phases 3
+  # bf16 weights with stochastic rounding: the like-for-like of PyTorch's pure_bf16 baseline.
+  run_part bench_bf16 bench_ours ours_bf16 --bf16-params
   # The least-memory configuration: bf16 weights with stochastic rounding, every layer recomputed.
   run_part bench_lowmem bench_ours ours_lowmem --bf16-params --recompute 2
   if cudnn_built; then run_part bench_cudnn bench_ours ours_cudnn --attention cudnn; fi
-  run_part bench_torch bench_torch
+  run_part bench_torch bench_torch pure_bf16 pure_bf16 --phases
+  run_part bench_torch_amp bench_torch amp amp --phases
+  run_part bench_compile bench_torch amp_compile amp_compile
 fi
 if want bench_8b; then
   run_part bench_8b bench_8b
-  run_part bench_torch_8b bench_torch_8b
+  run_part bench_torch_8b_pure_bf16 bench_torch_8b pure_bf16
+  run_part bench_torch_8b_amp bench_torch_8b amp
 fi
+want attention && run_part attention attention
 want playgrounds && run_part playgrounds playgrounds
 want demo_gpu && run_part demo_gpu demo_gpu
 want sanitizer && run_part sanitizer sanitizer
+want racecheck && run_part racecheck racecheck
 
 echo
 echo "== test results (ctest -L gpu; the engine tests' measured errors in engine_tests.log)"
@@ -238,8 +283,10 @@ echo "== benchmark (dev/bench/gpu_step_config.json)"
 python3 - "$out" <<'PY'
 import json, os, sys
 out = sys.argv[1]
+IMPLS = ("ours", "ours_flash2", "ours_bf16", "ours_lowmem", "ours_cudnn", "torch_pure_bf16", "torch_amp",
+         "torch_amp_compile")
 rows = []
-for impl in ("ours", "ours_lowmem", "ours_cudnn", "torch"):
+for impl in IMPLS:
     path = os.path.join(out, f"bench_{impl}.json")
     if os.path.exists(path):
         r = json.load(open(path))
@@ -247,39 +294,54 @@ for impl in ("ours", "ours_lowmem", "ours_cudnn", "torch"):
         # The count before engine v2 (the lm_head on every token), for comparison with earlier runs.
         mfu_all = f"{100 * r['mfu_all_tokens']:.1f}%" if r.get("mfu_all_tokens") else "?"
         mem = f"{r['peak_memory_gib']:.1f} GiB" if r.get("peak_memory_gib") else "?"
-        rows.append(f"{impl:11s} {r['median_step_s'] * 1000:9.1f} ms {r['tokens_per_s']:10.0f} tok/s  MFU {mfu:>6s} "
+        rows.append(f"{impl:17s} {r['median_step_s'] * 1000:9.1f} ms {r['tokens_per_s']:10.0f} tok/s  MFU {mfu:>6s} "
                     f"(all-token count {mfu_all:>6s})  peak {mem}")
     else:
-        rows.append(f"{impl:11s} (no result)")
+        rows.append(f"{impl:17s} (no result)")
 results = {}
-for impl in ("ours", "ours_lowmem", "ours_cudnn", "torch"):
+for impl in IMPLS:
     path = os.path.join(out, f"bench_{impl}.json")
     if os.path.exists(path):
         results[impl] = json.load(open(path))
-torch_r = results.get("torch")
+torch_r = results.get("torch_amp") or results.get("torch_pure_bf16")
 ours_r = results.get("ours")
 if ours_r and torch_r and abs(ours_r["model_tflops_per_step"] / torch_r["model_tflops_per_step"] - 1) > 1e-9:
     rows.append(f"MISMATCH: model TFLOP per step, ours {ours_r['model_tflops_per_step']} vs torch "
                 f"{torch_r['model_tflops_per_step']} (train/model_flops.h and torch_baseline.py must agree)")
-for impl in ("ours", "ours_lowmem", "ours_cudnn"):
-    r = results.get(impl)
-    if r and torch_r and torch_r.get("peak_memory_gib") and r.get("peak_memory_gib"):
-        rows.append(f"{impl} / torch: tokens/s x{r['tokens_per_s'] / torch_r['tokens_per_s']:.2f} (goal >= 1.5), "
-                    f"peak memory x{r['peak_memory_gib'] / torch_r['peak_memory_gib']:.2f} (goal <= 0.5)")
-for impl in ("8b", "torch_8b"):  # dev/bench/gpu_step_8b.json
+# The issue's comparisons: our default against (2) amp and (3) amp_compile, --bf16-params against (1) pure_bf16.
+for impl, base, goal in (("ours", "torch_amp", 1.5), ("ours_flash2", "torch_amp", 1.5), ("ours", "torch_amp_compile", 1.2),
+                         ("ours_flash2", "torch_amp_compile", 1.2), ("ours_bf16", "torch_pure_bf16", None),
+                         ("ours_lowmem", "torch_pure_bf16", None),
+                         ("ours_lowmem", "torch_amp", None)):
+    r, b = results.get(impl), results.get(base)
+    if r and b and b.get("peak_memory_gib") and r.get("peak_memory_gib"):
+        rows.append(f"{impl} / {base}: tokens/s x{r['tokens_per_s'] / b['tokens_per_s']:.2f}"
+                    + (f" (goal >= {goal})" if goal else "")
+                    + f", peak memory x{r['peak_memory_gib'] / b['peak_memory_gib']:.2f}")
+for impl in ("8b", "torch_8b_pure_bf16", "torch_8b_amp"):  # dev/bench/gpu_step_8b.json
     path = os.path.join(out, f"bench_{impl}.json")
     if not os.path.exists(path):
-        rows.append(f"{impl:11s} (no result)")
+        rows.append(f"{impl:18s} (no result)")
         continue
     r = json.load(open(path))
     if r.get("oom"):
-        rows.append(f"{impl:11s} out of memory during {r.get('oom_during')} (held "
+        rows.append(f"{impl:18s} out of memory during {r.get('oom_during')} (held "
                     f"{r.get('allocated_gib_at_oom', 0):.1f} GiB)")
         continue
     planned = f" (planned {r['planned_memory_gib']:.2f} GiB)" if r.get("planned_memory_gib") else ""
     mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") else "?"
-    rows.append(f"{impl:11s} {r['median_step_s'] * 1000:9.1f} ms {r['tokens_per_s']:10.0f} tok/s  MFU {mfu:>6s} (goal "
+    rows.append(f"{impl:18s} {r['median_step_s'] * 1000:9.1f} ms {r['tokens_per_s']:10.0f} tok/s  MFU {mfu:>6s} (goal "
                 f">= 40%)  peak {r['peak_memory_gib']:.2f} GiB{planned}")
+# Per-phase tables side by side (ms per step): ours from CUDA events, PyTorch's from torch.profiler.
+with_phases = [impl for impl in IMPLS if "phases_ms" in results.get(impl, {})]
+if with_phases:
+    rows.append("")
+    rows.append("| phase | " + " | ".join(with_phases) + " |")
+    rows.append("|---|" + "---:|" * len(with_phases))
+    names = list(dict.fromkeys(n for impl in with_phases for n in results[impl]["phases_ms"]))
+    for name in names:
+        rows.append(f"| {name} | " + " | ".join(f"{results[impl]['phases_ms'].get(name, 0):.2f}" for impl in with_phases)
+                    + " |")
 print("\n".join(rows))
 PY
 echo

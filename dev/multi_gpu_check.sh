@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # ONE command for the multi-GPU checks of data parallel (docs/distributed.md), sized for one call of under 8
 # minutes on a node with 2-8 GPUs (NVLink or PCIe), launched by mpirun:
-#   versions -> build (GPU targets + MPI) -> the NCCL backend's GPU test (W = 1) -> the CPU engine's data-parallel
+#   versions -> build (GPU targets + MPI) -> the NCCL backend's and the CUDA engine's GPU tests at W = 1 (the
+#   engine over NCCL equals the engine without it, bit for bit, train/cuda_zero.h) -> the CPU engine's data-parallel
 #   tests (mpirun -np 1/2/4) -> reduce-scatter (fp32) and all-gather (bf16) bus bandwidth at W = 2, 4, 8 ->
 #   train_stapo at W = 1, 2, 4, 8 against grad_accum W on one GPU, ZeRO-1 on and off, a checkpoint saved at 8 and
 #   resumed at 4 -> tokens/s at fixed pairs per GPU for W = 1, 2, 4, 8 -> a summary table, printed last.
@@ -10,9 +11,8 @@
 #
 #   dev/multi_gpu_check.sh [OUTDIR]
 #
-# Status: written without a multi-GPU machine; it has NOT run yet. The training parts need train_stapo's
-# data-parallel engine (the CUDA engine's NCCL/ZeRO-1 integration); until it is built, train_stapo refuses
-# several processes and those parts report FAIL with that reason.
+# Status: written without a multi-GPU machine; it has NOT run yet, and neither has train_stapo with more than one
+# rank (train/cuda_zero.h: NCCL, ZeRO-1), which its training parts are the first test of.
 # Machines without the Debian build packages: run `dev/device_deps.sh download` where a registry is reachable,
 # carry .debs/ and .deps/; this script unpacks them (OpenMPI included) into .sysroot/ as dev/gpu_check.sh does.
 set -u -o pipefail
@@ -62,10 +62,13 @@ configure_and_build() {
   cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DSTAPO_CUDA=ON -DSTAPO_CUDA_ARCHS="${STAPO_CUDA_ARCHS:-90a}" \
     "${extra[@]}" &&
     cmake --build "$build" -j "$(nproc)" --target train_stapo train_stapo_cpu make_synthetic_data prepare_data \
-      collective_bw test_collective_nccl test_data_parallel
+      collective_bw test_collective_nccl test_cuda_engine test_data_parallel
 }
 
-nccl_w1() { (cd "$build" && ctest -R 'CollectiveNccl|data_parallel_np' --output-on-failure --timeout 120); }
+nccl_w1() {
+  (cd "$build" && ctest -R 'CollectiveNccl|NcclOneRankEqualsOneProcess|data_parallel_np' --output-on-failure \
+    --timeout 120)
+}
 
 busbw() {
   local w

@@ -10,7 +10,8 @@
 // state.master (n) fp32; state.low (n) int16; state.m, state.v (n) fp32; state.m_code, state.v_code (n) uint8;
 // state.m_absmax, state.v_absmax (quant_blocks(n)) fp32; grads (n). clip_scale: one device float, or nullptr for
 // 1. apply: one device int, 0 leaves everything untouched (a step whose norm or loss was not finite), or nullptr
-// to always update. seed: MasterKind::none's stochastic rounding (hashed with the element's index in the tensor).
+// to always update. seed: MasterKind::none's stochastic rounding (hashed with the element's index in the tensor,
+// state.index_base + i: a data-parallel rank's part of a tensor gets the bits the whole tensor's update would).
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>

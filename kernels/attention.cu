@@ -394,27 +394,21 @@ __global__ void __launch_bounds__(ATTN_THREADS, 1)
   }
 }
 
-// Hopper's per-block limit of opt-in shared memory.
-constexpr size_t ATTN_MAX_SMEM = 227 * 1024;
-static_assert(attention_forward_smem<128>() <= ATTN_MAX_SMEM, "forward tiles exceed shared memory");
-static_assert(attention_dkv_smem<128>() <= ATTN_MAX_SMEM, "dk/dv tiles exceed shared memory");
-static_assert(attention_dq_smem<128>() <= ATTN_MAX_SMEM, "dq tiles exceed shared memory");
+static_assert(attention_forward_smem<128>() <= MAX_BLOCK_SMEM, "forward tiles exceed shared memory");
+static_assert(attention_dkv_smem<128>() <= MAX_BLOCK_SMEM, "dk/dv tiles exceed shared memory");
+static_assert(attention_dq_smem<128>() <= MAX_BLOCK_SMEM, "dq tiles exceed shared memory");
 
 // ---- launchers ----
 
-static void attention_check(const AttentionShape& s, const char* op) {
+void attention_check(const AttentionShape& s, const char* op,
+                     std::initializer_list<std::pair<const char*, const void*>> tensors) {
   STAPO_CHECK(s.rows > 0 && s.T > 0, op, ": empty batch (rows = ", s.rows, ", T = ", s.T, ")");
   STAPO_CHECK(s.D == 64 || s.D == 128, op, ": head dim D = ", s.D, " is not supported (64 or 128)");
   STAPO_CHECK(s.H > 0 && s.Hkv > 0 && s.H % s.Hkv == 0, op, ": H = ", s.H, " must be a positive multiple of Hkv = ",
               s.Hkv);
   STAPO_CHECK(s.window >= 0, op, ": window = ", s.window, " must be ≥ 0 (0 = none)");
   STAPO_CHECK(s.rows <= 65535 && s.H <= 65535, op, ": rows = ", s.rows, " or H = ", s.H, " exceeds the grid limit");
-}
-
-// Kernels using more than 48 KiB of shared memory must opt in, once per kernel.
-template <typename Kernel>
-static void allow_smem(Kernel kernel, size_t bytes) {
-  cudaCheck(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+  for (const auto& [name, p] : tensors) check_aligned16(p, op, name);
 }
 
 template <int D>
@@ -430,12 +424,7 @@ static void attention_forward_launch(bf16* out, float* lse, const bf16* q, const
 
 void attention_forward(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v,
                        const AttentionShape& shape, const int32_t* segments, cudaStream_t stream) {
-  attention_check(shape, "attention_forward");
-  const char* op = "attention_forward";
-  check_aligned16(out, op, "out");
-  check_aligned16(q, op, "q");
-  check_aligned16(k, op, "k");
-  check_aligned16(v, op, "v");
+  attention_check(shape, "attention_forward", {{"out", out}, {"q", q}, {"k", k}, {"v", v}});
   if (shape.D == 64)
     attention_forward_launch<64>(out, lse, q, k, v, shape, segments, stream);
   else
@@ -444,6 +433,13 @@ void attention_forward(bf16* out, float* lse, const bf16* q, const bf16* k, cons
 
 size_t attention_backward_scratch_floats(const AttentionShape& shape) {
   return (size_t)shape.rows * shape.T * shape.H;
+}
+
+void attention_delta(float* delta, const bf16* dout, const bf16* out, const AttentionShape& shape,
+                     cudaStream_t stream) {
+  const size_t heads = attention_backward_scratch_floats(shape);
+  attention_delta_kernel<<<(unsigned)((heads * 32 + 255) / 256), 256, 0, stream>>>(delta, dout, out, heads, shape.D);
+  cudaCheck(cudaGetLastError());
 }
 
 template <int D>
@@ -467,18 +463,8 @@ static void attention_backward_launch(bf16* dq, bf16* dk, bf16* dv, const float*
 void attention_backward(bf16* dq, bf16* dk, bf16* dv, float* scratch, const bf16* dout, const bf16* out,
                         const float* lse, const bf16* q, const bf16* k, const bf16* v, const AttentionShape& shape,
                         const int32_t* segments, cudaStream_t stream) {
-  attention_check(shape, "attention_backward");
-  const char* op = "attention_backward";
-  check_aligned16(dq, op, "dq");
-  check_aligned16(dk, op, "dk");
-  check_aligned16(dv, op, "dv");
-  check_aligned16(q, op, "q");
-  check_aligned16(k, op, "k");
-  check_aligned16(v, op, "v");
-  const size_t heads = attention_backward_scratch_floats(shape);
-  attention_delta_kernel<<<(unsigned)((heads * 32 + 255) / 256), 256, 0, stream>>>(scratch, dout, out, heads,
-                                                                                   shape.D);
-  cudaCheck(cudaGetLastError());
+  attention_check(shape, "attention_backward", {{"dq", dq}, {"dk", dk}, {"dv", dv}, {"q", q}, {"k", k}, {"v", v}});
+  attention_delta(scratch, dout, out, shape, stream);
   if (shape.D == 64)
     attention_backward_launch<64>(dq, dk, dv, scratch, dout, lse, q, k, v, shape, segments, stream);
   else

@@ -11,12 +11,20 @@
 // Key tiles wholly after a query tile (causal) or wholly before its window are never visited; a visited tile in
 // which no pair is visible (another packed sequence) is skipped before it is loaded; the rest is masked per
 // element. fp32 in shared memory and registers; D ∈ {64, 128}.
+//
+// Two implementations with one interface: attention_forward / attention_backward are the SIMT kernels above
+// (kernels/attention.cu, what train_stapo runs unless --attention says otherwise); attention_flash2_forward /
+// attention_flash2_backward compute the same on tensor cores, FlashAttention-2's design (bf16 mma.sync with fp32
+// accumulation, P and dS rounded to bf16 before their products; kernels/attention_flash2.cuh), same tensors,
+// scratch and masking rule.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
+#include <utility>
 
 #include "model/ops/attention.h"  // defines: AttentionShape
 
@@ -32,5 +40,21 @@ void attention_backward(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* dv,
                         const __nv_bfloat16* dout, const __nv_bfloat16* out, const float* lse,
                         const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,
                         const AttentionShape& shape, const int32_t* segments, cudaStream_t stream);
+
+void attention_flash2_forward(__nv_bfloat16* out, float* lse, const __nv_bfloat16* q, const __nv_bfloat16* k,
+                              const __nv_bfloat16* v, const AttentionShape& shape, const int32_t* segments,
+                              cudaStream_t stream);
+
+void attention_flash2_backward(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* dv, float* scratch,
+                               const __nv_bfloat16* dout, const __nv_bfloat16* out, const float* lse,
+                               const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,
+                               const AttentionShape& shape, const int32_t* segments, cudaStream_t stream);
+
+// Shared by both implementations' launchers: the shape and alignment preconditions (stapo::Error naming `op` and
+// the tensor), and the backward's first step delta (N, H) = Σ_d dout·out in fp32.
+void attention_check(const AttentionShape& shape, const char* op,
+                     std::initializer_list<std::pair<const char*, const void*>> tensors);
+void attention_delta(float* delta, const __nv_bfloat16* dout, const __nv_bfloat16* out, const AttentionShape& shape,
+                     cudaStream_t stream);
 
 }  // namespace stapo

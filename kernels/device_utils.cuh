@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "common/error.h"
+#include "kernels/cuda_common.h"  // defines: cudaCheck
 
 namespace stapo {
 
@@ -63,6 +64,15 @@ __device__ inline float block_reduce(float v) {
 
 __device__ inline float block_sum(float v) { return block_reduce<false>(v); }
 __device__ inline float block_max(float v) { return block_reduce<true>(v); }
+
+// Hopper's per-block limit of opt-in shared memory.
+constexpr size_t MAX_BLOCK_SMEM = 227 * 1024;
+
+// Kernels using more than 48 KiB of dynamic shared memory must opt in (cheap; done at every launch).
+template <typename Kernel>
+inline void allow_smem(Kernel kernel, size_t bytes) {
+  cudaCheck(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+}
 
 // Launcher preconditions: the kernels use 128-bit accesses, so pointers must be 16-byte aligned.
 inline void check_aligned16(const void* p, const char* op, const char* tensor) {

@@ -3,8 +3,9 @@
 //   norm = sqrt(Σ over every gradient tensor Σ_i g_i²),   clip_scale = min(1, max_norm / (norm + 1e-6))
 // (torch.nn.utils.clip_grad_norm_'s rule, train/grad_clip.h's grad_clip_factor; max_norm ≤ 0 or a norm that is not
 // finite: clip_scale = 1). apply = 1 when the norm is finite and no loss of the step was (*nonfinite_loss == 0,
-// set by kernels/preference_loss.h's pair_loss), else 0: adamw_update reads it and leaves everything untouched.
-// The scale is not applied here: adamw_update reads it, so the gradients are read once more at most.
+// set by kernels/preference_loss.h's pair_loss), else 0: adamw_compact_update reads it and leaves everything
+// untouched. The scale is not applied here: adamw_compact_update reads it, so the gradients are read once more at
+// most.
 // Usage: grad_norm_accumulate over each gradient tensor (accumulate = false for the first), then
 // grad_norm_finish. partials holds GRAD_NORM_BLOCKS floats; the sum order is fixed, so the norm is deterministic.
 // Gradients are fp32 (accumulated over the step's micro-batches) or, for part of them, bf16; squares accumulate

@@ -61,4 +61,20 @@ void pair_batch_validate(const PairBatch& b, int vocab_size) {
                 ": rebuild the shard with prepare_data");
 }
 
+LogpRows logp_rows(const PairBatch& b, bool chosen_prompts) {
+  STAPO_CHECK(!chosen_prompts || !b.prompt_sequence.empty(), "logp_rows: an NLL over prompt + response needs the "
+              "batch's prompt_sequence (the dataloader fills it; batches built by hand must too)");
+  LogpRows out;
+  for (size_t i = 0; i < b.response_sequence.size(); ++i) {
+    const int32_t s = b.response_sequence[i], p = chosen_prompts ? b.prompt_sequence[i] : -1;
+    const bool prompt = p >= 0 && p % 2 == 0;
+    if (s < 0 && !prompt) continue;
+    out.index.push_back((int32_t)i);
+    out.targets.push_back(b.tokens.targets[i]);
+    out.response_sequence.push_back(s);
+    if (chosen_prompts) out.prompt_sequence.push_back(prompt ? p : -1);
+  }
+  return out;
+}
+
 }  // namespace stapo

@@ -40,4 +40,15 @@ void token_batch_validate(const TokenBatch& batch, int vocab_size);
 // in range, with targets, and never on a response position.
 void pair_batch_validate(const PairBatch& batch, int vocab_size);
 
+// The positions whose log-prob a loss reads, in position order (the CUDA model runs its lm_head on these rows
+// only): every response position and, with chosen_prompts (an NLL over prompt + response, TRL's ORPO), the
+// predicted prompt positions of each CHOSEN sequence (prompt_sequence even; the rejected prompts are never read).
+// Per row: its index into the (rows, T) batch, its target, and its sequence in the response_sequence and
+// prompt_sequence sense (−1 where the row is not one of those); prompt_sequence is empty without chosen_prompts.
+struct LogpRows {
+  std::vector<int32_t> index, targets, response_sequence, prompt_sequence;
+};
+// A stapo::Error when chosen_prompts is asked of a batch without prompt_sequence.
+LogpRows logp_rows(const PairBatch& batch, bool chosen_prompts);
+
 }  // namespace stapo

@@ -1,6 +1,8 @@
 // The parameter description (model/params.h).
 #include "model/params.h"
 
+#include <algorithm>
+#include <cstring>
 #include <set>
 
 #include "common/error.h"
@@ -46,6 +48,30 @@ std::vector<size_t> param_offsets(const std::vector<ParamSpec>& specs, size_t al
   }
   if (total) *total = round_up(end);
   return offsets;
+}
+
+PackedRange param_packed_range(const std::vector<ParamSpec>& specs, const std::vector<size_t>& offsets, size_t begin,
+                               size_t end) {
+  // Elements of tensor i before buffer position x: clamp(x − offsets[i], 0, numel).
+  auto before = [&](size_t i, size_t x) { return x <= offsets[i] ? 0 : std::min(x - offsets[i], specs[i].numel); };
+  PackedRange out;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    out.first += before(i, begin);
+    out.last += before(i, end);
+  }
+  return out;
+}
+
+void param_drop_padding(const std::vector<ParamSpec>& specs, const std::vector<size_t>& offsets,
+                        std::vector<float>& buffer) {
+  size_t at = 0;
+  for (size_t i = 0; i < specs.size(); ++i) {  // tensors only move towards the front
+    STAPO_CHECK(offsets[i] + specs[i].numel <= buffer.size(), "param_drop_padding: tensor ", specs[i].name,
+                " ends past the buffer's ", buffer.size(), " elements");
+    std::memmove(buffer.data() + at, buffer.data() + offsets[i], specs[i].numel * sizeof(float));
+    at += specs[i].numel;
+  }
+  buffer.resize(at);
 }
 
 static std::string shape_str(const std::vector<int64_t>& shape) {

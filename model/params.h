@@ -47,6 +47,18 @@ std::vector<ParamSpec> model_param_specs(const ModelConfig& config);
 // `align` elements; *total (when given) is the buffer's size in elements, also a multiple of `align`.
 std::vector<size_t> param_offsets(const std::vector<ParamSpec>& specs, size_t align, size_t* total);
 
+// Files hold the tensors back to back without that padding (checkpoints, train/optimizer_state.h). Range
+// [begin, end) of a buffer laid out by param_offsets holds the tensor elements [first, last) of that packed order:
+// a data-parallel rank's shard of the buffer is one run of the file.
+struct PackedRange {
+  size_t first = 0, last = 0;
+};
+PackedRange param_packed_range(const std::vector<ParamSpec>& specs, const std::vector<size_t>& offsets, size_t begin,
+                               size_t end);
+// A whole buffer laid out by param_offsets → its tensors back to back (the file's order), in place.
+void param_drop_padding(const std::vector<ParamSpec>& specs, const std::vector<size_t>& offsets,
+                        std::vector<float>& buffer);
+
 // Pointers to one decoder layer's tensors (weights or gradients, whatever the buffer holds).
 template <typename T>
 struct LayerParams {

@@ -29,9 +29,9 @@ template <typename T>
 void adamw_update(T* p, const T* grad, T* m, T* v, size_t n, double lr, double weight_decay,
                   const AdamWConfig& config, int64_t t, double grad_scale);
 
-// One update of one tensor's compact state (every pointer the kinds need set), from fp32 gradients `grads` (n)
-// scaled by `clip`; `seed` feeds MasterKind::none's stochastic rounding (the element index within the tensor is
-// hashed with it). Float arithmetic, OpenMP over the quantisation blocks: any thread count gives the same bits.
+// One update of one tensor's compact state, or a part's (every pointer the kinds need set), from fp32 gradients
+// `grads` (n) scaled by `clip`; `seed` feeds MasterKind::none's stochastic rounding (the element's index within the
+// tensor, state.index_base + i, is hashed with it). Float arithmetic, OpenMP over the quantisation blocks: any thread count gives the same bits.
 void adamw_compact_update(const AdamWState& state, MasterKind master, MomentKind moments, const float* grads,
                           const AdamWStep<float>& step, float clip, uint32_t seed);
 

@@ -104,6 +104,11 @@ ShardRange shard_range(size_t n, int rank, int world_size) {
   return {begin, std::min(n, begin + per) - begin};
 }
 
+ShardRange range_overlap(const ShardRange& range, size_t offset, size_t numel) {
+  const size_t lo = std::max(offset, range.begin), hi = std::min(offset + numel, range.end());
+  return hi > lo ? ShardRange{lo, hi - lo} : ShardRange{lo, 0};
+}
+
 size_t element_size(ElementType type) { return type == ElementType::f64 ? 8 : type == ElementType::f32 ? 4 : 2; }
 
 template <>

@@ -38,6 +38,8 @@ struct ShardRange {
   size_t end() const { return begin + count; }
 };
 ShardRange shard_range(size_t n, int rank, int world_size);
+// The part of [offset, offset + numel) (a tensor in a parameter buffer) inside `range` (count 0: none).
+ShardRange range_overlap(const ShardRange& range, size_t offset, size_t numel);
 
 enum class ElementType { f32, f64, bf16 };
 size_t element_size(ElementType type);

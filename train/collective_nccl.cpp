@@ -113,7 +113,10 @@ class NcclCollective : public Collective {
     synchronize(host_stream_);
   }
 
+  // Under MPI, MPI's barrier, which has no timeout: rank 0's reference pass (train/train_main.h) may keep the others
+  // waiting here far longer than any collective should take. Without MPI, --collective-timeout bounds it too.
   void barrier() override {
+    if (mpi_) return mpi_->barrier();
     double one = 1;
     all_reduce_host(&one, 1, ReduceOp::sum);
   }

@@ -38,6 +38,8 @@ MemoryPlanInput cuda_engine_plan_input(const ModelConfig& config, const CudaEngi
   in.recompute = options.recompute;
   in.batch_size = batch_size;
   in.max_length = max_length;
+  in.ranks = CudaZero::shards(options.data_parallel);
+  in.zero1 = options.zero1;
   const int C = config.hidden_size;
   in.workspaces = {
       {"cuBLASLt workspace", kMatmulWorkspaceBytes, "kernels/matmul.h"},
@@ -72,21 +74,27 @@ CudaModelOptions CudaEngine::model_options(const CudaEngineOptions& o) {
   m.lm_head_chunk_vocab = o.lm_head_chunk_vocab;
   m.attention = o.attention;
   m.grads = o.grads;
+  m.shards = CudaZero::shards(o.data_parallel);
   return m;
 }
 
 AdamWState CudaEngine::tensor_state(size_t i) const {
-  const size_t at = model_->offsets()[i];
+  const ShardRange mine = ranks_->updates();
+  const size_t offset = model_->offsets()[i];
+  const ShardRange part = range_overlap(mine, offset, model_->specs()[i].numel);
   AdamWState s;
-  s.n = model_->specs()[i].numel;
-  s.weights = reinterpret_cast<uint16_t*>(model_->params() + at);
+  if (part.count == 0) return s;
+  const size_t at = part.begin - mine.begin;  // into the state arrays, which start at mine.begin
+  s.n = part.count;
+  s.index_base = part.begin - offset;
+  s.weights = reinterpret_cast<uint16_t*>(model_->params() + part.begin);
   if (master_) s.master = master_ + at;
   if (low_) s.low = low_ + at;
   if (m_) {
     s.m = m_ + at;
     s.v = v_ + at;
   }
-  if (m_code_) {
+  if (m_code_) {  // one rank: the whole tensor
     s.m_code = m_code_ + at;
     s.v_code = v_code_ + at;
     s.m_absmax = m_absmax_ + block_offsets_[i];
@@ -103,6 +111,8 @@ CudaEngine::CudaEngine(const ModelConfig& config, const CudaEngineOptions& optio
 
 CudaEngine::CudaEngine(const ModelConfig& config, const CpuModel<float>* weights, const CudaEngineOptions& options)
     : options_(options) {
+  const std::string refused = data_parallel_unsupported(cuda_engine_plan_input(config, options, 1, 2));
+  STAPO_CHECK(refused.empty(), "CudaEngine: ", refused);
   std::string why;
   STAPO_CHECK(cuda_device_available(&why), "no CUDA device: ", why, ". Use ./train_stapo_cpu on the CPU.");
   if (options_.peak_tflops <= 0) options_.peak_tflops = peak_bf16_tflops(cuda_device_description());
@@ -118,48 +128,58 @@ CudaEngine::CudaEngine(const ModelConfig& config, const CpuModel<float>* weights
   cudaCheck(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   model_ = std::make_unique<CudaModel>(config, model_options(options), stream_);
 
-  const size_t total = model_->buffer_elements();
+  ranks_ = std::make_unique<CudaZero>(options.data_parallel, options.zero1, model_->buffer_elements(), stream_);
   const std::vector<ParamSpec>& specs = model_->specs();
   const std::vector<size_t>& offsets = model_->offsets();
-  if (options.master == MasterKind::fp32) master_ = device_alloc_zeroed<float>(total, stream_);
-  if (options.master == MasterKind::split) low_ = device_alloc_zeroed<int16_t>(total, stream_);
+  const size_t mine = ranks_->updates().count;  // elements of this rank's optimizer state
+  if (options.master == MasterKind::fp32) master_ = device_alloc_zeroed<float>(mine, stream_);
+  if (options.master == MasterKind::split) low_ = device_alloc_zeroed<int16_t>(mine, stream_);
   if (options.moments == MomentKind::fp32) {
-    m_ = device_alloc_zeroed<float>(total, stream_);
-    v_ = device_alloc_zeroed<float>(total, stream_);
-  } else {
+    m_ = device_alloc_zeroed<float>(mine, stream_);
+    v_ = device_alloc_zeroed<float>(mine, stream_);
+  } else {  // one rank (data_parallel_unsupported): the whole buffer
     for (const ParamSpec& s : specs) {
       block_offsets_.push_back(blocks_);
       blocks_ += quant_blocks(s.numel);
     }
-    m_code_ = device_alloc_zeroed<uint8_t>(total, stream_);
-    v_code_ = device_alloc_zeroed<uint8_t>(total, stream_);
+    m_code_ = device_alloc_zeroed<uint8_t>(mine, stream_);
+    v_code_ = device_alloc_zeroed<uint8_t>(mine, stream_);
     m_absmax_ = device_alloc_zeroed<float>(blocks_, stream_);  // absmax 0: every moment decodes to 0
     v_absmax_ = device_alloc_zeroed<float>(blocks_, stream_);
   }
-  norm_partials_ = device_alloc_zeroed<float>(GRAD_NORM_BLOCKS, stream_);
+  norm_partials_ = device_alloc_zeroed<float>(GRAD_NORM_BLOCKS + 1, stream_);
   scalars_ = device_alloc_zeroed<StepScalars>(1, stream_);
   cudaCheck(cudaMallocHost(&host_scalars_, sizeof(StepScalars)));
   *host_scalars_ = StepScalars{};
   cudaCheck(cudaEventCreateWithFlags(&results_ready_, cudaEventDisableTiming));
 
-  // Weights go through an fp32 staging buffer (the master copy, else the start of the fp32 gradients, which holds
-  // the largest tensor: one tensor at a time, zeroed after) and from there into the optimizer state (the bf16
-  // weights and the master or its low halves).
+  // Weights go through an fp32 staging buffer (the master copy when this rank holds all of it, else the start of
+  // the fp32 gradients, which holds the largest tensor: one tensor at a time, zeroed after) and from there into
+  // the bf16 weights of the whole tensor and this rank's part of the optimizer state (the master or its low
+  // halves). Every rank builds the whole model alone, without a collective.
+  float* whole_master = ranks_->holds_whole() ? master_ : nullptr;
   for (size_t i = 0; i < specs.size(); ++i) {
     const ParamSpec& s = specs[i];
-    float* staging = master_ ? master_ + offsets[i] : model_->grads();
+    float* staging = whole_master ? whole_master + offsets[i] : model_->grads();
     if (weights) {
       const Parameter<float>& p = weights->parameters()[i];
       STAPO_CHECK(p.name == s.name && p.numel == s.numel, "CudaEngine: the host model's tensor ", i, " is ", p.name,
                   ", expected ", s.name);
       cudaCheck(cudaMemcpyAsync(staging, p.data, s.numel * sizeof(float), cudaMemcpyHostToDevice, stream_));
     } else {
-      random_normal_fill(staging, s.numel, s.is_norm() ? 1.0f : 0.0f,
-                         s.is_norm() ? 0.0f : options.init_stddev, mix64(options.seed ^ mix64(i)), stream_);
+      random_normal_fill(staging, s.numel, s.is_norm() ? 1.0f : 0.0f, s.is_norm() ? 0.0f : options.init_stddev,
+                         mix64(options.seed ^ mix64(i)), stream_);
     }
-    adamw_compact_init(tensor_state(i), options.master, staging, stream_);
+    const AdamWState part = tensor_state(i);
+    if (part.n < s.numel) {  // ZeRO-1: the bf16 weights of the whole tensor first
+      AdamWState tensor;
+      tensor.n = s.numel;
+      tensor.weights = reinterpret_cast<uint16_t*>(model_->params() + offsets[i]);
+      adamw_compact_init(tensor, MasterKind::none, staging, stream_);
+    }
+    if (part.n > 0) adamw_compact_init(part, options.master, staging + part.index_base, stream_);
   }
-  if (!master_) model_->zero_grad();
+  if (!whole_master) model_->zero_grad();
   cudaCheck(cudaStreamSynchronize(stream_));  // the host model may be freed once we return
   last_report_ = std::chrono::steady_clock::now();
   sample_memory();
@@ -171,7 +191,7 @@ CudaEngine::~CudaEngine() {
     model_.reset();
     for (void* p : {(void*)master_, (void*)low_, (void*)m_, (void*)v_, (void*)m_code_, (void*)v_code_,
                     (void*)m_absmax_, (void*)v_absmax_, (void*)norm_partials_, (void*)scalars_, (void*)dseq_,
-                    (void*)reference_logps_, ballast_})
+                    (void*)reference_logps_, (void*)dprompt_, ballast_})
       if (p) cudaCheck(cudaFree(p));
     if (host_scalars_) cudaCheck(cudaFreeHost(host_scalars_));
     free_slots(slots_, false);
@@ -196,6 +216,8 @@ void CudaEngine::ensure_slots(int pairs) {
   grown.seq_logp = device_alloc_zeroed<float>(2 * (size_t)capacity, stream_);
   grown.seq_entropy = device_alloc_zeroed<float>(2 * (size_t)capacity, stream_);
   grown.seq_tokens = device_alloc_zeroed<float>(2 * (size_t)capacity, stream_);
+  grown.seq_prompt_logp = device_alloc_zeroed<float>(2 * (size_t)capacity, stream_);
+  grown.seq_prompt_tokens = device_alloc_zeroed<float>(2 * (size_t)capacity, stream_);
   grown.losses = device_alloc_zeroed<PairLoss<float>>(capacity, stream_);
   copy_slots(grown, slots_, pending_pairs_, cudaMemcpyDeviceToDevice);  // the pairs already there move along
   cudaCheck(cudaStreamSynchronize(stream_));  // the old slots and their pinned copies are no longer in use
@@ -206,6 +228,8 @@ void CudaEngine::ensure_slots(int pairs) {
   cudaCheck(cudaMallocHost(&host_slots_.seq_logp, 2 * (size_t)capacity * sizeof(float)));
   cudaCheck(cudaMallocHost(&host_slots_.seq_entropy, 2 * (size_t)capacity * sizeof(float)));
   cudaCheck(cudaMallocHost(&host_slots_.seq_tokens, 2 * (size_t)capacity * sizeof(float)));
+  cudaCheck(cudaMallocHost(&host_slots_.seq_prompt_logp, 2 * (size_t)capacity * sizeof(float)));
+  cudaCheck(cudaMallocHost(&host_slots_.seq_prompt_tokens, 2 * (size_t)capacity * sizeof(float)));
   cudaCheck(cudaMallocHost(&host_slots_.losses, (size_t)capacity * sizeof(PairLoss<float>)));
   results_copied_ = false;  // the host copies were dropped
 }
@@ -213,7 +237,7 @@ void CudaEngine::ensure_slots(int pairs) {
 void CudaEngine::ensure_batch_sequences(int sequences) {
   if (sequences <= batch_sequence_capacity_) return;
   cudaCheck(cudaStreamSynchronize(stream_));  // the old buffers are no longer in use
-  for (float** p : {&dseq_, &reference_logps_}) {
+  for (float** p : {&dseq_, &reference_logps_, &dprompt_}) {
     if (*p) cudaCheck(cudaFree(*p));
     *p = device_alloc_zeroed<float>(sequences, stream_);
   }
@@ -222,10 +246,12 @@ void CudaEngine::ensure_batch_sequences(int sequences) {
 
 void CudaEngine::run_pairs(const PairBatch& batch, const LossConfig& loss, const StepScale& scale, bool backward) {
   CudaModel& model = *model_;
-  STAPO_CHECK(!loss_uses_prompt(loss), "CudaEngine: an NLL term over prompt + response is not implemented on the "
-              "GPU (the fused reduction sums response positions only): use --nll-span response or the CPU engine");
+  // The chosen prompt's log-prob, for an NLL term over prompt + response (TRL's ORPO): its rows join the lm_head's.
+  const bool prompt = loss_uses_prompt(loss);
+  STAPO_CHECK(pending_pairs_ == 0 || prompt == pending_prompt_, "CudaEngine: pairs with and without an NLL over "
+              "prompt + response between two take_results (one loss per step and per evaluation)");
   if (batch.num_pairs == 0) return pair_batch_validate(batch, model.config().vocab_size);  // nothing to run
-  model.forward(batch);  // validates the batch
+  model.forward(batch, prompt);  // validates the batch (its last phase, lm_head_loss, also covers the loss below)
   const int pairs = batch.num_pairs, sequences = 2 * pairs, M = model.response_rows();
   ensure_slots(pending_pairs_ + pairs);
   ensure_batch_sequences(sequences);
@@ -233,12 +259,18 @@ void CudaEngine::run_pairs(const PairBatch& batch, const LossConfig& loss, const
   float *seq_logp = slots_.seq_logp + first, *seq_tokens = slots_.seq_tokens + first;
   sequence_sums(seq_logp, slots_.seq_entropy + first, seq_tokens, model.logp(), model.entropy(),
                 model.response_sequence(), M, sequences, stream_);
+  float* seq_prompt_logp = prompt ? slots_.seq_prompt_logp + first : nullptr;
+  if (prompt)
+    sequence_sums(seq_prompt_logp, nullptr, slots_.seq_prompt_tokens + first, model.logp(), nullptr,
+                  model.prompt_sequence(), M, sequences, stream_);
   const bool have_reference = !batch.reference_logps.empty();
   if (have_reference)
     staging_.upload({{reference_logps_, batch.reference_logps.data(), sequences * sizeof(float)}}, stream_);
   pair_loss(slots_.losses + pending_pairs_, dseq_, seq_logp, seq_tokens, have_reference ? reference_logps_ : nullptr,
-            loss, (float)scale.nll_weight(), (float)(1.0 / scale.pairs), pairs, &scalars_->nonfinite_loss, stream_);
+            loss, (float)scale.nll_weight(), (float)(1.0 / scale.pairs), pairs, &scalars_->nonfinite_loss, stream_,
+            seq_prompt_logp, prompt ? dprompt_ : nullptr);
   pending_pairs_ += pairs;
+  pending_prompt_ = prompt;
   pending_ids_.insert(pending_ids_.end(), batch.pair_ids.begin(), batch.pair_ids.end());
   if (have_reference)
     pending_refs_.insert(pending_refs_.end(), batch.reference_logps.begin(), batch.reference_logps.end());
@@ -246,7 +278,8 @@ void CudaEngine::run_pairs(const PairBatch& batch, const LossConfig& loss, const
     pending_refs_.resize(pending_refs_.size() + sequences, 0.0f);
   results_copied_ = false;
 
-  const BatchFlopCounts counts = batch_flop_counts(batch);
+  BatchFlopCounts counts = batch_flop_counts(batch);
+  counts.response_rows = M;  // the lm_head's rows: the chosen prompts' too when the objective reads them
   const double passes = backward ? 3.0 : 1.0;  // a backward costs twice the forward
   if (step_open_) {
     open_step_.flops += passes * batch_forward_flops_needed(model.config(), counts);
@@ -254,13 +287,15 @@ void CudaEngine::run_pairs(const PairBatch& batch, const LossConfig& loss, const
   }
   if (backward) {
     token_dlogp(model.dlogp(), dseq_, model.response_sequence(), M, stream_);
+    if (prompt) token_dlogp_prompt(model.dlogp(), dprompt_, model.prompt_sequence(), M, stream_);
     model.backward();
   }
   sample_memory();
 }
 
 void CudaEngine::free_slots(PairSlots& slots, bool pinned) {
-  for (void* p : {(void*)slots.seq_logp, (void*)slots.seq_entropy, (void*)slots.seq_tokens, (void*)slots.losses})
+  for (void* p : {(void*)slots.seq_logp, (void*)slots.seq_entropy, (void*)slots.seq_tokens,
+                  (void*)slots.seq_prompt_logp, (void*)slots.seq_prompt_tokens, (void*)slots.losses})
     if (p) cudaCheck(pinned ? cudaFreeHost(p) : cudaFree(p));
   slots = PairSlots{};
 }
@@ -271,6 +306,10 @@ void CudaEngine::copy_slots(const PairSlots& to, const PairSlots& from, int pair
   cudaCheck(cudaMemcpyAsync(to.seq_logp, from.seq_logp, sequence_bytes, kind, stream_));
   cudaCheck(cudaMemcpyAsync(to.seq_entropy, from.seq_entropy, sequence_bytes, kind, stream_));
   cudaCheck(cudaMemcpyAsync(to.seq_tokens, from.seq_tokens, sequence_bytes, kind, stream_));
+  if (pending_prompt_) {
+    cudaCheck(cudaMemcpyAsync(to.seq_prompt_logp, from.seq_prompt_logp, sequence_bytes, kind, stream_));
+    cudaCheck(cudaMemcpyAsync(to.seq_prompt_tokens, from.seq_prompt_tokens, sequence_bytes, kind, stream_));
+  }
   cudaCheck(cudaMemcpyAsync(to.losses, from.losses, (size_t)pairs * sizeof(PairLoss<float>), kind, stream_));
 }
 
@@ -286,15 +325,18 @@ StepResults CudaEngine::take_results() {
   StepResults out;
   if (pending_pairs_ > 0 || have_update_) {
     if (!results_copied_) enqueue_results_copy();
-    cudaCheck(cudaEventSynchronize(results_ready_));  // the host's one wait per step
+    ranks_->wait(results_ready_);  // the host's one wait per step
     append_pair_results(out.pairs, pending_pairs_, pending_ids_.data(), pending_refs_.data(), host_slots_.seq_logp,
-                        host_slots_.seq_entropy, host_slots_.seq_tokens, host_slots_.losses);
+                        host_slots_.seq_entropy, host_slots_.seq_tokens, host_slots_.losses,
+                        pending_prompt_ ? host_slots_.seq_prompt_logp : nullptr,
+                        pending_prompt_ ? host_slots_.seq_prompt_tokens : nullptr);
     if (have_update_) {
       out.grad_norm = host_scalars_->grad_norm;
       out.updated = host_scalars_->apply != 0;
     }
   }
   pending_pairs_ = 0;
+  pending_prompt_ = false;
   pending_ids_.clear();
   pending_refs_.clear();
   results_copied_ = false;
@@ -304,8 +346,14 @@ StepResults CudaEngine::take_results() {
 
 // ---- optimizer ----
 
+void CudaEngine::set_phase_timer(PhaseTimer* timer) {
+  timer_ = timer;
+  model_->set_phase_timer(timer);
+}
+
 void CudaEngine::zero_grad() {
   poll_steps(false);
+  if (timer_) timer_->mark(Phase::other);
   model_->zero_grad();
   cudaCheck(cudaMemsetAsync(&scalars_->nonfinite_loss, 0, sizeof(int), stream_));
   if (!step_open_) open_step_.start = take_event();
@@ -319,28 +367,39 @@ void CudaEngine::optimizer_step(const OptimizerUpdate& update) {
   STAPO_CHECK(t >= 1 && t <= INT32_MAX, "CudaEngine::optimizer_step: step ", t, " out of range");
   CudaModel& model = *model_;
   const GradLayout& grads = model.grad_layout();
-  grad_norm_accumulate(norm_partials_, model.grads(), grads.fp32_elements, false, stream_);
-  if (model.grads_bf16()) grad_norm_accumulate(norm_partials_, model.grads_bf16(), grads.bf16_elements, true, stream_);
+  if (timer_) timer_->mark(Phase::grad_clip);
+  ranks_->reduce_gradients(model.grads());
+  if (model.grads_bf16()) {  // --grads bf16, one rank (data_parallel_unsupported): the norm over both buffers
+    grad_norm_accumulate(norm_partials_, model.grads(), grads.fp32_elements, false, stream_);
+    grad_norm_accumulate(norm_partials_, model.grads_bf16(), grads.bf16_elements, true, stream_);
+  } else {
+    ranks_->norm_partials(norm_partials_, model.grads(), &scalars_->nonfinite_loss);
+  }
   grad_norm_finish(&scalars_->grad_norm, &scalars_->clip_scale, &scalars_->apply, norm_partials_,
                    (float)update.max_grad_norm, &scalars_->nonfinite_loss, stream_);
   have_update_ = true;
   enqueue_results_copy();  // before AdamW: take_results need not wait for the update
   const std::vector<ParamSpec>& specs = model.specs();
-  for (size_t i = 0; i < specs.size(); ++i) {
+  if (timer_) timer_->mark(Phase::optimizer);
+  for (size_t i = 0; i < specs.size(); ++i) {  // each tensor's part in this rank's range
     const ParamSpec& p = specs[i];
+    const AdamWState part = tensor_state(i);
+    if (part.n == 0) continue;
     const AdamWStep<float> step =
         adamw_step_make<float>(update.lr, p.is_norm() ? 0.0 : update.adamw.weight_decay, update.adamw.beta1,
                                update.adamw.beta2, update.adamw.eps, t);
-    // Stochastic rounding (--master none) needs fresh bits per tensor and step.
+    // Stochastic rounding (--master none) needs fresh bits per tensor and step, keyed by the index in the tensor
+    // (part.index_base: the same bits at any world size).
     const uint32_t seed = (uint32_t)mix64(options_.seed ^ mix64((uint64_t)t * 1000003u + i));
+    const size_t g = grads.offsets[i] + part.index_base;
     if (grads.bf16[i])
-      adamw_compact_update(tensor_state(i), options_.master, options_.moments,
-                           model.grads_bf16() + grads.offsets[i], step, &scalars_->clip_scale, &scalars_->apply,
-                           seed, stream_);
+      adamw_compact_update(part, options_.master, options_.moments, model.grads_bf16() + g, step,
+                           &scalars_->clip_scale, &scalars_->apply, seed, stream_);
     else
-      adamw_compact_update(tensor_state(i), options_.master, options_.moments, model.grads() + grads.offsets[i],
-                           step, &scalars_->clip_scale, &scalars_->apply, seed, stream_);
+      adamw_compact_update(part, options_.master, options_.moments, model.grads() + g, step, &scalars_->clip_scale,
+                           &scalars_->apply, seed, stream_);
   }
+  ranks_->gather_params(model.params());
   if (step_open_) {
     open_step_.end = take_event();
     cudaCheck(cudaEventRecord(open_step_.end, stream_));
@@ -466,7 +525,8 @@ std::vector<float> CudaEngine::parameter_to_host(size_t index, bool grad) {
   const GradLayout& grads = model_->grad_layout();
   const size_t at = grad ? grads.offsets[index] : model_->offsets()[index], n = specs[index].numel;
   std::vector<float> out(n);
-  const float* fp32 = grad ? (grads.bf16[index] ? nullptr : model_->grads()) : master_;
+  const float* fp32 =
+      grad ? (grads.bf16[index] ? nullptr : model_->grads()) : ranks_->holds_whole() ? master_ : nullptr;
   if (fp32) {
     cudaCheck(cudaMemcpyAsync(out.data(), fp32 + at, n * sizeof(float), cudaMemcpyDeviceToHost, stream_));
     cudaCheck(cudaStreamSynchronize(stream_));
@@ -495,13 +555,17 @@ std::unique_ptr<CpuModel<float>> CudaEngine::weights_to_cpu() {
 }
 
 void CudaEngine::save_model(const std::string& dir) {
+  // The master weights in F32 (under ZeRO-1 gathered from every rank's range); bf16-only weights in BF16 (every
+  // rank has them all): both exact, so a resume continues bit for bit, at any world size.
+  const std::vector<float> master = master_ ? ranks_->gather_to_host(master_) : std::vector<float>{};
+  if (!ranks_->writer()) return;
   make_directories(dir);
   const std::vector<ParamSpec>& specs = model_->specs();
-  std::vector<std::vector<float>> host(specs.size());
+  std::vector<std::vector<float>> rounded(master_ ? 0 : specs.size());
   std::vector<TensorToWrite<float>> out;
   for (size_t i = 0; i < specs.size(); ++i) {
-    host[i] = parameter_to_host(i, false);
-    out.push_back({specs[i].name, specs[i].shape, host[i].data()});
+    if (!master_) rounded[i] = parameter_to_host(i, false);
+    out.push_back({specs[i].name, specs[i].shape, master_ ? master.data() + model_->offsets()[i] : rounded[i].data()});
   }
   // The master weights (fp32 or split) in F32; bf16-only weights in BF16: both exact, so a resume continues bit
   // for bit.
@@ -513,59 +577,68 @@ void CudaEngine::save_model(const std::string& dir) {
 // The moments without the alignment padding, in parameter order (train/optimizer_state.h): fp32 m and v, or the
 // 8-bit codes and every tensor's absmax (already in order, unpadded).
 void CudaEngine::save_optimizer(const std::string& path) {
+  if (options_.moments == MomentKind::fp32) {  // under ZeRO-1 gathered from every rank's range
+    std::vector<float> m = ranks_->gather_to_host(m_), v = ranks_->gather_to_host(v_);
+    if (!ranks_->writer()) return;
+    param_drop_padding(model_->specs(), model_->offsets(), m);
+    param_drop_padding(model_->specs(), model_->offsets(), v);
+    optimizer_state_write(path, m.data(), v.data(), m.size());
+    return;
+  }
+  // 8-bit moments: one rank (data_parallel_unsupported) holds them all.
   const std::vector<ParamSpec>& specs = model_->specs();
   size_t count = 0;
   for (const ParamSpec& s : specs) count += s.numel;
-  const size_t element = options_.moments == MomentKind::q8 ? 1 : sizeof(float);
-  std::vector<char> m(count * element), v(count * element);
+  std::vector<uint8_t> m(count), v(count);
   size_t at = 0;
   for (size_t i = 0; i < specs.size(); ++i) {
-    const size_t from = model_->offsets()[i] * element, bytes = specs[i].numel * element;
-    const char* dm = m_ ? (const char*)m_ : (const char*)m_code_;
-    const char* dv = v_ ? (const char*)v_ : (const char*)v_code_;
-    cudaCheck(cudaMemcpyAsync(m.data() + at, dm + from, bytes, cudaMemcpyDeviceToHost, stream_));
-    cudaCheck(cudaMemcpyAsync(v.data() + at, dv + from, bytes, cudaMemcpyDeviceToHost, stream_));
-    at += bytes;
+    const size_t from = model_->offsets()[i], n = specs[i].numel;
+    cudaCheck(cudaMemcpyAsync(m.data() + at, m_code_ + from, n, cudaMemcpyDeviceToHost, stream_));
+    cudaCheck(cudaMemcpyAsync(v.data() + at, v_code_ + from, n, cudaMemcpyDeviceToHost, stream_));
+    at += n;
   }
   std::vector<float> m_absmax(blocks_), v_absmax(blocks_);
-  if (blocks_ > 0) {
-    cudaCheck(cudaMemcpyAsync(m_absmax.data(), m_absmax_, blocks_ * sizeof(float), cudaMemcpyDeviceToHost, stream_));
-    cudaCheck(cudaMemcpyAsync(v_absmax.data(), v_absmax_, blocks_ * sizeof(float), cudaMemcpyDeviceToHost, stream_));
-  }
+  cudaCheck(cudaMemcpyAsync(m_absmax.data(), m_absmax_, blocks_ * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+  cudaCheck(cudaMemcpyAsync(v_absmax.data(), v_absmax_, blocks_ * sizeof(float), cudaMemcpyDeviceToHost, stream_));
   cudaCheck(cudaStreamSynchronize(stream_));
-  if (options_.moments == MomentKind::q8)
-    optimizer_state_write_q8(path, (const uint8_t*)m.data(), (const uint8_t*)v.data(), count, m_absmax.data(),
-                             v_absmax.data(), blocks_);
-  else
-    optimizer_state_write(path, (const float*)m.data(), (const float*)v.data(), count);
+  optimizer_state_write_q8(path, m.data(), v.data(), count, m_absmax.data(), v_absmax.data(), blocks_);
 }
 
+// A file of the other kind of moments is refused, naming the --moments value to resume with.
 void CudaEngine::load_optimizer(const std::string& path) {
   const std::vector<ParamSpec>& specs = model_->specs();
+  if (options_.moments == MomentKind::fp32) {  // this rank's range of the buffer is one run of the file's elements
+    const ShardRange mine = ranks_->updates();
+    const PackedRange run = param_packed_range(specs, model_->offsets(), mine.begin, mine.end());
+    const size_t count = param_packed_range(specs, model_->offsets(), 0, model_->buffer_elements()).last;
+    std::vector<float> m(run.last - run.first), v(run.last - run.first);
+    optimizer_state_read(path, m.data(), v.data(), count, run.first, run.last - run.first);
+    size_t at = 0;
+    for (size_t i = 0; i < specs.size(); ++i) {
+      const ShardRange part = range_overlap(mine, model_->offsets()[i], specs[i].numel);
+      if (part.count == 0) continue;
+      const size_t to = part.begin - mine.begin, bytes = part.count * sizeof(float);
+      cudaCheck(cudaMemcpyAsync(m_ + to, m.data() + at, bytes, cudaMemcpyHostToDevice, stream_));
+      cudaCheck(cudaMemcpyAsync(v_ + to, v.data() + at, bytes, cudaMemcpyHostToDevice, stream_));
+      at += part.count;
+    }
+    cudaCheck(cudaStreamSynchronize(stream_));  // m and v are freed on return
+    return;
+  }
   size_t count = 0;
   for (const ParamSpec& s : specs) count += s.numel;
-  const size_t element = options_.moments == MomentKind::q8 ? 1 : sizeof(float);
-  std::vector<char> m(count * element), v(count * element);
+  std::vector<uint8_t> m(count), v(count);
   std::vector<float> m_absmax(blocks_), v_absmax(blocks_);
-  // A file of the other kind of moments is refused, naming the --moments value to resume with.
-  if (options_.moments == MomentKind::q8)
-    optimizer_state_read_q8(path, (uint8_t*)m.data(), (uint8_t*)v.data(), count, m_absmax.data(), v_absmax.data(),
-                            blocks_);
-  else
-    optimizer_state_read(path, (float*)m.data(), (float*)v.data(), count);
+  optimizer_state_read_q8(path, m.data(), v.data(), count, m_absmax.data(), v_absmax.data(), blocks_);
   size_t at = 0;
   for (size_t i = 0; i < specs.size(); ++i) {
-    const size_t to = model_->offsets()[i] * element, bytes = specs[i].numel * element;
-    char* dm = m_ ? (char*)m_ : (char*)m_code_;
-    char* dv = v_ ? (char*)v_ : (char*)v_code_;
-    cudaCheck(cudaMemcpyAsync(dm + to, m.data() + at, bytes, cudaMemcpyHostToDevice, stream_));
-    cudaCheck(cudaMemcpyAsync(dv + to, v.data() + at, bytes, cudaMemcpyHostToDevice, stream_));
-    at += bytes;
+    const size_t to = model_->offsets()[i], n = specs[i].numel;
+    cudaCheck(cudaMemcpyAsync(m_code_ + to, m.data() + at, n, cudaMemcpyHostToDevice, stream_));
+    cudaCheck(cudaMemcpyAsync(v_code_ + to, v.data() + at, n, cudaMemcpyHostToDevice, stream_));
+    at += n;
   }
-  if (blocks_ > 0) {
-    cudaCheck(cudaMemcpyAsync(m_absmax_, m_absmax.data(), blocks_ * sizeof(float), cudaMemcpyHostToDevice, stream_));
-    cudaCheck(cudaMemcpyAsync(v_absmax_, v_absmax.data(), blocks_ * sizeof(float), cudaMemcpyHostToDevice, stream_));
-  }
+  cudaCheck(cudaMemcpyAsync(m_absmax_, m_absmax.data(), blocks_ * sizeof(float), cudaMemcpyHostToDevice, stream_));
+  cudaCheck(cudaMemcpyAsync(v_absmax_, v_absmax.data(), blocks_ * sizeof(float), cudaMemcpyHostToDevice, stream_));
   cudaCheck(cudaStreamSynchronize(stream_));  // the host copies are freed on return
 }
 
@@ -579,8 +652,10 @@ std::string CudaEngine::description() const {
              : master == MasterKind::split ? "split master weights (bf16 + low 16 bits)"
                                            : "bf16 weights with stochastic rounding",
              options_.moments == MomentKind::q8 ? ", 8-bit AdamW moments" : "", ", recompute ", options_.recompute,
-             options_.attention == AttentionPath::cudnn ? ", cuDNN attention" : "", ", ", count, " parameters, ",
-             cuda_device_description());
+             options_.attention == AttentionPath::cudnn    ? ", cuDNN attention"
+             : options_.attention == AttentionPath::flash2 ? ", tensor-core attention (flash2)"
+                                                           : "",
+             ", ", count, " parameters, ", cuda_device_description(), ranks_->description());
 }
 
 }  // namespace stapo

@@ -6,21 +6,33 @@
 // model/ops/preference_loss.h's loss_pair): per micro-batch, sequence_sums of the model's per-position log-probs
 // and entropies, then pair_loss writes each pair's PairLoss and dℓ/dS into device arrays that collect every pair
 // since the last take_results, and (with backward) token_dlogp spreads dℓ/dS to the response positions for the
-// model's backward. Nothing crosses to the host between forward and backward.
+// model's backward. An NLL over prompt + response (loss_uses_prompt: TRL's ORPO) adds the chosen prompts' rows to
+// the model's lm_head, their sums P_w and |x| − 1, and ∂ℓ/∂P_w spread to those rows (token_dlogp_prompt); other
+// losses run none of it. Nothing crosses to the host between forward and backward.
 // The optimizer step on the device: the gradient norm, the clip factor and the decision to update (norm finite
 // and every loss of the step finite) come from kernels/grad_norm.h; AdamW (kernels/adamw_compact.h) reads the factor
 // and the decision. take_results() copies the step's per-pair results, the norm and the decision to pinned host
-// memory once (enqueued before AdamW when there is an update) and waits for that copy only: the host's one wait
-// per step. Batch uploads go through pinned buffers (kernels/staging.h), so they do not wait for the stream.
+// memory once (enqueued before AdamW when there is an update) and waits for that copy only (under data parallel
+// for the whole step, with a timeout: CudaZero::wait): the host's one wait per step. Batch uploads go through
+// pinned buffers (kernels/staging.h), so they do not wait for the stream.
 //
 // Precision: bf16 weights and activations, fp32 gradients, or with --grads bf16 bf16 ones for the layers'
-// matmul weights (train/cuda_model.h). AdamW (kernels/adamw_compact.h,
-// one launch per tensor) keeps, by --master: fp32 master weights (default, 4 bytes per parameter), the split
-// master (the low 16 bits beside the bf16 weights: the fp32 master exactly, 2 bytes, and the same numbers as
-// fp32), or none (bf16 weights updated by stochastic rounding); by --moments: fp32 m and v (8 bytes) or 8-bit
-// block-wise ones (2 bytes + 8 per block of 2048; Dettmers et al., ICLR 2022). Per parameter: 2 (weights) + 4
-// or 2 (gradients) + master + moments. The device memory of a configuration, before anything is allocated:
-// cuda_engine_plan_input with train/memory_plan.h, from the sizes the model and the kernels allocate.
+// matmul weights (train/cuda_model.h). AdamW (kernels/adamw_compact.h, one launch per tensor) keeps, by --master:
+// fp32 master weights (default, 4 bytes per parameter), the split master (the low 16 bits beside the bf16
+// weights: the fp32 master exactly, 2 bytes, and the same numbers as fp32), or none (bf16 weights updated by
+// stochastic rounding); by --moments: fp32 m and v (8 bytes) or 8-bit block-wise ones (2 bytes + 8 per block of
+// 2048; Dettmers et al., ICLR 2022). Per parameter: 2 (weights) + 4 or 2 (gradients) + master + moments. The
+// device memory of a configuration, before anything is allocated: cuda_engine_plan_input with
+// train/memory_plan.h, from the sizes the model and the kernels allocate.
+//
+// Data parallel (options.data_parallel, train/cuda_zero.h): one process per GPU over NCCL; the gradients are
+// reduced over the ranks in optimizer_step, and under ZeRO-1 a rank keeps master weights and moments for its
+// shard of the parameters only (2 + 4 + 12/W bytes per parameter, or 2 + 4 + 8/W with --master none): AdamW runs
+// on each tensor's part in the shard. With more than one rank the engine takes --master fp32|none, --moments fp32
+// and --grads fp32 only (cuda_engine_check_data_parallel): the split master's low halves and 8-bit moments are
+// neither gathered for checkpoints nor cut at 2048-element block boundaries, and bf16 gradients are not reduced.
+// save_model and save_optimizer are then collective (rank 0 writes files that do not depend on W) and
+// weights_to_cpu / parameter_to_host give the bf16 weights where this rank holds only part of the master copy.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -36,6 +48,7 @@
 #include "model/model.h"        // defines: CpuModel, ModelConfig
 #include "model/ops/adamw.h"    // defines: AdamWState, MasterKind, MomentKind
 #include "train/cuda_model.h"   // defines: CudaModel, AttentionPath
+#include "train/cuda_zero.h"    // defines: CudaZero, Collective
 #include "train/engine.h"       // defines: Engine
 #include "train/memory_plan.h"  // defines: MemoryPlanInput
 
@@ -57,6 +70,8 @@ struct CudaEngineOptions {
   // > 0: behave as on a card of this many bytes in all (testing an 80 GB claim on a larger card): the engine first
   // reserves what is free beyond cuda_engine_available_bytes, so an allocation past it fails as it would there.
   uint64_t memory_cap_bytes = 0;
+  Collective* data_parallel = nullptr;  // the job's ranks, kept by reference (null: one process)
+  bool zero1 = true;                    // under data_parallel: ZeRO-1, else all-reduced gradients
 };
 
 // What the engine will allocate for micro-batches of `batch_size` pairs of `max_length` tokens, as the planner's
@@ -107,8 +122,9 @@ class CudaEngine : public Engine {
   // one just taken, since reading them never waits for the device.
   StepReport step_report() override;
 
-  // Parameter `index` (model/params.h order) as fp32 on the host: weights (the master copy when there is one) or
-  // the gradient. Waits for the stream. For checks and checkpoints.
+  // Parameter `index` (model/params.h order) as fp32 on the host: weights (the master copy when this rank holds
+  // all of it) or the gradient (after a ZeRO-1 step: summed over ranks in this rank's shard only). Waits for the
+  // stream. For checks and checkpoints.
   std::vector<float> parameter_to_host(size_t index, bool grad);
   size_t num_tensors() const { return model_->specs().size(); }
   // Waits for every optimizer step enqueued so far, then returns the statistics since the last call.
@@ -116,6 +132,8 @@ class CudaEngine : public Engine {
   // Bytes in use on the device now, minus what was in use before this engine (and the CUDA context) existed.
   double device_bytes_in_use();
   cudaStream_t stream() const { return stream_; }
+  // Marks the phases of every step on `timer` from now on (nullptr: off); train/cuda_phase_timer.h.
+  void set_phase_timer(PhaseTimer* timer);
   double peak_tflops() const { return options_.peak_tflops; }  // 0 when the device is not in the table
 
  private:
@@ -130,6 +148,7 @@ class CudaEngine : public Engine {
   struct PairSlots {
     int capacity = 0;  // pairs
     float *seq_logp = nullptr, *seq_entropy = nullptr, *seq_tokens = nullptr;  // (2·capacity): S, Σ H_t, |y|
+    float *seq_prompt_logp = nullptr, *seq_prompt_tokens = nullptr;  // (2·capacity): P, |x| − 1 (prompt NLL only)
     PairLoss<float>* losses = nullptr;                                          // (capacity)
   };
   // A step being timed: events around it and its model FLOPs, read once the device has passed `end`.
@@ -140,8 +159,11 @@ class CudaEngine : public Engine {
 
   CudaEngine(const ModelConfig& config, const CpuModel<float>* weights, const CudaEngineOptions& options);
   static CudaModelOptions model_options(const CudaEngineOptions& options);
-  AdamWState tensor_state(size_t index) const;  // the optimizer state of parameter `index` (model/params.h order)
-  // The first `pairs` slots of `from` into `to` (device or pinned host, as `kind` says), in stream order.
+  // The optimizer state of this rank's part of parameter `index` (model/params.h order): the whole tensor unless
+  // ZeRO-1 shards it (n = 0 when this rank holds none of it); index_base is the part's first index in the tensor.
+  AdamWState tensor_state(size_t index) const;
+  // The first `pairs` slots of `from` into `to` (device or pinned host, as `kind` says), in stream order; the
+  // prompt sums only when the pending pairs have them.
   void copy_slots(const PairSlots& to, const PairSlots& from, int pairs, cudaMemcpyKind kind);
   static void free_slots(PairSlots& slots, bool pinned);  // device memory, or pinned host memory
   void ensure_slots(int pairs);  // room for `pairs` pending pairs, keeping those already there
@@ -156,26 +178,32 @@ class CudaEngine : public Engine {
   size_t baseline_used_ = 0;  // device bytes in use before the engine (after the CUDA context)
   std::unique_ptr<CudaModel> model_;
   void* ballast_ = nullptr;  // memory_cap_bytes: what is reserved beyond the cap
-  // The optimizer state (model/ops/adamw.h), at the model buffer's element offsets; absmax at block offsets.
-  float* master_ = nullptr;                          // (buffer) MasterKind::fp32
-  int16_t* low_ = nullptr;                           // (buffer) MasterKind::split: the master's low halves
-  float *m_ = nullptr, *v_ = nullptr;                // (buffer) MomentKind::fp32
-  uint8_t *m_code_ = nullptr, *v_code_ = nullptr;    // (buffer) MomentKind::q8
+  PhaseTimer* timer_ = nullptr;
+  // The optimizer state (model/ops/adamw.h) of ranks_->updates(), the model buffer's range this rank updates (all
+  // of it unless ZeRO-1 shards it), at element offsets from its start; absmax at block offsets (8-bit moments, one
+  // rank only).
+  float* master_ = nullptr;                          // (range) MasterKind::fp32
+  int16_t* low_ = nullptr;                           // (range) MasterKind::split: the master's low halves
+  float *m_ = nullptr, *v_ = nullptr;                // (range) MomentKind::fp32
+  uint8_t *m_code_ = nullptr, *v_code_ = nullptr;    // (range) MomentKind::q8
   float *m_absmax_ = nullptr, *v_absmax_ = nullptr;  // (blocks_) MomentKind::q8: each tensor's blocks in order
   std::vector<size_t> block_offsets_;                // per tensor: its first block
   size_t blocks_ = 0;
-  float* norm_partials_ = nullptr;  // GRAD_NORM_BLOCKS
+  float* norm_partials_ = nullptr;  // GRAD_NORM_BLOCKS + 1
+  // Data parallel, or the whole buffer for one process.
+  std::unique_ptr<CudaZero> ranks_;
   StepScalars* scalars_ = nullptr;  // device
   StepScalars* host_scalars_ = nullptr;  // pinned
 
   // The loss of each micro-batch: dℓ/dS of its sequences, and its reference log-probs, uploaded.
   int batch_sequence_capacity_ = 0;
-  float *dseq_ = nullptr, *reference_logps_ = nullptr;  // (2B)
+  float *dseq_ = nullptr, *reference_logps_ = nullptr, *dprompt_ = nullptr;  // (2B); dprompt_: dℓ/dP (prompt NLL)
   HostStaging staging_;
   // Results of the pairs since the last take_results: device slots, their pinned copies, and what the host
   // knows of each pair (its id and reference log-probs, 0 without).
   PairSlots slots_, host_slots_;
   int pending_pairs_ = 0;
+  bool pending_prompt_ = false;  // the pending pairs have prompt sums (all of them: one loss between takes)
   std::vector<int64_t> pending_ids_;
   std::vector<float> pending_refs_;  // (2·pending_pairs_)
   bool results_copied_ = false;  // the copy of every pending pair (and the scalars) is enqueued

@@ -43,9 +43,11 @@ CudaModel::CudaModel(const ModelConfig& config, const CudaModelOptions& options,
               "or use --attention flash");
 #endif
   specs_ = model_param_specs(c);
-  offsets_ = param_offsets(specs_, kParamAlign, &total_);  // train/memory_plan.h: the plan's padding
+  // train/memory_plan.h: the plan's padding, and the buffer padded for data parallel's equal shards.
+  offsets_ = param_offsets(specs_, kParamAlign, &total_);
+  total_ = param_buffer_elements(specs_, options.shards);
   params_ = device_alloc_zeroed<bf16>(total_, stream_);
-  grad_layout_ = stapo::grad_layout(specs_, options.grads);
+  grad_layout_ = stapo::grad_layout(specs_, options.grads, options.shards);
   grads_ = device_alloc_zeroed<float>(grad_layout_.fp32_elements, stream_);
   w_ = param_pointers(c, specs_, offsets_, params_);
   g_ = param_pointers(c, specs_, grad_layout_.offsets, grads_);
@@ -137,6 +139,7 @@ void CudaModel::ensure_tokens(int N) {
       case ActSlot::response_index: response_index_ = i; break;  // M ≤ N
       case ActSlot::response_targets: response_targets_ = i; break;
       case ActSlot::response_sequence: response_sequence_ = i; break;
+      case ActSlot::prompt_sequence: prompt_sequence_ = i; break;
       case ActSlot::response_h: response_h_ = h; break;
       case ActSlot::logp: logp_ = f; break;
       case ActSlot::entropy: entropy_ = f; break;
@@ -166,13 +169,16 @@ void CudaModel::zero_grad() {
   if (grads_bf16_) cudaCheck(cudaMemsetAsync(grads_bf16_, 0, grad_layout_.bf16_elements * sizeof(bf16), stream_));
 }
 
-// ---- attention: ours, or cuDNN's where the build has it and the options ask ----
+// ---- attention: ours (SIMT or tensor cores), or cuDNN's where the build has it and the options ask ----
 
 void CudaModel::attention_forward_any(const LayerActs& a, const AttentionShape& shape) {
 #ifdef STAPO_HAVE_CUDNN
   if (cudnn_attention_) return cudnn_attention_->forward(a.att, a.lse, a.q, a.k, a.v, shape, stream_);
 #endif
-  attention_forward(a.att, a.lse, a.q, a.k, a.v, shape, segments_, stream_);
+  if (options_.attention == AttentionPath::flash2)
+    attention_flash2_forward(a.att, a.lse, a.q, a.k, a.v, shape, segments_, stream_);
+  else
+    attention_forward(a.att, a.lse, a.q, a.k, a.v, shape, segments_, stream_);
 }
 
 void CudaModel::attention_backward_any(const LayerActs& a, const AttentionShape& shape) {
@@ -180,8 +186,12 @@ void CudaModel::attention_backward_any(const LayerActs& a, const AttentionShape&
   if (cudnn_attention_)
     return cudnn_attention_->backward(d_q_, d_k_, d_v_, d_att_, a.att, a.lse, a.q, a.k, a.v, shape, stream_);
 #endif
-  attention_backward(d_q_, d_k_, d_v_, attention_scratch_, d_att_, a.att, a.lse, a.q, a.k, a.v, shape, segments_,
-                     stream_);
+  if (options_.attention == AttentionPath::flash2)
+    attention_flash2_backward(d_q_, d_k_, d_v_, attention_scratch_, d_att_, a.att, a.lse, a.q, a.k, a.v, shape,
+                              segments_, stream_);
+  else
+    attention_backward(d_q_, d_k_, d_v_, attention_scratch_, d_att_, a.att, a.lse, a.q, a.k, a.v, shape, segments_,
+                       stream_);
 }
 
 // ---- forward ----
@@ -194,26 +204,37 @@ void CudaModel::layer_forward(int l, bool recompute) {
   const AttentionShape shape{rows_, T_, H, Hkv, D, c.sliding_window};
   const LayerParams<bf16>& w = w_.layers[l];
   const LayerActs& a = acts_[l];
+  phase(Phase::norm_forward);
   if (l == 0 || recompute)
     rmsnorm_forward(a.norm1, a.rstd1, nullptr, a.resid, nullptr, w.input_norm, N, C, eps, stream_);
   else  // resid_l = resid2_{l-1} + mlp_{l-1}, then its norm
     rmsnorm_forward(a.norm1, a.rstd1, a.resid, acts_[l - 1].resid2, branch_, w.input_norm, N, C, eps, stream_);
+  phase(Phase::matmul_forward);
   matmul_bf16(matmul_, a.q, a.norm1, w.wq, N, H * D, C, false, true, 0.0f, stream_);
   matmul_bf16(matmul_, a.k, a.norm1, w.wk, N, Hkv * D, C, false, true, 0.0f, stream_);
   matmul_bf16(matmul_, a.v, a.norm1, w.wv, N, Hkv * D, C, false, true, 0.0f, stream_);
+  phase(Phase::elementwise_forward);
   rope_forward(a.q, positions_, inv_freq_, N, H, D, stream_);
   rope_forward(a.k, positions_, inv_freq_, N, Hkv, D, stream_);
+  phase(Phase::attention_forward);
   attention_forward_any(a, shape);
+  phase(Phase::matmul_forward);
   matmul_bf16(matmul_, branch_, a.att, w.wo, N, C, H * D, false, true, 0.0f, stream_);
+  phase(Phase::norm_forward);
   rmsnorm_forward(a.norm2, a.rstd2, a.resid2, a.resid, branch_, w.post_norm, N, C, eps, stream_);
+  phase(Phase::matmul_forward);
   matmul_bf16(matmul_, a.gate, a.norm2, w.w_gate, N, F, C, false, true, 0.0f, stream_);
   matmul_bf16(matmul_, a.up, a.norm2, w.w_up, N, F, C, false, true, 0.0f, stream_);
+  phase(Phase::elementwise_forward);
   swiglu_forward(a.act, a.gate, a.up, N, F, stream_);
+  phase(Phase::matmul_forward);
   // The MLP output only feeds the next residual add, which backward never needs again.
   if (!recompute) matmul_bf16(matmul_, branch_, a.act, w.w_down, N, C, F, false, true, 0.0f, stream_);
 }
 
 void CudaModel::layer_restore(int l) {
+  phase(Phase::recompute);
+  restoring_ = true;
   if (options_.recompute == 2) {
     layer_forward(l, true);
   } else if (options_.recompute == 1) {
@@ -225,42 +246,43 @@ void CudaModel::layer_restore(int l) {
     rmsnorm_forward(a.norm2, a.rstd2, nullptr, a.resid2, nullptr, w.post_norm, N, C, eps, stream_);
     swiglu_forward(a.act, a.gate, a.up, N, config_.intermediate_size, stream_);
   }
+  restoring_ = false;
 }
 
-void CudaModel::forward(const PairBatch& batch) {
+void CudaModel::forward(const PairBatch& batch, bool chosen_prompts) {
   const ModelConfig& c = config_;
   pair_batch_validate(batch, c.vocab_size);
+  const LogpRows rows = logp_rows(batch, chosen_prompts);  // before any state changes: it may refuse the batch
   const TokenBatch& t = batch.tokens;  // rows beyond the attention grid's limit: its launcher refuses them
   const int N = t.rows * t.T;
+  phase(Phase::other);
   ensure_tokens(N);
   rows_ = t.rows;
   T_ = t.T;
   host_tokens_ = t.tokens;
-  std::vector<int32_t> index, targets, sequence;  // the response positions, in order
-  for (int i = 0; i < N; ++i)
-    if (batch.response_sequence[i] >= 0) {
-      index.push_back(i);
-      targets.push_back(t.targets[i]);
-      sequence.push_back(batch.response_sequence[i]);
-    }
-  response_rows_ = (int)index.size();
+  response_rows_ = (int)rows.index.size();
+  have_prompt_rows_ = chosen_prompts;
   const size_t bytes = (size_t)N * sizeof(int32_t), response_bytes = (size_t)response_rows_ * sizeof(int32_t);
-  staging_.upload({{tokens_, t.tokens.data(), bytes},
-                   {positions_, t.positions.data(), bytes},
-                   {segments_, t.segments.data(), bytes},
-                   {response_index_, index.data(), response_bytes},
-                   {response_targets_, targets.data(), response_bytes},
-                   {response_sequence_, sequence.data(), response_bytes}},
-                  stream_);
+  std::vector<UploadPiece> uploads = {{tokens_, t.tokens.data(), bytes},
+                                      {positions_, t.positions.data(), bytes},
+                                      {segments_, t.segments.data(), bytes},
+                                      {response_index_, rows.index.data(), response_bytes},
+                                      {response_targets_, rows.targets.data(), response_bytes},
+                                      {response_sequence_, rows.response_sequence.data(), response_bytes}};
+  if (chosen_prompts) uploads.push_back({prompt_sequence_, rows.prompt_sequence.data(), response_bytes});
+  staging_.upload(uploads, stream_);
 #ifdef STAPO_HAVE_CUDNN
   if (cudnn_attention_) cudnn_attention_->set_rows(t.segments, t.rows, t.T, stream_);
 #endif
 
   const int C = c.hidden_size, L = c.num_hidden_layers, M = response_rows_;
+  phase(Phase::embedding);
   embedding_forward(acts_[0].resid, tokens_, w_.globals.embed, N, C, stream_);
   for (int l = 0; l < L; ++l) layer_forward(l, false);
+  phase(Phase::norm_forward);
   rmsnorm_forward(final_norm_, final_rstd_, final_resid_, acts_[L - 1].resid2, branch_, w_.globals.final_norm, N, C,
                   (float)c.rms_norm_eps, stream_);
+  phase(Phase::lm_head_loss);
   rows_gather(response_h_, final_norm_, response_index_, M, C, stream_);
   lm_head_forward(matmul_, lm_head_ws_, logp_, entropy_, response_lse_, response_h_, w_.globals.lm_head,
                   response_targets_, M, C, c.vocab_size, stream_);
@@ -277,14 +299,17 @@ void CudaModel::backward() {
   const AttentionShape shape{rows_, T_, H, Hkv, D, c.sliding_window};
   const GlobalParams<bf16>& w = w_.globals;
   const GlobalParams<float>& g = g_.globals;
+  phase(Phase::embedding);
   embedding_grad_index_build(embedding_index_, host_tokens_.data(), N, V, stream_);
 
+  phase(Phase::lm_head_loss);
   // dh of the response rows into branch_ (free until the layers' backward), scattered into the zeroed (N, C).
   lm_head_backward(matmul_, lm_head_ws_, branch_, g.lm_head, dlogp_, response_lse_, response_h_, w.lm_head,
                    response_targets_, M, C, V, stream_);
   cudaCheck(cudaMemsetAsync(d_norm_, 0, (size_t)N * C * sizeof(bf16), stream_));
   rows_scatter(d_norm_, branch_, response_index_, M, C, stream_);
   cudaCheck(cudaMemsetAsync(d_resid_, 0, (size_t)N * C * sizeof(bf16), stream_));
+  phase(Phase::norm_backward);
   rmsnorm_backward(d_resid_, g.final_norm, rmsnorm_scratch_, d_norm_, final_resid_, w.final_norm, final_rstd_, N, C,
                    stream_);
   // d_resid_ holds the residual stream's gradient; each branch's backward adds to it (rmsnorm_backward +=).
@@ -303,30 +328,40 @@ void CudaModel::backward() {
         matmul_bf16_f32(matmul_, gl.*tensor, dy, x, M, K, N, true, false, 1.0f, stream_);
     };
     // MLP branch: resid_{l+1} = resid2 + act·Wdᵀ.
+    phase(Phase::matmul_backward);
     matmul_bf16(matmul_, d_act_, d_resid_, wl.w_down, N, F, C, false, false, 0.0f, stream_);
     weight_grad(&LayerParams<float>::w_down, &LayerParams<bf16>::w_down, d_resid_, a.act, C, F);
+    phase(Phase::elementwise_backward);
     swiglu_backward(d_gate_, d_up_, d_act_, a.gate, a.up, N, F, stream_);
+    phase(Phase::matmul_backward);
     matmul_bf16(matmul_, d_norm_, d_gate_, wl.w_gate, N, C, F, false, false, 0.0f, stream_);
     matmul_bf16(matmul_, d_norm_, d_up_, wl.w_up, N, C, F, false, false, 1.0f, stream_);
     weight_grad(&LayerParams<float>::w_gate, &LayerParams<bf16>::w_gate, d_gate_, a.norm2, F, C);
     weight_grad(&LayerParams<float>::w_up, &LayerParams<bf16>::w_up, d_up_, a.norm2, F, C);
+    phase(Phase::norm_backward);
     rmsnorm_backward(d_resid_, gl.post_norm, rmsnorm_scratch_, d_norm_, a.resid2, wl.post_norm, a.rstd2, N, C,
                      stream_);
     // Attention branch: resid2 = resid + att·Woᵀ.
+    phase(Phase::matmul_backward);
     matmul_bf16(matmul_, d_att_, d_resid_, wl.wo, N, H * D, C, false, false, 0.0f, stream_);
     weight_grad(&LayerParams<float>::wo, &LayerParams<bf16>::wo, d_resid_, a.att, C, H * D);
+    phase(Phase::attention_backward);
     attention_backward_any(a, shape);
+    phase(Phase::elementwise_backward);
     rope_backward(d_q_, positions_, inv_freq_, N, H, D, stream_);
     rope_backward(d_k_, positions_, inv_freq_, N, Hkv, D, stream_);
+    phase(Phase::matmul_backward);
     matmul_bf16(matmul_, d_norm_, d_q_, wl.wq, N, C, H * D, false, false, 0.0f, stream_);
     matmul_bf16(matmul_, d_norm_, d_k_, wl.wk, N, C, Hkv * D, false, false, 1.0f, stream_);
     matmul_bf16(matmul_, d_norm_, d_v_, wl.wv, N, C, Hkv * D, false, false, 1.0f, stream_);
     weight_grad(&LayerParams<float>::wq, &LayerParams<bf16>::wq, d_q_, a.norm1, H * D, C);
     weight_grad(&LayerParams<float>::wk, &LayerParams<bf16>::wk, d_k_, a.norm1, Hkv * D, C);
     weight_grad(&LayerParams<float>::wv, &LayerParams<bf16>::wv, d_v_, a.norm1, Hkv * D, C);
+    phase(Phase::norm_backward);
     rmsnorm_backward(d_resid_, gl.input_norm, rmsnorm_scratch_, d_norm_, a.resid, wl.input_norm, a.rstd1, N, C,
                      stream_);
   }
+  phase(Phase::embedding);
   embedding_backward(g.embed, d_resid_, embedding_index_, C, stream_);
 }
 

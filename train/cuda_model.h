@@ -16,8 +16,9 @@
 // The residual adds are fused into the RMSNorm that follows them (kernels/rmsnorm.h), so the residual stream
 // entering layer l is formed by layer l's input_norm:  resid_l = resid2_{l-1} + mlp_{l-1}.
 // The lm_head runs on the M response positions only (response_sequence ≥ 0, about half of N in preference data:
-// the prompts are skipped): their final-norm rows are gathered (kernels/rows.h) and the fused lm_head_forward
-// gives log-prob and entropy per response position without (M, V) logits; backward scatters dh back.
+// the prompts are skipped), plus the chosen sequences' predicted prompt positions when the loss has an NLL over
+// prompt + response (model/batch.h's logp_rows): their final-norm rows are gathered (kernels/rows.h) and the fused
+// lm_head_forward gives log-prob and entropy per row without (M, V) logits; backward scatters dh back.
 // Parameters live in one bf16 buffer in model/params.h's order, each tensor starting on a 256-byte boundary;
 // the gradients in an fp32 buffer (and, with GradKind::bf16, a bf16 one) laid out by train/memory_plan.h's
 // grad_layout. One stream, the caller's.
@@ -37,16 +38,18 @@
 #include "kernels/staging.h"          // defines: HostStaging
 #include "model/batch.h"              // defines: PairBatch
 #include "model/params.h"             // defines: ParamSpec, LayerParams, GlobalParams
+#include "train/cuda_phase_timer.h"   // defines: PhaseTimer, Phase
 #include "train/memory_plan.h"        // defines: GradKind, GradLayout
 
 namespace stapo {
 
-// Which attention kernels run: ours (kernels/attention.h) or cuDNN's fused SDPA (kernels/attention_cudnn.h:
-// builds with cuDNN only; one sequence per row, so no --pack).
-enum class AttentionPath { flash, cudnn };
-// --attention's value: "flash" or "cudnn" (the command lines check the name first).
+// Which attention kernels run: ours (kernels/attention.h: flash, the SIMT kernels, or flash2, the tensor-core
+// ones) or cuDNN's fused SDPA (kernels/attention_cudnn.h: builds with cuDNN only; one sequence per row, so no
+// --pack).
+enum class AttentionPath { flash, flash2, cudnn };
+// --attention's value: "flash", "flash2" or "cudnn" (the command lines check the name first).
 inline AttentionPath attention_path(const std::string& name) {
-  return name == "cudnn" ? AttentionPath::cudnn : AttentionPath::flash;
+  return name == "cudnn" ? AttentionPath::cudnn : name == "flash2" ? AttentionPath::flash2 : AttentionPath::flash;
 }
 
 struct CudaModelOptions {
@@ -56,6 +59,10 @@ struct CudaModelOptions {
   int lm_head_chunk_vocab = 16384;
   AttentionPath attention = AttentionPath::flash;
   GradKind grads = GradKind::fp32;  // the layers' matmul-weight gradients (see the header comment)
+  // Data parallel over this many ranks (train/cuda_zero.h): the parameter and (fp32) gradient buffers are padded to
+  // a multiple of shards × the alignment (train/memory_plan.h's param_buffer_elements), so that every rank's ZeRO-1
+  // share of them is equal and aligned.
+  int shards = 1;
 };
 
 class CudaModel {
@@ -69,7 +76,7 @@ class CudaModel {
   const ModelConfig& config() const { return config_; }
   const std::vector<ParamSpec>& specs() const { return specs_; }
   const std::vector<size_t>& offsets() const { return offsets_; }  // elements, into params() and grads()
-  size_t buffer_elements() const { return total_; }  // of params(), alignment padding (always 0) included
+  size_t buffer_elements() const { return total_; }  // of params() (and fp32 grads()), padding (always 0) included
   __nv_bfloat16* params() { return params_; }        // (buffer_elements())
   // Gradients: tensor i at grad_layout().offsets[i] of grads() (fp32) or, where grad_layout().bf16[i], of
   // grads_bf16(); the padding between tensors stays 0.
@@ -78,17 +85,21 @@ class CudaModel {
   __nv_bfloat16* grads_bf16() { return grads_bf16_; }  // (grad_layout().bf16_elements), null with GradKind::fp32
 
   void zero_grad();
-  // The decoder and the lm_head on the batch's response positions (pair_batch_validate'd first). Enqueued on the
-  // stream; the host waits for nothing but, rarely, an upload two batches back (kernels/staging.h) or a larger
-  // activation arena.
-  void forward(const PairBatch& batch);
-  int response_rows() const { return response_rows_; }                   // M of the last forward
+  // The decoder and the lm_head on the batch's response positions, and with chosen_prompts on the chosen
+  // sequences' predicted prompt positions too (pair_batch_validate'd first). Enqueued on the stream; the host
+  // waits for nothing but, rarely, an upload two batches back (kernels/staging.h) or a larger activation arena.
+  void forward(const PairBatch& batch, bool chosen_prompts = false);
+  int response_rows() const { return response_rows_; }                   // M of the last forward (rows of the lm_head)
   const float* logp() const { return logp_; }                            // (M) target log-prob per position
   const float* entropy() const { return entropy_; }                      // (M) entropy of its distribution
-  const int32_t* response_sequence() const { return response_sequence_; }  // (M) its sequence, 0..2B−1
+  const int32_t* response_sequence() const { return response_sequence_; }  // (M) its sequence, 0..2B−1; −1: a prompt
+  // (M) the chosen prompt a row belongs to (even), −1 for response rows; null unless forward had chosen_prompts.
+  const int32_t* prompt_sequence() const { return have_prompt_rows_ ? prompt_sequence_ : nullptr; }
   float* dlogp() { return dlogp_; }                                      // (M) set by the caller for backward
   // Accumulates (+=) into grads() the gradient of Σ_m dlogp[m]·logp[m] for the batch of the last forward.
   void backward();
+  // Marks each phase of forward and backward on `timer` (nullptr: off; dev/bench/gpu_step --phases).
+  void set_phase_timer(PhaseTimer* timer) { timer_ = timer; }
 
  private:
   // What one layer's forward writes; several layers share a buffer where the recompute level allows.
@@ -102,10 +113,16 @@ class CudaModel {
   void layer_restore(int l);  // makes acts_[l] whole again before its backward
   void attention_forward_any(const LayerActs& a, const AttentionShape& shape);
   void attention_backward_any(const LayerActs& a, const AttentionShape& shape);
+  // Time from here on is `phase`'s; inside layer_restore everything is the recompute phase's.
+  void phase(Phase p) {
+    if (timer_ && !restoring_) timer_->mark(p);
+  }
 
   ModelConfig config_;
   CudaModelOptions options_;
   cudaStream_t stream_;
+  PhaseTimer* timer_ = nullptr;
+  bool restoring_ = false;
   MatmulContext matmul_;
   LmHeadWorkspace lm_head_ws_;
   EmbeddingGradIndex embedding_index_;
@@ -136,9 +153,12 @@ class CudaModel {
   __nv_bfloat16 *final_resid_ = nullptr, *final_norm_ = nullptr;  // (N, C)
   float* final_rstd_ = nullptr;                                   // (N)
   int32_t *tokens_ = nullptr, *positions_ = nullptr, *segments_ = nullptr;  // (N)
-  // The lm_head's rows: the M response positions, their targets and sequences, the gathered final-norm rows.
+  // The lm_head's rows (model/batch.h's logp_rows): the M positions, their targets and sequences, the gathered
+  // final-norm rows.
   int response_rows_ = 0;                                                                       // M
   int32_t *response_index_ = nullptr, *response_targets_ = nullptr, *response_sequence_ = nullptr;  // (M)
+  int32_t* prompt_sequence_ = nullptr;  // (M), uploaded only with chosen prompts
+  bool have_prompt_rows_ = false;
   __nv_bfloat16* response_h_ = nullptr;                                                         // (M, C)
   float *logp_ = nullptr, *entropy_ = nullptr, *response_lse_ = nullptr, *dlogp_ = nullptr;     // (M)
   // Backward scratch, reused by every layer.

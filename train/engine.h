@@ -7,8 +7,8 @@
 //   zero_grad()
 //   run_pairs(batch, loss, scale, /*backward=*/true)   for each micro-batch of the step: forward, per-sequence
 //        sums over RESPONSE tokens (positions with PairBatch::response_sequence ≥ 0) and, when the loss reads
-//        them (loss_uses_prompt: TRL's ORPO NLL), over the chosen PROMPT tokens (prompt_sequence ≥ 0; the CUDA
-//        engine refuses such a loss for now), the loss of every pair, and backward of Σ_i ℓ_i / scale.pairs;
+//        them (loss_uses_prompt: TRL's ORPO NLL), over the chosen PROMPT tokens (prompt_sequence ≥ 0, even),
+//        the loss of every pair, and backward of Σ_i ℓ_i / scale.pairs;
 //        gradients accumulate (+=) across calls, in at least fp32
 //   optimizer_step(update)   global gradient norm, clipping and one AdamW update, all where the gradients are;
 //        when the norm or any loss of the step is not finite the weights and moments are left untouched

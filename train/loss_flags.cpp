@@ -25,7 +25,7 @@ void loss_flags_add(CLI::App& app, LossFlags& f) {
   app.add_option("--alpha", f.values.alpha,
                  "weight of the NLL term on the chosen sequence (cpo/orpo/sft 1, else 0; on dpo: RPO's rpo_alpha)");
   app.add_option("--nll-span", f.nll_span,
-                 "tokens of the NLL term: response, or prompt+response (orpo's default, as TRL's ORPO; CPU engine)")
+                 "tokens of the NLL term: response, or prompt+response (orpo's default, as TRL's ORPO)")
       ->check(CLI::IsMember({"response", "prompt+response"}));
   // A combination the spec rejects (m_r <= m_l, beta <= 0, ...) is a bad flag: exit 2 naming it, as CLI11's own
   // checks. Whether the data has the reference a reward needs is checked later, once the shard is open.

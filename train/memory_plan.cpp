@@ -57,7 +57,14 @@ GradKind grads_from_name(const std::string& name, const std::string& flag) {
   fail(flag, " ", name, ": expected fp32 or bf16");
 }
 
-GradLayout grad_layout(const std::vector<ParamSpec>& specs, GradKind kind) {
+size_t param_buffer_elements(const std::vector<ParamSpec>& specs, int shards) {
+  STAPO_CHECK(shards >= 1, "param_buffer_elements: ", shards, " shards");
+  size_t padded = 0;
+  param_offsets(specs, kParamAlign, &padded);
+  return round_up(padded, kParamAlign * size_t(shards));
+}
+
+GradLayout grad_layout(const std::vector<ParamSpec>& specs, GradKind kind, int shards) {
   GradLayout out;
   size_t largest = 0;
   for (const ParamSpec& s : specs) {
@@ -69,7 +76,8 @@ GradLayout grad_layout(const std::vector<ParamSpec>& specs, GradKind kind) {
     end += round_up(s.numel, kParamAlign);
     largest = std::max(largest, s.numel);
   }
-  out.fp32_elements = std::max<size_t>(out.fp32_elements, round_up(largest, kParamAlign));
+  out.fp32_elements = kind == GradKind::fp32 ? param_buffer_elements(specs, shards)
+                                             : std::max<size_t>(out.fp32_elements, round_up(largest, kParamAlign));
   return out;
 }
 
@@ -111,7 +119,7 @@ ActivationLayout activation_layout(const ModelConfig& c, uint64_t n, int level) 
   for (ActSlot s : {ActSlot::branch, ActSlot::final_resid, ActSlot::final_norm}) take(s, -1, n * C * bf16);
   take(ActSlot::final_rstd, -1, n * f32);
   for (ActSlot s : {ActSlot::tokens, ActSlot::positions, ActSlot::segments, ActSlot::response_index,
-                    ActSlot::response_targets, ActSlot::response_sequence})
+                    ActSlot::response_targets, ActSlot::response_sequence, ActSlot::prompt_sequence})
     take(s, -1, n * i32);
   take(ActSlot::response_h, -1, n * C * bf16);  // M ≤ N response rows
   for (ActSlot s : {ActSlot::logp, ActSlot::entropy, ActSlot::response_lse, ActSlot::dlogp}) take(s, -1, n * f32);
@@ -135,24 +143,28 @@ uint64_t MemoryPlan::total() const {
 MemoryPlan memory_plan(const ModelConfig& c, const MemoryPlanInput& in) {
   STAPO_CHECK(in.batch_size >= 1 && in.max_length >= 2, "memory_plan: batch size ", in.batch_size,
               " and max length ", in.max_length, " must be at least 1 and 2");
-  size_t padded = 0;
+  STAPO_CHECK(in.ranks >= 1, "memory_plan: ", in.ranks, " ranks");
   const std::vector<ParamSpec> specs = model_param_specs(c);
-  param_offsets(specs, kParamAlign, &padded);  // the engine's buffers, tensors padded as it pads them
-  uint64_t P = padded, numel = 0, blocks = 0;
+  // The engine's buffers, tensors padded as it pads them; under ZeRO-1 a rank's optimizer state is 1/ranks of them.
+  const uint64_t P = param_buffer_elements(specs, in.ranks);
+  const bool sharded = in.ranks > 1 && in.zero1;
+  const uint64_t S = sharded ? P / uint64_t(in.ranks) : P;
+  uint64_t numel = 0, blocks = 0;
   for (const ParamSpec& s : specs) {
     numel += s.numel;
     blocks += quant_blocks(s.numel);
   }
   MemoryPlan plan;
   const std::string per = cat(" × ", P, " parameters");
+  const std::string state = sharded ? cat(" × ", S, " parameters (ZeRO-1: 1/", in.ranks, " of ", P, ")") : per;
   plan.items.push_back({"weights (bf16)", 2 * P, cat("2 B", per, " (", numel, " without alignment padding)")});
-  if (in.master == MasterKind::fp32) plan.items.push_back({"master weights (fp32)", 4 * P, cat("4 B", per)});
+  if (in.master == MasterKind::fp32) plan.items.push_back({"master weights (fp32)", 4 * S, cat("4 B", state)});
   if (in.master == MasterKind::split)
-    plan.items.push_back({"master weights (split: low 16 bits)", 2 * P, cat("2 B", per, "; with the bf16 weights "
+    plan.items.push_back({"master weights (split: low 16 bits)", 2 * S, cat("2 B", state, "; with the bf16 weights "
                                                                             "the fp32 master exactly")});
   if (in.master == MasterKind::none)
     plan.items.push_back({"master weights (none)", 0, "bf16 weights updated with stochastic rounding"});
-  const GradLayout grads = grad_layout(specs, in.grads);
+  const GradLayout grads = grad_layout(specs, in.grads, in.ranks);
   if (in.grads == GradKind::fp32)
     plan.items.push_back({"gradients (fp32)", 4 * grads.fp32_elements, cat("4 B", per)});
   else
@@ -160,10 +172,10 @@ MemoryPlan memory_plan(const ModelConfig& c, const MemoryPlanInput& in) {
                           cat("2 B × ", grads.bf16_elements, " layer matmul weights + 4 B × ", grads.fp32_elements,
                               " embedding, lm_head and RMSNorm weights")});
   if (in.moments == MomentKind::fp32)
-    plan.items.push_back({"AdamW moments (fp32 m, v)", 8 * P, cat("8 B", per)});
+    plan.items.push_back({"AdamW moments (fp32 m, v)", 8 * S, cat("8 B", state)});
   else
-    plan.items.push_back({"AdamW moments (8-bit m, v)", 2 * P + 8 * blocks,
-                          cat("2 B", per, " + 2 fp32 absmax × ", blocks, " blocks of ", kQuantBlock)});
+    plan.items.push_back({"AdamW moments (8-bit m, v)", 2 * S + 8 * blocks,
+                          cat("2 B", state, " + 2 fp32 absmax × ", blocks, " blocks of ", kQuantBlock)});
 
   const uint64_t N = 2 * uint64_t(in.batch_size) * uint64_t(in.max_length);
   const ActivationLayout layout = activation_layout(c, N, in.recompute);
@@ -195,6 +207,18 @@ MemoryPlan memory_plan(const ModelConfig& c, const MemoryPlanInput& in) {
   for (const MemoryItem& w : in.workspaces) plan.items.push_back(w);
   plan.items.push_back({"allocation rounding, small buffers", kAllocationAllowance, "allowance"});
   return plan;
+}
+
+std::string data_parallel_unsupported(const MemoryPlanInput& in) {
+  if (in.ranks <= 1) return "";
+  std::string flags;
+  if (in.master == MasterKind::split) flags += " --master split";
+  if (in.moments == MomentKind::q8) flags += " --moments 8bit";
+  if (in.grads == GradKind::bf16) flags += " --grads bf16";
+  if (flags.empty()) return "";
+  return cat("data parallel over ", in.ranks, " ranks takes --master fp32|none, --moments fp32 and --grads fp32 "
+             "only, not", flags, " (the split master and 8-bit moments are neither sharded nor gathered for "
+             "checkpoints, bf16 gradients are not reduced): drop", flags, ", or run on one GPU");
 }
 
 std::string memory_plan_table(const MemoryPlan& plan, uint64_t available) {
@@ -254,6 +278,7 @@ std::optional<MemoryPlanInput> memory_plan_fit(const ModelConfig& c, const Memor
             if (moments != in.moments) cost += 8;
             if (grads != in.grads) cost += 8;
             cost += 16 * int(std::ceil(std::log2(double(split))));
+            if (!data_parallel_unsupported(candidate).empty()) continue;
             const uint64_t total = memory_plan(c, candidate).total();
             if (total > available) continue;
             if (!best || cost < best_cost || (cost == best_cost && total < best_total)) {

@@ -1,10 +1,13 @@
 // train_stapo: preference optimisation (StaPO and the one-sided baselines) on one GPU, bf16 CUDA engine
-// (train/cuda_engine.h). Flags, data, losses, logs and checkpoints are train_stapo_cpu's (train/train_main.h);
-// only the engine differs. MFU and peak device memory go into the step log and progress line
-// (CudaEngine::step_report), to stderr every --report-every seconds, and into a summary at the end.
-// Before anything is allocated (or the model loaded) the device memory plan (train/memory_plan.h) is printed and
-// compared with the device's free memory (at most --memory-cap-gib): a configuration that cannot fit is refused
-// with the cheapest flags that would make it fit. --dry-run prints the plan and exits, without a device.
+// (train/cuda_engine.h), or data parallel on several, one process per GPU, started by mpirun or srun (NCCL,
+// ZeRO-1: train/cuda_zero.h, docs/distributed.md). Flags, data, losses, logs and checkpoints are
+// train_stapo_cpu's (train/train_main.h); only the engine differs. MFU and peak device memory go into the step
+// log and progress line (CudaEngine::step_report; rank 0's under data parallel), to stderr every --report-every
+// seconds, and into a summary at the end.
+// Before anything is allocated (or the model loaded) the device memory plan (train/memory_plan.h; one GPU's, under
+// data parallel) is printed and compared with the device's free memory (at most --memory-cap-gib): a
+// configuration that cannot fit is refused with the cheapest flags that would make it fit. --dry-run prints the
+// plan and exits, without a device (under mpirun/srun: the plan of one rank of that world size).
 // The engine's agreement with the CPU reference is checked by the gpu-labelled tests (tests/train/
 // test_cuda_engine.cpp; dev/gpu_check.sh runs them).
 #include <cstdio>
@@ -15,26 +18,33 @@
 #include "common/error.h"       // defines: STAPO_CHECK
 #include "train/collective.h"   // defines: distributed_env
 #include "model/config.h"       // defines: config_load
+#include "train/collective_nccl.h"  // defines: collective_nccl, NcclOptions
 #include "train/cuda_engine.h"  // defines: CudaEngine, CudaEngineOptions, cuda_engine_plan_input
 #include "train/memory_plan.h"  // defines: memory_plan, memory_plan_table, memory_plan_fit
 #include "train/train_main.h"   // defines: TrainFlags, train_flags_add, train_run
 
 namespace {
 
-// Prints the plan for the model's config and the flags, and returns whether to train (not with --dry-run).
-// Refuses a plan larger than the device's free memory or the cap (--dry-run: the cap alone), naming the cheapest
-// flags that fit.
-bool plan_fits(const stapo::CudaEngineOptions& options, const stapo::TrainFlags& flags, bool dry_run) {
+// Prints the plan for the model's config and the flags (one rank's of `ranks`), and returns whether to train (not
+// with --dry-run). Refuses flags data parallel does not take, and a plan larger than the device's free memory or the
+// cap (--dry-run: the cap alone), naming the cheapest flags that fit.
+bool plan_fits(const stapo::CudaEngineOptions& options, const stapo::TrainFlags& flags, bool dry_run, int ranks,
+               bool print) {
   const stapo::ModelConfig config = stapo::config_load(flags.model_dir + "/config.json");
   const int pairs = flags.loader.pairs_per_batch, T = flags.loader.row_length;
   stapo::MemoryPlanInput in = stapo::cuda_engine_plan_input(config, options, pairs, T);
   in.grad_accum = flags.trainer.grad_accum;
+  in.ranks = ranks;  // --dry-run has no collective: the world size of mpirun/srun's environment
+  const std::string refused = stapo::data_parallel_unsupported(in);
+  if (!refused.empty()) stapo::fail(refused);
   const stapo::MemoryPlan plan = stapo::memory_plan(config, in);
   // --dry-run compares with the cap alone (0: none); a run with what the device has free.
   const uint64_t available =
       dry_run ? options.memory_cap_bytes : stapo::cuda_engine_available_bytes(options.memory_cap_bytes);
-  fprintf(stderr, "device memory plan (train/memory_plan.h; %d pairs x %d tokens per micro-batch):\n%s", pairs, T,
-          stapo::memory_plan_table(plan, available).c_str());
+  if (print)
+    fprintf(stderr, "device memory plan (train/memory_plan.h; %d pairs x %d tokens per micro-batch%s):\n%s", pairs, T,
+            ranks > 1 ? stapo::cat(", one GPU of ", ranks).c_str() : "",
+            stapo::memory_plan_table(plan, available).c_str());
   if (available == 0 || plan.total() <= available) return !dry_run;
   const auto fit = stapo::memory_plan_fit(config, in, available);
   const std::string need =
@@ -86,25 +96,23 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 2));
   std::string attention = "flash";
   app.add_option("--attention", attention,
-                 "attention kernels: flash (ours, default) or cudnn (cuDNN's fused SDPA, for comparison: builds "
-                 "with cuDNN only, one sequence per row, so no --pack)")
-      ->check(CLI::IsMember({"flash", "cudnn"}));
+                 "attention kernels: flash (ours, SIMT, default), flash2 (ours on tensor cores, FlashAttention-2's "
+                 "design) or cudnn (cuDNN's fused SDPA, for comparison: builds with cuDNN only, one sequence per "
+                 "row, so no --pack)")
+      ->check(CLI::IsMember({"flash", "flash2", "cudnn"}));
   app.add_option("--peak-tflops", options.peak_tflops,
                  "the card's dense bf16 peak for MFU (default: known from the device name, e.g. H100 989)");
   app.add_option("--report-every", options.report_every_s, "seconds between MFU / memory lines (0: off)");
+  stapo::NcclOptions nccl;
+  app.add_option("--rendezvous", nccl.rendezvous_dir,
+                 "data parallel without MPI (srun without PMIx): a directory every node sees, where rank 0 leaves the "
+                 "NCCL id for the others (docs/distributed.md)");
+  app.add_option("--collective-timeout", nccl.timeout_s,
+                 "data parallel: seconds a rank waits for the others (the NCCL id, a collective) before it ends "
+                 "the job")
+      ->check(CLI::PositiveNumber);
   STAPO_PARSE_CLI(app, argc, argv);
   return stapo::run_main([&] {
-    // Several processes would each train alone; the engine's NCCL/ZeRO-1 part is not built yet.
-    const stapo::DistributedEnv env = stapo::distributed_env();
-    STAPO_CHECK(env.world_size == 1, env.launcher, " started ", env.world_size, " processes, but train_stapo does not "
-                "train data parallel yet (the CUDA engine's NCCL/ZeRO-1 integration is pending, docs/distributed.md): "
-                "run it as one process, or train_stapo_cpu under mpirun");
-    // The CUDA engine sums response positions only: an NLL over prompt + response (orpo's default, TRL's ORPO)
-    // is the CPU engine's for now. Refused here, before the reference pass and the model load.
-    STAPO_CHECK(!stapo::loss_uses_prompt(stapo::loss_flags_config(app, flags.loss)),
-                "train_stapo cannot train an NLL term over prompt + response yet (--nll-span prompt+response, the "
-                "default of --loss orpo): pass --nll-span response (the NLL of the chosen response only), or train "
-                "with train_stapo_cpu");
     options.attention = stapo::attention_path(attention);
     options.max_tokens = 2 * flags.loader.pairs_per_batch * flags.loader.row_length;
     options.seed = flags.trainer.seed;
@@ -112,16 +120,25 @@ int main(int argc, char** argv) {
     options.moments = stapo::moments_from_name(moments);
     options.grads = stapo::grads_from_name(grads);
     options.memory_cap_bytes = (uint64_t)(cap_gib * double(1ull << 30));
-    if (!plan_fits(options, flags, dry_run)) return;
+    options.zero1 = flags.zero == 1;
+    const stapo::DistributedEnv env = stapo::distributed_env();
+    if (dry_run) return (void)plan_fits(options, flags, true, env.world_size, true);  // no device, no collective
+    // Several processes: one GPU each (the local rank's), NCCL between them; the collective exists before any
+    // engine, which runs on the device it chose.
+    const std::unique_ptr<stapo::Collective> ranks = env.world_size > 1 ? stapo::collective_nccl(env, nccl) : nullptr;
+    options.data_parallel = ranks.get();
+    const bool writer = !ranks || ranks->rank() == 0;
+    if (!writer) options.report_every_s = 0;  // rank 0 speaks for the job
+    if (!plan_fits(options, flags, false, env.world_size, writer)) return;
     auto make_engine = [&](const std::string& dir) -> std::unique_ptr<stapo::Engine> {
       return std::make_unique<stapo::CudaEngine>(*stapo::model_load_hf<float>(dir), options);
     };
-    auto summary = [](stapo::Engine& engine) {
+    auto summary = [&](stapo::Engine& engine) {
       auto& cuda = static_cast<stapo::CudaEngine&>(engine);
       const stapo::CudaStepStats s = cuda.take_step_stats();
-      if (s.steps > 0 && s.seconds > 0)
+      if (writer && s.steps > 0 && s.seconds > 0)
         fprintf(stderr, "device, whole run: %s\n", stapo::step_stats_summary(s, cuda.peak_tflops()).c_str());
     };
-    stapo::train_run(app, flags, make_engine, summary);
+    stapo::train_run(app, flags, make_engine, summary, ranks.get());
   });
 }

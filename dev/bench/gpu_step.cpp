@@ -12,11 +12,13 @@
 // configuration. A config's optional `engine` object sets train_stapo's engine flags (master, moments, grads,
 // recompute; the command line overrides them) and `memory_cap_gib` caps the device memory the engine may use (as
 // --memory-cap-gib): a plan above the cap is refused, and an allocation past it fails as on the smaller card.
+// --phases N then runs N more steps with a CUDA event at every phase boundary (train/cuda_phase_timer.h) and
+// prints the per-phase table (ms per step, % of step; the same phase names as torch_baseline.py --phases), also
+// as "phases_ms" in the JSON; the timed steps above run without those events.
 //
 //   build-gpu/dev/bench/gpu_step --config dev/bench/gpu_step_config.json --out result.json [--bf16-params]
 //     [--master fp32|split|none] [--moments fp32|8bit] [--grads fp32|bf16] [--recompute 0|1|2]
-//     [--attention flash|cudnn]
-//     [--memory-cap-gib G]
+//     [--attention flash|flash2|cudnn] [--memory-cap-gib G] [--phases N]
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -31,6 +33,7 @@
 #include "kernels/cuda_common.h"  // defines: cudaCheck, cuda_device_description
 #include "model/config.h"         // defines: config_parse
 #include "train/cuda_engine.h"    // defines: CudaEngine
+#include "train/cuda_phase_timer.h"  // defines: PhaseTimer
 #include "train/memory_plan.h"    // defines: memory_plan, gib
 #include "train/model_flops.h"    // defines: batch_flop_counts, batch_forward_flops_needed
 #include "train/trainer.h"        // defines: run_micro_batches, MetricSums
@@ -94,8 +97,11 @@ int main(int argc, char** argv) {
   app.add_option("--memory-cap-gib", cap_gib, "device memory cap in GiB (default: the config's memory_cap_gib, "
                  "else none)")->check(CLI::NonNegativeNumber);
   std::string attention = "flash";
-  app.add_option("--attention", attention, "attention kernels: flash (ours) or cudnn (train_stapo's)")
-      ->check(CLI::IsMember({"flash", "cudnn"}));
+  app.add_option("--attention", attention, "attention kernels: flash, flash2 or cudnn (train_stapo's)")
+      ->check(CLI::IsMember({"flash", "flash2", "cudnn"}));
+  int phase_steps = 0;
+  app.add_option("--phases", phase_steps, "then N steps timed phase by phase (CUDA events; 0: none)")
+      ->check(CLI::NonNegativeNumber);
   STAPO_PARSE_CLI(app, argc, argv);
   return stapo::run_main([&] {
     options.attention = stapo::attention_path(attention);
@@ -159,11 +165,15 @@ int main(int argc, char** argv) {
     cudaCheck(cudaEventCreate(&end));
     std::vector<double> times;
     double last_loss = 0;
-    for (int i = 0; i < warmup + steps; ++i) {
+    stapo::PhaseTimer phase_timer(engine.stream());
+    for (int i = 0; i < warmup + steps + phase_steps; ++i) {
+      const bool phased = i >= warmup + steps;
+      if (phased && i == warmup + steps) engine.set_phase_timer(&phase_timer);
       cudaCheck(cudaEventRecord(start, engine.stream()));
       engine.zero_grad();
       stapo::run_micro_batches(engine, std::vector<stapo::PairBatch>(micro_batches, batch), loss, true);
       engine.optimizer_step({lr, 1.0, adamw, i + 1});
+      if (phased) phase_timer.stop();
       const stapo::StepResults results = engine.take_results();
       stapo::MetricSums sums;
       for (const stapo::PairResult& p : results.pairs) sums.add(p, loss);
@@ -173,10 +183,11 @@ int main(int argc, char** argv) {
       cudaCheck(cudaEventSynchronize(end));
       float ms = 0;
       cudaCheck(cudaEventElapsedTime(&ms, start, end));
-      fprintf(stderr, "%s step %d: %.1f ms, loss %.4f, grad norm %.3f\n", i < warmup ? "warm-up" : "timed", i + 1,
-              ms, last_loss, norm);
-      if (i >= warmup) times.push_back(ms / 1e3);
+      fprintf(stderr, "%s step %d: %.1f ms, loss %.4f, grad norm %.3f\n",
+              i < warmup ? "warm-up" : phased ? "phase-timed" : "timed", i + 1, ms, last_loss, norm);
+      if (i >= warmup && !phased) times.push_back(ms / 1e3);
     }
+    engine.set_phase_timer(nullptr);
     std::sort(times.begin(), times.end());
     const size_t k = times.size();
     const double median = k % 2 ? times[k / 2] : 0.5 * (times[k / 2 - 1] + times[k / 2]);
@@ -205,6 +216,17 @@ int main(int argc, char** argv) {
     result["recompute"] = options.recompute;
     result["attention"] = attention;
     result["loss"] = last_loss;
+    if (phase_steps > 0) {
+      const stapo::PhaseTotals totals = phase_timer.collect();
+      nlohmann::ordered_json phases;
+      for (int p = 0; p < stapo::PHASE_COUNT; ++p)
+        phases[stapo::phase_name((stapo::Phase)p)] = totals.ms[p] / totals.steps;
+      result["phases_ms"] = phases;
+      result["phase_timed_step_ms"] = totals.step_ms / totals.steps;
+      result["phase_timed_steps"] = totals.steps;
+      fprintf(stderr, "phases (%d steps with an event at every boundary; median step without them: %.2f ms):\n%s",
+              totals.steps, median * 1e3, stapo::phase_table(totals).c_str());
+    }
     printf("%s\n", result.dump().c_str());
     if (!out_path.empty()) stapo::write_file_atomic(out_path, result.dump(1) + "\n");
     cudaCheck(cudaEventDestroy(start));

@@ -1,16 +1,33 @@
 #!/usr/bin/env python3
-"""PyTorch baseline for dev/bench/gpu_step: the same model shape, batch and loss in transformers'
-LlamaForCausalLM (bf16, sdpa attention, fused AdamW), the loss from materialised logits via
-log_softmax + gather. Prints one JSON line with median step time, tokens/s, MFU and peak memory.
+"""PyTorch baselines for dev/bench/gpu_step: the same model shape, batch and loss in transformers'
+LlamaForCausalLM, the loss from materialised logits via log_softmax + gather, gradients clipped at 1 as ours.
+Three baselines, each a JSON line (and a row of docs/benchmarks.md):
 
-  python3 dev/bench/torch_baseline.py [--config dev/bench/gpu_step_config.json] [--out result.json]
-  python3 dev/bench/torch_baseline.py --tiny --device cpu     # a seconds-long smoke run of this script
+  pure_bf16     weights, gradients and AdamW states in bf16, sdpa attention, fused AdamW (the one before
+                issue #15; compare ours with --bf16-params to it)
+  amp           like-for-like with our default: fp32 master weights, autocast to bf16, fused AdamW (fp32 states),
+                FlashAttention SDPA (forced: the step fails rather than fall back to another backend)
+  amp_compile   amp with the model under torch.compile
 
-A config with "memory_cap_gib" (dev/bench/gpu_step_8b.json) caps PyTorch's allocator at that much of the card, as
-ours is capped. Running out of memory is a result, not a crash: the JSON then says "oom": true, what PyTorch
-had allocated when it failed and the allocation it was refused.
+Each result has the median step time, tokens/s, MFU (the needed-FLOPs formula shared with train/model_flops.h),
+peak device memory measured as gpu_step measures ours (cudaMemGetInfo: device memory in use beyond what was in
+use before the model, sampled after every step; PyTorch's cached blocks count, as our buffers do) beside
+torch's own max allocated and reserved figures, and (--phases, eager baselines) a per-phase breakdown of one
+profiled step from torch.profiler: the GPU time of the kernels each phase launched (forward ops by the module
+that ran them, backward ops by the forward op they differentiate), with the step time not covered by kernels
+as "gaps".
+
+  python3 dev/bench/torch_baseline.py [--config dev/bench/gpu_step_config.json] [--baseline amp] [--phases]
+      [--min-seconds 60] [--out result.json]          # --out: one JSON for one baseline, a list for several
+  python3 dev/bench/torch_baseline.py --tiny --device cpu --phases    # a seconds-long smoke run of this script
+
+A config's batch "micro_batches" (default 1) are accumulated into each optimizer step, as gpu_step does. A config
+with "memory_cap_gib" (dev/bench/gpu_step_8b.json) caps PyTorch's allocator at that much of the card, as ours is
+capped. Running out of memory is a result, not a crash: the baseline's JSON then says "oom": true, where, what
+PyTorch had allocated when it failed and the allocation it was refused.
 """
 import argparse
+import contextlib
 import json
 import statistics
 import time
@@ -18,6 +35,13 @@ import time
 import torch
 import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
+
+BASELINES = ("pure_bf16", "amp", "amp_compile")
+# The phases of gpu_step's breakdown, in train/phase_timer.h's order (tests/train/test_phase_timer.cpp checks
+# that the lists agree). PyTorch's step has no recompute phase here (no activation checkpointing): 0.
+PHASES = ("embedding", "norm_forward", "matmul_forward", "elementwise_forward", "attention_forward",
+          "lm_head_loss", "recompute", "norm_backward", "matmul_backward", "elementwise_backward",
+          "attention_backward", "grad_clip", "optimizer", "other")
 
 
 def model_flops_per_step(cfg, sequences, seq_len, lm_head_rows):
@@ -43,10 +67,272 @@ def stapo_loss(logps_sum, lengths, loss_cfg):
     return (-F.logsigmoid(beta * (delta - ml)) - lr * F.logsigmoid(beta * (mr - delta))).mean()
 
 
+# ---- the per-phase breakdown from torch.profiler ----
+
+def phase_of_module(name, module, lm_head):
+    """The forward phase of the ops a module runs itself (not in a child module that has a phase of its own)."""
+    kind = type(module).__name__
+    if module is lm_head:
+        return "lm_head_loss"
+    if isinstance(module, torch.nn.Embedding):
+        return "embedding"
+    if "RMSNorm" in kind:
+        return "norm"
+    if isinstance(module, torch.nn.Linear):
+        return "matmul"
+    if kind.endswith(("Attention", "MLP", "RotaryEmbedding")) or "act_fn" in name:
+        return "elementwise"  # RoPE, reshapes, SiLU and the SwiGLU product: what these run outside their children
+    return None
+
+
+@contextlib.contextmanager
+def phase_scopes(model):
+    """record_function("phase::X") around every module with a phase and around F.scaled_dot_product_attention
+    (the attention core inside the attention module), so the profiler's op tree says which phase ran each op."""
+    handles, open_scopes = [], []
+    lm_head = model.get_output_embeddings()
+    for name, module in model.named_modules():
+        phase = phase_of_module(name, module, lm_head)
+        if phase is None:
+            continue
+
+        def pre(_module, _args, phase=phase):
+            scope = torch.profiler.record_function("phase::" + phase)
+            scope.__enter__()
+            open_scopes.append(scope)
+
+        def post(_module, _args, _output):
+            open_scopes.pop().__exit__(None, None, None)
+
+        handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+    sdpa = F.scaled_dot_product_attention
+
+    def timed_sdpa(*args, **kwargs):
+        with torch.profiler.record_function("phase::attention"):
+            return sdpa(*args, **kwargs)
+
+    F.scaled_dot_product_attention = timed_sdpa
+    try:
+        yield
+    finally:
+        F.scaled_dot_product_attention = sdpa
+        for h in handles:
+            h.remove()
+
+
+def phase_breakdown(prof, device_is_cuda):
+    """Milliseconds per phase: each op's own kernels (CPU: its own CPU time) go to the phase of its innermost
+    phase:: scope; ops under an autograd evaluate_function go to the backward phase of the forward op with that
+    sequence number (the same (thread, sequence_nr)). Lone scopes without a suffix (lm_head_loss, embedding,
+    grad_clip, optimizer) merge forward and backward."""
+    events = list(prof.events())
+
+    def scope_of(e):
+        p = e.cpu_parent
+        while p is not None:
+            if p.name.startswith("phase::"):
+                return p.name[len("phase::"):]
+            p = p.cpu_parent
+        return None
+
+    forward_phase = {}
+    for e in events:
+        if e.sequence_nr >= 0 and not e.name.startswith("autograd::") and "Backward" not in e.name:
+            forward_phase.setdefault((e.thread, e.sequence_nr), scope_of(e))
+
+    def phase_of(e):
+        p = e
+        while p is not None:
+            if p.name.startswith("autograd::engine::evaluate_function:"):
+                base = forward_phase.get((p.fwd_thread, p.sequence_nr))
+                if base in ("lm_head_loss", "embedding"):
+                    return base
+                return base + "_backward" if base in ("norm", "matmul", "elementwise", "attention") else "other"
+            p = p.cpu_parent
+        base = scope_of(e)
+        if base in ("norm", "matmul", "elementwise", "attention"):
+            return base + "_forward"
+        return base if base in PHASES else "other"
+
+    ms = {phase: 0.0 for phase in PHASES}
+    for e in events:
+        if e.name.startswith("phase::"):
+            continue
+        if device_is_cuda:
+            own = sum(k.duration for k in e.kernels) / 1000.0
+        else:
+            own = e.self_cpu_time_total / 1000.0
+        if own > 0:
+            ms[phase_of(e)] += own
+    return ms
+
+
+# ---- one baseline ----
+
+def build(bench, cfg, baseline, device):
+    torch.manual_seed(0)
+    config = LlamaConfig(**{k: v for k, v in cfg.items() if k != "model_type"}, attn_implementation="sdpa")
+    cuda = device.type == "cuda"
+    weight_dtype = torch.bfloat16 if baseline == "pure_bf16" and cuda else torch.float32
+    # Built on the device in its final dtype: an 8B model never exists on the host, nor in fp32 for pure_bf16.
+    default_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(weight_dtype)
+    try:
+        with torch.device(device):
+            model = LlamaForCausalLM(config)
+    finally:
+        torch.set_default_dtype(default_dtype)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=bench["optimizer"]["lr"],
+                                  weight_decay=bench["optimizer"]["weight_decay"], fused=cuda)
+    forward_model = torch.compile(model) if baseline == "amp_compile" else model
+    return model, forward_model, optimizer
+
+
+def run_baseline(bench, cfg, batch, timing, baseline, device, phases, min_seconds):
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        return measure_baseline(bench, cfg, batch, timing, baseline, device, phases, min_seconds)
+    except torch.cuda.OutOfMemoryError as e:
+        # What PyTorch held when it failed and the allocation it was refused ("Tried to allocate ..." from the
+        # error's first line), so the result says how far from fitting it was.
+        return {
+            "impl": "pytorch", "baseline": baseline, "device": torch.cuda.get_device_name(),
+            "torch": torch.__version__, "oom": True,
+            "oom_during": getattr(e, "stapo_during", "building the model or the profiled step"),
+            "error": str(e).splitlines()[0],
+            "allocated_gib_at_oom": torch.cuda.memory_allocated() / 2**30,
+            "torch_max_allocated_gib": torch.cuda.max_memory_allocated() / 2**30,
+        }
+    finally:
+        if cuda:
+            torch.cuda.empty_cache()  # what the failed baseline held goes back before the next one
+
+
+def measure_baseline(bench, cfg, batch, timing, baseline, device, phases, min_seconds):
+    cuda = device.type == "cuda"
+    if cuda:
+        free, total = torch.cuda.mem_get_info()
+        in_use_before = total - free
+    model, forward_model, optimizer = build(bench, cfg, baseline, device)
+    sequences, seq_len, prompt_len = 2 * batch["pairs"], batch["seq_len"], batch["prompt_len"]
+    generator = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, cfg["vocab_size"], (sequences, seq_len), generator=generator).to(device)
+    # Response-only mask: targets are the next tokens after the prompt.
+    mask = torch.zeros(sequences, seq_len - 1, device=device)
+    mask[:, prompt_len - 1:] = 1.0
+    lengths = mask.sum(dim=1)
+    autocast = baseline != "pure_bf16" and cuda
+    micro_batches = batch.get("micro_batches", 1)
+
+    def attention_backend():
+        if autocast:  # the like-for-like rows run FlashAttention or fail: no silent fallback
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+            return sdpa_kernel([SDPBackend.FLASH_ATTENTION])
+        return contextlib.nullcontext()
+
+    def step():
+        for _ in range(micro_batches):
+            with attention_backend(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                logits = forward_model(input_ids=tokens).logits
+                with torch.profiler.record_function("phase::lm_head_loss"):
+                    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, tokens[:, 1:, None])
+                    loss = stapo_loss((logp.squeeze(-1) * mask).sum(dim=1), lengths, bench["loss"]) / micro_batches
+            loss.backward()
+        with torch.profiler.record_function("phase::grad_clip"):
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        with torch.profiler.record_function("phase::optimizer"):
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        return loss
+
+    peak_in_use = 0
+    times = []
+    started = None
+    i = 0
+    while True:
+        try:
+            if cuda:
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                step()
+                end.record()
+                torch.cuda.synchronize()
+                elapsed = start.elapsed_time(end) / 1000.0
+                free, total = torch.cuda.mem_get_info()
+                peak_in_use = max(peak_in_use, total - free - in_use_before)
+            else:
+                t0 = time.perf_counter()
+                step()
+                elapsed = time.perf_counter() - t0
+        except torch.cuda.OutOfMemoryError as e:
+            e.stapo_during = f"step {i + 1}"
+            raise
+        i += 1
+        if i > timing["warmup_steps"]:
+            times.append(elapsed)
+            started = started or time.perf_counter() - elapsed
+        if len(times) >= timing["steps"] and time.perf_counter() - started >= min_seconds:
+            break
+
+    median = statistics.median(times)
+    # The loss reads the targets at positions prompt_len - 1 .. seq_len - 2 of each sequence.
+    flops = micro_batches * model_flops_per_step(cfg, sequences, seq_len, sequences * (seq_len - prompt_len))
+    flops_all_tokens = micro_batches * model_flops_per_step(cfg, sequences, seq_len, sequences * seq_len)
+    name = torch.cuda.get_device_name() if cuda else "cpu"
+    peak = next((v for k, v in bench["peak_bf16_tflops"].items() if k != "_comment" and k in name), None)
+    result = {
+        "impl": "pytorch", "baseline": baseline, "device": name, "torch": torch.__version__,
+        "median_step_s": median, "timed_steps": len(times), "timed_s": sum(times),
+        "tokens_per_s": micro_batches * sequences * seq_len / median,
+        "model_tflops_per_step": flops / 1e12,
+        "model_tflops_per_step_all_tokens": flops_all_tokens / 1e12,
+        "mfu": (flops / median / 1e12 / peak) if peak else None,
+        "mfu_all_tokens": (flops_all_tokens / median / 1e12 / peak) if peak else None,
+        "peak_memory_gib": peak_in_use / 2**30 if cuda else None,
+        "torch_max_allocated_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+        "torch_max_reserved_gib": torch.cuda.max_memory_reserved() / 2**30 if cuda else None,
+    }
+    if phases and baseline != "amp_compile":
+        activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
+        with phase_scopes(model), torch.profiler.profile(activities=activities) as prof:
+            if cuda:
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+            t0 = time.perf_counter()
+            step()
+            if cuda:
+                end.record()
+                torch.cuda.synchronize()
+            profiled_ms = start.elapsed_time(end) if cuda else (time.perf_counter() - t0) * 1000.0
+        ms = phase_breakdown(prof, cuda)
+        ms["gaps"] = max(0.0, profiled_ms - sum(ms.values()))  # step time in no kernel (launches, host waits)
+        result["phases_ms"] = ms
+        result["profiled_step_ms"] = profiled_ms
+    del model, forward_model, optimizer
+    return result
+
+
+def print_phases(result):
+    ms = result["phases_ms"]
+    total = result["profiled_step_ms"]
+    print(f"phases of one profiled step ({result['baseline']}, {total:.1f} ms; kernel time per phase):")
+    for phase, value in ms.items():
+        print(f"  {phase:22s} {value:9.2f} ms {100 * value / total:6.1f}%")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="dev/bench/gpu_step_config.json")
     parser.add_argument("--out", default=None, help="also write the result JSON here")
+    parser.add_argument("--baseline", default="all", choices=BASELINES + ("all",))
+    parser.add_argument("--phases", action="store_true", help="a per-phase breakdown of one profiled step")
+    parser.add_argument("--min-seconds", type=float, default=0.0,
+                        help="keep timing steps until this many seconds have passed (the MFU claim: 60)")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--tiny", action="store_true", help="shrink the model (a smoke test of this script)")
     args = parser.parse_args()
@@ -60,99 +346,23 @@ def main():
         batch = dict(batch, seq_len=64, prompt_len=32)
         timing.update(warmup_steps=1, steps=2)
     device = torch.device(args.device)
-    torch.manual_seed(0)
-    config = LlamaConfig(**{k: v for k, v in cfg.items() if k != "model_type"}, attn_implementation="sdpa")
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     cap = bench.get("memory_cap_gib")
     if cap and device.type == "cuda":
         total = torch.cuda.get_device_properties(device).total_memory
         torch.cuda.set_per_process_memory_fraction(min(1.0, cap * 2**30 / total), device)
-    # Built on the device in its final dtype: an 8B model never exists in fp32 or on the host.
-    default_dtype = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):
-            model = LlamaForCausalLM(config)
-    except torch.cuda.OutOfMemoryError as e:
-        return report_oom(args, name, "building the model", e)
-    finally:
-        torch.set_default_dtype(default_dtype)
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=bench["optimizer"]["lr"],
-                                  weight_decay=bench["optimizer"]["weight_decay"], fused=device.type == "cuda")
-
-    sequences, seq_len, prompt_len = 2 * batch["pairs"], batch["seq_len"], batch["prompt_len"]
-    tokens = torch.randint(0, cfg["vocab_size"], (sequences, seq_len), device=device)
-    # Response-only mask: targets are the next tokens after the prompt.
-    mask = torch.zeros(sequences, seq_len - 1, device=device)
-    mask[:, prompt_len - 1:] = 1.0
-    lengths = mask.sum(dim=1)
-
-    micro_batches = batch.get("micro_batches", 1)  # accumulated into each optimizer step, as gpu_step does
-
-    def step():
-        for _ in range(micro_batches):
-            logits = model(input_ids=tokens).logits[:, :-1].float()
-            logp = torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, 1:, None]).squeeze(-1)
-            loss = stapo_loss((logp * mask).sum(dim=1), lengths, bench["loss"]) / micro_batches
-            loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return loss
-
-    times = []
-    for i in range(timing["warmup_steps"] + timing["steps"]):
-        try:
-            if device.type == "cuda":
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                step()
-                end.record()
-                torch.cuda.synchronize()
-                elapsed = start.elapsed_time(end) / 1000.0
-            else:
-                t0 = time.perf_counter()
-                step()
-                elapsed = time.perf_counter() - t0
-        except torch.cuda.OutOfMemoryError as e:
-            return report_oom(args, name, f"step {i + 1}", e)
-        if i >= timing["warmup_steps"]:
-            times.append(elapsed)
-
-    median = statistics.median(times)
-    # The loss reads the targets at positions prompt_len - 1 .. seq_len - 2 of each sequence.
-    flops = micro_batches * model_flops_per_step(cfg, sequences, seq_len, sequences * (seq_len - prompt_len))
-    flops_all_tokens = micro_batches * model_flops_per_step(cfg, sequences, seq_len, sequences * seq_len)
-    peak = next((v for k, v in bench["peak_bf16_tflops"].items() if k != "_comment" and k in name), None)
-    result = {
-        "impl": "pytorch", "device": name, "torch": torch.__version__,
-        "median_step_s": median, "tokens_per_s": micro_batches * sequences * seq_len / median,
-        "model_tflops_per_step": flops / 1e12,
-        "model_tflops_per_step_all_tokens": flops_all_tokens / 1e12,
-        "mfu": (flops / median / 1e12 / peak) if peak else None,
-        "mfu_all_tokens": (flops_all_tokens / median / 1e12 / peak) if peak else None,
-        "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
-    }
-    write_result(args, result)
-
-
-def write_result(args, result):
-    print(json.dumps(result))
+    baselines = BASELINES if args.baseline == "all" else (args.baseline,)
+    if device.type != "cuda":
+        baselines = tuple(b for b in baselines if b != "amp_compile")  # compiling takes minutes on a CPU
+    results = []
+    for baseline in baselines:
+        result = run_baseline(bench, cfg, batch, timing, baseline, device, args.phases, args.min_seconds)
+        print(json.dumps(result))
+        if "phases_ms" in result:
+            print_phases(result)
+        results.append(result)
     if args.out:
         with open(args.out, "w") as f:
-            json.dump(result, f, indent=1)
-
-
-def report_oom(args, name, where, error):
-    """The run ran out of memory: what PyTorch held then and the allocation it was refused ("Tried to allocate
-    ..." from the error's first line), so the result says how far from fitting it was."""
-    write_result(args, {
-        "impl": "pytorch", "device": name, "torch": torch.__version__, "oom": True, "oom_during": where,
-        "error": str(error).splitlines()[0],
-        "allocated_gib_at_oom": torch.cuda.memory_allocated() / 2**30,
-        "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30,
-    })
+            json.dump(results[0] if len(results) == 1 else results, f, indent=1)
 
 
 if __name__ == "__main__":

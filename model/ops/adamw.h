@@ -221,9 +221,13 @@ STAPO_HD inline float quant_normalise(float x, float absmax) { return absmax > 0
 
 // ---- one tensor's optimizer state ----
 
-// Where one tensor's state lives (n elements); each pointer is used only by the kinds that name it.
+// Where one tensor's state lives (n elements), or a part of a tensor's (a data-parallel rank's ZeRO-1 shard);
+// each pointer is used only by the kinds that name it.
 struct AdamWState {
   size_t n = 0;
+  // Element 0's index in its whole tensor: stochastic rounding hashes index_base + i, so the bits do not depend on
+  // how the tensor was split over ranks; q8 blocks start at multiples of kQuantBlock from it.
+  size_t index_base = 0;
   uint16_t* weights = nullptr;  // (n) bf16 bit patterns, what the model computes with; may be null for
                                 //     MasterKind::fp32 (the CPU engine's fp32 weights are the master)
   float* master = nullptr;      // (n) MasterKind::fp32
@@ -244,8 +248,12 @@ inline void adamw_state_check(const AdamWState& s, MasterKind master, MomentKind
   STAPO_CHECK(master != MasterKind::fp32 || s.master, op, ": MasterKind::fp32 needs state.master");
   STAPO_CHECK(master != MasterKind::split || s.low, op, ": MasterKind::split needs state.low");
   // Beyond 2^32 elements two would hash the same index: one call per tensor.
-  STAPO_CHECK(master != MasterKind::none || s.n <= size_t(UINT32_MAX) + 1, op, ": ", s.n,
-              " elements with stochastic rounding; update at most 2^32 elements per call");
+  STAPO_CHECK(master != MasterKind::none || s.index_base + s.n <= size_t(UINT32_MAX) + 1, op, ": elements ",
+              s.index_base, " to ", s.index_base + s.n, " of a tensor with stochastic rounding; update at most 2^32 "
+              "elements per tensor");
+  // A part's blocks must be the whole tensor's, else its absmax would not describe the same elements.
+  STAPO_CHECK(moments != MomentKind::q8 || s.index_base % kQuantBlock == 0, op, ": 8-bit moments of a part starting at "
+              "element ", s.index_base, " of its tensor, not a multiple of the block size ", kQuantBlock);
   STAPO_CHECK(moments != MomentKind::fp32 || (s.m && s.v), op, ": MomentKind::fp32 needs state.m and state.v");
   STAPO_CHECK(moments != MomentKind::q8 || (s.m_code && s.v_code && s.m_absmax && s.v_absmax), op,
               ": MomentKind::q8 needs state.m_code, v_code, m_absmax and v_absmax");
@@ -267,7 +275,8 @@ STAPO_HD inline void adamw_weight_update(const AdamWState& s, size_t i, float m,
     s.low[i] = split_low(p);
   } else {
     const float p = adamw_apply(bf16_bits_to_float(s.weights[i]), m, v, step);
-    s.weights[i] = bf16_round_stochastic(p, hash_index(seed, uint32_t(i)));
+    // The low 32 bits of index_base + i, added in 32 bits (the 64-bit sum cost the kernel a register spill).
+    s.weights[i] = bf16_round_stochastic(p, hash_index(seed, uint32_t(s.index_base) + uint32_t(i)));
   }
 }
 

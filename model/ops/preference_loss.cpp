@@ -172,9 +172,7 @@ void pair_loss(PairLoss<double>* losses, double* dseq, const double* seq_logp, c
                int num_pairs, const double* seq_prompt_logp, double* dprompt) {
   STAPO_CHECK(reference_logps != nullptr || !reward_uses_reference(config.reward), "pair_loss: the reward ",
               reward_name(config.reward), " needs reference log-probs; run the reference pass over the data first");
-  STAPO_CHECK((seq_prompt_logp != nullptr && dprompt != nullptr) || !loss_uses_prompt(config),
-              "pair_loss: the NLL term over prompt + response (--nll-span prompt+response, orpo's default) needs the "
-              "prompt's log-probs, which this engine does not compute: use --nll-span response, or train_stapo_cpu");
+  pair_loss_check_prompt(config, seq_prompt_logp, dprompt);
   for (int i = 0; i < num_pairs; i++) {
     PairLogps<double> in{seq_logp[2 * i],
                          seq_logp[2 * i + 1],

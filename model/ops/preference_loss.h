@@ -339,6 +339,8 @@ STAPO_HD inline PairLoss<T> loss_pair(const LossConfig& config, const PairLogps<
 #include <string>
 #include <vector>
 
+#include "common/error.h"  // defines: STAPO_CHECK
+
 namespace stapo {
 
 // "stapo" is "stapo-sigmoid"; names as on the command line.
@@ -359,10 +361,18 @@ RightMargin right_margin_from_name(const std::string& name);  // "absolute" or "
 const char* nll_span_name(NllSpan span);
 NllSpan nll_span_from_name(const std::string& name);  // "response" or "prompt+response"
 
-// Whether the loss reads P_w: an NLL term (α > 0) over prompt + response. Engines that do not compute the
-// prompt's log-probs refuse such a configuration.
+// Whether the loss reads P_w: an NLL term (α > 0) over prompt + response. Both engines then sum the chosen
+// prompts' log-probs (PairBatch::prompt_sequence) beside the responses'.
 inline bool loss_uses_prompt(const LossConfig& config) {
   return config.alpha > 0 && config.nll_span == NllSpan::prompt_and_response;
+}
+// pair_loss's check, shared by the CPU twin and the CUDA launcher (inline: the kernels' library does not link
+// this header's .cpp): the prompt sums and their gradient array are given whenever loss_uses_prompt(config).
+inline void pair_loss_check_prompt(const LossConfig& config, const void* seq_prompt_logp, const void* dprompt) {
+  STAPO_CHECK((seq_prompt_logp != nullptr && dprompt != nullptr) || !loss_uses_prompt(config),
+              "pair_loss: the NLL term over prompt + response (--nll-span prompt+response, orpo's default) needs the "
+              "chosen prompts' log-prob sums and their gradient array: the engine must sum the positions of "
+              "PairBatch::prompt_sequence as well");
 }
 
 // bco_pair's δ: the mean of every reward seen so far, TRL 0.28's RunningMoments.mean, fed one value per

@@ -8,6 +8,7 @@
 
 #include "common/error.h"
 #include "data/pair_loader.h"
+#include "model/batch.h"  // defines: logp_rows
 #include "tests/data/data_test_util.h"
 #include "tests/test_util.h"
 
@@ -290,6 +291,64 @@ TEST(PairLoader, ASequenceLongerThanTheRowIsAnErrorAtStartNamingThePair) {
   std::string msg = test::error_message([&] { PairLoader loader(shard, config); });
   EXPECT_NE(msg.find("s.bin: pair "), std::string::npos) << msg;
   EXPECT_NE(msg.find("-token sequence, longer than the row length 8"), std::string::npos) << msg;
+}
+
+// model/batch.h's logp_rows on the loader's batches, padded and packed: without chosen prompts exactly the response
+// positions; with them also the |x| − 1 predicted prompt positions of each chosen sequence (its pair's prompt
+// length from the shard), none of a rejected one, in position order, each row's target and sequences those of its
+// cell. These are the CUDA model's lm_head rows (an NLL over prompt + response: TRL's ORPO).
+TEST(PairLoader, LogpRowsAreTheResponsesAndTheChosenPrompts) {
+  std::string path = make_shard("s.bin", 24);
+  Shard shard(path);
+  for (bool pack : {false, true}) {
+    PairLoaderConfig config = loader_config(6, 128, 5);
+    config.pack = pack;
+    PairLoader loader(shard, config);
+    PairBatch b;
+    for (int step = 0; step < 3; ++step) {
+      loader.next(b);
+      const std::string what = std::string(pack ? "packed" : "padded") + " step " + std::to_string(step);
+      const int sequences = 2 * b.num_pairs;
+      for (bool chosen_prompts : {false, true}) {
+        const LogpRows rows = logp_rows(b, chosen_prompts);
+        const size_t m = rows.index.size();
+        ASSERT_EQ(rows.targets.size(), m) << what;
+        ASSERT_EQ(rows.response_sequence.size(), m) << what;
+        ASSERT_EQ(rows.prompt_sequence.size(), chosen_prompts ? m : 0u) << what;
+        std::vector<int32_t> response_rows(sequences, 0), prompt_rows(sequences, 0);
+        for (size_t r = 0; r < m; ++r) {
+          const int32_t i = rows.index[r];
+          if (r > 0) {
+            ASSERT_LT(rows.index[r - 1], i) << what << ": rows in position order";
+          }
+          EXPECT_EQ(rows.targets[r], b.tokens.targets[i]) << what;
+          EXPECT_EQ(rows.response_sequence[r], b.response_sequence[i]) << what;
+          const int32_t p = chosen_prompts ? rows.prompt_sequence[r] : -1;
+          ASSERT_NE(rows.response_sequence[r] >= 0, p >= 0) << what << ": row " << r << " is a response or a prompt";
+          if (p >= 0) {
+            EXPECT_EQ(p, b.prompt_sequence[i]) << what;
+            prompt_rows[p]++;
+          } else {
+            response_rows[rows.response_sequence[r]]++;
+          }
+        }
+        for (int s = 0; s < sequences; ++s) {
+          EXPECT_EQ(response_rows[s], b.response_length[s]) << what << " sequence " << s;
+          const int32_t prompt_length = shard.pair(b.pair_ids[s / 2]).prompt_length;
+          EXPECT_EQ(prompt_rows[s], chosen_prompts && s % 2 == 0 ? prompt_length - 1 : 0) << what << " sequence " << s;
+        }
+      }
+    }
+  }
+  // A batch without prompt marks serves the response rows, and refuses the chosen prompts with the reason.
+  PairLoader loader(shard, loader_config(2, 128, 5));
+  PairBatch b;
+  loader.next(b);
+  b.prompt_sequence.clear();
+  EXPECT_EQ(logp_rows(b, false).index.size(), size_t(b.response_length[0] + b.response_length[1] +
+                                                      b.response_length[2] + b.response_length[3]));
+  const std::string msg = test::error_message([&] { logp_rows(b, true); });
+  EXPECT_NE(msg.find("needs the batch's prompt_sequence"), std::string::npos) << msg;
 }
 
 }  // namespace

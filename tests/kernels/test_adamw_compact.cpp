@@ -123,6 +123,27 @@ TEST(KernelAdamWCompact, MatchesCpuTwinBitForBit) {
         }
 }
 
+// A part of a tensor (a ZeRO-1 shard: index_base, the part's first index in its tensor) as the twin updates it:
+// stochastic rounding keyed by index_base + i; 8-bit moments from a block boundary.
+TEST(KernelAdamWCompact, PartOfATensorMatchesCpuTwin) {
+  STAPO_REQUIRE_GPU();
+  const size_t n = 2 * kQuantBlock + 300;
+  for (MasterKind master : {MasterKind::none, MasterKind::fp32})
+    for (MomentKind moments : {MomentKind::fp32, MomentKind::q8}) {
+      HostState h(n, master, 21);
+      DeviceState d(h);
+      const size_t base = moments == MomentKind::q8 ? 3 * size_t(kQuantBlock) : 384;
+      AdamWState hs = h.state(), ds = d.state();
+      hs.index_base = ds.index_base = base;
+      const std::vector<float> g = random_normal(n, 1e-2f, 22);
+      DeviceArray<float> dg(g);
+      const AdamWStep<float> step = adamw_step_make<float>(1e-3, 0.1, 0.9, 0.999, 1e-8, 2);
+      adamw_compact_update(ds, master, moments, dg.get(), step, nullptr, nullptr, 99u, 0);
+      adamw_compact_update(hs, master, moments, g.data(), step, 1.0f, 99u);
+      expect_same(d, h, master, moments, cat(kind_name(master), ", part from element ", base));
+    }
+}
+
 TEST(KernelAdamWCompact, SplitMasterEqualsFp32MasterOnTheDevice) {
   STAPO_REQUIRE_GPU();
   const size_t n = 5 * kQuantBlock + 3;

@@ -1,58 +1,39 @@
-// kernels/attention.cu against model/ops/attention.h: causal, GQA, sliding window, packed rows and padding,
-// sequence lengths that are not multiples of the 64/32 tiles.
+// kernels/attention.cu (SIMT) and kernels/attention_flash2.cu (tensor cores) against model/ops/attention.h, on
+// tests/kernels/attention_cases.h: causal, GQA, sliding window, packed rows and padding, sequence lengths that
+// are not multiples of the tiles.
 #include <cmath>
 #include <limits>
+#include <ostream>
 
 #include "kernels/attention.h"
 #include "model/ops/attention.h"
 #include "tests/gpu_test_util.h"
+#include "tests/kernels/attention_cases.h"
 #include "tests/kernels/kernel_test_util.h"
 
 namespace stapo::test {
 namespace {
 
-struct AttentionCase {
-  AttentionShape shape;
-  std::vector<int> lengths;  // packed sequence lengths per row; the rest of the row is padding
+// The two implementations behind kernels/attention.h's one interface: the SIMT kernels (attention_forward /
+// attention_backward, what the trainer runs by default) and the tensor-core ones (attention_flash2_*).
+struct AttentionKernels {
+  const char* name;
+  void (*forward)(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v, const AttentionShape& shape,
+                  const int32_t* segments, cudaStream_t stream);
+  void (*backward)(bf16* dq, bf16* dk, bf16* dv, float* scratch, const bf16* dout, const bf16* out, const float* lse,
+                   const bf16* q, const bf16* k, const bf16* v, const AttentionShape& shape, const int32_t* segments,
+                   cudaStream_t stream);
 };
+// ctest lists the parameter by name.
+void PrintTo(const AttentionKernels& kernels, std::ostream* os) { *os << kernels.name; }
 
-// rows, T, H, Hkv, D, window.
-std::vector<AttentionCase> cases() {
-  return {
-      {{1, 1, 1, 1, 64, 0}, {1}},
-      {{2, 67, 4, 2, 64, 0}, {30, 37}},            // row: two packed sequences; 67 = 64 + 3
-      {{1, 130, 2, 1, 128, 37}, {130}},            // window not a tile multiple, MQA
-      {{3, 100, 8, 2, 128, 0}, {13, 50, 20}},      // three sequences and 17 padding positions per row
-      {{1, 200, 4, 4, 64, 64}, {90, 110}},         // window + packing, MHA
-      {{2, 257, 2, 1, 128, 100}, {257}},           // window spanning several tiles, one tile of a single row
-  };
-}
+class KernelAttention : public ::testing::TestWithParam<AttentionKernels> {};
 
-std::vector<int32_t> packed_segments(const AttentionCase& c) {
-  std::vector<int32_t> seg((size_t)c.shape.rows * c.shape.T, -1);
-  for (int r = 0; r < c.shape.rows; ++r) {
-    int p = 0;
-    for (size_t s = 0; s < c.lengths.size(); ++s)
-      for (int i = 0; i < c.lengths[s] && p < c.shape.T; ++i) seg[(size_t)r * c.shape.T + p++] = (int32_t)s;
-  }
-  return seg;
-}
-
-std::string describe(const AttentionShape& s) {
-  return cat("rows=", s.rows, " T=", s.T, " H=", s.H, " Hkv=", s.Hkv, " D=", s.D, " window=", s.window);
-}
-
-// −inf (padding) compares equal to −inf: map it to a finite sentinel in both.
-std::vector<float> finite_lse(std::vector<float> lse) {
-  for (float& x : lse)
-    if (std::isinf(x) && x < 0) x = -1e30f;
-  return lse;
-}
-
-TEST(KernelAttention, ForwardAndBackwardMatchCpu) {
+TEST_P(KernelAttention, ForwardAndBackwardMatchCpu) {
   STAPO_REQUIRE_GPU();
+  const AttentionKernels kernels = GetParam();
   uint64_t salt = 0;
-  for (const auto& c : cases()) {
+  for (const auto& c : attention_cases()) {
     const AttentionShape& s = c.shape;
     const size_t N = (size_t)s.rows * s.T, nq = N * s.H * s.D, nkv = N * s.Hkv * s.D;
     auto q = round_bf16(random_normal(nq, 1.0f, ++salt));
@@ -70,13 +51,13 @@ TEST(KernelAttention, ForwardAndBackwardMatchCpu) {
     DeviceArray<int32_t> d_segments(segments);
     DeviceArray<bf16> d_out(nq), d_dq(nq), d_dk(nkv), d_dv(nkv);
     DeviceArray<float> d_lse(N * s.H), d_scratch(attention_backward_scratch_floats(s));
-    attention_forward(d_out.get(), d_lse.get(), d_q->get(), d_k->get(), d_v->get(), s, d_segments.get(), 0);
+    kernels.forward(d_out.get(), d_lse.get(), d_q->get(), d_k->get(), d_v->get(), s, d_segments.get(), 0);
     EXPECT_TRUE(bf16_close(download_bf16(d_out), ref_out, 1e-2)) << "out " << describe(s);
     EXPECT_TRUE(all_close(finite_lse(d_lse.download()), finite_lse(ref_lse), 1e-4, 1e-4)) << "lse " << describe(s);
 
     // The backward takes the GPU forward's own out and lse, as the trainer will.
-    attention_backward(d_dq.get(), d_dk.get(), d_dv.get(), d_scratch.get(), d_dout->get(), d_out.get(), d_lse.get(),
-                       d_q->get(), d_k->get(), d_v->get(), s, d_segments.get(), 0);
+    kernels.backward(d_dq.get(), d_dk.get(), d_dv.get(), d_scratch.get(), d_dout->get(), d_out.get(), d_lse.get(),
+                     d_q->get(), d_k->get(), d_v->get(), s, d_segments.get(), 0);
     // A query that sees a single key has dq = 0 and gives that key dk = 0 exactly (softmax over one score has no
     // gradient); on the GPU dP − D cancels to fp32 rounding there (~1e-8 seen on an H100), so those tensors are
     // judged on a scale well under the call's gradients: 1e-3 of rms(dv).
@@ -89,7 +70,7 @@ TEST(KernelAttention, ForwardAndBackwardMatchCpu) {
 
 // Structured: q = 0 makes every visible key equally likely, so out_i is the plain mean of the visible v_j and
 // lse_i = log(count): exact expectations that show a masking error directly (here per query, not as a norm).
-TEST(KernelAttention, ZeroQueriesAverageExactlyTheVisibleValues) {
+TEST_P(KernelAttention, ZeroQueriesAverageExactlyTheVisibleValues) {
   STAPO_REQUIRE_GPU();
   const AttentionCase c{{2, 150, 2, 1, 64, 50}, {70, 60}};  // window 50, two sequences, 20 padding positions
   const AttentionShape& s = c.shape;
@@ -119,18 +100,23 @@ TEST(KernelAttention, ZeroQueriesAverageExactlyTheVisibleValues) {
   DeviceArray<int32_t> d_segments(segments);
   DeviceArray<bf16> d_out(nq);
   DeviceArray<float> d_lse(N * s.H);
-  attention_forward(d_out.get(), d_lse.get(), d_q->get(), d_k->get(), d_v->get(), s, d_segments.get(), 0);
+  GetParam().forward(d_out.get(), d_lse.get(), d_q->get(), d_k->get(), d_v->get(), s, d_segments.get(), 0);
   // bf16 output: one rounding of the exact mean.
   EXPECT_TRUE(all_close(download_bf16(d_out), want, 1e-5, 4e-3));
   EXPECT_TRUE(all_close(finite_lse(d_lse.download()), finite_lse(want_lse), 1e-5, 1e-5));
 }
 
-TEST(KernelAttention, RejectsUnsupportedShapes) {
-  EXPECT_THROW(attention_forward(nullptr, nullptr, nullptr, nullptr, nullptr, {1, 8, 4, 4, 96, 0}, nullptr, 0),
-               Error);
-  EXPECT_THROW(attention_forward(nullptr, nullptr, nullptr, nullptr, nullptr, {1, 8, 6, 4, 64, 0}, nullptr, 0),
-               Error);
+TEST_P(KernelAttention, RejectsUnsupportedShapes) {
+  const AttentionKernels kernels = GetParam();
+  EXPECT_THROW(kernels.forward(nullptr, nullptr, nullptr, nullptr, nullptr, {1, 8, 4, 4, 96, 0}, nullptr, 0), Error);
+  EXPECT_THROW(kernels.forward(nullptr, nullptr, nullptr, nullptr, nullptr, {1, 8, 6, 4, 64, 0}, nullptr, 0), Error);
 }
+
+INSTANTIATE_TEST_SUITE_P(Kernels, KernelAttention,
+                         ::testing::Values(AttentionKernels{"simt", attention_forward, attention_backward},
+                                           AttentionKernels{"flash2", attention_flash2_forward,
+                                                            attention_flash2_backward}),
+                         [](const ::testing::TestParamInfo<AttentionKernels>& info) { return info.param.name; });
 
 }  // namespace
 }  // namespace stapo::test

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # train_stapo --dry-run on the CPU (no device needed): the memory plan it prints for Llama-3-8B at 4 pairs × 2048
 # and its refusals, as a user sees them. The plan's arithmetic is test_memory_plan's; here, by hand:
-#   --master split --moments 8bit --grads bf16 --recompute 2: test_memory_plan's Llama3_8BByHand, 75,713,071,156 B
+#   --master split --moments 8bit --grads bf16 --recompute 2: test_memory_plan's Llama3_8BByHand, 75,713,136,692 B
 #   (the kernels' workspaces there are the engine's defaults at C = 4096); with fp32 gradients 4 B for every
-#   parameter instead of 2 B for the 6,979,321,856 layer matmul weights: + 13,958,643,712 = 89,671,714,868 B.
+#   parameter instead of 2 B for the 6,979,321,856 layer matmul weights: + 13,958,643,712 = 89,671,780,404 B.
 #   - those plans print with their exact totals, and --dry-run exits 0;
 #   - train_stapo's defaults (fp32 master and moments, --recompute 1) at 4 pairs under --memory-cap-gib 79.6 are
 #     refused (exit 1; 184.07 GiB), naming the cheapest flags that fit (test_memory_plan's CheapestFlagsThatFit);
 #   - the same with the suggested flags fits (exit 0);
-#   - a bad --master or --moments exits 2 naming the flag.
+#   - a bad --master or --moments exits 2 naming the flag;
+#   - under mpirun's environment (OMPI_COMM_WORLD_SIZE=2; a dry run starts no collective) the plan is one GPU's of
+#     two, the master weights and moments halved by ZeRO-1 (test_memory_plan's DataParallelPlanIsOneRanks), and
+#     the flags data parallel does not take are refused (exit 1), each named.
 #   tests/train/dry_run_cli.sh [BIN_DIR]    (registered with ctest as dry_run_cli)
 # Ends with "N passed, N failed".
 set -uo pipefail
@@ -30,7 +33,7 @@ JSON
 # --data and --out are never opened by a dry run.
 RUN=("$B/train_stapo" --dry-run --model "$W/model" --data "$W/none.bin" --out "$W/out" --max-length 2048)
 
-for grads in bf16:75713071156 fp32:89671714868; do
+for grads in bf16:75713136692 fp32:89671780404; do
   "${RUN[@]}" --batch-size 4 --master split --moments 8bit --grads "${grads%%:*}" --recompute 2 >"$W/plan.log" 2>&1
   rc=$?
   if [ $rc = 0 ] && grep -q "total .*(${grads##*:} bytes)" "$W/plan.log" && grep -q "AdamW moments (8-bit m, v)" "$W/plan.log" \
@@ -65,5 +68,21 @@ for bad in "--master fp16" "--moments 4bit" "--grads fp8"; do
   rc=$?
   if [ $rc = 2 ] && grep -q -- "${bad%% *}" "$W/bad.log"; then pass "bad ${bad%% *}"; else fail "bad ${bad%% *}" "exit $rc"; fi
 done
+DP=(env OMPI_COMM_WORLD_SIZE=2 OMPI_COMM_WORLD_RANK=0)
+"${DP[@]}" "${RUN[@]}" --batch-size 1 >"$W/dp.log" 2>&1
+rc=$?
+if [ $rc = 0 ] && grep -q "one GPU of 2" "$W/dp.log" && grep -q "master weights (fp32) .*ZeRO-1: 1/2 of" "$W/dp.log"; then
+  pass data_parallel_plan
+else
+  fail data_parallel_plan "exit $rc, or not one GPU's plan with the master weights halved"
+fi
+"${DP[@]}" "${RUN[@]}" --batch-size 1 --master split --moments 8bit --grads bf16 >"$W/dp_refused.log" 2>&1
+rc=$?
+if [ $rc = 1 ] && grep -q "^error: data parallel over 2 ranks takes" "$W/dp_refused.log" \
+   && grep -q -- "not --master split --moments 8bit --grads bf16" "$W/dp_refused.log"; then
+  pass data_parallel_refused
+else
+  fail data_parallel_refused "exit $rc (expected 1), or the refused flags not named"
+fi
 echo "$passed passed, $failed failed"
 [ $failed = 0 ]

@@ -136,6 +136,122 @@ TEST(AdamWCompact, Fp32PathMatchesDoubleAdamW) {
   EXPECT_GT(test::relative_error(twin.master.data(), initial.data(), n), 0.1);
 }
 
+// A tensor updated in parts (a data-parallel rank's ZeRO-1 shard: AdamWState::index_base) is updated exactly as
+// in one call: the stochastic rounding is keyed by the index in the whole tensor. 8-bit moments split on block
+// boundaries only; a part that starts inside a block, or indices past 2^32 with stochastic rounding, are refused.
+TEST(AdamWCompact, PartsUpdateAsTheWholeTensor) {
+  const size_t n = 4 * kQuantBlock + 77;
+  const std::vector<float> initial = test::random_normal(n, 0.02f, 3);
+  struct Case {
+    MasterKind master;
+    MomentKind moments;
+    std::vector<size_t> cuts;  // the parts' first elements after 0
+  };
+  const Case cases[] = {{MasterKind::none, MomentKind::fp32, {384, 2944, 7040}},
+                        {MasterKind::fp32, MomentKind::fp32, {128, 5120}},
+                        {MasterKind::split, MomentKind::q8, {2 * kQuantBlock}}};
+  for (const Case& c : cases) {
+    TwinState whole(initial, c.master), parts(initial, c.master);
+    std::vector<size_t> bounds = c.cuts;
+    bounds.insert(bounds.begin(), 0);
+    bounds.push_back(n);
+    for (int64_t t = 1; t <= 5; t++) {
+      const std::vector<float> g = test_grads(n, 40 + t);
+      const uint32_t seed = 77u + uint32_t(t);
+      adamw_compact_update(whole.state(), c.master, c.moments, g.data(), test_step(t), 0.7f, seed);
+      for (size_t k = 0; k + 1 < bounds.size(); k++) {
+        const size_t at = bounds[k];
+        AdamWState s = parts.state();
+        s.n = bounds[k + 1] - at;
+        s.index_base = at;
+        s.weights += at;
+        if (s.master) s.master += at;
+        if (s.low) s.low += at;
+        s.m += at;
+        s.v += at;
+        s.m_code += at;
+        s.v_code += at;
+        s.m_absmax += at / kQuantBlock;
+        s.v_absmax += at / kQuantBlock;
+        adamw_compact_update(s, c.master, c.moments, g.data() + at, test_step(t), 0.7f, seed);
+      }
+      ASSERT_EQ(parts.weights, whole.weights) << "step " << t << ", master kind " << int(c.master);
+      ASSERT_EQ(parts.master, whole.master) << "step " << t;
+      ASSERT_EQ(parts.low, whole.low) << "step " << t;
+      ASSERT_EQ(std::memcmp(parts.m.data(), whole.m.data(), n * 4), 0) << "step " << t;
+      ASSERT_EQ(parts.m_code, whole.m_code) << "step " << t;
+      ASSERT_EQ(parts.v_absmax, whole.v_absmax) << "step " << t;
+    }
+  }
+  // A part keyed by its own indices (index_base left 0) rounds differently: the test can tell.
+  TwinState whole(initial, MasterKind::none), unkeyed(initial, MasterKind::none);
+  const std::vector<float> g = test_grads(n, 60);
+  adamw_compact_update(whole.state(), MasterKind::none, MomentKind::fp32, g.data(), test_step(1), 0.7f, 5);
+  AdamWState s = unkeyed.state();
+  s.n = 384;
+  adamw_compact_update(s, MasterKind::none, MomentKind::fp32, g.data(), test_step(1), 0.7f, 5);  // [0, 384)
+  s.n = n - 384;
+  s.weights += 384;
+  s.m += 384;
+  s.v += 384;
+  adamw_compact_update(s, MasterKind::none, MomentKind::fp32, g.data() + 384, test_step(1), 0.7f, 5);
+  EXPECT_NE(unkeyed.weights, whole.weights);
+
+  TwinState q8(initial, MasterKind::fp32);
+  AdamWState inside = q8.state();
+  inside.index_base = 128;
+  EXPECT_NE(test::error_message([&] { adamw_compact_update(inside, MasterKind::fp32, MomentKind::q8, g.data(),
+                                                           test_step(1), 1.0f, 0); })
+                .find("not a multiple of the block size 2048"),
+            std::string::npos);
+  AdamWState far = unkeyed.state();
+  far.index_base = size_t(UINT32_MAX);
+  EXPECT_NE(test::error_message([&] { adamw_compact_update(far, MasterKind::none, MomentKind::fp32, g.data(),
+                                                           test_step(1), 1.0f, 0); })
+                .find("at most 2^32 elements per tensor"),
+            std::string::npos);
+}
+
+// MasterKind::none: each weight becomes one of the two bf16 neighbours of the fp32 update (the fp32 master path's
+// result from the same start), the one away from zero with probability f, its distance from the neighbour toward
+// zero in ulps. Round-to-nearest would give 0 for every f < 1/2 and 1 above, so the rate is checked in each half
+// separately (within 5 standard deviations). The kernel is the twin bit for bit (tests/kernels).
+TEST(AdamWCompact, StochasticRoundingIsUnbiased) {
+  const size_t n = size_t(1) << 20;
+  std::vector<float> initial = test::random_normal(n, 1.0f, 4);
+  for (float& x : initial) x = bf16_bits_to_float(split_high(x));  // bf16 weights: both start from them exactly
+  TwinState exact(initial, MasterKind::fp32), rounded(initial, MasterKind::none);
+  const std::vector<float> g = test_grads(n, 5);
+  adamw_compact_update(exact.state(), MasterKind::fp32, MomentKind::fp32, g.data(), test_step(3), 1.0f, 0);
+  adamw_compact_update(rounded.state(), MasterKind::none, MomentKind::fp32, g.data(), test_step(3), 1.0f, 1234u);
+  struct Half {
+    double count = 0, away = 0, expected = 0, variance = 0;
+  } halves[2];
+  size_t bad = 0;
+  for (size_t i = 0; i < n; i++) {
+    const uint32_t toward = float_bits(exact.master[i]) & 0xFFFF0000u;  // truncation toward zero
+    const float low = bits_float(toward), high = bits_float(toward + 0x10000u);
+    const double ulp = std::fabs(double(high) - double(low));
+    const float got = bf16_bits_to_float(rounded.weights[i]);
+    if (got != low && got != high) ++bad;
+    const double f = std::fabs(double(exact.master[i]) - double(low)) / ulp;
+    Half& h = halves[f < 0.5 ? 0 : 1];
+    h.count += 1;
+    h.away += got == high;
+    h.expected += f;
+    h.variance += f * (1 - f);
+  }
+  EXPECT_EQ(bad, 0u) << "results that are not a bf16 neighbour of the fp32 update";
+  for (int k = 0; k < 2; k++) {
+    const Half& h = halves[k];
+    ASSERT_GT(h.count, 1000) << "too few updates with f " << (k ? ">= 0.5" : "< 0.5") << " to test";
+    EXPECT_NEAR(h.away / h.count, h.expected / h.count, 5 * std::sqrt(h.variance) / h.count + 1e-4)
+        << "rate of rounding away from zero, f " << (k ? ">= 0.5" : "< 0.5");
+    printf("f %s: %.0f updates, away from zero %.4f, expected %.4f\n", k ? ">= 0.5" : "< 0.5", h.count,
+           h.away / h.count, h.expected / h.count);
+  }
+}
+
 // Both maps against the definition in model/ops/adamw.h.
 TEST(AdamW8bit, MapsFollowTheDynamicTree) {
   for (bool is_signed : {true, false}) {

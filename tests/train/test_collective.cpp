@@ -1,5 +1,6 @@
 // The parts of train/collective.h that need no second process: the launcher's environment (mpirun, srun, a
-// Slurm batch script, bad values), the ZeRO-1 split of a buffer, the single-process backend, and the file
+// Slurm batch script, bad values), the ZeRO-1 split of a buffer (and of the CUDA engine's padded parameter
+// buffer against the checkpoint files' order), the single-process backend, and the file
 // rendezvous of the NCCL id (ranks as threads here; its timeout and its refusals). The MPI backend is tested
 // under mpirun by test_data_parallel.
 #include <chrono>
@@ -8,7 +9,9 @@
 #include <thread>
 
 #include "common/file_io.h"
+#include "model/params.h"
 #include "tests/test_util.h"
+#include "tests/train/train_test_util.h"
 #include "train/collective.h"
 
 namespace stapo {
@@ -80,6 +83,50 @@ TEST(Collective, ShardRangesTileTheBuffer) {
   EXPECT_EQ(shard_range(5, 3, 4).count, 0u);  // 2, 2, 1, 0
   EXPECT_EQ(shard_range(950, 3, 4).begin, 714u);
   EXPECT_EQ(shard_range(950, 3, 4).count, 236u);
+}
+
+// The CUDA engine's ZeRO-1 layout (train/cuda_zero.h), on the host: a parameter buffer padded as CudaModel pads it
+// (tensors at 128-element boundaries, the total a multiple of W × 128) and split by shard_range. Each rank's shard
+// must be 128-aligned and one run of the file's packed order (param_packed_range: what load_optimizer reads), the
+// runs must tile the file in rank order, a rank's AdamW parts (range_overlap per tensor) must be exactly its run,
+// and the whole buffer gathered must become the file (param_drop_padding: what save_optimizer writes).
+TEST(Collective, ShardsOfAPaddedParameterBufferAreRunsOfTheFile) {
+  const std::vector<ParamSpec> specs = model_param_specs(test::train_tiny_config(19));
+  size_t total = 0, count = 0;
+  const std::vector<size_t> offsets = param_offsets(specs, 128, &total);
+  for (const ParamSpec& s : specs) count += s.numel;
+  ASSERT_GT(total, count) << "the tiny model's tensors should leave padding between them";
+  for (size_t world = 1; world <= 5; world++) {
+    const size_t multiple = 128 * world, padded = (total + multiple - 1) / multiple * multiple;
+    std::vector<float> buffer(padded, -1.0f);  // each tensor element holds its index in the file; padding −1
+    size_t at = 0;
+    for (size_t i = 0; i < specs.size(); i++)
+      for (size_t j = 0; j < specs[i].numel; j++) buffer[offsets[i] + j] = float(at++);
+    size_t next = 0;
+    for (int r = 0; r < int(world); r++) {
+      const ShardRange shard = shard_range(padded, r, int(world));
+      ASSERT_EQ(shard.count, padded / world) << "W " << world;
+      ASSERT_EQ(shard.begin % 128, 0u) << "W " << world << " rank " << r;
+      const PackedRange run = param_packed_range(specs, offsets, shard.begin, shard.end());
+      ASSERT_EQ(run.first, next) << "W " << world << " rank " << r;
+      std::vector<float> parts;  // the shard's tensor elements, tensor by tensor as the update visits them
+      for (size_t i = 0; i < specs.size(); i++) {
+        const ShardRange part = range_overlap(shard, offsets[i], specs[i].numel);
+        parts.insert(parts.end(), buffer.begin() + ptrdiff_t(part.begin), buffer.begin() + ptrdiff_t(part.end()));
+      }
+      ASSERT_EQ(parts.size(), run.last - run.first) << "W " << world << " rank " << r;
+      for (size_t k = 0; k < parts.size(); k++) ASSERT_EQ(parts[k], float(run.first + k)) << "W " << world;
+      next = run.last;
+    }
+    ASSERT_EQ(next, count) << "W " << world;
+    param_drop_padding(specs, offsets, buffer);
+    ASSERT_EQ(buffer.size(), count);
+    for (size_t k = 0; k < count; k++) ASSERT_EQ(buffer[k], float(k)) << "W " << world;
+  }
+  EXPECT_EQ(range_overlap({10, 5}, 12, 100).begin, 12u);
+  EXPECT_EQ(range_overlap({10, 5}, 12, 100).count, 3u);
+  EXPECT_EQ(range_overlap({10, 5}, 0, 10).count, 0u);
+  EXPECT_EQ(range_overlap({10, 5}, 15, 3).count, 0u);
 }
 
 TEST(Collective, SingleProcessIsTheIdentity) {

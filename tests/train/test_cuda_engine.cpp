@@ -6,11 +6,12 @@
 // norm, every gradient tensor and every tensor's AdamW update (relative L2, worst tensor named). Cases: a Llama
 // (llama3 RoPE, untied) under each recompute level, a Mistral (sliding window, tied embeddings), and with cuDNN
 // builds both on cuDNN's attention; bf16 weights with stochastic rounding; gradient accumulation over 2 and 4
-// micro-batches against one large batch, and over k copies of one batch (exact up to fp32 rounding). The compact
+// micro-batches against one large batch, and over k copies of one batch (exact up to fp32 rounding); ORPO with
+// its NLL over prompt + response (the chosen prompts' rows in the lm_head, their sums and backward). The compact
 // optimizer state (kernels/adamw_compact.h): the split master equals the fp32 master bit for bit over steps,
 // 8-bit moments follow fp32 ones, bf16 gradients fp32 ones, recompute levels give the same trajectory, a resume
-// with each kind is exact,
-// the memory plan bounds what the engine allocates, and the memory cap holds.
+// with each kind is exact, the memory plan bounds what the engine allocates, and the memory cap holds. Data
+// parallel over NCCL at one rank equals one process.
 //
 // Tolerances. bf16 weights, activations and their gradients carry 8 significant bits, compounded over two layers:
 // the engine agrees with fp32 to a few percent in the gradients, not to 1e-6. The first GPU run (H100, 2026-11-27,
@@ -27,6 +28,7 @@
 #include "kernels/cuda_common.h"
 #include "tests/gpu_test_util.h"
 #include "tests/train/engine_contract.h"
+#include "train/collective_nccl.h"
 #include "train/cpu_engine.h"
 #include "train/cuda_engine.h"
 #include "train/model_flops.h"
@@ -46,6 +48,10 @@ constexpr double kUpdateTol = 0.06;           // relative L2, worst tensor (H100
 // (2e-3) per add. To calibrate on the first GPU run.
 constexpr double kCopiesTol = 1e-6;       // k = 2, 4
 constexpr double kManyCopiesTol = 1e-5;   // k = 32 (--grad-accum 32, SimPO's batch of 128 in micro-batches of 4)
+// ORPO: the relative L2 change of the CPU reference's worst gradient tensor when its NLL covers the response only
+// instead of prompt + response (measured here, on the CPU: 0.669, and ≥ 0.40 for every tensor). Far above kGradTol,
+// so a CUDA engine that dropped the prompt rows would fail the comparison.
+constexpr double kPromptNllEffect = 0.3;
 
 // Two pairs in rows of 32 (the batch --device-check used). Packed: row 0 holds sequences 0 and 1, row 1
 // sequence 2, row 2 sequence 3 and padding. Unpacked (what the cuDNN attention path takes): one sequence per row,
@@ -122,6 +128,7 @@ std::vector<std::vector<float>> host_tensors(Engine& engine, bool grad) {
 // What one engine did in the step.
 struct StepRecord {
   std::vector<double> logp, entropy;  // per sequence
+  std::vector<double> prompt_logp, prompt_tokens;  // per pair: the chosen prompt's P and |x| − 1 (0 when not read)
   double loss = 0, grad_norm = 0;     // grad_norm from the gradients on the host
   std::vector<std::vector<float>> grads, before, after;
 };
@@ -137,6 +144,8 @@ StepRecord step_gradients(Engine& engine, const std::vector<PairBatch>& micro_ba
     sums.add(p, loss);
     r.logp.insert(r.logp.end(), {p.logps.logp_chosen, p.logps.logp_rejected});
     r.entropy.insert(r.entropy.end(), {p.entropy_chosen, p.entropy_rejected});
+    r.prompt_logp.push_back(p.logps.prompt_chosen);
+    r.prompt_tokens.push_back(p.logps.prompt_tokens_chosen);
   }
   r.loss = sums.loss(loss);
   r.grads = host_tensors(engine, true);
@@ -244,8 +253,7 @@ struct CaseRun {
 };
 
 CaseRun run_case(bool mistral, const CudaEngineOptions& options, const std::vector<PairBatch>& ref_batches,
-                 const std::vector<PairBatch>& cuda_batches, double lr) {
-  const LossConfig loss = check_loss();
+                 const std::vector<PairBatch>& cuda_batches, double lr, const LossConfig& loss = check_loss()) {
   CaseRun run;
   auto model = test::engine_test_model(mistral, 1234);
   run.specs = model_param_specs(model->config());
@@ -273,7 +281,8 @@ void print_row(const std::string& name, const Agreement& a, const Worst& update,
          update.tensor.c_str(), note.c_str());
 }
 
-// The --device-check cases: each recompute level, a Mistral, and (cuDNN builds) both on cuDNN's attention.
+// The --device-check cases: each recompute level, a Mistral, both on the tensor-core attention (flash2), and
+// (cuDNN builds) both on cuDNN's attention.
 // Recompute levels 1 and 2 recompute the same values with the same kernels: their gradients equal level 0's bit
 // for bit (H100: exactly).
 TEST(CudaEngine, OneStepMatchesCpuReference) {
@@ -287,7 +296,9 @@ TEST(CudaEngine, OneStepMatchesCpuReference) {
   std::vector<Case> cases = {{"llama recompute 0", false, engine_options(0, false)},
                              {"llama recompute 1", false, engine_options(1, false)},
                              {"llama recompute 2", false, engine_options(2, false)},
-                             {"mistral tied window", true, engine_options(1, false)}};
+                             {"mistral tied window", true, engine_options(1, false)},
+                             {"llama flash2 attention", false, engine_options(1, false, AttentionPath::flash2)},
+                             {"mistral flash2 window", true, engine_options(1, false, AttentionPath::flash2)}};
 #ifdef STAPO_HAVE_CUDNN
   cases.push_back({"llama cudnn attention", false, engine_options(1, false, AttentionPath::cudnn)});
   cases.push_back({"mistral cudnn window", true, engine_options(1, false, AttentionPath::cudnn)});
@@ -295,7 +306,7 @@ TEST(CudaEngine, OneStepMatchesCpuReference) {
   std::vector<std::vector<float>> recompute0_grads;
   for (const Case& k : cases) {
     const int V = test::engine_test_config(k.mistral).vocab_size;
-    const std::vector<PairBatch> batch = {check_batch(V, 1235, k.options.attention == AttentionPath::flash)};
+    const std::vector<PairBatch> batch = {check_batch(V, 1235, k.options.attention != AttentionPath::cudnn)};
     const CaseRun run = run_case(k.mistral, k.options, batch, batch, 1e-2);
     const Agreement a = compare_gradients(run.out, run.ref, sequence_lengths(batch), run.specs);
     const Worst update = update_error(run);
@@ -338,6 +349,60 @@ TEST(CudaEngine, AccumulatedMicroBatchesMatchOneLargeBatch) {
     expect_agreement(a, name);
     EXPECT_LE(update.error, kUpdateTol) << name << ": update of " << update.tensor;
     print_row(name, a, update, " (vs the CPU reference on one batch of 4)");
+  }
+}
+
+// ORPO with TRL's NLL over prompt + response (its defaults: β = λ 0.1, α 1): the CUDA engine runs the lm_head on
+// the chosen prompts' rows too, sums them (P_w, |x| − 1), and spreads ∂ℓ/∂P_w back through them. Against the CPU
+// reference: one batch, padded and packed, and 2 micro-batches against one batch of 4 (the step's NLL normaliser
+// counts the chosen prompts' tokens over every micro-batch); the same tolerances as every case, the prompt's P
+// per prompt token like S per response token, its token counts exactly. So that the comparison cannot pass with
+// the prompt rows missing, the CPU reference's own gradients with the NLL over the response only must differ from
+// the prompt + response ones by far more than the gradient tolerance (kPromptNllEffect, measured on the CPU).
+TEST(CudaEngine, OrpoNllOverPromptAndResponseMatchesCpuReference) {
+  STAPO_REQUIRE_GPU();
+  test::TempDir dir;
+  const ModelConfig config = test::engine_test_config(false);
+  Shard shard(test::engine_test_shard(dir.path, "orpo.bin", 4, config.vocab_size, 43));
+  const LossConfig loss = loss_defaults(LossKind::orpo);
+  ASSERT_TRUE(loss_uses_prompt(loss)) << "orpo's default NLL covers the prompt (TRL's ORPO)";
+  const PairLoaderConfig lc4 = test::engine_test_loader(4, true), lc2 = test::engine_test_loader(2, true);
+  const std::vector<PairBatch> one = {test::batch_of(shard, {0, 1, 2, 3}, lc4)};
+  const std::vector<PairBatch> padded = {test::batch_of(shard, {0, 1, 2, 3}, test::engine_test_loader(4, false))};
+  const std::vector<PairBatch> two = {test::batch_of(shard, {0, 1}, lc2), test::batch_of(shard, {2, 3}, lc2)};
+  {
+    LossConfig response_only = loss;
+    response_only.nll_span = NllSpan::response;
+    CpuEngine<float> with(test::engine_test_model(false, 1234)), without(test::engine_test_model(false, 1234));
+    const StepRecord a = step_gradients(with, one, loss), b = step_gradients(without, one, response_only);
+    const Worst effect = worst_tensor(b.grads, a.grads, model_param_specs(config));
+    EXPECT_GE(effect.error, kPromptNllEffect) << "the prompt NLL barely changes the gradients: the test is blind";
+    printf("orpo: the prompt NLL changes the CPU reference's gradients by %.2e (%s)\n", effect.error,
+           effect.tensor.c_str());
+  }
+  struct Case {
+    std::string name;
+    const std::vector<PairBatch>& ref;
+    const std::vector<PairBatch>& cuda;
+  };
+  for (const Case& k : {Case{"orpo packed", one, one}, Case{"orpo padded", padded, padded},
+                        Case{"orpo grad_accum 2", one, two}}) {
+    const CaseRun run = run_case(false, engine_options(1, false), k.ref, k.cuda, 1e-2, loss);
+    const Agreement a = compare_gradients(run.out, run.ref, sequence_lengths(k.ref), run.specs);
+    const Worst update = update_error(run);
+    expect_agreement(a, k.name);
+    EXPECT_LE(update.error, kUpdateTol) << k.name << ": update of " << update.tensor;
+    double prompt_error = 0;
+    for (size_t i = 0; i < run.ref.prompt_tokens.size(); ++i) {
+      ASSERT_GT(run.ref.prompt_tokens[i], 0) << k.name << ": pair " << i << " has no prompt token to predict";
+      EXPECT_EQ(run.out.prompt_tokens[i], run.ref.prompt_tokens[i]) << k.name << ": |x| − 1 of pair " << i;
+      prompt_error = std::max(prompt_error, std::fabs(run.out.prompt_logp[i] - run.ref.prompt_logp[i]) /
+                                                run.ref.prompt_tokens[i]);
+    }
+    EXPECT_LE(prompt_error, kLogpPerTokenTol) << k.name << ": dP/token";
+    char note[32];
+    snprintf(note, sizeof(note), "  dP/token %.2e", prompt_error);
+    print_row(k.name, a, update, note);
   }
 }
 
@@ -688,6 +753,64 @@ TEST(CudaEngine, MemoryCapLeavesNoMoreThanTheCap) {
   EXPECT_LE(free_bytes, options.memory_cap_bytes);
   EXPECT_LT(engine.device_bytes_in_use(), double(options.memory_cap_bytes)) << "the reservation is not counted";
   train_steps(engine, 1);
+}
+
+// Data parallel (train/cuda_zero.h) at W = 1, the only world size one GPU allows (NCCL refuses two ranks on one
+// GPU): the engine over an NCCL communicator runs every collective of the data-parallel step (reduce-scatter or
+// all-reduce of the gradients, the all-reduce of the norm's partials and the non-finite flag, the all-gather of the
+// bf16 weights, the checkpoint's gather) and must equal the engine without one bit for bit: three steps with both
+// weight modes and ZeRO-1 on and off, then a checkpoint after step 2 resumed into a fresh engine for step 3.
+// Several ranks: dev/multi_gpu_check.sh.
+TEST(CudaEngine, NcclOneRankEqualsOneProcess) {
+  STAPO_REQUIRE_GPU();
+  test::TempDir dir;
+  const ModelConfig config = test::engine_test_config(false);
+  const LossConfig loss = check_loss();
+  AdamWConfig adamw;
+  adamw.weight_decay = 0.1;
+  auto step = [&](Engine& engine, int64_t t) {
+    engine.zero_grad();
+    run_micro_batches(engine, {check_batch(config.vocab_size, 1300 + uint64_t(t), true)}, loss, true);
+    engine.optimizer_step({1e-3, t == 2 ? 0.0 : 1e-3, adamw, t});  // steps 1 and 3 clipped (checked below), 2 not
+    return engine.take_results();
+  };
+  auto expect_same_engine = [](CudaEngine& got, CudaEngine& want, const std::string& what) {
+    for (bool grad : {false, true}) {
+      const auto a = host_tensors(got, grad), b = host_tensors(want, grad);
+      for (size_t i = 0; i < b.size(); ++i)
+        EXPECT_EQ(std::memcmp(a[i].data(), b[i].data(), b[i].size() * sizeof(float)), 0)
+            << what << ": " << (grad ? "gradient" : "weights") << " of tensor " << i << " differ";
+    }
+  };
+  for (bool bf16_params : {false, true})
+    for (bool zero1 : {true, false}) {
+      const std::string what = cat(bf16_params ? "bf16 weights" : "fp32 master", zero1 ? ", ZeRO-1" : ", all-reduce");
+      const std::unique_ptr<Collective> ranks = collective_nccl(DistributedEnv{}, NcclOptions{});
+      CudaEngineOptions parallel = engine_options(1, bf16_params);
+      parallel.data_parallel = ranks.get();
+      parallel.zero1 = zero1;
+      const auto model = test::engine_test_model(false, 1234);
+      CudaEngine one(*model, engine_options(1, bf16_params)), nccl(*model, parallel);
+      const std::string saved = dir.path + "/" + std::to_string(int(bf16_params)) + std::to_string(int(zero1));
+      for (int64_t t = 1; t <= 3; ++t) {
+        const StepResults want = step(one, t), got = step(nccl, t);
+        test::expect_same_results(got.pairs, want.pairs, what);
+        EXPECT_TRUE(got.updated) << what;
+        EXPECT_EQ(got.grad_norm, want.grad_norm) << what << ", step " << t;
+        EXPECT_GT(want.grad_norm, 1e-3) << "the clip at 1e-3 should bite";
+        expect_same_engine(nccl, one, cat(what, ", step ", t));
+        if (t == 2) {
+          nccl.save_model(saved);
+          nccl.save_optimizer(saved + "/optimizer.bin");
+        }
+      }
+      // The checkpoint resumed: step 3 again from step 2's files.
+      CudaEngine resumed(*model_load_hf<float>(saved), parallel);
+      resumed.load_optimizer(saved + "/optimizer.bin");
+      step(resumed, 3);
+      expect_same_engine(resumed, one, what + ", resumed at step 2");
+      EXPECT_NE(nccl.description().find("data parallel over 1 ranks (nccl)"), std::string::npos) << nccl.description();
+    }
 }
 
 }  // namespace

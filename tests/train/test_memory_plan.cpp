@@ -70,12 +70,13 @@ uint64_t item(const MemoryPlan& plan, const std::string& prefix) {
 //   layer inputs 2 × 128·32·2 = 16,384
 //   shared: norm1, norm2 8,192 each, act 128·64·2 = 16,384; q 8,192, k, v 4,096 each, att, resid2 8,192 each,
 //           gate, up 16,384 each, rstd1, rstd2 512 each, lse 128·4·4 = 2,048: 101,376
-//   final norm etc.: branch, final_resid, final_norm, response_h 4 × 8,192, final_rstd 512, 6 int32 arrays
-//           6 × 512, logp, entropy, response_lse, dlogp 4 × 512: 38,400
+//   final norm etc.: branch, final_resid, final_norm, response_h 4 × 8,192, final_rstd 512, 7 int32 arrays
+//           (tokens, positions, segments, response index, targets and sequence, prompt sequence) 7 × 512, logp,
+//           entropy, response_lse, dlogp 4 × 512: 38,912
 //   backward scratch: d_resid, d_norm, d_att, d_q 4 × 8,192, d_k, d_v 2 × 4,096, d_act, d_gate, d_up 3 × 16,384,
 //           attention scratch 2,048: 92,160
 // embedding index (3·128 + 1)·4 = 1,540; a workspace of 1,000; the allowance 64 MiB = 67,108,864.
-// Total 46,336·2 + 55,808 + 46,504 + 16,384 + 101,376 + 38,400 + 92,160 + 1,540 + 1,000 + 67,108,864 = 67,554,708.
+// Total 46,336·2 + 55,808 + 46,504 + 16,384 + 101,376 + 38,912 + 92,160 + 1,540 + 1,000 + 67,108,864 = 67,555,220.
 TEST(MemoryPlan, SmallModelByHand) {
   MemoryPlanInput in;
   in.master = MasterKind::split;
@@ -93,10 +94,10 @@ TEST(MemoryPlan, SmallModelByHand) {
   EXPECT_EQ(item(plan, "AdamW moments (8-bit"), 46504u);
   EXPECT_EQ(item(plan, "activations: layer inputs"), 16384u);
   EXPECT_EQ(item(plan, "activations: one layer's"), 101376u);
-  EXPECT_EQ(item(plan, "final norm"), 38400u);
+  EXPECT_EQ(item(plan, "final norm"), 38912u);
   EXPECT_EQ(item(plan, "backward scratch"), 92160u);
   EXPECT_EQ(item(plan, "embedding gradient index"), 1540u);
-  EXPECT_EQ(plan.total(), 67554708u);
+  EXPECT_EQ(plan.total(), 67555220u);
   // The same model with the engine's defaults: fp32 master 4P = 92,672, fp32 gradients 92,672, fp32 moments
   // 8P = 185,344; at --recompute 1 each layer keeps q 8,192, k, v 4,096, att, resid2 8,192, gate, up 16,384,
   // rstd1, rstd2 512, lse 2,048 = 68,608, two layers 137,216, and one shared norm1, norm2, act = 32,768.
@@ -123,11 +124,11 @@ TEST(MemoryPlan, SmallModelByHand) {
 //   layer inputs 32 × 128 MiB = 4,294,967,296
 //   shared: norm1, norm2, q, att, resid2 5 × 128 MiB, act, gate, up 3 × 448 MiB, k, v 2 × 32 MiB, rstd1, rstd2
 //           2 × 65,536, lse 16,384·32·4 = 2,097,152: 2,048 MiB + 2,228,224 = 2,149,711,872
-//   final norm etc.: 4 × 128 MiB + 65,536 + 6 × 65,536 + 4 × 65,536 = 537,591,808
+//   final norm etc.: 4 × 128 MiB + 65,536 + 7 × 65,536 + 4 × 65,536 = 537,657,344
 //   backward scratch: 4 × 128 MiB + 2 × 32 MiB + 3 × 448 MiB + 2,097,152 = 2,015,363,072
-//   arena 8,997,634,048 (8.38 GiB)
+//   arena 8,997,699,584 (8.38 GiB)
 // embedding index (3·16,384 + 1)·4 = 196,612; workspaces 272,794,656 (workspaces_8b); allowance 67,108,864.
-// Total 66,375,336,976 + 8,997,634,048 + 196,612 + 272,794,656 + 67,108,864 = 75,713,071,156 (70.51 GiB).
+// Total 66,375,336,976 + 8,997,699,584 + 196,612 + 272,794,656 + 67,108,864 = 75,713,136,692 (70.51 GiB).
 TEST(MemoryPlan, Llama3_8BByHand) {
   MemoryPlanInput in;
   in.master = MasterKind::split;
@@ -144,10 +145,76 @@ TEST(MemoryPlan, Llama3_8BByHand) {
   EXPECT_EQ(item(plan, "AdamW moments (8-bit"), 16091890704u);
   EXPECT_EQ(item(plan, "activations: layer inputs"), 4294967296u);
   EXPECT_EQ(item(plan, "activations: one layer's"), 2149711872u);
-  EXPECT_EQ(item(plan, "final norm"), 537591808u);
+  EXPECT_EQ(item(plan, "final norm"), 537657344u);
   EXPECT_EQ(item(plan, "backward scratch"), 2015363072u);
   EXPECT_EQ(item(plan, "gradients (bf16"), 18162401280u);
-  EXPECT_EQ(plan.total(), 75713071156u);
+  EXPECT_EQ(plan.total(), 75713136692u);
+}
+
+// Data parallel: the plan is one rank's. Llama-3-8B over W = 8 with ZeRO-1 and the engine's defaults (fp32
+// master, moments, gradients; --recompute 1): P = 8,030,261,248 is a multiple of 8 × 128 (8,030,261,248 / 1024 =
+// 7,842,052), so no padding; each rank holds the bf16 weights 2P = 16,060,522,496 and fp32 gradients 4P =
+// 32,121,044,992 whole, the master 4P/8 = 4,015,130,624 and the moments 8P/8 = 8,030,261,248. Without ZeRO-1 the
+// master and moments are whole (32,121,044,992 and 64,242,089,984). The small model over W = 3 pads its 23,168
+// elements to a multiple of 384: 23,424; weights 2 × 23,424 = 46,848, gradients 4 × 23,424 = 93,696, master
+// 4 × 23,424 / 3 = 31,232. Flags data parallel does not take are refused by name, and the fit never proposes them.
+TEST(MemoryPlan, DataParallelPlanIsOneRanks) {
+  MemoryPlanInput in;
+  in.batch_size = 1;
+  in.max_length = 2048;
+  in.ranks = 8;
+  const MemoryPlan zero1 = memory_plan(llama3_8b(), in);
+  EXPECT_EQ(item(zero1, "weights"), 16060522496u);
+  EXPECT_EQ(item(zero1, "gradients (fp32)"), 32121044992u);
+  EXPECT_EQ(item(zero1, "master weights (fp32"), 4015130624u);
+  EXPECT_EQ(item(zero1, "AdamW moments (fp32"), 8030261248u);
+  in.zero1 = false;
+  const MemoryPlan all_reduce = memory_plan(llama3_8b(), in);
+  EXPECT_EQ(item(all_reduce, "master weights (fp32"), 32121044992u);
+  EXPECT_EQ(item(all_reduce, "AdamW moments (fp32"), 64242089984u);
+  EXPECT_EQ(all_reduce.total() - zero1.total(), 7u * (4015130624u + 8030261248u));
+
+  MemoryPlanInput small;
+  small.max_length = 64;
+  small.ranks = 3;
+  const MemoryPlan padded = memory_plan(small_config(), small);
+  EXPECT_EQ(item(padded, "weights"), 46848u);
+  EXPECT_EQ(item(padded, "gradients (fp32)"), 93696u);
+  EXPECT_EQ(item(padded, "master weights (fp32"), 31232u);
+  EXPECT_EQ(param_buffer_elements(model_param_specs(small_config()), 3), 23424u);
+  EXPECT_EQ(grad_layout(model_param_specs(small_config()), GradKind::fp32, 3).fp32_elements, 23424u);
+
+  EXPECT_EQ(data_parallel_unsupported(small), "");
+  small.master = MasterKind::none;
+  EXPECT_EQ(data_parallel_unsupported(small), "");
+  small.master = MasterKind::split;
+  small.moments = MomentKind::q8;
+  small.grads = GradKind::bf16;
+  const std::string why = data_parallel_unsupported(small);
+  for (const char* flag : {"--master split", "--moments 8bit", "--grads bf16", "over 3 ranks"})
+    EXPECT_NE(why.find(flag), std::string::npos) << why;
+  small.ranks = 1;
+  EXPECT_EQ(data_parallel_unsupported(small), "");
+
+  // 8B over 8 ranks at 4 pairs × 2048: in 79.6 GiB --recompute 2 alone fits (64.79 GiB: 29.92 of fp32 gradients,
+  // 3.74 master and 7.48 moments per rank). In 62 GiB one process's cheapest fit would add --grads bf16 (cost 4 + 8;
+  // it saves 13 GiB here); data parallel does not take it, so the fit halves the batch instead (cost 4 + 16).
+  MemoryPlanInput big;
+  big.batch_size = 4;
+  big.max_length = 2048;
+  big.ranks = 8;
+  big.workspaces = workspaces_8b();
+  const std::optional<MemoryPlanInput> fit = memory_plan_fit(llama3_8b(), big, uint64_t(79.6 * double(1ull << 30)));
+  ASSERT_TRUE(fit.has_value());
+  EXPECT_EQ(memory_plan_flags(big, *fit), "--recompute 2");
+  printf("Llama-3-8B over 8 ranks (ZeRO-1), 4 pairs × 2048, fit in 79.6 GiB: %s\n%s",
+         memory_plan_flags(big, *fit).c_str(), memory_plan_table(memory_plan(llama3_8b(), *fit), 0).c_str());
+  const std::optional<MemoryPlanInput> tight = memory_plan_fit(llama3_8b(), big, uint64_t(62) << 30);
+  ASSERT_TRUE(tight.has_value());
+  EXPECT_EQ(memory_plan_flags(big, *tight), "--recompute 2 --batch-size 2 --grad-accum 2");
+  MemoryPlanInput unrestricted = *fit;
+  unrestricted.grads = GradKind::bf16;
+  EXPECT_LE(memory_plan(llama3_8b(), unrestricted).total(), uint64_t(62) << 30) << "bf16 gradients would fit";
 }
 
 TEST(MemoryPlan, ArenaBuffersAreAlignedAndDisjoint) {
@@ -191,7 +258,7 @@ TEST(MemoryPlan, CheapestFlagsThatFit) {
   const std::optional<MemoryPlanInput> fit = memory_plan_fit(c, in, cap);
   ASSERT_TRUE(fit.has_value());
   EXPECT_EQ(memory_plan_flags(in, *fit), "--master split --recompute 2 --moments 8bit --grads bf16");
-  EXPECT_EQ(memory_plan(c, *fit).total(), 75713071156u);
+  EXPECT_EQ(memory_plan(c, *fit).total(), 75713136692u);
   // A configuration that fits is returned unchanged.
   const std::optional<MemoryPlanInput> same = memory_plan_fit(c, *fit, cap);
   ASSERT_TRUE(same.has_value());

@@ -1,0 +1,628 @@
+// Causal GQA attention on tensor cores, FlashAttention-2's design (math, layouts and masking in
+// kernels/attention.h; the launchers are kernels/attention_flash2.cu). The block code is here, free of CUDA-only
+// syntax beyond kernels/warp_mma.cuh, so the same source also runs on the CPU under that header's emulation
+// (tests/kernels/test_attention_flash2_emulated.cpp).
+//
+// Every product is a warp's mma.sync m16n8k16 (bf16 operands, fp32 accumulation); a warp owns 16 rows of its
+// block's tile and all of the tile's columns, so row maxima and sums need only the 4 lanes of a quad (2
+// shuffles). Operands come from shared memory through ldmatrix (rows padded by 16 bytes: the 8 row addresses
+// of one 8×8 load fall in 8 different bank groups), tiles arrive by cp.async, double-buffered: the next tile is
+// in flight while this one is computed. The scores S stay in registers and are reused as the next product's A
+// operand (FlashAttention-2's register reuse: the accumulator layout of two n-tiles is the A layout of one
+// k-step), rounded to bf16 there, as FlashAttention does.
+//   forward   block = (64 queries, query head, row): S = Q·Kᵀ, online softmax (exp2, the row max and the
+//             correction per quad; the row sum per thread, reduced once at the end), O += P·V.
+//   dk, dv    block = (64 keys, kv head, row): streams the query tiles of every query head sharing the kv head
+//             (one pipeline across heads): Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ, Pᵀ = exp(Sᵀ − lse), dSᵀ = Pᵀ∘(dPᵀ − δ),
+//             dV += Pᵀ·dO, dK += dSᵀ·Q.
+//   dq        block = (64 queries, query head, row): S = Q·Kᵀ, dP = dO·Vᵀ, dS = P∘(dP − δ), dQ += dS·K.
+// No atomics: each output element has one writer, so results are deterministic.
+// Tiles: a key (or query) tile is visited only if some pair in it may be visible. That is decided from the
+// range of segment ids on each side (computed per warp with shuffles, so every warp agrees and the block stays
+// together), the causal bound and the window; a tile whose every pair is visible (one sequence on both sides,
+// wholly below the diagonal and inside the window) skips the per-element mask.
+#pragma once
+#include <cuda_bf16.h>
+
+#include <climits>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/warp_mma.cuh"
+
+namespace stapo::flash2 {
+
+using bf16 = __nv_bfloat16;
+
+constexpr int WARPS = 4, THREADS = 32 * WARPS, WARP_ROWS = 16;
+constexpr float LOG2E = 1.4426950408889634f;
+
+// Everything the three kernels read and write (forward: q, k, v, segments → out, lse; backward also dout, out's
+// lse and δ → dq, dk, dv). Shapes as kernels/attention.h.
+struct Params {
+  const bf16 *q, *k, *v;     // (N, H, D), (N, Hkv, D), (N, Hkv, D)
+  const int32_t* segments;   // (N)
+  bf16* out;                 // (N, H, D)
+  float* lse_out;            // (N, H): the forward's
+  const float* lse;          // (N, H): the backward's (what the forward wrote)
+  const bf16* dout;          // (N, H, D)
+  const float* delta;        // (N, H): Σ_d dout·out
+  bf16 *dq, *dk, *dv;        // (N, H, D), (N, Hkv, D), (N, Hkv, D)
+  int T, H, Hkv, window;
+  float scale;               // 1/√D
+};
+
+// ---- tile geometry: every shared-memory region starts on a 128-byte boundary ----
+
+__host__ __device__ constexpr size_t align128(size_t bytes) { return (bytes + 127) / 128 * 128; }
+__host__ __device__ constexpr size_t tile_bytes(int rows, int D) { return align128(sizeof(bf16) * rows * (D + 8)); }
+
+template <int D>
+struct ForwardTiles {
+  static constexpr int BQ = WARP_ROWS * WARPS, BK = 64, LD = D + 8;
+  static constexpr size_t q = 0, k = q + tile_bytes(BQ, D), v = k + 2 * tile_bytes(BK, D),
+                          seg = v + 2 * tile_bytes(BK, D), bytes = seg + 2 * align128(sizeof(int32_t) * BK);
+};
+
+template <int D>
+struct DkvTiles {  // BK keys are the block's; query tiles of BQ stream through two stages
+  static constexpr int BK = WARP_ROWS * WARPS, BQ = D == 64 ? 64 : 32, LD = D + 8;
+  static constexpr size_t k = 0, v = k + tile_bytes(BK, D), q = v + tile_bytes(BK, D), dout = q + 2 * tile_bytes(BQ, D),
+                          lse = dout + 2 * tile_bytes(BQ, D), delta = lse + 2 * align128(sizeof(float) * BQ),
+                          seg = delta + 2 * align128(sizeof(float) * BQ),
+                          bytes = seg + 2 * align128(sizeof(int32_t) * BQ);
+};
+
+template <int D>
+struct DqTiles {  // BQ queries are the block's; key tiles of BK stream through two stages
+  static constexpr int BQ = WARP_ROWS * WARPS, BK = D == 64 ? 64 : 32, LD = D + 8;
+  static constexpr size_t q = 0, dout = q + tile_bytes(BQ, D), k = dout + tile_bytes(BQ, D),
+                          v = k + 2 * tile_bytes(BK, D), seg = v + 2 * tile_bytes(BK, D),
+                          bytes = seg + 2 * align128(sizeof(int32_t) * BK);
+};
+
+// ---- small helpers (host-compilable: the emulation builds them with a host compiler) ----
+
+__host__ __device__ constexpr int imin(int a, int b) { return a < b ? a : b; }
+__host__ __device__ constexpr int imax(int a, int b) { return a > b ? a : b; }
+__host__ __device__ constexpr int ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+__device__ __forceinline__ int lane_id() { return warp::thread_index() % 32; }
+__device__ __forceinline__ int warp_id() { return warp::thread_index() / 32; }
+
+__device__ __forceinline__ bool visible(int i, int j, int seg_i, int seg_j, int window) {
+  return seg_i >= 0 && seg_i == seg_j && j <= i && (window <= 0 || i - j < window);
+}
+
+// First key a query at or after q0 may see (the window's start), else 0.
+__device__ __forceinline__ int first_visible_key(int q0, int window) {
+  return window > 0 ? imax(0, q0 - window + 1) : 0;
+}
+
+// ---- asynchronous tile loads (every thread of the block takes part; commit and wait are the caller's) ----
+
+// rows × D bf16 from global (consecutive rows `stride` elements apart) into shared memory with row stride D+8;
+// rows ≥ valid are zero-filled without being read.
+template <int D>
+__device__ __forceinline__ void load_rows_async(bf16* dst, const bf16* src, size_t stride, int rows, int valid) {
+  constexpr int CHUNKS = D / 8;  // 16-byte pieces per row
+  for (int i = warp::thread_index(); i < rows * CHUNKS; i += THREADS) {
+    const int r = i / CHUNKS, c = (i % CHUNKS) * 8;
+    const bool in = r < valid;
+    warp::cp_async_16(dst + r * (D + 8) + c, src + (size_t)(in ? r : 0) * stride + c, in);
+  }
+}
+
+// count 4-byte values src[i·stride] into dst[i]; i ≥ valid zero-filled without being read.
+template <typename T>
+__device__ __forceinline__ void load_values_async(T* dst, const T* src, size_t stride, int count, int valid) {
+  for (int i = warp::thread_index(); i < count; i += THREADS) {
+    const bool in = i < valid;
+    warp::cp_async_4(dst + i, src + (size_t)(in ? i : 0) * stride, in);
+  }
+}
+
+// ---- which tiles to visit ----
+
+// The segment ids at positions start .. start+count−1 of one row (positions ≥ T count as padding): the least and
+// greatest id ≥ 0 (lo > hi: none) and whether all count positions are one sequence. A whole warp computes it
+// with shuffles, and every warp gets the same answer.
+struct SegmentRange {
+  int lo, hi;
+  bool uniform;
+};
+
+__device__ __forceinline__ SegmentRange segment_range(const int32_t* seg, int start, int count, int T) {
+  const int first = start < T ? seg[start] : -1;
+  int lo = INT_MAX, hi = -1;
+  bool uniform = first >= 0;
+  for (int i = lane_id(); i < count; i += 32) {
+    const int s = start + i < T ? seg[start + i] : -1;
+    if (s >= 0) {
+      lo = imin(lo, s);
+      hi = imax(hi, s);
+    }
+    uniform = uniform && s == first;
+  }
+#pragma unroll
+  for (int mask = 16; mask > 0; mask >>= 1) {
+    lo = imin(lo, warp::shfl_xor(lo, mask));
+    hi = imax(hi, warp::shfl_xor(hi, mask));
+  }
+  return {lo, hi, warp::warp_all(uniform)};
+}
+
+// A tile of queries [q0, q0+BQ) × keys [k0, k0+BK): `any` when some pair may be visible (their segment ranges
+// overlap, some key is at or before some query, some pair is inside the window), `full` when every pair is.
+struct TileKind {
+  bool any, full;
+};
+
+__device__ __forceinline__ TileKind tile_kind(int q0, int BQ, const SegmentRange& qs, int k0, int BK,
+                                             const SegmentRange& ks, int window) {
+  const int q_last = q0 + BQ - 1, k_last = k0 + BK - 1;
+  const bool shared = qs.lo <= qs.hi && ks.lo <= ks.hi && qs.lo <= ks.hi && ks.lo <= qs.hi;
+  TileKind kind;
+  kind.any = shared && k0 <= q_last && (window <= 0 || q0 - k_last < window);
+  kind.full = kind.any && qs.uniform && ks.uniform && qs.lo == ks.lo && k_last <= q0 &&
+              (window <= 0 || q_last - k0 < window);
+  return kind;
+}
+
+// ---- warp products (16 rows per warp; n-tiles of 8 columns; k-steps of 16) ----
+
+// A fragment: rows row0..row0+15, columns col0..col0+15 of a row-major tile (row stride LD).
+template <int LD>
+__device__ __forceinline__ void load_a(uint32_t a[4], const bf16* tile, int row0, int col0) {
+  const int lane = lane_id();
+  warp::ldmatrix_x4(a, tile + (row0 + lane % 16) * LD + col0 + (lane / 16) * 8);
+}
+
+// B fragments of n-tiles n0..n0+7 and n0+8..n0+15 at k-step k0..k0+15, where B = tileᵀ: the tile holds n rows of
+// k contiguous values (K in S = Q·Kᵀ).
+template <int LD>
+__device__ __forceinline__ void load_b_transposed(uint32_t b[2][2], const bf16* tile, int n0, int k0) {
+  const int lane = lane_id();
+  uint32_t r[4];
+  warp::ldmatrix_x4(r, tile + (n0 + lane % 8 + (lane / 16) * 8) * LD + k0 + (lane / 8) % 2 * 8);
+  b[0][0] = r[0];
+  b[0][1] = r[1];
+  b[1][0] = r[2];
+  b[1][1] = r[3];
+}
+
+// The same where B is the tile itself: k rows of n contiguous values (V in O = P·V), transposed by ldmatrix.
+template <int LD>
+__device__ __forceinline__ void load_b(uint32_t b[2][2], const bf16* tile, int k0, int n0) {
+  const int lane = lane_id();
+  uint32_t r[4];
+  warp::ldmatrix_x4_trans(r, tile + (k0 + lane % 16) * LD + n0 + (lane / 16) * 8);
+  b[0][0] = r[0];
+  b[0][1] = r[1];
+  b[1][0] = r[2];
+  b[1][1] = r[3];
+}
+
+// One k-step (16) of acc (16 × 8·NT) += A·B over all NT n-tiles, A one fragment in registers. B is the tile's
+// transpose (B_TRANSPOSED: the tile holds n rows of k contiguous values, K in S = Q·Kᵀ) or the tile itself (k rows
+// of n values, V in O = P·V).
+template <int NT, int LD, bool B_TRANSPOSED>
+__device__ __forceinline__ void mma_k_step(float acc[NT][4], const uint32_t a[4], const bf16* tile, int k0) {
+#pragma unroll
+  for (int n = 0; n < NT; n += 2) {
+    uint32_t b[2][2];
+    if constexpr (B_TRANSPOSED)
+      load_b_transposed<LD>(b, tile, 8 * n, k0);
+    else
+      load_b<LD>(b, tile, k0, 8 * n);
+    warp::mma_bf16_16816(acc[n], a, b[0]);
+    warp::mma_bf16_16816(acc[n + 1], a, b[1]);
+  }
+}
+
+// acc (16 × 8·NT) += A (16 × K) · tileᵀ, A given as K/16 fragments in registers, the tile's first 8·NT rows.
+template <int K, int NT, int LD>
+__device__ __forceinline__ void mma_a_bt(float acc[NT][4], const uint32_t a[K / 16][4], const bf16* tile) {
+#pragma unroll
+  for (int kk = 0; kk < K / 16; ++kk) mma_k_step<NT, LD, true>(acc, a[kk], tile, 16 * kk);
+}
+
+// The same with A read from shared memory: rows a_row0.. of a_tile (both tiles row stride LD).
+template <int K, int NT, int LD>
+__device__ __forceinline__ void mma_smem_bt(float acc[NT][4], const bf16* a_tile, int a_row0, const bf16* tile) {
+#pragma unroll
+  for (int kk = 0; kk < K / 16; ++kk) {
+    uint32_t a[4];
+    load_a<LD>(a, a_tile, a_row0, 16 * kk);
+    mma_k_step<NT, LD, true>(acc, a, tile, 16 * kk);
+  }
+}
+
+// acc (16 × 8·NT) += A (16 × K) · tile, A in registers, the tile's first K rows (k rows of n values).
+template <int K, int NT, int LD>
+__device__ __forceinline__ void mma_a_b(float acc[NT][4], const uint32_t a[K / 16][4], const bf16* tile) {
+#pragma unroll
+  for (int kk = 0; kk < K / 16; ++kk) mma_k_step<NT, LD, false>(acc, a[kk], tile, 16 * kk);
+}
+
+// Scores in the accumulator layout (NT n-tiles of 16 × 8) as the A operand of the next product (NT/2 k-steps),
+// rounded to bf16: k-step kk is n-tiles 2kk and 2kk+1.
+template <int NT>
+__device__ __forceinline__ void scores_to_a(uint32_t a[NT / 2][4], const float s[NT][4]) {
+#pragma unroll
+  for (int kk = 0; kk < NT / 2; ++kk) {
+    a[kk][0] = warp::pack_bf16x2(s[2 * kk][0], s[2 * kk][1]);
+    a[kk][1] = warp::pack_bf16x2(s[2 * kk][2], s[2 * kk][3]);
+    a[kk][2] = warp::pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+    a[kk][3] = warp::pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+  }
+}
+
+template <int NT>
+__device__ __forceinline__ void zero(float acc[NT][4]) {
+#pragma unroll
+  for (int n = 0; n < NT; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+}
+
+// A warp's 16 rows × D of an accumulator, times `scale`, as bf16 to rows first_row.. of a (·, D) slice whose rows
+// are `stride` elements apart; rows ≥ T are not written. Element (n, e) is row g + 8·(e/2), column 8n + 2t + e%2.
+template <int D>
+__device__ __forceinline__ void store_rows(bf16* dst, size_t stride, int first_row, int T, const float acc[D / 8][4],
+                                           const float scale[2]) {
+  const int lane = lane_id(), g = lane / 4, t = lane % 4;
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int r = first_row + g + 8 * half;
+    if (r >= T) continue;
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n)
+      *reinterpret_cast<uint32_t*>(dst + (size_t)r * stride + 8 * n + 2 * t) =
+          warp::pack_bf16x2(acc[n][2 * half] * scale[half], acc[n][2 * half + 1] * scale[half]);
+  }
+}
+
+// ---- forward ----
+
+struct VisibleTile {
+  int index;  // end when there is none
+  bool full;
+};
+
+// The key tiles a block of L::BQ queries streams (forward and dq): which of them to visit, and their K, V and
+// segment ids copied into stage 0 or 1 of the layout's k, v and seg regions. Constructed by the whole block.
+template <int D, typename L>
+struct KeyTileStream {
+  static constexpr size_t K_STAGE = tile_bytes(L::BK, D), SEG_STAGE = align128(sizeof(int32_t) * L::BK);
+  const int32_t* seg;         // (T) this row's segment ids
+  const bf16 *k_row, *v_row;  // key 0 of this row and kv head
+  size_t kv_stride;
+  int T, window, q0, end;     // end: one past the last key tile (causal: no key after the tile's last query)
+  SegmentRange q_range;
+
+  __device__ KeyTileStream(const Params& p, int q_tile, int h, int row)
+      : seg(p.segments + (size_t)row * p.T),
+        k_row(p.k + (size_t)row * p.T * p.Hkv * D + (size_t)(h / (p.H / p.Hkv)) * D),
+        v_row(p.v + (size_t)row * p.T * p.Hkv * D + (size_t)(h / (p.H / p.Hkv)) * D),
+        kv_stride((size_t)p.Hkv * D),
+        T(p.T),
+        window(p.window),
+        q0(q_tile * L::BQ),
+        end(ceil_div(imin(q0 + L::BQ, p.T), L::BK)),
+        q_range(segment_range(seg, q0, L::BQ, p.T)) {}
+
+  // The first visible tile at or after kt (end when none); the first of all from first_visible_key.
+  __device__ VisibleTile next_visible(int kt) const {
+    for (; kt < end; ++kt) {
+      const TileKind kind =
+          tile_kind(q0, L::BQ, q_range, kt * L::BK, L::BK, segment_range(seg, kt * L::BK, L::BK, T), window);
+      if (kind.any) return VisibleTile{kt, kind.full};
+    }
+    return VisibleTile{end, false};
+  }
+  __device__ VisibleTile first() const { return next_visible(first_visible_key(q0, window) / L::BK); }
+
+  __device__ void issue(unsigned char* smem, int kt, int stage) const {
+    const int k0 = kt * L::BK, valid = imin(L::BK, T - k0);
+    load_rows_async<D>(reinterpret_cast<bf16*>(smem + L::k + stage * K_STAGE), k_row + k0 * kv_stride, kv_stride,
+                       L::BK, valid);
+    load_rows_async<D>(reinterpret_cast<bf16*>(smem + L::v + stage * K_STAGE), v_row + k0 * kv_stride, kv_stride,
+                       L::BK, valid);
+    load_values_async(reinterpret_cast<int32_t*>(smem + L::seg + stage * SEG_STAGE), seg + k0, 1, L::BK, valid);
+  }
+};
+
+template <int D>
+__device__ void forward_block(const Params& p, unsigned char* smem, int q_tile, int h, int row) {
+  using L = ForwardTiles<D>;
+  constexpr int BQ = L::BQ, BK = L::BK, LD = L::LD, NT = BK / 8, DT = D / 8;
+  using Keys = KeyTileStream<D, L>;
+  const bf16* q_s = reinterpret_cast<const bf16*>(smem + L::q);  // (BQ, LD); K, V: 2 stages of (BK, LD) each,
+                                                                  // the key segments 2 stages of (BK)
+
+  const int lane = lane_id(), w = warp_id(), g = lane / 4, t = lane % 4;
+  const int T = p.T, H = p.H, window = p.window;
+  const size_t row_base = (size_t)row * T, q_stride = (size_t)H * D;
+  const int32_t* seg = p.segments + row_base;
+  const int q0 = q_tile * BQ, q_valid = imin(BQ, T - q0);
+  const Keys keys(p, q_tile, h, row);
+
+  load_rows_async<D>(reinterpret_cast<bf16*>(smem + L::q), p.q + (row_base + q0) * q_stride + (size_t)h * D, q_stride,
+                     BQ, q_valid);
+  VisibleTile tile = keys.first();
+  if (tile.index < keys.end) keys.issue(smem, tile.index, 0);
+  warp::cp_async_commit();
+  warp::cp_async_wait<0>();
+  warp::block_sync();
+
+  uint32_t qa[D / 16][4];  // this warp's 16 query rows as A fragments, for every tile
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) load_a<LD>(qa[kk], q_s, w * WARP_ROWS, 16 * kk);
+  int seg_q[2];  // rows g and g+8 of the warp
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int i = q0 + w * WARP_ROWS + g + 8 * half;
+    seg_q[half] = i < T ? seg[i] : -1;
+  }
+  const float scale_log2 = p.scale * LOG2E;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, o[DT][4];
+  zero<DT>(o);
+
+  for (int stage = 0; tile.index < keys.end; stage ^= 1) {
+    const VisibleTile next = keys.next_visible(tile.index + 1);
+    if (next.index < keys.end) keys.issue(smem, next.index, stage ^ 1);
+    warp::cp_async_commit();  // possibly empty: the wait below always leaves exactly the newest group in flight
+    warp::cp_async_wait<1>();
+    warp::block_sync();  // this tile's K, V and segments have landed for every thread
+
+    const int k0 = tile.index * BK;
+    const bf16* ks = reinterpret_cast<const bf16*>(smem + L::k + stage * Keys::K_STAGE);
+    const bf16* vs = reinterpret_cast<const bf16*>(smem + L::v + stage * Keys::K_STAGE);
+    const int32_t* segs = reinterpret_cast<const int32_t*>(smem + L::seg + stage * Keys::SEG_STAGE);
+    float s[NT][4];
+    zero<NT>(s);
+    mma_a_bt<D, NT, LD>(s, qa, ks);  // S = Q·Kᵀ (unscaled)
+    if (!tile.full) {
+#pragma unroll
+      for (int n = 0; n < NT; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int c = 8 * n + 2 * t + e % 2, i = q0 + w * WARP_ROWS + g + 8 * (e / 2);
+          if (!visible(i, k0 + c, seg_q[e / 2], segs[c], window)) s[n][e] = -INFINITY;
+        }
+    }
+    // Online softmax, row by row (this thread's elements e = 2·half, 2·half+1 of each n-tile).
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      float tile_max = -INFINITY;
+#pragma unroll
+      for (int n = 0; n < NT; ++n) tile_max = fmaxf(tile_max, fmaxf(s[n][2 * half], s[n][2 * half + 1]));
+      tile_max = fmaxf(tile_max, warp::shfl_xor(tile_max, 1));
+      tile_max = fmaxf(tile_max, warp::shfl_xor(tile_max, 2));
+      const float m_new = fmaxf(m[half], tile_max);
+      const float m_use = m_new == -INFINITY ? 0.0f : m_new;  // nothing visible yet: exp2(−inf) = 0, no NaN
+      const float correction = exp2f((m[half] - m_use) * scale_log2), offset = m_use * scale_log2;
+      m[half] = m_new;
+      l[half] *= correction;
+#pragma unroll
+      for (int n = 0; n < DT; ++n) {
+        o[n][2 * half] *= correction;
+        o[n][2 * half + 1] *= correction;
+      }
+#pragma unroll
+      for (int n = 0; n < NT; ++n)
+#pragma unroll
+        for (int e = 2 * half; e < 2 * half + 2; ++e) {
+          s[n][e] = exp2f(s[n][e] * scale_log2 - offset);
+          l[half] += s[n][e];
+        }
+    }
+    uint32_t pa[BK / 16][4];
+    scores_to_a<NT>(pa, s);
+    mma_a_b<BK, DT, LD>(o, pa, vs);  // O += P·V
+    warp::block_sync();  // this stage is refilled two tiles on
+    tile = next;
+  }
+
+  float inv_l[2];
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    l[half] += warp::shfl_xor(l[half], 1);
+    l[half] += warp::shfl_xor(l[half], 2);
+    inv_l[half] = l[half] > 0.0f ? 1.0f / l[half] : 0.0f;  // padding (nothing visible): out = 0
+  }
+  const int first_row = q0 + w * WARP_ROWS;
+  store_rows<D>(p.out + row_base * q_stride + (size_t)h * D, q_stride, first_row, T, o, inv_l);
+  if (t == 0)
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int i = first_row + g + 8 * half;
+      if (i < T) p.lse_out[(row_base + i) * H + h] = l[half] > 0.0f ? m[half] * p.scale + logf(l[half]) : -INFINITY;
+    }
+}
+
+// ---- backward: dk and dv ----
+
+template <int D>
+__device__ void dkv_block(const Params& p, unsigned char* smem, int k_tile, int hk, int row) {
+  using L = DkvTiles<D>;
+  constexpr int BK = L::BK, BQ = L::BQ, LD = L::LD, NT = BQ / 8, DT = D / 8;
+  const bf16* k_s = reinterpret_cast<const bf16*>(smem + L::k);  // (BK, LD)
+  const bf16* v_s = reinterpret_cast<const bf16*>(smem + L::v);  // (BK, LD)
+  constexpr size_t Q_STAGE = tile_bytes(BQ, D), VALUE_STAGE = align128(sizeof(float) * BQ);
+
+  const int lane = lane_id(), w = warp_id(), g = lane / 4, t = lane % 4;
+  const int T = p.T, H = p.H, window = p.window, group = H / p.Hkv;
+  const size_t row_base = (size_t)row * T, q_stride = (size_t)H * D, kv_stride = (size_t)p.Hkv * D;
+  const int32_t* seg = p.segments + row_base;
+  const int k0 = k_tile * BK, k_valid = imin(BK, T - k0);
+
+  // Queries from the key tile's own query tile (causal) up to the last one inside the window; the steps run over
+  // those tiles for each query head of the group in turn.
+  const SegmentRange k_range = segment_range(seg, k0, BK, T);
+  const int qt_first = k0 / BQ;
+  const int qt_end = ceil_div(window > 0 ? imin(T, k0 + k_valid - 1 + window) : T, BQ);
+  const int tiles = qt_end - qt_first, steps = group * tiles;
+  auto next_visible = [&](int step) {
+    for (; step < steps; ++step) {
+      const int q0 = (qt_first + step % tiles) * BQ;
+      const TileKind kind = tile_kind(q0, BQ, segment_range(seg, q0, BQ, T), k0, BK, k_range, window);
+      if (kind.any) return VisibleTile{step, kind.full};
+    }
+    return VisibleTile{steps, false};
+  };
+  auto issue = [&](int step, int stage) {
+    const int h = hk * group + step / tiles, q0 = (qt_first + step % tiles) * BQ, valid = imin(BQ, T - q0);
+    const size_t first = (row_base + q0) * q_stride + (size_t)h * D;
+    load_rows_async<D>(reinterpret_cast<bf16*>(smem + L::q + stage * Q_STAGE), p.q + first, q_stride, BQ, valid);
+    load_rows_async<D>(reinterpret_cast<bf16*>(smem + L::dout + stage * Q_STAGE), p.dout + first, q_stride, BQ,
+                       valid);
+    const size_t head = (row_base + q0) * H + h;
+    load_values_async(reinterpret_cast<float*>(smem + L::lse + stage * VALUE_STAGE), p.lse + head, H, BQ, valid);
+    load_values_async(reinterpret_cast<float*>(smem + L::delta + stage * VALUE_STAGE), p.delta + head, H, BQ, valid);
+    load_values_async(reinterpret_cast<int32_t*>(smem + L::seg + stage * VALUE_STAGE), seg + q0, 1, BQ, valid);
+  };
+
+  load_rows_async<D>(reinterpret_cast<bf16*>(smem + L::k), p.k + (row_base + k0) * kv_stride + (size_t)hk * D,
+                     kv_stride, BK, k_valid);
+  load_rows_async<D>(reinterpret_cast<bf16*>(smem + L::v), p.v + (row_base + k0) * kv_stride + (size_t)hk * D,
+                     kv_stride, BK, k_valid);
+  VisibleTile step = next_visible(0);
+  if (step.index < steps) issue(step.index, 0);
+  warp::cp_async_commit();
+  warp::cp_async_wait<0>();
+  warp::block_sync();
+
+  int seg_k[2];  // this thread's key rows g and g+8 of the warp
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int j = k0 + w * WARP_ROWS + g + 8 * half;
+    seg_k[half] = j < T ? seg[j] : -1;
+  }
+  const float scale_log2 = p.scale * LOG2E;
+  float dk[DT][4], dv[DT][4];
+  zero<DT>(dk);
+  zero<DT>(dv);
+
+  for (int stage = 0; step.index < steps; stage ^= 1) {
+    const VisibleTile next = next_visible(step.index + 1);
+    if (next.index < steps) issue(next.index, stage ^ 1);
+    warp::cp_async_commit();
+    warp::cp_async_wait<1>();
+    warp::block_sync();
+
+    const int q0 = (qt_first + step.index % tiles) * BQ;
+    const bf16* qs = reinterpret_cast<const bf16*>(smem + L::q + stage * Q_STAGE);
+    const bf16* dos = reinterpret_cast<const bf16*>(smem + L::dout + stage * Q_STAGE);
+    const float* lse_s = reinterpret_cast<const float*>(smem + L::lse + stage * VALUE_STAGE);
+    const float* delta_s = reinterpret_cast<const float*>(smem + L::delta + stage * VALUE_STAGE);
+    const int32_t* seg_q = reinterpret_cast<const int32_t*>(smem + L::seg + stage * VALUE_STAGE);
+    float st[NT][4], dpt[NT][4];  // keys × queries
+    zero<NT>(st);
+    zero<NT>(dpt);
+    mma_smem_bt<D, NT, LD>(st, k_s, w * WARP_ROWS, qs);    // Sᵀ = K·Qᵀ
+    mma_smem_bt<D, NT, LD>(dpt, v_s, w * WARP_ROWS, dos);  // dPᵀ = V·dOᵀ
+#pragma unroll
+    for (int n = 0; n < NT; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int c = 8 * n + 2 * t + e % 2, i = q0 + c, j = k0 + w * WARP_ROWS + g + 8 * (e / 2);
+        // Queries past T are zero-filled (segment 0; q, dO and δ 0: they would add exactly 0): the bound says so.
+        const bool keep = step.full || (i < T && visible(i, j, seg_q[c], seg_k[e / 2], window));
+        const float prob = keep ? exp2f(st[n][e] * scale_log2 - lse_s[c] * LOG2E) : 0.0f;
+        st[n][e] = prob;
+        dpt[n][e] = prob * (dpt[n][e] - delta_s[c]);
+      }
+    uint32_t pa[BQ / 16][4], da[BQ / 16][4];
+    scores_to_a<NT>(pa, st);
+    scores_to_a<NT>(da, dpt);
+    mma_a_b<BQ, DT, LD>(dv, pa, dos);  // dV += Pᵀ·dO
+    mma_a_b<BQ, DT, LD>(dk, da, qs);   // dK += dSᵀ·Q (·scale below)
+    warp::block_sync();
+    step = next;
+  }
+
+  const float dk_scale[2] = {p.scale, p.scale}, one[2] = {1.0f, 1.0f};
+  const size_t first = row_base * kv_stride + (size_t)hk * D;
+  store_rows<D>(p.dk + first, kv_stride, k0 + w * WARP_ROWS, T, dk, dk_scale);
+  store_rows<D>(p.dv + first, kv_stride, k0 + w * WARP_ROWS, T, dv, one);
+}
+
+// ---- backward: dq ----
+
+template <int D>
+__device__ void dq_block(const Params& p, unsigned char* smem, int q_tile, int h, int row) {
+  using L = DqTiles<D>;
+  constexpr int BQ = L::BQ, BK = L::BK, LD = L::LD, NT = BK / 8, DT = D / 8;
+  const bf16* q_s = reinterpret_cast<const bf16*>(smem + L::q);     // (BQ, LD)
+  const bf16* do_s = reinterpret_cast<const bf16*>(smem + L::dout);  // (BQ, LD)
+  using Keys = KeyTileStream<D, L>;
+
+  const int lane = lane_id(), w = warp_id(), g = lane / 4, t = lane % 4;
+  const int T = p.T, H = p.H, window = p.window;
+  const size_t row_base = (size_t)row * T, q_stride = (size_t)H * D;
+  const int32_t* seg = p.segments + row_base;
+  const int q0 = q_tile * BQ, q_valid = imin(BQ, T - q0);
+  const Keys keys(p, q_tile, h, row);
+
+  const size_t first = (row_base + q0) * q_stride + (size_t)h * D;
+  load_rows_async<D>(reinterpret_cast<bf16*>(smem + L::q), p.q + first, q_stride, BQ, q_valid);
+  load_rows_async<D>(reinterpret_cast<bf16*>(smem + L::dout), p.dout + first, q_stride, BQ, q_valid);
+  VisibleTile tile = keys.first();
+  if (tile.index < keys.end) keys.issue(smem, tile.index, 0);
+  warp::cp_async_commit();
+  warp::cp_async_wait<0>();
+  warp::block_sync();
+
+  int seg_q[2];
+  float lse_log2[2], delta_q[2];  // rows g and g+8 of the warp
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int i = q0 + w * WARP_ROWS + g + 8 * half;
+    const bool in = i < T;
+    seg_q[half] = in ? seg[i] : -1;
+    lse_log2[half] = in ? p.lse[(row_base + i) * H + h] * LOG2E : 0.0f;
+    delta_q[half] = in ? p.delta[(row_base + i) * H + h] : 0.0f;
+  }
+  const float scale_log2 = p.scale * LOG2E;
+  float dq[DT][4];
+  zero<DT>(dq);
+
+  for (int stage = 0; tile.index < keys.end; stage ^= 1) {
+    const VisibleTile next = keys.next_visible(tile.index + 1);
+    if (next.index < keys.end) keys.issue(smem, next.index, stage ^ 1);
+    warp::cp_async_commit();
+    warp::cp_async_wait<1>();
+    warp::block_sync();
+
+    const int k0 = tile.index * BK;
+    const bf16* ks = reinterpret_cast<const bf16*>(smem + L::k + stage * Keys::K_STAGE);
+    const bf16* vs = reinterpret_cast<const bf16*>(smem + L::v + stage * Keys::K_STAGE);
+    const int32_t* segs = reinterpret_cast<const int32_t*>(smem + L::seg + stage * Keys::SEG_STAGE);
+    float s[NT][4], dp[NT][4];
+    zero<NT>(s);
+    zero<NT>(dp);
+    mma_smem_bt<D, NT, LD>(s, q_s, w * WARP_ROWS, ks);    // S = Q·Kᵀ
+    mma_smem_bt<D, NT, LD>(dp, do_s, w * WARP_ROWS, vs);  // dP = dO·Vᵀ
+#pragma unroll
+    for (int n = 0; n < NT; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int c = 8 * n + 2 * t + e % 2, i = q0 + w * WARP_ROWS + g + 8 * (e / 2);
+        const bool keep = tile.full || visible(i, k0 + c, seg_q[e / 2], segs[c], window);
+        // A padding row's lse is −inf: its exp2 would be inf, so the mask selects rather than multiplies.
+        const float prob = keep ? exp2f(s[n][e] * scale_log2 - lse_log2[e / 2]) : 0.0f;
+        s[n][e] = prob * (dp[n][e] - delta_q[e / 2]);
+      }
+    uint32_t da[BK / 16][4];
+    scores_to_a<NT>(da, s);
+    mma_a_b<BK, DT, LD>(dq, da, ks);  // dQ += dS·K (·scale below)
+    warp::block_sync();
+    tile = next;
+  }
+
+  const float dq_scale[2] = {p.scale, p.scale};
+  store_rows<D>(p.dq + row_base * q_stride + (size_t)h * D, q_stride, q0 + w * WARP_ROWS, T, dq, dq_scale);
+}
+
+}  // namespace stapo::flash2
