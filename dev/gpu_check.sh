@@ -4,7 +4,8 @@
 #   the CUDA engine's tests again with their measured errors printed (tests/train/test_cuda_engine.cpp) -> the
 #   benchmarks (ours with the SIMT and the tensor-core attention, each with its per-phase table; ours lean; ours
 #   on cuDNN's attention where that path is built; PyTorch's baselines pure_bf16 and amp with their phases, then
-#   amp under torch.compile) -> the dev/cuda playgrounds (attention versions 2, 4, 5 in one table) -> a short
+#   amp under torch.compile) -> the 8B benchmark under an 80 GB cap (ours vs PyTorch's pure_bf16 and amp,
+#   dev/bench/gpu_step_8b.json) -> the dev/cuda playgrounds (attention versions 2, 4, 5 in one table) -> a short
 #   `make demo` on the GPU -> compute-sanitizer memcheck over the kernel and engine tests -> racecheck over the
 #   tensor-core attention tests -> a summary table, printed last. GPU_CHECK_PARTS selects parts.
 # It keeps going after a failure, bounds each part with a timeout, and reports each part. A part whose tests were
@@ -215,8 +216,30 @@ bench_torch() {
     --baseline "$baseline" --out "$out/bench_torch_$name.json" "$@"
 }
 
+# The 8B on one 80 GB card (dev/bench/gpu_step_8b.json, issue #17): gpu_step behaves as on a card of the config's
+# memory_cap_gib (79.6) whatever this card has, refuses a plan above it, and fails when an allocation passes it.
+# The part also fails when the measured peak exceeds the cap. PyTorch's pure_bf16 and amp baselines at the same
+# config (capped the same way) are expected to run out of memory: their JSON then records where and what they held.
+bench_8b() {
+  [ -x "$build/dev/bench/gpu_step" ] || { echo "dev/bench/gpu_step is not built"; return 3; }
+  timeout 420 "$build/dev/bench/gpu_step" --config dev/bench/gpu_step_8b.json --out "$out/bench_8b.json" || return $?
+  python3 - "$out/bench_8b.json" dev/bench/gpu_step_8b.json <<'PY'
+import json, sys
+r, cap = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))["memory_cap_gib"]
+print(f"8B: peak {r['peak_memory_gib']:.2f} GiB (planned {r['planned_memory_gib']:.2f}, cap {cap}), "
+      f"step {r['median_step_s']:.2f} s, {r['tokens_per_s']:.0f} tok/s, MFU {100 * (r['mfu'] or 0):.1f}%")
+sys.exit(0 if r["peak_memory_gib"] <= cap else 1)
+PY
+}
+
+# bench_torch_8b BASELINE: writes $out/bench_torch_8b_BASELINE.json.
+bench_torch_8b() {
+  PYTHONUNBUFFERED=1 timeout 300 python3 dev/bench/torch_baseline.py --config dev/bench/gpu_step_8b.json \
+    --baseline "$1" --out "$out/bench_torch_8b_$1.json"
+}
+
 # GPU_CHECK_PARTS picks parts for a second, shorter call (e.g. "gpu_tests playgrounds"); the build always runs.
-parts=" ${GPU_CHECK_PARTS:-versions gpu_tests engine_tests bench playgrounds demo_gpu sanitizer racecheck} "
+parts=" ${GPU_CHECK_PARTS:-versions gpu_tests engine_tests bench bench_8b playgrounds demo_gpu sanitizer racecheck} "
 want() { [[ $parts == *" $1 "* ]]; }
 
 want versions && run_part versions versions
@@ -239,6 +262,11 @@ if want bench; then
   run_part bench_torch bench_torch pure_bf16 pure_bf16 --phases
   run_part bench_torch_amp bench_torch amp amp --phases
   run_part bench_compile bench_torch amp_compile amp_compile
+fi
+if want bench_8b; then
+  run_part bench_8b bench_8b
+  run_part bench_torch_8b_pure_bf16 bench_torch_8b pure_bf16
+  run_part bench_torch_8b_amp bench_torch_8b amp
 fi
 want attention && run_part attention attention
 want playgrounds && run_part playgrounds playgrounds
@@ -290,6 +318,20 @@ for impl, base, goal in (("ours", "torch_amp", 1.5), ("ours_flash2", "torch_amp"
         rows.append(f"{impl} / {base}: tokens/s x{r['tokens_per_s'] / b['tokens_per_s']:.2f}"
                     + (f" (goal >= {goal})" if goal else "")
                     + f", peak memory x{r['peak_memory_gib'] / b['peak_memory_gib']:.2f}")
+for impl in ("8b", "torch_8b_pure_bf16", "torch_8b_amp"):  # dev/bench/gpu_step_8b.json
+    path = os.path.join(out, f"bench_{impl}.json")
+    if not os.path.exists(path):
+        rows.append(f"{impl:18s} (no result)")
+        continue
+    r = json.load(open(path))
+    if r.get("oom"):
+        rows.append(f"{impl:18s} out of memory during {r.get('oom_during')} (held "
+                    f"{r.get('allocated_gib_at_oom', 0):.1f} GiB)")
+        continue
+    planned = f" (planned {r['planned_memory_gib']:.2f} GiB)" if r.get("planned_memory_gib") else ""
+    mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") else "?"
+    rows.append(f"{impl:18s} {r['median_step_s'] * 1000:9.1f} ms {r['tokens_per_s']:10.0f} tok/s  MFU {mfu:>6s} (goal "
+                f">= 40%)  peak {r['peak_memory_gib']:.2f} GiB{planned}")
 # Per-phase tables side by side (ms per step): ours from CUDA events, PyTorch's from torch.profiler.
 with_phases = [impl for impl in IMPLS if "phases_ms" in results.get(impl, {})]
 if with_phases:

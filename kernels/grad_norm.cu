@@ -22,6 +22,18 @@ __global__ void grad_norm_partial_kernel(float* partials, const float* grads, si
   if (threadIdx.x == 0) partials[blockIdx.x] = accumulate ? partials[blockIdx.x] + sum : sum;
 }
 
+// bf16 gradients (--grads bf16): squares in fp32, one element per thread and step.
+__global__ void grad_norm_partial_bf16_kernel(float* partials, const __nv_bfloat16* grads, size_t n,
+                                              bool accumulate) {
+  float sum = 0.0f;
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    const float g = __bfloat162float(grads[i]);
+    sum += g * g;
+  }
+  sum = block_sum(sum);
+  if (threadIdx.x == 0) partials[blockIdx.x] = accumulate ? partials[blockIdx.x] + sum : sum;
+}
+
 __global__ void grad_norm_finish_kernel(float* norm, float* clip_scale, int* apply, const float* partials,
                                         float max_norm, const int* nonfinite_loss) {
   float sum = 0.0f;
@@ -41,6 +53,12 @@ __global__ void grad_norm_finish_kernel(float* norm, float* clip_scale, int* app
 void grad_norm_accumulate(float* partials, const float* grads, size_t n, bool accumulate, cudaStream_t stream) {
   check_aligned16(grads, "grad_norm_accumulate", "grads");
   grad_norm_partial_kernel<<<GRAD_NORM_BLOCKS, 256, 0, stream>>>(partials, grads, n, accumulate);
+  cudaCheck(cudaGetLastError());
+}
+
+void grad_norm_accumulate(float* partials, const __nv_bfloat16* grads, size_t n, bool accumulate,
+                          cudaStream_t stream) {
+  grad_norm_partial_bf16_kernel<<<GRAD_NORM_BLOCKS, 256, 0, stream>>>(partials, grads, n, accumulate);
   cudaCheck(cudaGetLastError());
 }
 

@@ -89,6 +89,12 @@ LmHeadWorkspace lm_head_workspace_create(int C, int chunk_rows, int chunk_vocab)
   return ws;
 }
 
+size_t lm_head_workspace_bytes(int C, int chunk_rows, int chunk_vocab) {  // the four allocations above
+  const size_t rows = chunk_rows, vocab = chunk_vocab;
+  return sizeof(float) * rows * vocab + sizeof(bf16) * rows * vocab + sizeof(float) * rows * C +
+         sizeof(float) * 4 * rows;
+}
+
 void lm_head_workspace_free(LmHeadWorkspace& ws) {
   cudaCheck(cudaFree(ws.logits));
   cudaCheck(cudaFree(ws.dlogits));

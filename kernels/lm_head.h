@@ -31,6 +31,8 @@ struct LmHeadWorkspace {
 };
 
 LmHeadWorkspace lm_head_workspace_create(int C, int chunk_rows = 2048, int chunk_vocab = 16384);
+// The bytes lm_head_workspace_create allocates (train/memory_plan.h counts them).
+size_t lm_head_workspace_bytes(int C, int chunk_rows, int chunk_vocab);
 void lm_head_workspace_free(LmHeadWorkspace& ws);
 
 void lm_head_forward(const MatmulContext& ctx, LmHeadWorkspace& ws, float* logp, float* entropy, float* lse,

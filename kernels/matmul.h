@@ -22,7 +22,8 @@ struct MatmulContext {
   MatmulPlanCache* plans = nullptr;
 };
 
-MatmulContext matmul_context_create(size_t workspace_bytes = 32u << 20);
+constexpr size_t kMatmulWorkspaceBytes = 32u << 20;  // cuBLASLt's workspace (train/memory_plan.h counts it)
+MatmulContext matmul_context_create(size_t workspace_bytes = kMatmulWorkspaceBytes);
 void matmul_context_free(MatmulContext& ctx);
 
 // beta = 0 overwrites D; beta = 1 accumulates into it (parameter gradients).

@@ -12,19 +12,42 @@
 namespace stapo {
 
 template <typename T>
-CpuEngine<T>::CpuEngine(std::unique_ptr<CpuModel<T>> model, Collective* data_parallel, bool zero1)
-    : model_(std::move(model)), ranks_(data_parallel && data_parallel->world_size() > 1 ? data_parallel : nullptr) {
+CpuEngine<T>::CpuEngine(std::unique_ptr<CpuModel<T>> model, Collective* data_parallel, bool zero1, MomentKind moments)
+    : model_(std::move(model)),
+      ranks_(data_parallel && data_parallel->world_size() > 1 ? data_parallel : nullptr),
+      moments_(moments) {
   const size_t n = model_->num_params();
   sharded_ = ranks_ && zero1;
   norm_part_ = ranks_ ? shard_range(n, ranks_->rank(), ranks_->world_size()) : ShardRange{0, n};
   updates_ = sharded_ ? norm_part_ : ShardRange{0, n};
+  STAPO_CHECK(moments == MomentKind::fp32 || sizeof(T) == sizeof(float),
+              "CpuEngine: 8-bit moments are for the fp32 engine (the kernel's twin runs in float)");
+  STAPO_CHECK(moments == MomentKind::fp32 || !sharded_,
+              "--moments 8bit with ZeRO-1 over ", ranks_ ? ranks_->world_size() : 1, " ranks: the shard ranges would "
+              "cut through the 8-bit blocks; pass --zero 0 (every rank updates everything) or --moments fp32");
 }
 
 template <typename T>
 void CpuEngine<T>::ensure_moments() {
-  if (!m_.empty() || updates_.count == 0) return;
-  m_.assign(updates_.count, T(0));
-  v_.assign(updates_.count, T(0));
+  if (moments_ == MomentKind::fp32) {
+    if (!m_.empty() || updates_.count == 0) return;
+    m_.assign(updates_.count, T(0));
+    v_.assign(updates_.count, T(0));
+    return;
+  }
+  if (!m_code_.empty()) return;
+  // Zero moments: the codes of 0, absmax 0. Blocks never span two tensors. (Not sharded: updates_ is everything.)
+  const size_t n = model_->num_params();
+  m_code_.assign(n, quant_encode(quant_map(true).bound, 0.0f));
+  v_code_.assign(n, quant_encode(quant_map(false).bound, 0.0f));
+  size_t blocks = 0;
+  block_offsets_.clear();
+  for (const Parameter<T>& p : model_->parameters()) {
+    block_offsets_.push_back(blocks);
+    blocks += quant_blocks(p.numel);
+  }
+  m_absmax_.assign(blocks, 0.0f);
+  v_absmax_.assign(blocks, 0.0f);
 }
 
 template <typename T>
@@ -86,12 +109,30 @@ void CpuEngine<T>::optimizer_step(const OptimizerUpdate& u) {
   ensure_moments();
   const double grad_scale = grad_clip_factor(norm, u.max_grad_norm);
   T* base = model_->param_data();
-  for (Parameter<T>& p : model_->parameters()) {  // each parameter's part inside updates_
+  std::vector<Parameter<T>>& params = model_->parameters();
+  for (size_t k = 0; k < params.size(); ++k) {  // each parameter's part inside updates_
+    const Parameter<T>& p = params[k];
     const size_t offset = size_t(p.data - base);
+    const double decay = p.is_norm ? 0.0 : u.adamw.weight_decay;
+    if (moments_ == MomentKind::q8) {
+      if constexpr (sizeof(T) == sizeof(float)) {  // the constructor allows 8-bit moments for float only
+        AdamWState s;  // the whole tensor: 8-bit moments are never sharded
+        s.n = p.numel;
+        s.master = p.data;
+        s.m_code = m_code_.data() + offset;
+        s.v_code = v_code_.data() + offset;
+        s.m_absmax = m_absmax_.data() + block_offsets_[k];
+        s.v_absmax = v_absmax_.data() + block_offsets_[k];
+        const AdamWStep<float> step =
+            adamw_step_make<float>(u.lr, decay, u.adamw.beta1, u.adamw.beta2, u.adamw.eps, u.t);
+        adamw_compact_update(s, MasterKind::fp32, MomentKind::q8, p.grad, step, float(grad_scale), 0);
+      }
+      continue;
+    }
     const size_t lo = std::max(offset, updates_.begin), hi = std::min(offset + p.numel, updates_.end());
     if (hi <= lo) continue;
     adamw_update(base + lo, grad + lo, m_.data() + (lo - updates_.begin), v_.data() + (lo - updates_.begin), hi - lo,
-                 u.lr, p.is_norm ? 0.0 : u.adamw.weight_decay, u.adamw, u.t, grad_scale);
+                 u.lr, decay, u.adamw, u.t, grad_scale);
   }
   if (sharded_) ranks_->all_gather(base, n, element_type_of<T>(), nullptr);
 }
@@ -114,6 +155,12 @@ void CpuEngine<T>::save_optimizer(const std::string& path) {
   ensure_moments();
   const size_t n = model_->num_params();
   const bool writer = !ranks_ || ranks_->rank() == 0;
+  if (moments_ == MomentKind::q8) {  // never sharded: every rank holds the whole state
+    if (writer)
+      optimizer_state_write_q8(path, m_code_.data(), v_code_.data(), n, m_absmax_.data(), v_absmax_.data(),
+                               m_absmax_.size());
+    return;
+  }
   if (!sharded_) {
     if (writer) optimizer_state_write(path, m_.data(), v_.data(), n);
     return;
@@ -130,12 +177,18 @@ void CpuEngine<T>::save_optimizer(const std::string& path) {
 template <typename T>
 void CpuEngine<T>::load_optimizer(const std::string& path) {
   ensure_moments();
-  optimizer_state_read(path, m_.data(), v_.data(), model_->num_params(), updates_.begin, updates_.count);
+  if (moments_ == MomentKind::q8)
+    optimizer_state_read_q8(path, m_code_.data(), v_code_.data(), m_code_.size(), m_absmax_.data(),
+                            v_absmax_.data(), m_absmax_.size());
+  else
+    optimizer_state_read(path, m_.data(), v_.data(), model_->num_params(), updates_.begin, updates_.count);
 }
 
 template <typename T>
 std::string CpuEngine<T>::description() const {
-  std::string out = cat("cpu ", sizeof(T) == 4 ? "fp32" : "fp64", ", ", model_->num_params(), " parameters");
+  std::string out = cat("cpu ", sizeof(T) == 4 ? "fp32" : "fp64",
+                        moments_ == MomentKind::q8 ? ", 8-bit AdamW moments" : "", ", ", model_->num_params(),
+                        " parameters");
   if (ranks_)
     out += cat(", data parallel over ", ranks_->world_size(), " ranks (", ranks_->backend(), ")",
                sharded_ ? cat(", ZeRO-1: rank ", ranks_->rank(), " updates parameters [", updates_.begin, ", ",

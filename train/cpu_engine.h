@@ -8,10 +8,16 @@
 // the weights with AdamW moments for that range only, then the weights are all-gathered. Without it: all-reduced
 // gradients and every rank updates everything (moments for the whole model on each). The gradient norm is the
 // whole model's either way, each rank summing the squares of its shard_range, then one sum over ranks.
+//
+// Moments: T (adamw_update, double arithmetic), or with MomentKind::q8 (float only) 8-bit block-wise ones
+// (model/ops/adamw.h), updated by adamw_compact_update, the CPU twin of the CUDA kernel, with the model's fp32
+// weights as the master: the CPU trainer runs the GPU's 8-bit optimizer.
 #pragma once
+#include <cstdint>
 #include <memory>
 
 #include "model/model.h"        // defines: CpuModel
+#include "model/ops/adamw.h"    // defines: MomentKind
 #include "train/collective.h"   // defines: Collective, ShardRange
 #include "train/engine.h"       // defines: Engine
 
@@ -20,8 +26,10 @@ namespace stapo {
 template <typename T>
 class CpuEngine : public Engine {
  public:
-  // data_parallel: null or W = 1 for one process; kept by reference.
-  explicit CpuEngine(std::unique_ptr<CpuModel<T>> model, Collective* data_parallel = nullptr, bool zero1 = true);
+  // data_parallel: null or W = 1 for one process; kept by reference. moments: MomentKind::q8 for float only, and
+  // not with ZeRO-1 over W > 1 ranks (its shard ranges cut through the 8-bit blocks).
+  explicit CpuEngine(std::unique_ptr<CpuModel<T>> model, Collective* data_parallel = nullptr, bool zero1 = true,
+                     MomentKind moments = MomentKind::fp32);
 
   void run_pairs(const PairBatch& batch, const LossConfig& loss, const StepScale& scale, bool backward) override;
   void zero_grad() override;
@@ -47,7 +55,11 @@ class CpuEngine : public Engine {
   // first optimizer call, so an engine that only scores (./score, the reference pass) does not hold 2 × the
   // weights for nothing.
   void ensure_moments();
-  std::vector<T> m_, v_;
+  MomentKind moments_;
+  std::vector<T> m_, v_;                   // MomentKind::fp32
+  std::vector<uint8_t> m_code_, v_code_;   // MomentKind::q8: one code per parameter, as the parameter buffer
+  std::vector<float> m_absmax_, v_absmax_; // and each tensor's blocks, in parameter order
+  std::vector<size_t> block_offsets_;      // per parameter tensor: its first block
   std::vector<T> logp_, entropy_, dlogp_;  // (rows·T) per position of the last batch
   StepResults results_;
   bool step_has_nonfinite_loss_ = false;  // since zero_grad

@@ -11,12 +11,14 @@
 
 #include "common/error.h"
 #include "common/file_io.h"
-#include "kernels/adamw.h"
-#include "kernels/convert.h"
+#include "kernels/adamw_compact.h"
 #include "kernels/cuda_common.h"
 #include "kernels/grad_norm.h"
+#include "kernels/lm_head.h"
+#include "kernels/matmul.h"
 #include "kernels/preference_loss.h"
 #include "kernels/random_init.h"
+#include "kernels/rmsnorm.h"
 #include "model/safetensors.h"
 #include "train/model_flops.h"
 #include "train/optimizer_state.h"
@@ -24,6 +26,43 @@
 namespace stapo {
 
 using bf16 = __nv_bfloat16;
+
+// ---- memory ----
+
+MemoryPlanInput cuda_engine_plan_input(const ModelConfig& config, const CudaEngineOptions& options, int batch_size,
+                                       int max_length) {
+  MemoryPlanInput in;
+  in.master = options.master;
+  in.moments = options.moments;
+  in.grads = options.grads;
+  in.recompute = options.recompute;
+  in.batch_size = batch_size;
+  in.max_length = max_length;
+  in.ranks = CudaZero::shards(options.data_parallel);
+  in.zero1 = options.zero1;
+  const int C = config.hidden_size;
+  in.workspaces = {
+      {"cuBLASLt workspace", kMatmulWorkspaceBytes, "kernels/matmul.h"},
+      {"lm_head workspace", lm_head_workspace_bytes(C, options.lm_head_chunk_rows, options.lm_head_chunk_vocab),
+       cat(options.lm_head_chunk_rows, " rows x ", options.lm_head_chunk_vocab, " vocabulary columns per chunk")},
+      {"RMSNorm scratch", rmsnorm_backward_scratch_floats(C) * sizeof(float), "kernels/rmsnorm.h"},
+      {"grad-norm partials", GRAD_NORM_BLOCKS * sizeof(float), "kernels/grad_norm.h"}};
+  if (options.attention == AttentionPath::cudnn)
+    in.workspaces.push_back({"cuDNN attention", 0, "its workspace is sized by cuDNN at run time: not counted"});
+  return in;
+}
+
+uint64_t cuda_engine_available_bytes(uint64_t cap_bytes) {
+  std::string why;
+  STAPO_CHECK(cuda_device_available(&why), "no CUDA device: ", why, ". Use ./train_stapo_cpu on the CPU, or "
+              "--dry-run to print the memory plan without a device.");
+  size_t free_bytes = 0, total_bytes = 0;
+  cudaCheck(cudaMemGetInfo(&free_bytes, &total_bytes));
+  if (cap_bytes == 0) return free_bytes;
+  // A card of cap_bytes in all: what is in use already (the CUDA context, other processes) comes out of it.
+  const uint64_t used = total_bytes - free_bytes;
+  return std::min<uint64_t>(free_bytes, cap_bytes > used ? cap_bytes - used : 0);
+}
 
 // ---- construction ----
 
@@ -34,8 +73,34 @@ CudaModelOptions CudaEngine::model_options(const CudaEngineOptions& o) {
   m.lm_head_chunk_rows = o.lm_head_chunk_rows;
   m.lm_head_chunk_vocab = o.lm_head_chunk_vocab;
   m.attention = o.attention;
+  m.grads = o.grads;
   m.shards = CudaZero::shards(o.data_parallel);
   return m;
+}
+
+AdamWState CudaEngine::tensor_state(size_t i) const {
+  const ShardRange mine = ranks_->updates();
+  const size_t offset = model_->offsets()[i];
+  const ShardRange part = range_overlap(mine, offset, model_->specs()[i].numel);
+  AdamWState s;
+  if (part.count == 0) return s;
+  const size_t at = part.begin - mine.begin;  // into the state arrays, which start at mine.begin
+  s.n = part.count;
+  s.index_base = part.begin - offset;
+  s.weights = reinterpret_cast<uint16_t*>(model_->params() + part.begin);
+  if (master_) s.master = master_ + at;
+  if (low_) s.low = low_ + at;
+  if (m_) {
+    s.m = m_ + at;
+    s.v = v_ + at;
+  }
+  if (m_code_) {  // one rank: the whole tensor
+    s.m_code = m_code_ + at;
+    s.v_code = v_code_ + at;
+    s.m_absmax = m_absmax_ + block_offsets_[i];
+    s.v_absmax = v_absmax_ + block_offsets_[i];
+  }
+  return s;
 }
 
 CudaEngine::CudaEngine(const CpuModel<float>& model, const CudaEngineOptions& options)
@@ -46,6 +111,8 @@ CudaEngine::CudaEngine(const ModelConfig& config, const CudaEngineOptions& optio
 
 CudaEngine::CudaEngine(const ModelConfig& config, const CpuModel<float>* weights, const CudaEngineOptions& options)
     : options_(options) {
+  const std::string refused = data_parallel_unsupported(cuda_engine_plan_input(config, options, 1, 2));
+  STAPO_CHECK(refused.empty(), "CudaEngine: ", refused);
   std::string why;
   STAPO_CHECK(cuda_device_available(&why), "no CUDA device: ", why, ". Use ./train_stapo_cpu on the CPU.");
   if (options_.peak_tflops <= 0) options_.peak_tflops = peak_bf16_tflops(cuda_device_description());
@@ -53,32 +120,47 @@ CudaEngine::CudaEngine(const ModelConfig& config, const CpuModel<float>* weights
   size_t free_bytes = 0, total_bytes = 0;
   cudaCheck(cudaMemGetInfo(&free_bytes, &total_bytes));
   baseline_used_ = total_bytes - free_bytes;
+  const uint64_t available = cuda_engine_available_bytes(options_.memory_cap_bytes);
+  if (available < free_bytes) {  // the cap: reserve the rest
+    cudaCheck(cudaMalloc(&ballast_, free_bytes - available));
+    baseline_used_ += free_bytes - available;  // the engine's own use is measured without it
+  }
   cudaCheck(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   model_ = std::make_unique<CudaModel>(config, model_options(options), stream_);
 
   ranks_ = std::make_unique<CudaZero>(options.data_parallel, options.zero1, model_->buffer_elements(), stream_);
-  const ShardRange mine = ranks_->updates();
   const std::vector<ParamSpec>& specs = model_->specs();
   const std::vector<size_t>& offsets = model_->offsets();
-  if (!options.bf16_params) master_ = device_alloc_zeroed<float>(mine.count, stream_);
-  m_ = device_alloc_zeroed<float>(mine.count, stream_);
-  v_ = device_alloc_zeroed<float>(mine.count, stream_);
+  const size_t mine = ranks_->updates().count;  // elements of this rank's optimizer state
+  if (options.master == MasterKind::fp32) master_ = device_alloc_zeroed<float>(mine, stream_);
+  if (options.master == MasterKind::split) low_ = device_alloc_zeroed<int16_t>(mine, stream_);
+  if (options.moments == MomentKind::fp32) {
+    m_ = device_alloc_zeroed<float>(mine, stream_);
+    v_ = device_alloc_zeroed<float>(mine, stream_);
+  } else {  // one rank (data_parallel_unsupported): the whole buffer
+    for (const ParamSpec& s : specs) {
+      block_offsets_.push_back(blocks_);
+      blocks_ += quant_blocks(s.numel);
+    }
+    m_code_ = device_alloc_zeroed<uint8_t>(mine, stream_);
+    v_code_ = device_alloc_zeroed<uint8_t>(mine, stream_);
+    m_absmax_ = device_alloc_zeroed<float>(blocks_, stream_);  // absmax 0: every moment decodes to 0
+    v_absmax_ = device_alloc_zeroed<float>(blocks_, stream_);
+  }
   norm_partials_ = device_alloc_zeroed<float>(GRAD_NORM_BLOCKS + 1, stream_);
   scalars_ = device_alloc_zeroed<StepScalars>(1, stream_);
   cudaCheck(cudaMallocHost(&host_scalars_, sizeof(StepScalars)));
   *host_scalars_ = StepScalars{};
   cudaCheck(cudaEventCreateWithFlags(&results_ready_, cudaEventDisableTiming));
 
-  // Weights go through fp32 staging, the whole master copy (or the first moment, zeroed after) when this rank
-  // holds it all, else one tensor at a time, and are rounded to bf16 on the device; a ZeRO-1 rank keeps its
-  // range of them as its master copy. Every rank builds the whole model alone, without a collective.
-  float* whole = ranks_->holds_whole() ? (master_ ? master_ : m_) : nullptr;
-  size_t largest = 0;
-  for (const ParamSpec& s : specs) largest = std::max(largest, s.numel);
-  float* tensor_staging = whole ? nullptr : device_alloc_zeroed<float>(largest, stream_);
+  // Weights go through an fp32 staging buffer (the master copy when this rank holds all of it, else the start of
+  // the fp32 gradients, which holds the largest tensor: one tensor at a time, zeroed after) and from there into
+  // the bf16 weights of the whole tensor and this rank's part of the optimizer state (the master or its low
+  // halves). Every rank builds the whole model alone, without a collective.
+  float* whole_master = ranks_->holds_whole() ? master_ : nullptr;
   for (size_t i = 0; i < specs.size(); ++i) {
     const ParamSpec& s = specs[i];
-    float* staging = whole ? whole + offsets[i] : tensor_staging;
+    float* staging = whole_master ? whole_master + offsets[i] : model_->grads();
     if (weights) {
       const Parameter<float>& p = weights->parameters()[i];
       STAPO_CHECK(p.name == s.name && p.numel == s.numel, "CudaEngine: the host model's tensor ", i, " is ", p.name,
@@ -88,15 +170,17 @@ CudaEngine::CudaEngine(const ModelConfig& config, const CpuModel<float>* weights
       random_normal_fill(staging, s.numel, s.is_norm() ? 1.0f : 0.0f, s.is_norm() ? 0.0f : options.init_stddev,
                          mix64(options.seed ^ mix64(i)), stream_);
     }
-    convert_fp32_to_bf16(model_->params() + offsets[i], staging, s.numel, stream_);
-    const ShardRange part = range_overlap(mine, offsets[i], s.numel);
-    if (!whole && master_ && part.count > 0)
-      cudaCheck(cudaMemcpyAsync(master_ + (part.begin - mine.begin), staging + (part.begin - offsets[i]),
-                                part.count * sizeof(float), cudaMemcpyDeviceToDevice, stream_));
+    const AdamWState part = tensor_state(i);
+    if (part.n < s.numel) {  // ZeRO-1: the bf16 weights of the whole tensor first
+      AdamWState tensor;
+      tensor.n = s.numel;
+      tensor.weights = reinterpret_cast<uint16_t*>(model_->params() + offsets[i]);
+      adamw_compact_init(tensor, MasterKind::none, staging, stream_);
+    }
+    if (part.n > 0) adamw_compact_init(part, options.master, staging + part.index_base, stream_);
   }
-  if (whole == m_) cudaCheck(cudaMemsetAsync(m_, 0, mine.count * sizeof(float), stream_));
+  if (!whole_master) model_->zero_grad();
   cudaCheck(cudaStreamSynchronize(stream_));  // the host model may be freed once we return
-  if (tensor_staging) cudaCheck(cudaFree(tensor_staging));
   last_report_ = std::chrono::steady_clock::now();
   sample_memory();
 }
@@ -105,8 +189,9 @@ CudaEngine::~CudaEngine() {
   try {  // a destructor must not throw; the process is usually exiting when this fails
     cudaCheck(cudaStreamSynchronize(stream_));
     model_.reset();
-    for (void* p : {(void*)master_, (void*)m_, (void*)v_, (void*)norm_partials_, (void*)scalars_, (void*)dseq_,
-                    (void*)reference_logps_, (void*)dprompt_})
+    for (void* p : {(void*)master_, (void*)low_, (void*)m_, (void*)v_, (void*)m_code_, (void*)v_code_,
+                    (void*)m_absmax_, (void*)v_absmax_, (void*)norm_partials_, (void*)scalars_, (void*)dseq_,
+                    (void*)reference_logps_, (void*)dprompt_, ballast_})
       if (p) cudaCheck(cudaFree(p));
     if (host_scalars_) cudaCheck(cudaFreeHost(host_scalars_));
     free_slots(slots_, false);
@@ -281,32 +366,38 @@ void CudaEngine::optimizer_step(const OptimizerUpdate& update) {
   const int64_t t = update.t;
   STAPO_CHECK(t >= 1 && t <= INT32_MAX, "CudaEngine::optimizer_step: step ", t, " out of range");
   CudaModel& model = *model_;
+  const GradLayout& grads = model.grad_layout();
   if (timer_) timer_->mark(Phase::grad_clip);
   ranks_->reduce_gradients(model.grads());
-  ranks_->norm_partials(norm_partials_, model.grads(), &scalars_->nonfinite_loss);
+  if (model.grads_bf16()) {  // --grads bf16, one rank (data_parallel_unsupported): the norm over both buffers
+    grad_norm_accumulate(norm_partials_, model.grads(), grads.fp32_elements, false, stream_);
+    grad_norm_accumulate(norm_partials_, model.grads_bf16(), grads.bf16_elements, true, stream_);
+  } else {
+    ranks_->norm_partials(norm_partials_, model.grads(), &scalars_->nonfinite_loss);
+  }
   grad_norm_finish(&scalars_->grad_norm, &scalars_->clip_scale, &scalars_->apply, norm_partials_,
                    (float)update.max_grad_norm, &scalars_->nonfinite_loss, stream_);
   have_update_ = true;
   enqueue_results_copy();  // before AdamW: take_results need not wait for the update
-  AdamWHyper hyper;
-  hyper.lr = (float)update.lr;
-  hyper.beta1 = (float)update.adamw.beta1;
-  hyper.beta2 = (float)update.adamw.beta2;
-  hyper.eps = (float)update.adamw.eps;
   const std::vector<ParamSpec>& specs = model.specs();
   if (timer_) timer_->mark(Phase::optimizer);
-  const ShardRange mine = ranks_->updates();
   for (size_t i = 0; i < specs.size(); ++i) {  // each tensor's part in this rank's range
     const ParamSpec& p = specs[i];
-    const ShardRange part = range_overlap(mine, model.offsets()[i], p.numel);
-    if (part.count == 0) continue;
-    const size_t at = part.begin, own = part.begin - mine.begin;
-    hyper.weight_decay = p.is_norm() ? 0.0f : (float)update.adamw.weight_decay;
-    // Stochastic rounding needs fresh bits per tensor and step, keyed by the index in the tensor.
+    const AdamWState part = tensor_state(i);
+    if (part.n == 0) continue;
+    const AdamWStep<float> step =
+        adamw_step_make<float>(update.lr, p.is_norm() ? 0.0 : update.adamw.weight_decay, update.adamw.beta1,
+                               update.adamw.beta2, update.adamw.eps, t);
+    // Stochastic rounding (--master none) needs fresh bits per tensor and step, keyed by the index in the tensor
+    // (part.index_base: the same bits at any world size).
     const uint32_t seed = (uint32_t)mix64(options_.seed ^ mix64((uint64_t)t * 1000003u + i));
-    adamw_update(model.params() + at, master_ ? master_ + own : nullptr, model.grads() + at, m_ + own, v_ + own,
-                 part.count, hyper, (int)t, &scalars_->clip_scale, &scalars_->apply, seed, stream_,
-                 at - model.offsets()[i]);
+    const size_t g = grads.offsets[i] + part.index_base;
+    if (grads.bf16[i])
+      adamw_compact_update(part, options_.master, options_.moments, model.grads_bf16() + g, step,
+                           &scalars_->clip_scale, &scalars_->apply, seed, stream_);
+    else
+      adamw_compact_update(part, options_.master, options_.moments, model.grads() + g, step, &scalars_->clip_scale,
+                           &scalars_->apply, seed, stream_);
   }
   ranks_->gather_params(model.params());
   if (step_open_) {
@@ -431,18 +522,25 @@ std::string step_stats_summary(const CudaStepStats& s, double peak_tflops) {
 std::vector<float> CudaEngine::parameter_to_host(size_t index, bool grad) {
   const std::vector<ParamSpec>& specs = model_->specs();
   STAPO_CHECK(index < specs.size(), "CudaEngine: parameter index ", index, " of ", specs.size());
-  const size_t at = model_->offsets()[index], n = specs[index].numel;
+  const GradLayout& grads = model_->grad_layout();
+  const size_t at = grad ? grads.offsets[index] : model_->offsets()[index], n = specs[index].numel;
   std::vector<float> out(n);
-  const float* fp32 = grad ? model_->grads() : ranks_->holds_whole() ? master_ : nullptr;
+  const float* fp32 =
+      grad ? (grads.bf16[index] ? nullptr : model_->grads()) : ranks_->holds_whole() ? master_ : nullptr;
   if (fp32) {
     cudaCheck(cudaMemcpyAsync(out.data(), fp32 + at, n * sizeof(float), cudaMemcpyDeviceToHost, stream_));
     cudaCheck(cudaStreamSynchronize(stream_));
     return out;
   }
-  std::vector<bf16> raw(n);
-  cudaCheck(cudaMemcpyAsync(raw.data(), model_->params() + at, n * sizeof(bf16), cudaMemcpyDeviceToHost, stream_));
+  // bf16 values: a bf16 gradient, or the weights (with the split master's low halves when there are).
+  const bool split = !grad && low_;
+  const void* bf16_source = grad ? (const void*)(model_->grads_bf16() + at) : (const void*)(model_->params() + at);
+  std::vector<uint16_t> high(n);
+  std::vector<int16_t> low(split ? n : 0);
+  cudaCheck(cudaMemcpyAsync(high.data(), bf16_source, n * sizeof(uint16_t), cudaMemcpyDeviceToHost, stream_));
+  if (split) cudaCheck(cudaMemcpyAsync(low.data(), low_ + at, n * sizeof(int16_t), cudaMemcpyDeviceToHost, stream_));
   cudaCheck(cudaStreamSynchronize(stream_));
-  for (size_t i = 0; i < n; ++i) out[i] = __bfloat162float(raw[i]);
+  for (size_t i = 0; i < n; ++i) out[i] = split ? split_join(high[i], low[i]) : bf16_bits_to_float(high[i]);
   return out;
 }
 
@@ -469,44 +567,91 @@ void CudaEngine::save_model(const std::string& dir) {
     if (!master_) rounded[i] = parameter_to_host(i, false);
     out.push_back({specs[i].name, specs[i].shape, master_ ? master.data() + model_->offsets()[i] : rounded[i].data()});
   }
-  const DType dtype = master_ ? DType::F32 : DType::BF16;
-  safetensors_write(dir, out, dtype);
-  write_file_atomic(dir + "/config.json", config_to_json(model_->config(), master_ ? "float32" : "bfloat16"));
+  // The master weights (fp32 or split) in F32; bf16-only weights in BF16: both exact, so a resume continues bit
+  // for bit.
+  const bool fp32 = options_.master != MasterKind::none;
+  safetensors_write(dir, out, fp32 ? DType::F32 : DType::BF16);
+  write_file_atomic(dir + "/config.json", config_to_json(model_->config(), fp32 ? "float32" : "bfloat16"));
 }
 
+// The moments without the alignment padding, in parameter order (train/optimizer_state.h): fp32 m and v, or the
+// 8-bit codes and every tensor's absmax (already in order, unpadded).
 void CudaEngine::save_optimizer(const std::string& path) {
-  std::vector<float> m = ranks_->gather_to_host(m_), v = ranks_->gather_to_host(v_);
-  if (!ranks_->writer()) return;
-  param_drop_padding(model_->specs(), model_->offsets(), m);
-  param_drop_padding(model_->specs(), model_->offsets(), v);
-  optimizer_state_write(path, m.data(), v.data(), m.size());
-}
-
-void CudaEngine::load_optimizer(const std::string& path) {
-  // This rank's range of the buffer is one run of the file's elements.
-  const ShardRange mine = ranks_->updates();
+  if (options_.moments == MomentKind::fp32) {  // under ZeRO-1 gathered from every rank's range
+    std::vector<float> m = ranks_->gather_to_host(m_), v = ranks_->gather_to_host(v_);
+    if (!ranks_->writer()) return;
+    param_drop_padding(model_->specs(), model_->offsets(), m);
+    param_drop_padding(model_->specs(), model_->offsets(), v);
+    optimizer_state_write(path, m.data(), v.data(), m.size());
+    return;
+  }
+  // 8-bit moments: one rank (data_parallel_unsupported) holds them all.
   const std::vector<ParamSpec>& specs = model_->specs();
-  const PackedRange run = param_packed_range(specs, model_->offsets(), mine.begin, mine.end());
-  const size_t count = param_packed_range(specs, model_->offsets(), 0, model_->buffer_elements()).last;
-  std::vector<float> m(run.last - run.first), v(run.last - run.first);
-  optimizer_state_read(path, m.data(), v.data(), count, run.first, run.last - run.first);
+  size_t count = 0;
+  for (const ParamSpec& s : specs) count += s.numel;
+  std::vector<uint8_t> m(count), v(count);
   size_t at = 0;
   for (size_t i = 0; i < specs.size(); ++i) {
-    const ShardRange part = range_overlap(mine, model_->offsets()[i], specs[i].numel);
-    if (part.count == 0) continue;
-    const size_t to = part.begin - mine.begin, bytes = part.count * sizeof(float);
-    cudaCheck(cudaMemcpyAsync(m_ + to, m.data() + at, bytes, cudaMemcpyHostToDevice, stream_));
-    cudaCheck(cudaMemcpyAsync(v_ + to, v.data() + at, bytes, cudaMemcpyHostToDevice, stream_));
-    at += part.count;
+    const size_t from = model_->offsets()[i], n = specs[i].numel;
+    cudaCheck(cudaMemcpyAsync(m.data() + at, m_code_ + from, n, cudaMemcpyDeviceToHost, stream_));
+    cudaCheck(cudaMemcpyAsync(v.data() + at, v_code_ + from, n, cudaMemcpyDeviceToHost, stream_));
+    at += n;
   }
-  cudaCheck(cudaStreamSynchronize(stream_));  // m and v are freed on return
+  std::vector<float> m_absmax(blocks_), v_absmax(blocks_);
+  cudaCheck(cudaMemcpyAsync(m_absmax.data(), m_absmax_, blocks_ * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+  cudaCheck(cudaMemcpyAsync(v_absmax.data(), v_absmax_, blocks_ * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+  cudaCheck(cudaStreamSynchronize(stream_));
+  optimizer_state_write_q8(path, m.data(), v.data(), count, m_absmax.data(), v_absmax.data(), blocks_);
+}
+
+// A file of the other kind of moments is refused, naming the --moments value to resume with.
+void CudaEngine::load_optimizer(const std::string& path) {
+  const std::vector<ParamSpec>& specs = model_->specs();
+  if (options_.moments == MomentKind::fp32) {  // this rank's range of the buffer is one run of the file's elements
+    const ShardRange mine = ranks_->updates();
+    const PackedRange run = param_packed_range(specs, model_->offsets(), mine.begin, mine.end());
+    const size_t count = param_packed_range(specs, model_->offsets(), 0, model_->buffer_elements()).last;
+    std::vector<float> m(run.last - run.first), v(run.last - run.first);
+    optimizer_state_read(path, m.data(), v.data(), count, run.first, run.last - run.first);
+    size_t at = 0;
+    for (size_t i = 0; i < specs.size(); ++i) {
+      const ShardRange part = range_overlap(mine, model_->offsets()[i], specs[i].numel);
+      if (part.count == 0) continue;
+      const size_t to = part.begin - mine.begin, bytes = part.count * sizeof(float);
+      cudaCheck(cudaMemcpyAsync(m_ + to, m.data() + at, bytes, cudaMemcpyHostToDevice, stream_));
+      cudaCheck(cudaMemcpyAsync(v_ + to, v.data() + at, bytes, cudaMemcpyHostToDevice, stream_));
+      at += part.count;
+    }
+    cudaCheck(cudaStreamSynchronize(stream_));  // m and v are freed on return
+    return;
+  }
+  size_t count = 0;
+  for (const ParamSpec& s : specs) count += s.numel;
+  std::vector<uint8_t> m(count), v(count);
+  std::vector<float> m_absmax(blocks_), v_absmax(blocks_);
+  optimizer_state_read_q8(path, m.data(), v.data(), count, m_absmax.data(), v_absmax.data(), blocks_);
+  size_t at = 0;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const size_t to = model_->offsets()[i], n = specs[i].numel;
+    cudaCheck(cudaMemcpyAsync(m_code_ + to, m.data() + at, n, cudaMemcpyHostToDevice, stream_));
+    cudaCheck(cudaMemcpyAsync(v_code_ + to, v.data() + at, n, cudaMemcpyHostToDevice, stream_));
+    at += n;
+  }
+  cudaCheck(cudaMemcpyAsync(m_absmax_, m_absmax.data(), blocks_ * sizeof(float), cudaMemcpyHostToDevice, stream_));
+  cudaCheck(cudaMemcpyAsync(v_absmax_, v_absmax.data(), blocks_ * sizeof(float), cudaMemcpyHostToDevice, stream_));
+  cudaCheck(cudaStreamSynchronize(stream_));  // the host copies are freed on return
 }
 
 std::string CudaEngine::description() const {
   size_t count = 0;
   for (const ParamSpec& s : model_->specs()) count += s.numel;
-  return cat("cuda bf16, fp32 gradients, ", master_ ? "fp32 master weights" : "bf16 weights with stochastic rounding",
-             ", recompute ", options_.recompute,
+  const MasterKind master = options_.master;
+  return cat("cuda bf16, ", options_.grads == GradKind::bf16 ? "bf16 gradients (fp32 for embeddings, lm_head, norms), "
+                                                              : "fp32 gradients, ",
+             master == MasterKind::fp32    ? "fp32 master weights"
+             : master == MasterKind::split ? "split master weights (bf16 + low 16 bits)"
+                                           : "bf16 weights with stochastic rounding",
+             options_.moments == MomentKind::q8 ? ", 8-bit AdamW moments" : "", ", recompute ", options_.recompute,
              options_.attention == AttentionPath::cudnn    ? ", cuDNN attention"
              : options_.attention == AttentionPath::flash2 ? ", tensor-core attention (flash2)"
                                                            : "",

@@ -10,20 +10,27 @@
 // the model's lm_head, their sums P_w and |x| − 1, and ∂ℓ/∂P_w spread to those rows (token_dlogp_prompt); other
 // losses run none of it. Nothing crosses to the host between forward and backward.
 // The optimizer step on the device: the gradient norm, the clip factor and the decision to update (norm finite
-// and every loss of the step finite) come from kernels/grad_norm.h; AdamW (kernels/adamw.h) reads the factor
+// and every loss of the step finite) come from kernels/grad_norm.h; AdamW (kernels/adamw_compact.h) reads the factor
 // and the decision. take_results() copies the step's per-pair results, the norm and the decision to pinned host
 // memory once (enqueued before AdamW when there is an update) and waits for that copy only (under data parallel
 // for the whole step, with a timeout: CudaZero::wait): the host's one wait per step. Batch uploads go through
 // pinned buffers (kernels/staging.h), so they do not wait for the stream.
 //
-// Precision: bf16 weights and activations, fp32 gradients (train/cuda_model.h). AdamW keeps fp32 moments and
-// either fp32 master weights (default) or, with bf16_params, only the bf16 weights, updated by stochastic
-// rounding (half the weight memory, unbiased updates). Per parameter: 2 (bf16 weights) + 4 (fp32 gradients)
-// + 8 (moments) + 4 (master weights, unless bf16_params) bytes, i.e. 18 or 14.
+// Precision: bf16 weights and activations, fp32 gradients, or with --grads bf16 bf16 ones for the layers'
+// matmul weights (train/cuda_model.h). AdamW (kernels/adamw_compact.h, one launch per tensor) keeps, by --master:
+// fp32 master weights (default, 4 bytes per parameter), the split master (the low 16 bits beside the bf16
+// weights: the fp32 master exactly, 2 bytes, and the same numbers as fp32), or none (bf16 weights updated by
+// stochastic rounding); by --moments: fp32 m and v (8 bytes) or 8-bit block-wise ones (2 bytes + 8 per block of
+// 2048; Dettmers et al., ICLR 2022). Per parameter: 2 (weights) + 4 or 2 (gradients) + master + moments. The
+// device memory of a configuration, before anything is allocated: cuda_engine_plan_input with
+// train/memory_plan.h, from the sizes the model and the kernels allocate.
 //
 // Data parallel (options.data_parallel, train/cuda_zero.h): one process per GPU over NCCL; the gradients are
 // reduced over the ranks in optimizer_step, and under ZeRO-1 a rank keeps master weights and moments for its
-// shard of the parameters only (2 + 4 + 12/W bytes per parameter, or 2 + 4 + 8/W with bf16_params).
+// shard of the parameters only (2 + 4 + 12/W bytes per parameter, or 2 + 4 + 8/W with --master none): AdamW runs
+// on each tensor's part in the shard. With more than one rank the engine takes --master fp32|none, --moments fp32
+// and --grads fp32 only (cuda_engine_check_data_parallel): the split master's low halves and 8-bit moments are
+// neither gathered for checkpoints nor cut at 2048-element block boundaries, and bf16 gradients are not reduced.
 // save_model and save_optimizer are then collective (rank 0 writes files that do not depend on W) and
 // weights_to_cpu / parameter_to_host give the bf16 weights where this rank holds only part of the master copy.
 #pragma once
@@ -39,14 +46,18 @@
 
 #include "kernels/staging.h"    // defines: HostStaging
 #include "model/model.h"        // defines: CpuModel, ModelConfig
+#include "model/ops/adamw.h"    // defines: AdamWState, MasterKind, MomentKind
 #include "train/cuda_model.h"   // defines: CudaModel, AttentionPath
 #include "train/cuda_zero.h"    // defines: CudaZero, Collective
 #include "train/engine.h"       // defines: Engine
+#include "train/memory_plan.h"  // defines: MemoryPlanInput
 
 namespace stapo {
 
 struct CudaEngineOptions {
-  bool bf16_params = false;  // no fp32 master weights: stochastic rounding into bf16
+  MasterKind master = MasterKind::fp32;  // --master: fp32, split (low halves), none (stochastic rounding)
+  MomentKind moments = MomentKind::fp32; // --moments: fp32 or 8-bit block-wise
+  GradKind grads = GradKind::fp32;       // --grads: fp32, or bf16 for the layers' matmul weights
   int recompute = 1;         // 0, 1 or 2 (train/cuda_model.h)
   int max_tokens = 0;        // activations for this many tokens allocated up front (0: as batches arrive)
   int lm_head_chunk_rows = 2048;
@@ -56,9 +67,21 @@ struct CudaEngineOptions {
   double peak_tflops = 0;    // the card's dense bf16 peak for MFU (0: train/model_flops.h's table by device name)
   double report_every_s = 0; // > 0: optimizer_step prints MFU and memory to stderr at most this often
   AttentionPath attention = AttentionPath::flash;
+  // > 0: behave as on a card of this many bytes in all (testing an 80 GB claim on a larger card): the engine first
+  // reserves what is free beyond cuda_engine_available_bytes, so an allocation past it fails as it would there.
+  uint64_t memory_cap_bytes = 0;
   Collective* data_parallel = nullptr;  // the job's ranks, kept by reference (null: one process)
   bool zero1 = true;                    // under data_parallel: ZeRO-1, else all-reduced gradients
 };
+
+// What the engine will allocate for micro-batches of `batch_size` pairs of `max_length` tokens, as the planner's
+// input: its flags and the kernels' workspaces sized by their own functions (memory_plan(config, input) gives
+// every item). Needs no device.
+MemoryPlanInput cuda_engine_plan_input(const ModelConfig& config, const CudaEngineOptions& options, int batch_size,
+                                       int max_length);
+// The bytes a new engine may allocate on this process's device: cudaMemGetInfo's free memory, or with `cap_bytes`
+// > 0 what a card of cap_bytes in all would have free (cap_bytes minus what is in use: the CUDA context, ...).
+uint64_t cuda_engine_available_bytes(uint64_t cap_bytes);
 
 // Time and model FLOPs of the optimizer steps the device has finished.
 struct CudaStepStats {
@@ -136,6 +159,9 @@ class CudaEngine : public Engine {
 
   CudaEngine(const ModelConfig& config, const CpuModel<float>* weights, const CudaEngineOptions& options);
   static CudaModelOptions model_options(const CudaEngineOptions& options);
+  // The optimizer state of this rank's part of parameter `index` (model/params.h order): the whole tensor unless
+  // ZeRO-1 shards it (n = 0 when this rank holds none of it); index_base is the part's first index in the tensor.
+  AdamWState tensor_state(size_t index) const;
   // The first `pairs` slots of `from` into `to` (device or pinned host, as `kind` says), in stream order; the
   // prompt sums only when the pending pairs have them.
   void copy_slots(const PairSlots& to, const PairSlots& from, int pairs, cudaMemcpyKind kind);
@@ -151,13 +177,20 @@ class CudaEngine : public Engine {
   cudaStream_t stream_ = nullptr;
   size_t baseline_used_ = 0;  // device bytes in use before the engine (after the CUDA context)
   std::unique_ptr<CudaModel> model_;
+  void* ballast_ = nullptr;  // memory_cap_bytes: what is reserved beyond the cap
   PhaseTimer* timer_ = nullptr;
-  float* master_ = nullptr;  // (model buffer) fp32 master weights, null with bf16_params
-  float* m_ = nullptr;       // (model buffer) AdamW moments
-  float* v_ = nullptr;
+  // The optimizer state (model/ops/adamw.h) of ranks_->updates(), the model buffer's range this rank updates (all
+  // of it unless ZeRO-1 shards it), at element offsets from its start; absmax at block offsets (8-bit moments, one
+  // rank only).
+  float* master_ = nullptr;                          // (range) MasterKind::fp32
+  int16_t* low_ = nullptr;                           // (range) MasterKind::split: the master's low halves
+  float *m_ = nullptr, *v_ = nullptr;                // (range) MomentKind::fp32
+  uint8_t *m_code_ = nullptr, *v_code_ = nullptr;    // (range) MomentKind::q8
+  float *m_absmax_ = nullptr, *v_absmax_ = nullptr;  // (blocks_) MomentKind::q8: each tensor's blocks in order
+  std::vector<size_t> block_offsets_;                // per tensor: its first block
+  size_t blocks_ = 0;
   float* norm_partials_ = nullptr;  // GRAD_NORM_BLOCKS + 1
-  // Data parallel, or the whole buffer for one process. master_, m_ and v_ hold its updates() range of the model
-  // buffer only: all of it unless ZeRO-1 shards it.
+  // Data parallel, or the whole buffer for one process.
   std::unique_ptr<CudaZero> ranks_;
   StepScalars* scalars_ = nullptr;  // device
   StepScalars* host_scalars_ = nullptr;  // pinned

@@ -15,30 +15,12 @@
 #include "kernels/rows.h"
 #include "kernels/swiglu.h"
 #include "model/ops/rope.h"
+#include "train/memory_plan.h"
 
 namespace stapo {
 
 using bf16 = __nv_bfloat16;
 
-namespace {
-
-constexpr size_t kAlignElements = 128;  // 256 bytes of bf16: every tensor suits 128-bit loads and cuBLASLt
-constexpr size_t kAlignBytes = 256;
-
-// Carves one allocation into 256-byte-aligned pieces; with a null base it only measures.
-struct Carver {
-  char* base = nullptr;
-  size_t offset = 0;
-  template <typename T>
-  T* take(size_t count) {
-    offset = (offset + kAlignBytes - 1) / kAlignBytes * kAlignBytes;
-    T* p = base ? reinterpret_cast<T*>(base + offset) : nullptr;
-    offset += count * sizeof(T);
-    return p;
-  }
-};
-
-}  // namespace
 
 // ---- construction ----
 
@@ -61,13 +43,18 @@ CudaModel::CudaModel(const ModelConfig& config, const CudaModelOptions& options,
               "or use --attention flash");
 #endif
   specs_ = model_param_specs(c);
-  offsets_ = param_offsets(specs_, kAlignElements, &total_);
-  const size_t multiple = kAlignElements * (size_t)std::max(options.shards, 1);
-  total_ = (total_ + multiple - 1) / multiple * multiple;
+  // train/memory_plan.h: the plan's padding, and the buffer padded for data parallel's equal shards.
+  offsets_ = param_offsets(specs_, kParamAlign, &total_);
+  total_ = param_buffer_elements(specs_, options.shards);
   params_ = device_alloc_zeroed<bf16>(total_, stream_);
-  grads_ = device_alloc_zeroed<float>(total_, stream_);
+  grad_layout_ = stapo::grad_layout(specs_, options.grads, options.shards);
+  grads_ = device_alloc_zeroed<float>(grad_layout_.fp32_elements, stream_);
   w_ = param_pointers(c, specs_, offsets_, params_);
-  g_ = param_pointers(c, specs_, offsets_, grads_);
+  g_ = param_pointers(c, specs_, grad_layout_.offsets, grads_);
+  if (grad_layout_.bf16_elements > 0) {
+    grads_bf16_ = device_alloc_zeroed<bf16>(grad_layout_.bf16_elements, stream_);
+    g_bf16_ = param_pointers(c, specs_, grad_layout_.offsets, grads_bf16_);
+  }
 
   const std::vector<float> inv_freq = rope_inv_freq<float>(c.head_dim, c.rope_theta, c.rope_scaling);
   inv_freq_ = device_alloc_zeroed<float>(inv_freq.size(), stream_);
@@ -83,7 +70,8 @@ CudaModel::CudaModel(const ModelConfig& config, const CudaModelOptions& options,
 CudaModel::~CudaModel() {
   try {  // a destructor must not throw; the process is usually exiting when this fails
     cudaCheck(cudaStreamSynchronize(stream_));
-    for (void* p : {(void*)params_, (void*)grads_, (void*)inv_freq_, (void*)rmsnorm_scratch_, arena_})
+    for (void* p : {(void*)params_, (void*)grads_, (void*)grads_bf16_, (void*)inv_freq_, (void*)rmsnorm_scratch_,
+                    arena_})
       if (p) cudaCheck(cudaFree(p));
     if (embedding_index_.order) embedding_grad_index_free(embedding_index_);
     if (lm_head_ws_.logits) lm_head_workspace_free(lm_head_ws_);
@@ -93,93 +81,93 @@ CudaModel::~CudaModel() {
   }
 }
 
-// Activation buffers for N tokens. Everything in the arena is recomputed by every forward, so growing it (which
-// drops its contents) is only done at the start of a forward.
+// Activation buffers for N tokens, laid out by train/memory_plan.h's activation_layout: the arena --dry-run
+// prints is the one allocated here. Everything in it is recomputed by every forward, so growing it (which drops
+// its contents) is only done at the start of a forward.
 void CudaModel::ensure_tokens(int N) {
   if (N <= capacity_) return;
-  const ModelConfig& c = config_;
-  const size_t C = c.hidden_size, F = c.intermediate_size, H = c.num_attention_heads, L = c.num_hidden_layers;
-  const size_t HD = H * c.head_dim, KD = (size_t)c.num_key_value_heads * c.head_dim, n = N;
-  const int level = options_.recompute;
-  auto layout = [&](Carver& k) {
-    LayerActs shared{};
-    if (level >= 1) {
-      shared.norm1 = k.take<bf16>(n * C);
-      shared.norm2 = k.take<bf16>(n * C);
-      shared.act = k.take<bf16>(n * F);
-    }
-    auto main_buffers = [&](LayerActs& a) {
-      a.q = k.take<bf16>(n * HD);
-      a.k = k.take<bf16>(n * KD);
-      a.v = k.take<bf16>(n * KD);
-      a.att = k.take<bf16>(n * HD);
-      a.resid2 = k.take<bf16>(n * C);
-      a.gate = k.take<bf16>(n * F);
-      a.up = k.take<bf16>(n * F);
-      a.rstd1 = k.take<float>(n);
-      a.rstd2 = k.take<float>(n);
-      a.lse = k.take<float>(n * H);
-    };
-    if (level == 2) main_buffers(shared);
-    acts_.assign(L, shared);
-    for (LayerActs& a : acts_) {
-      a.resid = k.take<bf16>(n * C);
-      if (level == 0) {
-        a.norm1 = k.take<bf16>(n * C);
-        a.norm2 = k.take<bf16>(n * C);
-        a.act = k.take<bf16>(n * F);
-      }
-      if (level <= 1) main_buffers(a);
-    }
-    branch_ = k.take<bf16>(n * C);
-    final_resid_ = k.take<bf16>(n * C);
-    final_norm_ = k.take<bf16>(n * C);
-    final_rstd_ = k.take<float>(n);
-    tokens_ = k.take<int32_t>(n);
-    positions_ = k.take<int32_t>(n);
-    segments_ = k.take<int32_t>(n);
-    response_index_ = k.take<int32_t>(n);  // M ≤ N
-    response_targets_ = k.take<int32_t>(n);
-    response_sequence_ = k.take<int32_t>(n);
-    prompt_sequence_ = k.take<int32_t>(n);
-    response_h_ = k.take<bf16>(n * C);
-    logp_ = k.take<float>(n);
-    entropy_ = k.take<float>(n);
-    response_lse_ = k.take<float>(n);
-    dlogp_ = k.take<float>(n);
-    d_resid_ = k.take<bf16>(n * C);
-    d_norm_ = k.take<bf16>(n * C);
-    d_att_ = k.take<bf16>(n * HD);
-    d_q_ = k.take<bf16>(n * HD);
-    d_k_ = k.take<bf16>(n * KD);
-    d_v_ = k.take<bf16>(n * KD);
-    d_act_ = k.take<bf16>(n * F);
-    d_gate_ = k.take<bf16>(n * F);
-    d_up_ = k.take<bf16>(n * F);
-    attention_scratch_ = k.take<float>(n * H);
-  };
-  Carver measure;
-  layout(measure);
+  const ActivationLayout layout = activation_layout(config_, (uint64_t)N, options_.recompute);
   cudaCheck(cudaStreamSynchronize(stream_));  // nothing may still use the old arena
   if (arena_) cudaCheck(cudaFree(arena_));
   arena_ = nullptr;
   capacity_ = 0;
-  cudaError_t err = cudaMalloc(&arena_, measure.offset);
+  cudaError_t err = cudaMalloc(&arena_, layout.bytes);
   if (err != cudaSuccess) {
     cudaGetLastError();
     arena_ = nullptr;
-    fail("CudaModel: cannot allocate ", measure.offset / double(1 << 30), " GiB of activations for ", N,
+    fail("CudaModel: cannot allocate ", layout.bytes / double(1 << 30), " GiB of activations for ", N,
          " tokens (", cudaGetErrorString(err), "). Use a smaller --batch-size or --max-length, or --recompute 2");
   }
-  Carver place{static_cast<char*>(arena_)};
-  layout(place);
+  acts_.assign(config_.num_hidden_layers, LayerActs{});
+  for (const ActBuffer& b : layout.buffers) {
+    char* at = static_cast<char*>(arena_) + b.offset;
+    bf16* h = reinterpret_cast<bf16*>(at);
+    float* f = reinterpret_cast<float*>(at);
+    int32_t* i = reinterpret_cast<int32_t*>(at);
+    if (act_slot_per_layer(b.slot)) {  // one layer's, or (layer −1) every layer's shared buffer
+      for (int l = 0; l < config_.num_hidden_layers; ++l) {
+        if (b.layer >= 0 && b.layer != l) continue;
+        LayerActs& a = acts_[l];
+        switch (b.slot) {
+          case ActSlot::resid: a.resid = h; break;
+          case ActSlot::norm1: a.norm1 = h; break;
+          case ActSlot::q: a.q = h; break;
+          case ActSlot::k: a.k = h; break;
+          case ActSlot::v: a.v = h; break;
+          case ActSlot::att: a.att = h; break;
+          case ActSlot::resid2: a.resid2 = h; break;
+          case ActSlot::norm2: a.norm2 = h; break;
+          case ActSlot::gate: a.gate = h; break;
+          case ActSlot::up: a.up = h; break;
+          case ActSlot::act: a.act = h; break;
+          case ActSlot::rstd1: a.rstd1 = f; break;
+          case ActSlot::rstd2: a.rstd2 = f; break;
+          case ActSlot::lse: a.lse = f; break;
+          default: break;
+        }
+      }
+      continue;
+    }
+    switch (b.slot) {
+      case ActSlot::branch: branch_ = h; break;
+      case ActSlot::final_resid: final_resid_ = h; break;
+      case ActSlot::final_norm: final_norm_ = h; break;
+      case ActSlot::final_rstd: final_rstd_ = f; break;
+      case ActSlot::tokens: tokens_ = i; break;
+      case ActSlot::positions: positions_ = i; break;
+      case ActSlot::segments: segments_ = i; break;
+      case ActSlot::response_index: response_index_ = i; break;  // M ≤ N
+      case ActSlot::response_targets: response_targets_ = i; break;
+      case ActSlot::response_sequence: response_sequence_ = i; break;
+      case ActSlot::prompt_sequence: prompt_sequence_ = i; break;
+      case ActSlot::response_h: response_h_ = h; break;
+      case ActSlot::logp: logp_ = f; break;
+      case ActSlot::entropy: entropy_ = f; break;
+      case ActSlot::response_lse: response_lse_ = f; break;
+      case ActSlot::dlogp: dlogp_ = f; break;
+      case ActSlot::d_resid: d_resid_ = h; break;
+      case ActSlot::d_norm: d_norm_ = h; break;
+      case ActSlot::d_att: d_att_ = h; break;
+      case ActSlot::d_q: d_q_ = h; break;
+      case ActSlot::d_k: d_k_ = h; break;
+      case ActSlot::d_v: d_v_ = h; break;
+      case ActSlot::d_act: d_act_ = h; break;
+      case ActSlot::d_gate: d_gate_ = h; break;
+      case ActSlot::d_up: d_up_ = h; break;
+      case ActSlot::attention_scratch: attention_scratch_ = f; break;
+      default: break;
+    }
+  }
   capacity_ = N;
   if (embedding_index_.order) embedding_grad_index_free(embedding_index_);
   embedding_index_ = embedding_grad_index_create(N);
   have_forward_ = false;
 }
 
-void CudaModel::zero_grad() { cudaCheck(cudaMemsetAsync(grads_, 0, total_ * sizeof(float), stream_)); }
+void CudaModel::zero_grad() {
+  cudaCheck(cudaMemsetAsync(grads_, 0, grad_layout_.fp32_elements * sizeof(float), stream_));
+  if (grads_bf16_) cudaCheck(cudaMemsetAsync(grads_bf16_, 0, grad_layout_.bf16_elements * sizeof(bf16), stream_));
+}
 
 // ---- attention: ours (SIMT or tensor cores), or cuDNN's where the build has it and the options ask ----
 
@@ -329,26 +317,34 @@ void CudaModel::backward() {
   for (int l = c.num_hidden_layers - 1; l >= 0; --l) {
     layer_restore(l);
     const LayerParams<bf16>& wl = w_.layers[l];
-    const LayerParams<float>& gl = g_.layers[l];
+    const LayerParams<float>& gl = g_.layers[l];  // the RMSNorm weights' (always fp32)
     const LayerActs& a = acts_[l];
+    // dW (+)= dYᵀ·X of a matmul weight, (M, K) from dY (N, M) and X (N, K), into whichever buffer holds it.
+    auto weight_grad = [&](float* LayerParams<float>::*tensor, bf16* LayerParams<bf16>::*tensor_bf16, const bf16* dy,
+                           const bf16* x, int M, int K) {
+      if (grads_bf16_)
+        matmul_bf16(matmul_, g_bf16_.layers[l].*tensor_bf16, dy, x, M, K, N, true, false, 1.0f, stream_);
+      else
+        matmul_bf16_f32(matmul_, gl.*tensor, dy, x, M, K, N, true, false, 1.0f, stream_);
+    };
     // MLP branch: resid_{l+1} = resid2 + act·Wdᵀ.
     phase(Phase::matmul_backward);
     matmul_bf16(matmul_, d_act_, d_resid_, wl.w_down, N, F, C, false, false, 0.0f, stream_);
-    matmul_bf16_f32(matmul_, gl.w_down, d_resid_, a.act, C, F, N, true, false, 1.0f, stream_);
+    weight_grad(&LayerParams<float>::w_down, &LayerParams<bf16>::w_down, d_resid_, a.act, C, F);
     phase(Phase::elementwise_backward);
     swiglu_backward(d_gate_, d_up_, d_act_, a.gate, a.up, N, F, stream_);
     phase(Phase::matmul_backward);
     matmul_bf16(matmul_, d_norm_, d_gate_, wl.w_gate, N, C, F, false, false, 0.0f, stream_);
     matmul_bf16(matmul_, d_norm_, d_up_, wl.w_up, N, C, F, false, false, 1.0f, stream_);
-    matmul_bf16_f32(matmul_, gl.w_gate, d_gate_, a.norm2, F, C, N, true, false, 1.0f, stream_);
-    matmul_bf16_f32(matmul_, gl.w_up, d_up_, a.norm2, F, C, N, true, false, 1.0f, stream_);
+    weight_grad(&LayerParams<float>::w_gate, &LayerParams<bf16>::w_gate, d_gate_, a.norm2, F, C);
+    weight_grad(&LayerParams<float>::w_up, &LayerParams<bf16>::w_up, d_up_, a.norm2, F, C);
     phase(Phase::norm_backward);
     rmsnorm_backward(d_resid_, gl.post_norm, rmsnorm_scratch_, d_norm_, a.resid2, wl.post_norm, a.rstd2, N, C,
                      stream_);
     // Attention branch: resid2 = resid + att·Woᵀ.
     phase(Phase::matmul_backward);
     matmul_bf16(matmul_, d_att_, d_resid_, wl.wo, N, H * D, C, false, false, 0.0f, stream_);
-    matmul_bf16_f32(matmul_, gl.wo, d_resid_, a.att, C, H * D, N, true, false, 1.0f, stream_);
+    weight_grad(&LayerParams<float>::wo, &LayerParams<bf16>::wo, d_resid_, a.att, C, H * D);
     phase(Phase::attention_backward);
     attention_backward_any(a, shape);
     phase(Phase::elementwise_backward);
@@ -358,9 +354,9 @@ void CudaModel::backward() {
     matmul_bf16(matmul_, d_norm_, d_q_, wl.wq, N, C, H * D, false, false, 0.0f, stream_);
     matmul_bf16(matmul_, d_norm_, d_k_, wl.wk, N, C, Hkv * D, false, false, 1.0f, stream_);
     matmul_bf16(matmul_, d_norm_, d_v_, wl.wv, N, C, Hkv * D, false, false, 1.0f, stream_);
-    matmul_bf16_f32(matmul_, gl.wq, d_q_, a.norm1, H * D, C, N, true, false, 1.0f, stream_);
-    matmul_bf16_f32(matmul_, gl.wk, d_k_, a.norm1, Hkv * D, C, N, true, false, 1.0f, stream_);
-    matmul_bf16_f32(matmul_, gl.wv, d_v_, a.norm1, Hkv * D, C, N, true, false, 1.0f, stream_);
+    weight_grad(&LayerParams<float>::wq, &LayerParams<bf16>::wq, d_q_, a.norm1, H * D, C);
+    weight_grad(&LayerParams<float>::wk, &LayerParams<bf16>::wk, d_k_, a.norm1, Hkv * D, C);
+    weight_grad(&LayerParams<float>::wv, &LayerParams<bf16>::wv, d_v_, a.norm1, Hkv * D, C);
     phase(Phase::norm_backward);
     rmsnorm_backward(d_resid_, gl.input_norm, rmsnorm_scratch_, d_norm_, a.resid, wl.input_norm, a.rstd1, N, C,
                      stream_);

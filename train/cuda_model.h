@@ -5,7 +5,9 @@
 // Precision: bf16 weights and activations, fp32 accumulation in every matmul and reduction, and fp32 parameter
 // gradients: the weight-gradient GEMMs write fp32 (cuBLASLt, β = 1), the RMSNorm, embedding and lm_head
 // gradients are added in fp32, so micro-batches accumulate without a bf16 rounding per add (+2 bytes per
-// parameter over bf16 gradients).
+// parameter over bf16 gradients). With GradKind::bf16 ("fp32-partial", train/memory_plan.h's grad_layout) the
+// layers' matmul weights keep bf16 gradients instead (the GEMMs accumulate into bf16: one rounding per
+// micro-batch), the embedding, lm_head and RMSNorm weights fp32: 2 bytes less per layer parameter.
 // Memory (N = rows·T tokens of the largest batch so far, per layer, by recompute level):
 //   0: every activation backward reads is kept:  resid, norm1, q, k, v, att, lse, resid2, norm2, gate, up, act
 //   1: the RMSNorm outputs and the SwiGLU product are recomputed in backward (cheap, memory-bound), the rest kept
@@ -18,7 +20,8 @@
 // prompt + response (model/batch.h's logp_rows): their final-norm rows are gathered (kernels/rows.h) and the fused
 // lm_head_forward gives log-prob and entropy per row without (M, V) logits; backward scatters dh back.
 // Parameters live in one bf16 buffer in model/params.h's order, each tensor starting on a 256-byte boundary;
-// the gradients in an fp32 buffer with the same element offsets. One stream, the caller's.
+// the gradients in an fp32 buffer (and, with GradKind::bf16, a bf16 one) laid out by train/memory_plan.h's
+// grad_layout. One stream, the caller's.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -36,6 +39,7 @@
 #include "model/batch.h"              // defines: PairBatch
 #include "model/params.h"             // defines: ParamSpec, LayerParams, GlobalParams
 #include "train/cuda_phase_timer.h"   // defines: PhaseTimer, Phase
+#include "train/memory_plan.h"        // defines: GradKind, GradLayout
 
 namespace stapo {
 
@@ -54,8 +58,10 @@ struct CudaModelOptions {
   int lm_head_chunk_rows = 2048;
   int lm_head_chunk_vocab = 16384;
   AttentionPath attention = AttentionPath::flash;
-  // Data parallel over this many ranks (train/cuda_zero.h): the parameter and gradient buffers are padded to a
-  // multiple of shards × the alignment, so that every rank's ZeRO-1 share of them is equal and aligned.
+  GradKind grads = GradKind::fp32;  // the layers' matmul-weight gradients (see the header comment)
+  // Data parallel over this many ranks (train/cuda_zero.h): the parameter and (fp32) gradient buffers are padded to
+  // a multiple of shards × the alignment (train/memory_plan.h's param_buffer_elements), so that every rank's ZeRO-1
+  // share of them is equal and aligned.
   int shards = 1;
 };
 
@@ -70,9 +76,13 @@ class CudaModel {
   const ModelConfig& config() const { return config_; }
   const std::vector<ParamSpec>& specs() const { return specs_; }
   const std::vector<size_t>& offsets() const { return offsets_; }  // elements, into params() and grads()
-  size_t buffer_elements() const { return total_; }  // of either buffer, padding (always 0) included
+  size_t buffer_elements() const { return total_; }  // of params() (and fp32 grads()), padding (always 0) included
   __nv_bfloat16* params() { return params_; }        // (buffer_elements())
-  float* grads() { return grads_; }                  // (buffer_elements())
+  // Gradients: tensor i at grad_layout().offsets[i] of grads() (fp32) or, where grad_layout().bf16[i], of
+  // grads_bf16(); the padding between tensors stays 0.
+  const GradLayout& grad_layout() const { return grad_layout_; }
+  float* grads() { return grads_; }                    // (grad_layout().fp32_elements)
+  __nv_bfloat16* grads_bf16() { return grads_bf16_; }  // (grad_layout().bf16_elements), null with GradKind::fp32
 
   void zero_grad();
   // The decoder and the lm_head on the batch's response positions, and with chosen_prompts on the chosen
@@ -125,9 +135,12 @@ class CudaModel {
   std::vector<size_t> offsets_;
   size_t total_ = 0;
   __nv_bfloat16* params_ = nullptr;  // (total_)
-  float* grads_ = nullptr;           // (total_)
+  GradLayout grad_layout_;
+  float* grads_ = nullptr;                 // (grad_layout_.fp32_elements)
+  __nv_bfloat16* grads_bf16_ = nullptr;    // (grad_layout_.bf16_elements)
   ParamPointers<__nv_bfloat16> w_;
-  ParamPointers<float> g_;
+  ParamPointers<float> g_;                 // valid for the tensors in grads_
+  ParamPointers<__nv_bfloat16> g_bf16_;    // valid for the tensors in grads_bf16_ (GradKind::bf16 only)
   float* inv_freq_ = nullptr;   // (D/2)
   float* rmsnorm_scratch_ = nullptr;  // rmsnorm_backward_scratch_floats(C), independent of N
 

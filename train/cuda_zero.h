@@ -12,7 +12,7 @@
 // The buffers' layout (model/params.h's offsets, padded by CudaModel to a multiple of W × 128 elements) makes every
 // shard equal and 128-element aligned. Checkpoints gather the shards to rank 0 (gather_to_host) and a resume reads
 // its own range of the files, so a checkpoint does not depend on the world size; stochastic rounding is keyed by
-// the element's index in its tensor (kernels/adamw.h's index_base), so neither does an update.
+// the element's index in its tensor (model/ops/adamw.h's AdamWState::index_base), so neither does an update.
 // Without a collective (one process) the same object describes the whole buffer and every reduction is a no-op.
 #pragma once
 #include <cuda_bf16.h>

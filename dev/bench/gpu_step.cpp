@@ -1,19 +1,24 @@
 // gpu_step: the time of one optimizer step of our GPU trainer on the benchmark config that
 // dev/bench/torch_baseline.py also reads (dev/bench/gpu_step_config.json: a Llama-3.2-1B-shaped model with
-// random weights, `pairs` pairs of `seq_len` tokens, the loss on the last seq_len − prompt_len targets).
+// random weights, `pairs` pairs of `seq_len` tokens, the loss on the last seq_len − prompt_len targets; with
+// `micro_batches` > 1, that many such micro-batches accumulate into each optimizer step).
 // A step is exactly the trainer's: zero_grad, run_pairs (forward, the loss, backward),
 // the gradient norm, clipping at 1, one AdamW update; timed with CUDA events on the engine's stream after
 // `warmup_steps`, median of `steps`. Model FLOPs are train/model_flops.h's, the formula torch_baseline.py
 // shares: the needed count (the lm_head on the response targets) for MFU, the all-token count beside it
 // (mfu_all_tokens, the number reported before engine v2). MFU is against the config's peak for this device,
 // peak memory is what the engine brought into use on the device (cudaMemGetInfo, the CUDA context excluded,
-// like torch.cuda.max_memory_allocated).
+// like torch.cuda.max_memory_allocated), beside the planner's prediction (train/memory_plan.h) for the same
+// configuration. A config's optional `engine` object sets train_stapo's engine flags (master, moments, grads,
+// recompute; the command line overrides them) and `memory_cap_gib` caps the device memory the engine may use (as
+// --memory-cap-gib): a plan above the cap is refused, and an allocation past it fails as on the smaller card.
 // --phases N then runs N more steps with a CUDA event at every phase boundary (train/cuda_phase_timer.h) and
 // prints the per-phase table (ms per step, % of step; the same phase names as torch_baseline.py --phases), also
 // as "phases_ms" in the JSON; the timed steps above run without those events.
 //
 //   build-gpu/dev/bench/gpu_step --config dev/bench/gpu_step_config.json --out result.json [--bf16-params]
-//     [--recompute 0|1|2] [--attention flash|flash2|cudnn] [--phases N]
+//     [--master fp32|split|none] [--moments fp32|8bit] [--grads fp32|bf16] [--recompute 0|1|2]
+//     [--attention flash|flash2|cudnn] [--memory-cap-gib G] [--phases N]
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -29,6 +34,7 @@
 #include "model/config.h"         // defines: config_parse
 #include "train/cuda_engine.h"    // defines: CudaEngine
 #include "train/cuda_phase_timer.h"  // defines: PhaseTimer
+#include "train/memory_plan.h"    // defines: memory_plan, gib
 #include "train/model_flops.h"    // defines: batch_flop_counts, batch_forward_flops_needed
 #include "train/trainer.h"        // defines: run_micro_batches, MetricSums
 
@@ -74,9 +80,22 @@ int main(int argc, char** argv) {
   stapo::CudaEngineOptions options;
   app.add_option("--config", config_path, "the benchmark config shared with dev/bench/torch_baseline.py");
   app.add_option("--out", out_path, "also write the result JSON here");
-  app.add_flag("--bf16-params", options.bf16_params, "bf16 weights with stochastic rounding, no fp32 master copy");
-  app.add_option("--recompute", options.recompute, "activation recomputation level 0, 1 or 2 (train_stapo's)")
-      ->check(CLI::Range(0, 2));
+  std::string master, moments, grads;
+  int recompute = -1;
+  double cap_gib = -1;
+  bool bf16_params = false;
+  app.add_flag("--bf16-params", bf16_params, "bf16 weights with stochastic rounding, no fp32 master copy "
+               "(--master none)");
+  app.add_option("--master", master, "master weights fp32, split or none (train_stapo's; default: the config's "
+                 "engine.master, else fp32)")->check(CLI::IsMember({"fp32", "split", "none"}));
+  app.add_option("--moments", moments, "AdamW moments fp32 or 8bit (train_stapo's; default: the config's "
+                 "engine.moments, else fp32)")->check(CLI::IsMember({"fp32", "8bit"}));
+  app.add_option("--grads", grads, "gradients fp32 or bf16 (train_stapo's; default: the config's engine.grads, else "
+                 "fp32)")->check(CLI::IsMember({"fp32", "bf16"}));
+  app.add_option("--recompute", recompute, "activation recomputation level 0, 1 or 2 (train_stapo's; default: the "
+                 "config's engine.recompute, else 1)")->check(CLI::Range(0, 2));
+  app.add_option("--memory-cap-gib", cap_gib, "device memory cap in GiB (default: the config's memory_cap_gib, "
+                 "else none)")->check(CLI::NonNegativeNumber);
   std::string attention = "flash";
   app.add_option("--attention", attention, "attention kernels: flash, flash2 or cudnn (train_stapo's)")
       ->check(CLI::IsMember({"flash", "flash2", "cudnn"}));
@@ -95,6 +114,8 @@ int main(int argc, char** argv) {
     const stapo::ModelConfig config = stapo::config_parse(bench.at("model").dump(), config_path + " (model)");
     const nlohmann::json& jb = bench.at("batch");
     const int pairs = jb.at("pairs"), seq_len = jb.at("seq_len"), prompt_len = jb.at("prompt_len");
+    const int micro_batches = jb.value("micro_batches", 1);  // per optimizer step (gradient accumulation)
+    STAPO_CHECK(micro_batches >= 1, config_path, ": batch.micro_batches must be at least 1");
     const nlohmann::json& jl = bench.at("loss");
     stapo::LossConfig loss = stapo::loss_defaults(stapo::loss_from_name(jl.at("name")));
     loss.reward = stapo::reward_from_name(jl.value("reward", stapo::reward_name(loss.reward)));
@@ -115,8 +136,26 @@ int main(int argc, char** argv) {
     for (const auto& [part, tflops] : bench.at("peak_bf16_tflops").items())
       if (part != "_comment" && device.find(part) != std::string::npos) peak = tflops.get<double>();
 
+    const nlohmann::json engine_flags = bench.value("engine", nlohmann::json::object());
+    options.master = bf16_params ? stapo::MasterKind::none
+                                 : stapo::master_from_name(master.empty() ? engine_flags.value("master", "fp32") : master,
+                                                           config_path + " engine.master");
+    options.moments = stapo::moments_from_name(moments.empty() ? engine_flags.value("moments", "fp32") : moments,
+                                               config_path + " engine.moments");
+    options.recompute = recompute >= 0 ? recompute : engine_flags.value("recompute", 1);
+    options.grads = stapo::grads_from_name(grads.empty() ? engine_flags.value("grads", "fp32") : grads,
+                                           config_path + " engine.grads");
+    if (cap_gib < 0) cap_gib = bench.value("memory_cap_gib", 0.0);
+    options.memory_cap_bytes = (uint64_t)(cap_gib * double(1ull << 30));
     const stapo::PairBatch batch = bench_batch(pairs, seq_len, prompt_len, config.vocab_size);
     options.max_tokens = batch.tokens.rows * seq_len;
+    const uint64_t planned =
+        stapo::memory_plan(config, stapo::cuda_engine_plan_input(config, options, pairs, seq_len)).total();
+    const uint64_t available = stapo::cuda_engine_available_bytes(options.memory_cap_bytes);
+    fprintf(stderr, "planned device memory %s, available %s%s\n", stapo::gib(planned).c_str(),
+            stapo::gib(available).c_str(), options.memory_cap_bytes ? " (capped)" : "");
+    STAPO_CHECK(planned <= available, "gpu_step: the plan needs ", stapo::gib(planned), ", only ",
+                stapo::gib(available), " are available: see train_stapo --dry-run for flags that fit");
     // Weights N(0, 0.02) as HF initialises, drawn on the device: no 5 GB upload.
     stapo::CudaEngine engine(config, options);
     fprintf(stderr, "%s\n", engine.description().c_str());
@@ -132,7 +171,7 @@ int main(int argc, char** argv) {
       if (phased && i == warmup + steps) engine.set_phase_timer(&phase_timer);
       cudaCheck(cudaEventRecord(start, engine.stream()));
       engine.zero_grad();
-      stapo::run_micro_batches(engine, {batch}, loss, true);
+      stapo::run_micro_batches(engine, std::vector<stapo::PairBatch>(micro_batches, batch), loss, true);
       engine.optimizer_step({lr, 1.0, adamw, i + 1});
       if (phased) phase_timer.stop();
       const stapo::StepResults results = engine.take_results();
@@ -153,9 +192,9 @@ int main(int argc, char** argv) {
     const size_t k = times.size();
     const double median = k % 2 ? times[k / 2] : 0.5 * (times[k / 2 - 1] + times[k / 2]);
     const stapo::BatchFlopCounts counts = stapo::batch_flop_counts(batch);
-    const double tokens = counts.tokens;
-    const double flops = 3 * stapo::batch_forward_flops_needed(config, counts);
-    const double flops_all_tokens = 3 * stapo::batch_forward_flops_all_tokens(config, counts);
+    const double tokens = double(micro_batches) * counts.tokens;
+    const double flops = 3.0 * micro_batches * stapo::batch_forward_flops_needed(config, counts);
+    const double flops_all_tokens = 3.0 * micro_batches * stapo::batch_forward_flops_all_tokens(config, counts);
     const stapo::CudaStepStats stats = engine.take_step_stats();
 
     nlohmann::ordered_json result;
@@ -169,7 +208,11 @@ int main(int argc, char** argv) {
     result["mfu_all_tokens"] =
         peak > 0 ? nlohmann::json(flops_all_tokens / median / 1e12 / peak) : nlohmann::json(nullptr);
     result["peak_memory_gib"] = stats.peak_bytes / double(1 << 30);
-    result["bf16_params"] = options.bf16_params;
+    result["planned_memory_gib"] = planned / double(1ull << 30);
+    result["memory_cap_gib"] = cap_gib > 0 ? nlohmann::json(cap_gib) : nlohmann::json(nullptr);
+    result["master"] = stapo::master_name(options.master);
+    result["moments"] = stapo::moments_name(options.moments);
+    result["grads"] = stapo::grads_name(options.grads);
     result["recompute"] = options.recompute;
     result["attention"] = attention;
     result["loss"] = last_loss;

@@ -20,6 +20,11 @@ as "gaps".
   python3 dev/bench/torch_baseline.py [--config dev/bench/gpu_step_config.json] [--baseline amp] [--phases]
       [--min-seconds 60] [--out result.json]          # --out: one JSON for one baseline, a list for several
   python3 dev/bench/torch_baseline.py --tiny --device cpu --phases    # a seconds-long smoke run of this script
+
+A config's batch "micro_batches" (default 1) are accumulated into each optimizer step, as gpu_step does. A config
+with "memory_cap_gib" (dev/bench/gpu_step_8b.json) caps PyTorch's allocator at that much of the card, as ours is
+capped. Running out of memory is a result, not a crash: the baseline's JSON then says "oom": true, where, what
+PyTorch had allocated when it failed and the allocation it was refused.
 """
 import argparse
 import contextlib
@@ -169,7 +174,14 @@ def build(bench, cfg, baseline, device):
     config = LlamaConfig(**{k: v for k, v in cfg.items() if k != "model_type"}, attn_implementation="sdpa")
     cuda = device.type == "cuda"
     weight_dtype = torch.bfloat16 if baseline == "pure_bf16" and cuda else torch.float32
-    model = LlamaForCausalLM(config).to(device=device, dtype=weight_dtype)
+    # Built on the device in its final dtype: an 8B model never exists on the host, nor in fp32 for pure_bf16.
+    default_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(weight_dtype)
+    try:
+        with torch.device(device):
+            model = LlamaForCausalLM(config)
+    finally:
+        torch.set_default_dtype(default_dtype)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=bench["optimizer"]["lr"],
                                   weight_decay=bench["optimizer"]["weight_decay"], fused=cuda)
@@ -183,6 +195,27 @@ def run_baseline(bench, cfg, batch, timing, baseline, device, phases, min_second
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
+    try:
+        return measure_baseline(bench, cfg, batch, timing, baseline, device, phases, min_seconds)
+    except torch.cuda.OutOfMemoryError as e:
+        # What PyTorch held when it failed and the allocation it was refused ("Tried to allocate ..." from the
+        # error's first line), so the result says how far from fitting it was.
+        return {
+            "impl": "pytorch", "baseline": baseline, "device": torch.cuda.get_device_name(),
+            "torch": torch.__version__, "oom": True,
+            "oom_during": getattr(e, "stapo_during", "building the model or the profiled step"),
+            "error": str(e).splitlines()[0],
+            "allocated_gib_at_oom": torch.cuda.memory_allocated() / 2**30,
+            "torch_max_allocated_gib": torch.cuda.max_memory_allocated() / 2**30,
+        }
+    finally:
+        if cuda:
+            torch.cuda.empty_cache()  # what the failed baseline held goes back before the next one
+
+
+def measure_baseline(bench, cfg, batch, timing, baseline, device, phases, min_seconds):
+    cuda = device.type == "cuda"
+    if cuda:
         free, total = torch.cuda.mem_get_info()
         in_use_before = total - free
     model, forward_model, optimizer = build(bench, cfg, baseline, device)
@@ -194,6 +227,7 @@ def run_baseline(bench, cfg, batch, timing, baseline, device, phases, min_second
     mask[:, prompt_len - 1:] = 1.0
     lengths = mask.sum(dim=1)
     autocast = baseline != "pure_bf16" and cuda
+    micro_batches = batch.get("micro_batches", 1)
 
     def attention_backend():
         if autocast:  # the like-for-like rows run FlashAttention or fail: no silent fallback
@@ -202,12 +236,13 @@ def run_baseline(bench, cfg, batch, timing, baseline, device, phases, min_second
         return contextlib.nullcontext()
 
     def step():
-        with attention_backend(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            logits = forward_model(input_ids=tokens).logits
-            with torch.profiler.record_function("phase::lm_head_loss"):
-                logp = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, tokens[:, 1:, None]).squeeze(-1)
-                loss = stapo_loss((logp * mask).sum(dim=1), lengths, bench["loss"])
-        loss.backward()
+        for _ in range(micro_batches):
+            with attention_backend(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                logits = forward_model(input_ids=tokens).logits
+                with torch.profiler.record_function("phase::lm_head_loss"):
+                    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, tokens[:, 1:, None])
+                    loss = stapo_loss((logp.squeeze(-1) * mask).sum(dim=1), lengths, bench["loss"]) / micro_batches
+            loss.backward()
         with torch.profiler.record_function("phase::grad_clip"):
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         with torch.profiler.record_function("phase::optimizer"):
@@ -220,19 +255,23 @@ def run_baseline(bench, cfg, batch, timing, baseline, device, phases, min_second
     started = None
     i = 0
     while True:
-        if cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            step()
-            end.record()
-            torch.cuda.synchronize()
-            elapsed = start.elapsed_time(end) / 1000.0
-            free, total = torch.cuda.mem_get_info()
-            peak_in_use = max(peak_in_use, total - free - in_use_before)
-        else:
-            t0 = time.perf_counter()
-            step()
-            elapsed = time.perf_counter() - t0
+        try:
+            if cuda:
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                step()
+                end.record()
+                torch.cuda.synchronize()
+                elapsed = start.elapsed_time(end) / 1000.0
+                free, total = torch.cuda.mem_get_info()
+                peak_in_use = max(peak_in_use, total - free - in_use_before)
+            else:
+                t0 = time.perf_counter()
+                step()
+                elapsed = time.perf_counter() - t0
+        except torch.cuda.OutOfMemoryError as e:
+            e.stapo_during = f"step {i + 1}"
+            raise
         i += 1
         if i > timing["warmup_steps"]:
             times.append(elapsed)
@@ -242,14 +281,14 @@ def run_baseline(bench, cfg, batch, timing, baseline, device, phases, min_second
 
     median = statistics.median(times)
     # The loss reads the targets at positions prompt_len - 1 .. seq_len - 2 of each sequence.
-    flops = model_flops_per_step(cfg, sequences, seq_len, sequences * (seq_len - prompt_len))
-    flops_all_tokens = model_flops_per_step(cfg, sequences, seq_len, sequences * seq_len)
+    flops = micro_batches * model_flops_per_step(cfg, sequences, seq_len, sequences * (seq_len - prompt_len))
+    flops_all_tokens = micro_batches * model_flops_per_step(cfg, sequences, seq_len, sequences * seq_len)
     name = torch.cuda.get_device_name() if cuda else "cpu"
     peak = next((v for k, v in bench["peak_bf16_tflops"].items() if k != "_comment" and k in name), None)
     result = {
         "impl": "pytorch", "baseline": baseline, "device": name, "torch": torch.__version__,
         "median_step_s": median, "timed_steps": len(times), "timed_s": sum(times),
-        "tokens_per_s": sequences * seq_len / median,
+        "tokens_per_s": micro_batches * sequences * seq_len / median,
         "model_tflops_per_step": flops / 1e12,
         "model_tflops_per_step_all_tokens": flops_all_tokens / 1e12,
         "mfu": (flops / median / 1e12 / peak) if peak else None,
@@ -307,6 +346,10 @@ def main():
         batch = dict(batch, seq_len=64, prompt_len=32)
         timing.update(warmup_steps=1, steps=2)
     device = torch.device(args.device)
+    cap = bench.get("memory_cap_gib")
+    if cap and device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, cap * 2**30 / total), device)
     baselines = BASELINES if args.baseline == "all" else (args.baseline,)
     if device.type != "cuda":
         baselines = tuple(b for b in baselines if b != "amp_compile")  # compiling takes minutes on a CPU

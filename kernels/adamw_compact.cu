@@ -1,0 +1,164 @@
+// AdamW over compact optimizer state (math and layouts in kernels/adamw_compact.h and model/ops/adamw.h).
+#include <algorithm>
+#include <climits>
+
+#include "kernels/adamw_compact.h"
+#include "kernels/cuda_common.h"
+#include "kernels/device_utils.cuh"
+
+namespace stapo {
+
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kPerThread = kQuantBlock / kThreads;
+static_assert(kPerThread * kThreads == kQuantBlock && kThreads == kQuantCodes,
+              "one thread per map entry when the maps are staged in shared memory");
+
+// The two maps' values, passed by value (2 KiB of kernel parameters); the bounds are derived on the device with
+// the twin's own formula (quant_bound), so both sides encode against the same floats.
+struct QuantValues {
+  float m[kQuantCodes];
+  float v[kQuantCodes];
+};
+
+__device__ inline float grad_value(const float* g, size_t i) { return g[i]; }
+__device__ inline float grad_value(const bf16* g, size_t i) { return __bfloat162float(g[i]); }
+
+// ---- kernel ----
+
+template <typename G, MasterKind K, MomentKind Q>
+__global__ void __launch_bounds__(kThreads) adamw_compact_kernel(AdamWState s, const G* grads, AdamWStep<float> step,
+                                                                 const float* clip_scale, const int* apply,
+                                                                 uint32_t seed, QuantValues maps) {
+  if (apply && *apply == 0) return;  // the same for every thread of every block
+  __shared__ float m_value[kQuantCodes], v_value[kQuantCodes], m_bound[kQuantCodes - 1], v_bound[kQuantCodes - 1];
+  if (Q == MomentKind::q8) {
+    m_value[threadIdx.x] = maps.m[threadIdx.x];
+    v_value[threadIdx.x] = maps.v[threadIdx.x];
+    __syncthreads();
+    if (threadIdx.x < kQuantCodes - 1) {
+      m_bound[threadIdx.x] = quant_bound(m_value, threadIdx.x);
+      v_bound[threadIdx.x] = quant_bound(v_value, threadIdx.x);
+    }
+    __syncthreads();
+  }
+  const size_t block = blockIdx.x, begin = block * kQuantBlock;
+  const float clip = clip_scale ? *clip_scale : 1.0f;
+  float m_old_absmax = 0.0f, v_old_absmax = 0.0f;
+  if (Q == MomentKind::q8) {
+    m_old_absmax = s.m_absmax[block];
+    v_old_absmax = s.v_absmax[block];
+  }
+  float m_new[kPerThread], v_new[kPerThread], m_absmax = 0.0f, v_absmax = 0.0f;
+#pragma unroll
+  for (int k = 0; k < kPerThread; ++k) {
+    const size_t i = begin + threadIdx.x + (size_t)k * kThreads;
+    m_new[k] = v_new[k] = 0.0f;
+    if (i >= s.n) continue;
+    adamw_element<K, Q>(s, i, grad_value(grads, i) * clip, m_value, v_value, m_old_absmax, v_old_absmax, step, seed,
+                        m_new[k], v_new[k]);
+    m_absmax = fmaxf(m_absmax, fabsf(m_new[k]));
+    v_absmax = fmaxf(v_absmax, v_new[k]);
+  }
+  if (Q == MomentKind::fp32) return;
+  // Every thread reaches the reductions: none returned above when moments are 8-bit.
+  m_absmax = block_max(m_absmax);
+  v_absmax = block_max(v_absmax);
+  if (threadIdx.x == 0) {
+    s.m_absmax[block] = m_absmax;
+    s.v_absmax[block] = v_absmax;
+  }
+#pragma unroll
+  for (int k = 0; k < kPerThread; ++k) {
+    const size_t i = begin + threadIdx.x + (size_t)k * kThreads;
+    if (i < s.n) adamw_encode(s, i, m_new[k], v_new[k], m_bound, v_bound, m_absmax, v_absmax);
+  }
+}
+
+__global__ void adamw_init_kernel(AdamWState s, MasterKind master, const float* x) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < s.n; i += (size_t)gridDim.x * blockDim.x) {
+    const float p = x[i];
+    s.weights[i] = split_high(p);
+    if (master == MasterKind::fp32) s.master[i] = p;
+    if (master == MasterKind::split) s.low[i] = split_low(p);
+  }
+}
+
+// ---- launcher ----
+
+template <typename G, MasterKind K, MomentKind Q>
+void launch(const AdamWState& s, const G* grads, const AdamWStep<float>& step, const float* clip_scale,
+            const int* apply, uint32_t seed, const QuantValues& maps, cudaStream_t stream) {
+  adamw_compact_kernel<G, K, Q><<<(unsigned)quant_blocks(s.n), kThreads, 0, stream>>>(s, grads, step, clip_scale,
+                                                                                     apply, seed, maps);
+  cudaCheck(cudaGetLastError());
+}
+
+template <typename G, MasterKind K>
+void launch(const AdamWState& s, MomentKind moments, const G* grads, const AdamWStep<float>& step,
+            const float* clip_scale, const int* apply, uint32_t seed, const QuantValues& maps, cudaStream_t stream) {
+  if (moments == MomentKind::q8)
+    launch<G, K, MomentKind::q8>(s, grads, step, clip_scale, apply, seed, maps, stream);
+  else
+    launch<G, K, MomentKind::fp32>(s, grads, step, clip_scale, apply, seed, maps, stream);
+}
+
+const QuantValues& quant_values() {
+  static const QuantValues values = [] {
+    QuantValues q;
+    const QuantMap m = quant_map(true), v = quant_map(false);
+    for (int i = 0; i < kQuantCodes; ++i) {
+      q.m[i] = m.value[i];
+      q.v[i] = v.value[i];
+    }
+    return q;
+  }();
+  return values;
+}
+
+template <typename G>
+void update(const AdamWState& s, MasterKind master, MomentKind moments, const G* grads, const AdamWStep<float>& step,
+            const float* clip_scale, const int* apply, uint32_t seed, cudaStream_t stream) {
+  const char* op = "adamw_compact_update";
+  adamw_state_check(s, master, moments, step, true, op);
+  STAPO_CHECK(grads != nullptr, op, ": gradients are required");
+  STAPO_CHECK(quant_blocks(s.n) <= (size_t)INT_MAX, op, ": ", s.n, " elements exceed the grid (",
+              (size_t)INT_MAX * kQuantBlock, " at most)");
+  if (s.n == 0) return;
+  const QuantValues& maps = quant_values();
+  switch (master) {
+    case MasterKind::fp32:
+      return launch<G, MasterKind::fp32>(s, moments, grads, step, clip_scale, apply, seed, maps, stream);
+    case MasterKind::split:
+      return launch<G, MasterKind::split>(s, moments, grads, step, clip_scale, apply, seed, maps, stream);
+    case MasterKind::none:
+      return launch<G, MasterKind::none>(s, moments, grads, step, clip_scale, apply, seed, maps, stream);
+  }
+}
+
+}  // namespace
+
+void adamw_compact_init(const AdamWState& state, MasterKind master, const float* x, cudaStream_t stream) {
+  STAPO_CHECK(state.weights && x, "adamw_compact_init: state.weights and x are required");
+  STAPO_CHECK(master != MasterKind::fp32 || state.master, "adamw_compact_init: MasterKind::fp32 needs state.master");
+  STAPO_CHECK(master != MasterKind::split || state.low, "adamw_compact_init: MasterKind::split needs state.low");
+  if (state.n == 0) return;
+  const size_t blocks = std::min<size_t>((state.n + kThreads - 1) / kThreads, 65536);  // grid-stride beyond
+  adamw_init_kernel<<<(unsigned)blocks, kThreads, 0, stream>>>(state, master, x);
+  cudaCheck(cudaGetLastError());
+}
+
+void adamw_compact_update(const AdamWState& state, MasterKind master, MomentKind moments, const float* grads,
+                          const AdamWStep<float>& step, const float* clip_scale, const int* apply, uint32_t seed,
+                          cudaStream_t stream) {
+  update(state, master, moments, grads, step, clip_scale, apply, seed, stream);
+}
+
+void adamw_compact_update(const AdamWState& state, MasterKind master, MomentKind moments, const bf16* grads,
+                          const AdamWStep<float>& step, const float* clip_scale, const int* apply, uint32_t seed,
+                          cudaStream_t stream) {
+  update(state, master, moments, grads, step, clip_scale, apply, seed, stream);
+}
+
+}  // namespace stapo

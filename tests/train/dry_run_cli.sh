@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# train_stapo --dry-run on the CPU (no device needed): the memory plan it prints for Llama-3-8B at 4 pairs × 2048
+# and its refusals, as a user sees them. The plan's arithmetic is test_memory_plan's; here, by hand:
+#   --master split --moments 8bit --grads bf16 --recompute 2: test_memory_plan's Llama3_8BByHand, 75,713,136,692 B
+#   (the kernels' workspaces there are the engine's defaults at C = 4096); with fp32 gradients 4 B for every
+#   parameter instead of 2 B for the 6,979,321,856 layer matmul weights: + 13,958,643,712 = 89,671,780,404 B.
+#   - those plans print with their exact totals, and --dry-run exits 0;
+#   - train_stapo's defaults (fp32 master and moments, --recompute 1) at 4 pairs under --memory-cap-gib 79.6 are
+#     refused (exit 1; 184.07 GiB), naming the cheapest flags that fit (test_memory_plan's CheapestFlagsThatFit);
+#   - the same with the suggested flags fits (exit 0);
+#   - a bad --master or --moments exits 2 naming the flag;
+#   - under mpirun's environment (OMPI_COMM_WORLD_SIZE=2; a dry run starts no collective) the plan is one GPU's of
+#     two, the master weights and moments halved by ZeRO-1 (test_memory_plan's DataParallelPlanIsOneRanks), and
+#     the flags data parallel does not take are refused (exit 1), each named.
+#   tests/train/dry_run_cli.sh [BIN_DIR]    (registered with ctest as dry_run_cli)
+# Ends with "N passed, N failed".
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+B=$(cd "${1:-$ROOT}" && pwd)
+W=$(mktemp -d "${TMPDIR:-/tmp}/stapo-dry-run.XXXXXX")
+trap 'rm -rf "$W"' EXIT
+passed=0 failed=0
+pass() { passed=$((passed + 1)); echo "PASS $1"; }
+fail() { failed=$((failed + 1)); echo "FAIL $1: $2"; [ -f "$W/$1.log" ] && tail -n 30 "$W/$1.log" | sed 's/^/    | /'; }
+
+mkdir -p "$W/model"
+cat >"$W/model/config.json" <<'JSON'
+{"model_type": "llama", "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+ "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 128256,
+ "max_position_embeddings": 8192, "rms_norm_eps": 1e-05, "rope_theta": 500000.0, "tie_word_embeddings": false,
+ "bos_token_id": 128000, "eos_token_id": 128001}
+JSON
+# --data and --out are never opened by a dry run.
+RUN=("$B/train_stapo" --dry-run --model "$W/model" --data "$W/none.bin" --out "$W/out" --max-length 2048)
+
+for grads in bf16:75713136692 fp32:89671780404; do
+  "${RUN[@]}" --batch-size 4 --master split --moments 8bit --grads "${grads%%:*}" --recompute 2 >"$W/plan.log" 2>&1
+  rc=$?
+  if [ $rc = 0 ] && grep -q "total .*(${grads##*:} bytes)" "$W/plan.log" && grep -q "AdamW moments (8-bit m, v)" "$W/plan.log" \
+     && grep -q "master weights (split: low 16 bits)" "$W/plan.log" && grep -q "gradients (${grads%%:*}" "$W/plan.log"; then
+    pass "plan_${grads%%:*}"
+  else
+    fail "plan_${grads%%:*}" "exit $rc or not the hand-computed total ${grads##*:} bytes"
+  fi
+done
+
+"${RUN[@]}" --batch-size 4 --grad-accum 2 --memory-cap-gib 79.6 >"$W/refused.log" 2>&1
+rc=$?
+flags=$(sed -n 's/.*the cheapest flags that fit are \(.*\) (.*/\1/p' "$W/refused.log")
+# test_memory_plan's CheapestFlagsThatFit (its comment has the arithmetic).
+expected="--master split --recompute 2 --moments 8bit --grads bf16"
+if [ $rc = 1 ] && grep -q "^error: the plan needs 184.07 GiB, 79.60 GiB are available" "$W/refused.log" \
+   && [ "$flags" = "$expected" ]; then
+  pass refused
+  # shellcheck disable=SC2086  # the flags are words
+  if "${RUN[@]}" --memory-cap-gib 79.6 $flags >"$W/fits.log" 2>&1 && grep -q "fits, margin" "$W/fits.log"; then
+    pass suggested_flags_fit
+  else
+    fail suggested_flags_fit "the suggested flags ($flags) do not fit"
+  fi
+else
+  fail refused "exit $rc (expected 1), or not 184.07 GiB needed, or the flags named are not: $expected"
+fi
+
+for bad in "--master fp16" "--moments 4bit" "--grads fp8"; do
+  # shellcheck disable=SC2086
+  "${RUN[@]}" --batch-size 4 $bad >"$W/bad.log" 2>&1
+  rc=$?
+  if [ $rc = 2 ] && grep -q -- "${bad%% *}" "$W/bad.log"; then pass "bad ${bad%% *}"; else fail "bad ${bad%% *}" "exit $rc"; fi
+done
+DP=(env OMPI_COMM_WORLD_SIZE=2 OMPI_COMM_WORLD_RANK=0)
+"${DP[@]}" "${RUN[@]}" --batch-size 1 >"$W/dp.log" 2>&1
+rc=$?
+if [ $rc = 0 ] && grep -q "one GPU of 2" "$W/dp.log" && grep -q "master weights (fp32) .*ZeRO-1: 1/2 of" "$W/dp.log"; then
+  pass data_parallel_plan
+else
+  fail data_parallel_plan "exit $rc, or not one GPU's plan with the master weights halved"
+fi
+"${DP[@]}" "${RUN[@]}" --batch-size 1 --master split --moments 8bit --grads bf16 >"$W/dp_refused.log" 2>&1
+rc=$?
+if [ $rc = 1 ] && grep -q "^error: data parallel over 2 ranks takes" "$W/dp_refused.log" \
+   && grep -q -- "not --master split --moments 8bit --grads bf16" "$W/dp_refused.log"; then
+  pass data_parallel_refused
+else
+  fail data_parallel_refused "exit $rc (expected 1), or the refused flags not named"
+fi
+echo "$passed passed, $failed failed"
+[ $failed = 0 ]
