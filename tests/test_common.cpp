@@ -105,7 +105,9 @@ TEST(Cli, NumericChecksRefuseNanInfinityAndOutOfRange) {
     testing::internal::CaptureStderr();
     const int code = stapo::parse_cli(app, 3, argv.data());
     const std::string err = testing::internal::GetCapturedStderr();
-    if (code == 2) EXPECT_NE(err.find("--x"), std::string::npos) << err;
+    if (code == 2) {
+      EXPECT_NE(err.find("--x"), std::string::npos) << err;
+    }
     return code;
   };
   for (const char* bad : {"nan", "-1", "2", "inf", "abc"}) EXPECT_EQ(run(bad, stapo::cli_range(0, 1)), 2) << bad;

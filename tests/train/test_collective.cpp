@@ -75,7 +75,9 @@ TEST(Collective, ShardRangesTileTheBuffer) {
         const ShardRange s = shard_range(n, r, world);
         ASSERT_EQ(s.begin, next) << "n " << n << " W " << world << " rank " << r;
         ASSERT_LE(s.count, per);
-        if (s.end() < n) ASSERT_EQ(s.count, per) << "only the tail may be short";
+        if (s.end() < n) {
+          ASSERT_EQ(s.count, per) << "only the tail may be short";
+        }
         next = s.end();
       }
       ASSERT_EQ(next, n) << "n " << n << " W " << world;

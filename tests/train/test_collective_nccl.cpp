@@ -44,7 +44,9 @@ TEST(CollectiveNccl, OneRankRunsEveryCollective) {
     EXPECT_EQ(round_trip(*ranks, d, ElementType::f64, op), d);
     const std::vector<uint16_t> bf = round_trip(*ranks, b, ElementType::bf16, op);
     for (size_t i = 0; i < b.size(); i++) {  // a NaN pattern may come back as another NaN
-      if ((b[i] & 0x7f80) != 0x7f80) ASSERT_EQ(bf[i], b[i]) << "element " << i;
+      if ((b[i] & 0x7f80) != 0x7f80) {
+        ASSERT_EQ(bf[i], b[i]) << "element " << i;
+      }
     }
   }
   double h[3] = {1.5, -2, 1e300};

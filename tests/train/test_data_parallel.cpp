@@ -203,7 +203,9 @@ TEST(DataParallel, RanksEqualGradAccumOnOneRank) {
   CpuModel<double> initial(uneven_config());
   model_load_weights(initial, SafetensorsReader(in.init), in.init);
   const std::vector<double> init(initial.param_data(), initial.param_data() + initial.num_params());
-  if (W == 4 || W == 3) EXPECT_NE(init.size() % size_t(W), 0u) << "the shards are meant to be uneven";
+  if (W == 4 || W == 3) {
+    EXPECT_NE(init.size() % size_t(W), 0u) << "the shards are meant to be uneven";
+  }
   double worst = 0;
   for (LossKind loss : {LossKind::stapo_sigmoid, LossKind::simpo, LossKind::dpo})
     for (int accum : {1, 2}) {
@@ -263,9 +265,10 @@ TEST(DataParallel, CheckpointResumesOnAnotherWorldSize) {
       resume.resume = checkpoint;
       const RunResult resumed = train(*group, in, resume, cat(dir.path, "/resumed-at-", w));
       const double err = worst_relative(resumed.weights, straight.weights);
-      if (w == W)
+      if (w == W) {
         EXPECT_EQ(std::memcmp(resumed.weights.data(), straight.weights.data(), resumed.weights.size() * sizeof(double)),
                   0) << "resumed at the same world size";
+      }
       EXPECT_LE(err, 1e-12) << "saved at W=" << W << ", resumed at W=" << w;
       if (ranks.rank() == 0)
         printf("saved at W=%d step 2, resumed at W=%d to step 4: worst relative weight difference %.2e\n", W, w, err);
