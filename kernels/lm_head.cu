@@ -136,7 +136,7 @@ void lm_head_forward(const MatmulContext& ctx, LmHeadWorkspace& ws, float* logp,
 
 void lm_head_backward(const MatmulContext& ctx, LmHeadWorkspace& ws, bf16* dh, float* dw, const float* dlogp,
                       const float* lse, const bf16* h, const bf16* w, const int32_t* targets, int N, int C, int V,
-                      cudaStream_t stream) {
+                      cudaStream_t stream, float dw_beta) {
   lm_head_check(ws, C, V, "lm_head_backward");
   for (int n0 = 0; n0 < N; n0 += ws.chunk_rows) {
     const int rows = std::min(ws.chunk_rows, N - n0);
@@ -148,8 +148,8 @@ void lm_head_backward(const MatmulContext& ctx, LmHeadWorkspace& ws, bf16* dh, f
       cudaCheck(cudaGetLastError());
       matmul_bf16_f32(ctx, ws.dh, ws.dlogits, w + (size_t)v0 * C, rows, C, vc, false, false, v0 == 0 ? 0.0f : 1.0f,
                       stream);
-      matmul_bf16_f32(ctx, dw + (size_t)v0 * C, ws.dlogits, h + (size_t)n0 * C, vc, C, rows, true, false, 1.0f,
-                      stream);
+      matmul_bf16_f32(ctx, dw + (size_t)v0 * C, ws.dlogits, h + (size_t)n0 * C, vc, C, rows, true, false,
+                      n0 == 0 ? dw_beta : 1.0f, stream);
     }
     convert_fp32_to_bf16(dh + (size_t)n0 * C, ws.dh, (size_t)rows * C, stream);
   }

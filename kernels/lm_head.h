@@ -8,7 +8,8 @@
 // the logits: dlogits = dlogp·(onehot(target) − e^(x − lse)) in bf16, then
 //   dh_chunk += dlogits · w_chunk    (fp32 accumulator over vocabulary chunks, written to dh (=) at the end)
 //   dw_chunk += dlogitsᵀ · h_chunk   (+=, parameter gradient, fp32 output of the GEMM: no bf16 rounding per chunk
-//                                    or micro-batch)
+//                                    or micro-batch; with dw_beta = 0 the first token chunk writes (=) instead,
+//                                    which spares the caller a memset of dw when N > 0)
 // Layouts: h, dh (N, C) bf16; w (V, C) bf16; dw (V, C) fp32; targets (N) int32; logp, entropy, lse, dlogp (N) fp32.
 // Memory: the workspace is O(R·Vc + R·C) (logits fp32 + dlogits bf16 + dh fp32), plus O(N) outputs: never
 // N·V. Rows without a target still cost a matmul row; callers that care gather response rows first.
@@ -41,6 +42,6 @@ void lm_head_forward(const MatmulContext& ctx, LmHeadWorkspace& ws, float* logp,
 
 void lm_head_backward(const MatmulContext& ctx, LmHeadWorkspace& ws, __nv_bfloat16* dh, float* dw,
                       const float* dlogp, const float* lse, const __nv_bfloat16* h, const __nv_bfloat16* w,
-                      const int32_t* targets, int N, int C, int V, cudaStream_t stream);
+                      const int32_t* targets, int N, int C, int V, cudaStream_t stream, float dw_beta = 1.0f);
 
 }  // namespace stapo

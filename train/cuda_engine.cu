@@ -75,6 +75,7 @@ CudaModelOptions CudaEngine::model_options(const CudaEngineOptions& o) {
   m.attention = o.attention;
   m.grads = o.grads;
   m.shards = CudaZero::shards(o.data_parallel);
+  m.paths = o.paths;
   return m;
 }
 
@@ -179,7 +180,7 @@ CudaEngine::CudaEngine(const ModelConfig& config, const CpuModel<float>* weights
     }
     if (part.n > 0) adamw_compact_init(part, options.master, staging + part.index_base, stream_);
   }
-  if (!whole_master) model_->zero_grad();
+  if (!whole_master) model_->clear_grads();  // the staging left values in the padding too
   cudaCheck(cudaStreamSynchronize(stream_));  // the host model may be freed once we return
   last_report_ = std::chrono::steady_clock::now();
   sample_memory();
@@ -368,6 +369,7 @@ void CudaEngine::optimizer_step(const OptimizerUpdate& update) {
   CudaModel& model = *model_;
   const GradLayout& grads = model.grad_layout();
   if (timer_) timer_->mark(Phase::grad_clip);
+  model.settle_grads();  // a step without a backward still updates with zero gradients
   ranks_->reduce_gradients(model.grads());
   if (model.grads_bf16()) {  // --grads bf16, one rank (data_parallel_unsupported): the norm over both buffers
     grad_norm_accumulate(norm_partials_, model.grads(), grads.fp32_elements, false, stream_);
@@ -524,6 +526,7 @@ std::vector<float> CudaEngine::parameter_to_host(size_t index, bool grad) {
   STAPO_CHECK(index < specs.size(), "CudaEngine: parameter index ", index, " of ", specs.size());
   const GradLayout& grads = model_->grad_layout();
   const size_t at = grad ? grads.offsets[index] : model_->offsets()[index], n = specs[index].numel;
+  if (grad) model_->settle_grads();
   std::vector<float> out(n);
   const float* fp32 =
       grad ? (grads.bf16[index] ? nullptr : model_->grads()) : ranks_->holds_whole() ? master_ : nullptr;
@@ -651,7 +654,9 @@ std::string CudaEngine::description() const {
              master == MasterKind::fp32    ? "fp32 master weights"
              : master == MasterKind::split ? "split master weights (bf16 + low 16 bits)"
                                            : "bf16 weights with stochastic rounding",
-             options_.moments == MomentKind::q8 ? ", 8-bit AdamW moments" : "", ", recompute ", options_.recompute,
+             options_.moments == MomentKind::q8 ? ", 8-bit AdamW moments" : "",
+             options_.paths.description(), ", recompute ",
+             options_.recompute,
              options_.attention == AttentionPath::cudnn    ? ", cuDNN attention"
              : options_.attention == AttentionPath::flash2 ? ", tensor-core attention (flash2)"
                                                            : "",

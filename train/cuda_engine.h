@@ -72,6 +72,7 @@ struct CudaEngineOptions {
   uint64_t memory_cap_bytes = 0;
   Collective* data_parallel = nullptr;  // the job's ranks, kept by reference (null: one process)
   bool zero1 = true;                    // under data_parallel: ZeRO-1, else all-reduced gradients
+  StepPaths paths;  // faster code paths of the step, each off until measured (train/cuda_model.h)
 };
 
 // What the engine will allocate for micro-batches of `batch_size` pairs of `max_length` tokens, as the planner's

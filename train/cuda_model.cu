@@ -22,6 +22,13 @@ namespace stapo {
 using bf16 = __nv_bfloat16;
 
 
+std::string StepPaths::description() const {
+  std::string out;
+  if (grad_first_write) out += ", gradients first written without a memset";
+  if (rmsnorm_warp) out += ", RMSNorm backward one warp per row";
+  return out;
+}
+
 // ---- construction ----
 
 CudaModel::CudaModel(const ModelConfig& config, const CudaModelOptions& options, cudaStream_t stream)
@@ -164,9 +171,22 @@ void CudaModel::ensure_tokens(int N) {
   have_forward_ = false;
 }
 
-void CudaModel::zero_grad() {
+void CudaModel::clear_grads() {
   cudaCheck(cudaMemsetAsync(grads_, 0, grad_layout_.fp32_elements * sizeof(float), stream_));
   if (grads_bf16_) cudaCheck(cudaMemsetAsync(grads_bf16_, 0, grad_layout_.bf16_elements * sizeof(bf16), stream_));
+  grads_pending_zero_ = false;
+}
+
+// Lazily, the padding between tensors is left as it is: no kernel writes it, so it stays 0 from clear_grads.
+void CudaModel::zero_grad() {
+  if (options_.paths.grad_first_write)
+    grads_pending_zero_ = true;
+  else
+    clear_grads();
+}
+
+void CudaModel::settle_grads() {
+  if (grads_pending_zero_) clear_grads();
 }
 
 // ---- attention: ours (SIMT or tensor cores), or cuDNN's where the build has it and the options ask ----
@@ -299,33 +319,50 @@ void CudaModel::backward() {
   const AttentionShape shape{rows_, T_, H, Hkv, D, c.sliding_window};
   const GlobalParams<bf16>& w = w_.globals;
   const GlobalParams<float>& g = g_.globals;
+  // After a lazy zero_grad every gradient is written (=) by its first writer below instead of added to (+=):
+  // β = 0 for the weight GEMMs, dweight = for the RMSNorms, the lm_head's first token chunk. The embedding's
+  // backward adds into the rows of this batch's tokens only, so its tensor is zeroed first, unless it is tied to
+  // the lm_head, whose backward has written all of it by then (when there are response rows).
+  const bool first = grads_pending_zero_;
+  grads_pending_zero_ = false;
+  const bool tied = g.lm_head == g.embed;
+  const float beta = first ? 0.0f : 1.0f;
+  const RmsnormBackwardKernel norm_kernel = options_.paths.rmsnorm_warp && rmsnorm_backward_warp_supported(C)
+                                                ? RmsnormBackwardKernel::warp
+                                                : RmsnormBackwardKernel::block;
+  auto zero_tensor = [&](float* tensor) {
+    cudaCheck(cudaMemsetAsync(tensor, 0, (size_t)V * C * sizeof(float), stream_));
+  };
   phase(Phase::embedding);
   embedding_grad_index_build(embedding_index_, host_tokens_.data(), N, V, stream_);
+  if (first && (!tied || M == 0)) zero_tensor(g.embed);
+  if (first && !tied && M == 0) zero_tensor(g.lm_head);
 
   phase(Phase::lm_head_loss);
   // dh of the response rows into branch_ (free until the layers' backward), scattered into the zeroed (N, C).
   lm_head_backward(matmul_, lm_head_ws_, branch_, g.lm_head, dlogp_, response_lse_, response_h_, w.lm_head,
-                   response_targets_, M, C, V, stream_);
+                   response_targets_, M, C, V, stream_, beta);
   cudaCheck(cudaMemsetAsync(d_norm_, 0, (size_t)N * C * sizeof(bf16), stream_));
   rows_scatter(d_norm_, branch_, response_index_, M, C, stream_);
   cudaCheck(cudaMemsetAsync(d_resid_, 0, (size_t)N * C * sizeof(bf16), stream_));
   phase(Phase::norm_backward);
   rmsnorm_backward(d_resid_, g.final_norm, rmsnorm_scratch_, d_norm_, final_resid_, w.final_norm, final_rstd_, N, C,
-                   stream_);
+                   stream_, !first, norm_kernel);
   // d_resid_ holds the residual stream's gradient; each branch's backward adds to it (rmsnorm_backward +=).
-  // Activation gradients are bf16 (=); weight gradients go to the fp32 buffer (β = 1: +=).
+  // Activation gradients are bf16 (=); weight gradients go to the fp32 buffer (β = 1: +=; β = 0 on the first write).
   for (int l = c.num_hidden_layers - 1; l >= 0; --l) {
     layer_restore(l);
     const LayerParams<bf16>& wl = w_.layers[l];
     const LayerParams<float>& gl = g_.layers[l];  // the RMSNorm weights' (always fp32)
     const LayerActs& a = acts_[l];
-    // dW (+)= dYᵀ·X of a matmul weight, (M, K) from dY (N, M) and X (N, K), into whichever buffer holds it.
+    // dW (+)= dYᵀ·X of a matmul weight (= on the first write), (M, K) from dY (N, M) and X (N, K), into whichever
+    // buffer holds it.
     auto weight_grad = [&](float* LayerParams<float>::*tensor, bf16* LayerParams<bf16>::*tensor_bf16, const bf16* dy,
                            const bf16* x, int M, int K) {
       if (grads_bf16_)
-        matmul_bf16(matmul_, g_bf16_.layers[l].*tensor_bf16, dy, x, M, K, N, true, false, 1.0f, stream_);
+        matmul_bf16(matmul_, g_bf16_.layers[l].*tensor_bf16, dy, x, M, K, N, true, false, beta, stream_);
       else
-        matmul_bf16_f32(matmul_, gl.*tensor, dy, x, M, K, N, true, false, 1.0f, stream_);
+        matmul_bf16_f32(matmul_, gl.*tensor, dy, x, M, K, N, true, false, beta, stream_);
     };
     // MLP branch: resid_{l+1} = resid2 + act·Wdᵀ.
     phase(Phase::matmul_backward);
@@ -340,7 +377,7 @@ void CudaModel::backward() {
     weight_grad(&LayerParams<float>::w_up, &LayerParams<bf16>::w_up, d_up_, a.norm2, F, C);
     phase(Phase::norm_backward);
     rmsnorm_backward(d_resid_, gl.post_norm, rmsnorm_scratch_, d_norm_, a.resid2, wl.post_norm, a.rstd2, N, C,
-                     stream_);
+                     stream_, !first, norm_kernel);
     // Attention branch: resid2 = resid + att·Woᵀ.
     phase(Phase::matmul_backward);
     matmul_bf16(matmul_, d_att_, d_resid_, wl.wo, N, H * D, C, false, false, 0.0f, stream_);
@@ -359,7 +396,7 @@ void CudaModel::backward() {
     weight_grad(&LayerParams<float>::wv, &LayerParams<bf16>::wv, d_v_, a.norm1, Hkv * D, C);
     phase(Phase::norm_backward);
     rmsnorm_backward(d_resid_, gl.input_norm, rmsnorm_scratch_, d_norm_, a.resid, wl.input_norm, a.rstd1, N, C,
-                     stream_);
+                     stream_, !first, norm_kernel);
   }
   phase(Phase::embedding);
   embedding_backward(g.embed, d_resid_, embedding_index_, C, stream_);

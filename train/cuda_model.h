@@ -52,6 +52,20 @@ inline AttentionPath attention_path(const std::string& name) {
   return name == "cudnn" ? AttentionPath::cudnn : name == "flash2" ? AttentionPath::flash2 : AttentionPath::flash;
 }
 
+// Faster code paths of the training step (issue #15), each computing the same as the baseline (to fp32 summation
+// order), each off until measured on a GPU: dev/bench/gpu_step times a step with and without them (its flags).
+struct StepPaths {
+  // The first backward after zero_grad writes the gradients (β = 0 GEMMs, RMSNorm dweight =, the lm_head's first
+  // chunk =) instead of adding to a memset buffer; only the embedding's (a scatter into the rows of the batch's
+  // tokens) is still zeroed, one tensor. Off: zero_grad memsets both gradient buffers.
+  bool grad_first_write = false;
+  // RMSNorm backward with one warp per row (kernels/rmsnorm.h) where the hidden size allows (C ≤ 2048). Off: one
+  // block per row.
+  bool rmsnorm_warp = false;
+  bool any() const { return grad_first_write || rmsnorm_warp; }
+  std::string description() const;  // ", gradients first written without a memset, ..." ("" with none)
+};
+
 struct CudaModelOptions {
   int recompute = 1;   // 0, 1 or 2 (see the header comment)
   int max_tokens = 0;  // activations for this many tokens allocated up front (0: as batches arrive)
@@ -63,6 +77,7 @@ struct CudaModelOptions {
   // a multiple of shards × the alignment (train/memory_plan.h's param_buffer_elements), so that every rank's ZeRO-1
   // share of them is equal and aligned.
   int shards = 1;
+  StepPaths paths;
 };
 
 class CudaModel {
@@ -84,7 +99,12 @@ class CudaModel {
   float* grads() { return grads_; }                    // (grad_layout().fp32_elements)
   __nv_bfloat16* grads_bf16() { return grads_bf16_; }  // (grad_layout().bf16_elements), null with GradKind::fp32
 
+  // The gradients are zero from here on: with grad_first_write lazily (the next backward writes them), else by a
+  // memset now. clear_grads always memsets; settle_grads does when a lazy zero is still pending (no backward came),
+  // so that grads() holds the values: call it before reading them outside backward.
   void zero_grad();
+  void clear_grads();
+  void settle_grads();
   // The decoder and the lm_head on the batch's response positions, and with chosen_prompts on the chosen
   // sequences' predicted prompt positions too (pair_batch_validate'd first). Enqueued on the stream; the host
   // waits for nothing but, rarely, an upload two batches back (kernels/staging.h) or a larger activation arena.
@@ -96,7 +116,8 @@ class CudaModel {
   // (M) the chosen prompt a row belongs to (even), −1 for response rows; null unless forward had chosen_prompts.
   const int32_t* prompt_sequence() const { return have_prompt_rows_ ? prompt_sequence_ : nullptr; }
   float* dlogp() { return dlogp_; }                                      // (M) set by the caller for backward
-  // Accumulates (+=) into grads() the gradient of Σ_m dlogp[m]·logp[m] for the batch of the last forward.
+  // Accumulates (+=) into grads() the gradient of Σ_m dlogp[m]·logp[m] for the batch of the last forward (writes
+  // it, after a lazy zero_grad).
   void backward();
   // Marks each phase of forward and backward on `timer` (nullptr: off; dev/bench/gpu_step --phases).
   void set_phase_timer(PhaseTimer* timer) { timer_ = timer; }
@@ -123,6 +144,7 @@ class CudaModel {
   cudaStream_t stream_;
   PhaseTimer* timer_ = nullptr;
   bool restoring_ = false;
+  bool grads_pending_zero_ = false;  // zero_grad was lazy and no backward has written the gradients since
   MatmulContext matmul_;
   LmHeadWorkspace lm_head_ws_;
   EmbeddingGradIndex embedding_index_;

@@ -18,7 +18,8 @@
 //
 //   build-gpu/dev/bench/gpu_step --config dev/bench/gpu_step_config.json --out result.json [--bf16-params]
 //     [--master fp32|split|none] [--moments fp32|8bit] [--grads fp32|bf16] [--recompute 0|1|2]
-//     [--attention flash|flash2|cudnn] [--memory-cap-gib G] [--phases N]
+//     [--attention flash|flash2|cudnn] [--memory-cap-gib G] [--phases N] [--grad-first-write]
+//     [--rmsnorm-warp]
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -99,6 +100,10 @@ int main(int argc, char** argv) {
   std::string attention = "flash";
   app.add_option("--attention", attention, "attention kernels: flash, flash2 or cudnn (train_stapo's)")
       ->check(CLI::IsMember({"flash", "flash2", "cudnn"}));
+  app.add_flag("--grad-first-write", options.paths.grad_first_write, "the step's first backward writes the gradients "
+               "instead of a memset before it (train/cuda_model.h; off: the baseline)");
+  app.add_flag("--rmsnorm-warp", options.paths.rmsnorm_warp, "RMSNorm backward with one warp per row where C <= 2048 "
+               "(kernels/rmsnorm.h; off: one block per row, the baseline)");
   int phase_steps = 0;
   app.add_option("--phases", phase_steps, "then N steps timed phase by phase (CUDA events; 0: none)")
       ->check(CLI::NonNegativeNumber);
@@ -215,6 +220,8 @@ int main(int argc, char** argv) {
     result["grads"] = stapo::grads_name(options.grads);
     result["recompute"] = options.recompute;
     result["attention"] = attention;
+    result["grad_first_write"] = options.paths.grad_first_write;
+    result["rmsnorm_warp"] = options.paths.rmsnorm_warp;
     result["loss"] = last_loss;
     if (phase_steps > 0) {
       const stapo::PhaseTotals totals = phase_timer.collect();

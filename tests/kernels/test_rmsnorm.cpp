@@ -13,7 +13,9 @@ struct RmsShape {
 // C = 8 (one thread), 200 and 1032 (partial warps / slices), 4096 (Llama), 8200 (> 8·4·256: 257 threads
 // round up to 288), 16384 (the widest: 512 threads); N beyond the 264 backward blocks so blocks take
 // several rows.
-const RmsShape kShapes[] = {{1, 8}, {3, 200}, {77, 1032}, {300, 4096}, {5, 8200}, {600, 64}, {2, 16384}};
+// 2048 (Llama 3.2 1B) over many rows: the warp kernel's 8 slices per lane, blocks of 4 rows taking several.
+const RmsShape kShapes[] = {{1, 8},    {3, 200},     {77, 1032}, {300, 4096}, {5, 8200},
+                            {600, 64}, {2, 16384}, {1500, 2048}, {9, 520}};
 const float kEps = 1e-5f;
 
 TEST(KernelRmsnorm, ForwardWithResidualMatchesCpu) {
@@ -50,16 +52,26 @@ TEST(KernelRmsnorm, ForwardWithResidualMatchesCpu) {
   }
 }
 
+// Both backward kernels (the warp-per-row one at the widths it takes), adding to a non-zero gradient and, with
+// accumulate false, writing dweight over a poisoned buffer (the first write of a step).
 TEST(KernelRmsnorm, BackwardAccumulatesLikeCpu) {
   STAPO_REQUIRE_GPU();
+  for (const auto& [kernel, accumulate] : {std::make_pair(RmsnormBackwardKernel::block, true),
+                                           std::make_pair(RmsnormBackwardKernel::block, false),
+                                           std::make_pair(RmsnormBackwardKernel::warp, true),
+                                           std::make_pair(RmsnormBackwardKernel::warp, false)})
   for (const auto& s : kShapes) {
+    if (kernel == RmsnormBackwardKernel::warp && !rmsnorm_backward_warp_supported(s.C)) continue;
+    const std::string what = cat(kernel == RmsnormBackwardKernel::warp ? "warp" : "block",
+                                 accumulate ? " += " : " = ", "N=", s.N, " C=", s.C);
     const size_t n = (size_t)s.N * s.C;
     auto inp = round_bf16(random_normal(n, 1.0f, s.C));
     auto weight = round_bf16(random_uniform(s.C, 0.5f, 1.5f, s.C + 1));
     auto dout = round_bf16(random_normal(n, 1.0f, s.C + 2));
     // Gradients start non-zero and of the size of what is added, so a wrong increment shows.
     auto dinp = round_bf16(random_normal(n, 1.0f, s.C + 3));
-    auto dweight = random_normal(s.C, std::sqrt((float)s.N), s.C + 4);  // fp32: a parameter gradient
+    std::vector<float> dweight(s.C, 0.0f);  // fp32: a parameter gradient
+    if (accumulate) dweight = random_normal(s.C, std::sqrt((float)s.N), s.C + 4);
     std::vector<float> out(n), rstd(s.N);
     rmsnorm_forward(out.data(), rstd.data(), inp.data(), weight.data(), s.N, s.C, kEps);
     std::vector<float> ref_dinp = dinp, ref_dweight = dweight;
@@ -69,13 +81,24 @@ TEST(KernelRmsnorm, BackwardAccumulatesLikeCpu) {
     auto d_inp = device_bf16(inp), d_weight = device_bf16(weight), d_dout = device_bf16(dout);
     auto d_dinp = device_bf16(dinp);
     DeviceArray<float> d_dweight(dweight), d_rstd(rstd), d_scratch(rmsnorm_backward_scratch_floats(s.C));
+    if (!accumulate) d_dweight.poison();  // must be written, not read
     rmsnorm_backward(d_dinp->get(), d_dweight.get(), d_scratch.get(), d_dout->get(), d_inp->get(), d_weight->get(),
-                     d_rstd.get(), s.N, s.C, 0);
-    EXPECT_TRUE(bf16_close(download_bf16(*d_dinp), ref_dinp, 1e-2)) << "dinp N=" << s.N << " C=" << s.C;
+                     d_rstd.get(), s.N, s.C, 0, accumulate, kernel);
+    EXPECT_TRUE(bf16_close(download_bf16(*d_dinp), ref_dinp, 1e-2)) << "dinp " << what;
     // dweight is fp32 from the same bf16 inputs: only the fp32 summation order differs from the CPU twin, so the
     // tolerance is far below one bf16 rounding (2^-9 ≈ 2e-3), which a bf16 output would fail.
-    EXPECT_TRUE(bf16_close(d_dweight.download(), ref_dweight, 1e-4)) << "dweight N=" << s.N << " C=" << s.C;
+    EXPECT_TRUE(bf16_close(d_dweight.download(), ref_dweight, 1e-4)) << "dweight " << what;
   }
+}
+
+TEST(KernelRmsnorm, WarpBackwardTakesUpTo2048Channels) {
+  EXPECT_TRUE(rmsnorm_backward_warp_supported(2048));
+  EXPECT_TRUE(rmsnorm_backward_warp_supported(8));
+  EXPECT_FALSE(rmsnorm_backward_warp_supported(2056));
+  EXPECT_FALSE(rmsnorm_backward_warp_supported(12));
+  EXPECT_THROW(rmsnorm_backward(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 1, 4096, 0, true,
+                                RmsnormBackwardKernel::warp),
+               Error);
 }
 
 TEST(KernelRmsnorm, RejectsUnsupportedHiddenSize) {

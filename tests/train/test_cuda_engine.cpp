@@ -104,6 +104,13 @@ CudaEngineOptions engine_options(int recompute, bool bf16_params, AttentionPath 
   return o;
 }
 
+// Every faster code path of the step on (train/cuda_model.h's StepPaths).
+CudaEngineOptions with_step_paths(CudaEngineOptions o) {
+  o.paths.grad_first_write = true;
+  o.paths.rmsnorm_warp = true;
+  return o;
+}
+
 LossConfig check_loss() {
   LossConfig loss = loss_defaults(LossKind::stapo_sigmoid);
   loss.alpha = 0.5;  // the NLL term too
@@ -298,7 +305,9 @@ TEST(CudaEngine, OneStepMatchesCpuReference) {
                              {"llama recompute 2", false, engine_options(2, false)},
                              {"mistral tied window", true, engine_options(1, false)},
                              {"llama flash2 attention", false, engine_options(1, false, AttentionPath::flash2)},
-                             {"mistral flash2 window", true, engine_options(1, false, AttentionPath::flash2)}};
+                             {"mistral flash2 window", true, engine_options(1, false, AttentionPath::flash2)},
+                             {"llama step paths", false, with_step_paths(engine_options(1, false))},
+                             {"mistral tied step paths", true, with_step_paths(engine_options(1, false))}};
 #ifdef STAPO_HAVE_CUDNN
   cases.push_back({"llama cudnn attention", false, engine_options(1, false, AttentionPath::cudnn)});
   cases.push_back({"mistral cudnn window", true, engine_options(1, false, AttentionPath::cudnn)});
@@ -313,7 +322,7 @@ TEST(CudaEngine, OneStepMatchesCpuReference) {
     expect_agreement(a, k.name);
     EXPECT_LE(update.error, kUpdateTol) << k.name << ": update of " << update.tensor;
     std::string note;
-    if (!k.mistral && k.options.attention == AttentionPath::flash) {
+    if (!k.mistral && k.options.attention == AttentionPath::flash && !k.options.paths.any()) {
       if (k.options.recompute == 0) {
         recompute0_grads = run.out.grads;
       } else {
@@ -683,6 +692,45 @@ TEST(CudaEngine, Bf16GradientsFollowFp32Gradients) {
   printf("bf16 gradients: worst matmul-weight gradient %.2e relative L2; 10 steps, largest loss difference %.2e\n",
          worst, loss_diff);
   EXPECT_LT(loss_diff, 0.01);
+}
+
+// --grad-first-write: the step's first backward writes every gradient (β = 0 GEMMs, dweight =, the lm_head's first
+// chunk; the embedding's tensor zeroed unless tied) instead of adding to a memset buffer. Against the memset engine
+// on two micro-batches (a write, then an add), untied (llama) and tied (mistral): the same gradients (cuBLASLt may
+// pick another algorithm for β = 0, so the GEMMs' are compared to 1e-5 relative L2, the rest exactly); then a
+// zero_grad with no backward after it must leave zero gradients (settle_grads), and 3 steps the same losses to 1e-4.
+TEST(CudaEngine, GradFirstWriteEqualsMemset) {
+  STAPO_REQUIRE_GPU();
+  for (bool mistral : {false, true}) {
+    const ModelConfig config = test::engine_test_config(mistral);
+    auto model = test::engine_test_model(mistral, 1234);
+    CudaEngineOptions write_options = engine_options(1, false);
+    write_options.paths.grad_first_write = true;
+    CudaEngine memset(*model, engine_options(1, false)), write(*model, write_options);
+    const std::vector<PairBatch> batches = {check_batch(config.vocab_size, 1235, true),
+                                            check_batch(config.vocab_size, 1236, false)};
+    const StepRecord a = step_gradients(memset, batches, check_loss()), b = step_gradients(write, batches, check_loss());
+    const std::vector<ParamSpec> specs = model_param_specs(config);
+    double worst = 0;
+    for (size_t i = 0; i < specs.size(); ++i) {
+      if (specs[i].layer >= 0 && !specs[i].is_norm()) {
+        worst = std::max(worst, relative_l2(b.grads[i], a.grads[i]));
+      } else {
+        EXPECT_TRUE(b.grads[i] == a.grads[i]) << specs[i].name << (mistral ? " (tied)" : "") << ": gradient differs";
+      }
+    }
+    EXPECT_LT(worst, 1e-5) << "matmul-weight gradients, first write vs memset";
+    write.zero_grad();
+    size_t nonzero = 0;
+    for (size_t i = 0; i < write.num_tensors(); ++i)
+      for (float x : write.parameter_to_host(i, true)) nonzero += x != 0.0f;
+    EXPECT_EQ(nonzero, 0u) << "gradients after a zero_grad without a backward";
+    CudaEngine memset_run(*model, engine_options(1, false)), write_run(*model, write_options);
+    const std::vector<double> x = train_steps(memset_run, 3), y = train_steps(write_run, 3);
+    for (size_t t = 0; t < x.size(); ++t) EXPECT_NEAR(x[t], y[t], 1e-4) << "loss of step " << t + 1;
+    printf("first write vs memset (%s): worst matmul-weight gradient %.2e relative L2, step-3 losses %.6f %.6f\n",
+           mistral ? "mistral, tied" : "llama", worst, x.back(), y.back());
+  }
 }
 
 // Recompute levels run the same kernels on the same values: the same trajectory bit for bit, with the compact
