@@ -13,6 +13,7 @@
 #include "common/file_io.h"
 #include "kernels/adamw_compact.h"
 #include "kernels/cuda_common.h"
+#include "kernels/embedding.h"
 #include "kernels/grad_norm.h"
 #include "kernels/lm_head.h"
 #include "kernels/matmul.h"
@@ -47,6 +48,10 @@ MemoryPlanInput cuda_engine_plan_input(const ModelConfig& config, const CudaEngi
        cat(options.lm_head_chunk_rows, " rows x ", options.lm_head_chunk_vocab, " vocabulary columns per chunk")},
       {"RMSNorm scratch", rmsnorm_backward_scratch_floats(C) * sizeof(float), "kernels/rmsnorm.h"},
       {"grad-norm partials", GRAD_NORM_BLOCKS * sizeof(float), "kernels/grad_norm.h"}};
+  if (options.paths.device_embedding_index)
+    in.workspaces.push_back({"embedding index, device build",
+                             embedding_grad_index_device_bytes(2 * batch_size * max_length),
+                             "sorted tokens, positions, CUB's sort storage (bound): kernels/embedding.h"});
   if (options.attention == AttentionPath::cudnn)
     in.workspaces.push_back({"cuDNN attention", 0, "its workspace is sized by cuDNN at run time: not counted"});
   return in;

@@ -26,6 +26,7 @@ std::string StepPaths::description() const {
   std::string out;
   if (grad_first_write) out += ", gradients first written without a memset";
   if (rmsnorm_warp) out += ", RMSNorm backward one warp per row";
+  if (device_embedding_index) out += ", embedding-gradient index built on the device";
   return out;
 }
 
@@ -167,7 +168,7 @@ void CudaModel::ensure_tokens(int N) {
   }
   capacity_ = N;
   if (embedding_index_.order) embedding_grad_index_free(embedding_index_);
-  embedding_index_ = embedding_grad_index_create(N);
+  embedding_index_ = embedding_grad_index_create(N, options_.paths.device_embedding_index);
   have_forward_ = false;
 }
 
@@ -334,7 +335,10 @@ void CudaModel::backward() {
     cudaCheck(cudaMemsetAsync(tensor, 0, (size_t)V * C * sizeof(float), stream_));
   };
   phase(Phase::embedding);
-  embedding_grad_index_build(embedding_index_, host_tokens_.data(), N, V, stream_);
+  if (options_.paths.device_embedding_index)
+    embedding_grad_index_build_device(embedding_index_, tokens_, N, V, stream_);
+  else
+    embedding_grad_index_build(embedding_index_, host_tokens_.data(), N, V, stream_);
   if (first && (!tied || M == 0)) zero_tensor(g.embed);
   if (first && !tied && M == 0) zero_tensor(g.lm_head);
 

@@ -62,7 +62,10 @@ struct StepPaths {
   // RMSNorm backward with one warp per row (kernels/rmsnorm.h) where the hidden size allows (C ≤ 2048). Off: one
   // block per row.
   bool rmsnorm_warp = false;
-  bool any() const { return grad_first_write || rmsnorm_warp; }
+  // The embedding gradient's index (positions grouped by token) built on the device from the uploaded tokens
+  // (kernels/embedding.h). Off: sorted on the host and uploaded every backward.
+  bool device_embedding_index = false;
+  bool any() const { return grad_first_write || rmsnorm_warp || device_embedding_index; }
   std::string description() const;  // ", gradients first written without a memset, ..." ("" with none)
 };
 
@@ -188,7 +191,8 @@ class CudaModel {
                 *d_v_ = nullptr, *d_act_ = nullptr, *d_gate_ = nullptr, *d_up_ = nullptr;
   float* attention_scratch_ = nullptr;  // (N, H)
 
-  // The last forward's batch shape and tokens (the embedding backward groups positions by token on the host).
+  // The last forward's batch shape and tokens (the embedding backward groups positions by token on the host,
+  // without paths.device_embedding_index).
   int rows_ = 0, T_ = 0;
   bool have_forward_ = false;
   std::vector<int32_t> host_tokens_;

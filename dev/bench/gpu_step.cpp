@@ -19,7 +19,7 @@
 //   build-gpu/dev/bench/gpu_step --config dev/bench/gpu_step_config.json --out result.json [--bf16-params]
 //     [--master fp32|split|none] [--moments fp32|8bit] [--grads fp32|bf16] [--recompute 0|1|2]
 //     [--attention flash|flash2|cudnn] [--memory-cap-gib G] [--phases N] [--grad-first-write]
-//     [--rmsnorm-warp]
+//     [--rmsnorm-warp] [--device-embedding-index]
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -104,6 +104,8 @@ int main(int argc, char** argv) {
                "instead of a memset before it (train/cuda_model.h; off: the baseline)");
   app.add_flag("--rmsnorm-warp", options.paths.rmsnorm_warp, "RMSNorm backward with one warp per row where C <= 2048 "
                "(kernels/rmsnorm.h; off: one block per row, the baseline)");
+  app.add_flag("--device-embedding-index", options.paths.device_embedding_index, "build the embedding gradient's "
+               "index on the device (kernels/embedding.h; off: sorted on the host and uploaded, the baseline)");
   int phase_steps = 0;
   app.add_option("--phases", phase_steps, "then N steps timed phase by phase (CUDA events; 0: none)")
       ->check(CLI::NonNegativeNumber);
@@ -222,6 +224,7 @@ int main(int argc, char** argv) {
     result["attention"] = attention;
     result["grad_first_write"] = options.paths.grad_first_write;
     result["rmsnorm_warp"] = options.paths.rmsnorm_warp;
+    result["device_embedding_index"] = options.paths.device_embedding_index;
     result["loss"] = last_loss;
     if (phase_steps > 0) {
       const stapo::PhaseTotals totals = phase_timer.collect();

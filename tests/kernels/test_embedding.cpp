@@ -1,4 +1,5 @@
 // kernels/embedding.cu against model/ops/embedding.h on random tokens (with repeats) and tables.
+#include <cstring>
 #include <random>
 
 #include "kernels/embedding.h"
@@ -56,6 +57,47 @@ TEST(KernelEmbedding, BackwardAccumulatesLikeCpu) {
     embedding_backward(d_dtable.get(), d_dout->get(), index, s.C, 0);
     EXPECT_TRUE(bf16_close(d_dtable.download(), ref, 1e-5)) << "N=" << s.N << " V=" << s.V << " C=" << s.C;
     embedding_grad_index_free(index);
+  }
+}
+
+// The index built on the device from the tokens there is the host build's, entry for entry (both group positions by
+// token in increasing order), and the backward over it the same bit for bit; with a Llama 3 vocabulary (17 key
+// bits) and N not a power of two.
+TEST(KernelEmbedding, DeviceIndexEqualsHostIndex) {
+  STAPO_REQUIRE_GPU();
+  std::vector<EmbeddingShape> shapes(std::begin(kShapes), std::end(kShapes));
+  shapes.push_back({4095, 128256, 64});
+  for (const auto& s : shapes) {
+    const std::string what = cat("N=", s.N, " V=", s.V, " C=", s.C);
+    const auto tokens = random_tokens(s.N, s.V, s.C + 2);
+    auto host = embedding_grad_index_create(s.N), device = embedding_grad_index_create(s.N, true);
+    embedding_grad_index_build(host, tokens.data(), s.N, s.V, 0);
+    DeviceArray<int32_t> d_tokens(tokens);
+    embedding_grad_index_build_device(device, d_tokens.get(), s.N, s.V, 0);
+    cudaCheck(cudaDeviceSynchronize());
+    auto download = [](const int32_t* p, size_t n) {
+      std::vector<int32_t> out(n);
+      cudaCheck(cudaMemcpy(out.data(), p, n * sizeof(int32_t), cudaMemcpyDeviceToHost));
+      return out;
+    };
+    const int groups = download(device.device_groups, 1)[0];
+    EXPECT_EQ(groups, host.groups) << what;
+    EXPECT_EQ(download(device.order, s.N), download(host.order, s.N)) << "order " << what;
+    EXPECT_EQ(download(device.group_start, host.groups + 1), download(host.group_start, host.groups + 1))
+        << "group_start " << what;
+    EXPECT_EQ(download(device.group_token, host.groups), download(host.group_token, host.groups))
+        << "group_token " << what;
+
+    const auto dtable = random_uniform((size_t)s.V * s.C, -1, 1, 5 * s.N);
+    const auto dout = round_bf16(random_uniform((size_t)s.N * s.C, -1, 1, 5 * s.N + 1));
+    DeviceArray<float> from_host(dtable), from_device(dtable);
+    auto d_dout = device_bf16(dout);
+    embedding_backward(from_host.get(), d_dout->get(), host, s.C, 0);
+    embedding_backward(from_device.get(), d_dout->get(), device, s.C, 0);
+    const std::vector<float> a = from_host.download(), b = from_device.download();
+    EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0) << "dtable " << what;
+    embedding_grad_index_free(host);
+    embedding_grad_index_free(device);
   }
 }
 

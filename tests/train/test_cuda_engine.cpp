@@ -108,6 +108,7 @@ CudaEngineOptions engine_options(int recompute, bool bf16_params, AttentionPath 
 CudaEngineOptions with_step_paths(CudaEngineOptions o) {
   o.paths.grad_first_write = true;
   o.paths.rmsnorm_warp = true;
+  o.paths.device_embedding_index = true;
   return o;
 }
 
@@ -776,6 +777,7 @@ TEST(CudaEngine, MemoryPlanBoundsWhatIsAllocated) {
       for (MomentKind moments : {MomentKind::fp32, MomentKind::q8}) {
         CudaEngineOptions options = compact_options(recompute, master, moments);
         options.grads = moments == MomentKind::q8 ? GradKind::bf16 : GradKind::fp32;  // both kinds, fewer engines
+        if (recompute == 2) options = with_step_paths(options);  // the device-built embedding index's buffers too
         // The plan counts 2·pairs·T tokens; check_batch's 3 rows of 32 fit in 2 pairs of 32.
         options.max_tokens = 2 * 2 * batch.tokens.T;
         const uint64_t planned =
@@ -783,9 +785,9 @@ TEST(CudaEngine, MemoryPlanBoundsWhatIsAllocated) {
         CudaEngine engine(*model, options);
         train_steps(engine, 2);
         const double used = engine.take_step_stats().peak_bytes;
-        printf("recompute %d, %s master, %s moments, %s gradients: planned %.1f MiB, used at most %.1f MiB\n",
-               recompute, master_name(master), moments_name(moments), grads_name(options.grads), planned / 1048576.0,
-               used / 1048576.0);
+        printf("recompute %d, %s master, %s moments, %s gradients%s: planned %.1f MiB, used at most %.1f MiB\n",
+               recompute, master_name(master), moments_name(moments), grads_name(options.grads),
+               options.paths.description().c_str(), planned / 1048576.0, used / 1048576.0);
         EXPECT_LE(used, double(planned));
       }
 }
