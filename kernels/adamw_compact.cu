@@ -5,6 +5,7 @@
 #include "kernels/adamw_compact.h"
 #include "kernels/cuda_common.h"
 #include "kernels/device_utils.cuh"
+#include "kernels/staging.h"
 
 namespace stapo {
 
@@ -27,24 +28,27 @@ __device__ inline float grad_value(const bf16* g, size_t i) { return __bfloat162
 
 // ---- kernel ----
 
-template <typename G, MasterKind K, MomentKind Q>
-__global__ void __launch_bounds__(kThreads) adamw_compact_kernel(AdamWState s, const G* grads, AdamWStep<float> step,
-                                                                 const float* clip_scale, const int* apply,
-                                                                 uint32_t seed, QuantValues maps) {
-  if (apply && *apply == 0) return;  // the same for every thread of every block
-  __shared__ float m_value[kQuantCodes], v_value[kQuantCodes], m_bound[kQuantCodes - 1], v_bound[kQuantCodes - 1];
-  if (Q == MomentKind::q8) {
-    m_value[threadIdx.x] = maps.m[threadIdx.x];
-    v_value[threadIdx.x] = maps.v[threadIdx.x];
-    __syncthreads();
-    if (threadIdx.x < kQuantCodes - 1) {
-      m_bound[threadIdx.x] = quant_bound(m_value, threadIdx.x);
-      v_bound[threadIdx.x] = quant_bound(v_value, threadIdx.x);
-    }
-    __syncthreads();
+// The maps' values and bounds in shared memory, for 8-bit moments (every thread of the block calls it).
+template <MomentKind Q>
+__device__ inline void stage_maps(const QuantValues& maps, float* m_value, float* v_value, float* m_bound,
+                                  float* v_bound) {
+  if (Q != MomentKind::q8) return;
+  m_value[threadIdx.x] = maps.m[threadIdx.x];
+  v_value[threadIdx.x] = maps.v[threadIdx.x];
+  __syncthreads();
+  if (threadIdx.x < kQuantCodes - 1) {
+    m_bound[threadIdx.x] = quant_bound(m_value, threadIdx.x);
+    v_bound[threadIdx.x] = quant_bound(v_value, threadIdx.x);
   }
-  const size_t block = blockIdx.x, begin = block * kQuantBlock;
-  const float clip = clip_scale ? *clip_scale : 1.0f;
+  __syncthreads();
+}
+
+// Quantisation block `block` of one tensor: the per-tensor kernel's and the multi-tensor kernel's block, one code.
+template <typename G, MasterKind K, MomentKind Q>
+__device__ inline void adamw_block(const AdamWState& s, const G* grads, const AdamWStep<float>& step, float clip,
+                                   uint32_t seed, size_t block, const float* m_value, const float* v_value,
+                                   const float* m_bound, const float* v_bound) {
+  const size_t begin = block * kQuantBlock;
   float m_old_absmax = 0.0f, v_old_absmax = 0.0f;
   if (Q == MomentKind::q8) {
     m_old_absmax = s.m_absmax[block];
@@ -74,6 +78,42 @@ __global__ void __launch_bounds__(kThreads) adamw_compact_kernel(AdamWState s, c
     const size_t i = begin + threadIdx.x + (size_t)k * kThreads;
     if (i < s.n) adamw_encode(s, i, m_new[k], v_new[k], m_bound, v_bound, m_absmax, v_absmax);
   }
+}
+
+template <typename G, MasterKind K, MomentKind Q>
+__global__ void __launch_bounds__(kThreads) adamw_compact_kernel(AdamWState s, const G* grads, AdamWStep<float> step,
+                                                                 const float* clip_scale, const int* apply,
+                                                                 uint32_t seed, QuantValues maps) {
+  if (apply && *apply == 0) return;  // the same for every thread of every block
+  __shared__ float m_value[kQuantCodes], v_value[kQuantCodes], m_bound[kQuantCodes - 1], v_bound[kQuantCodes - 1];
+  stage_maps<Q>(maps, m_value, v_value, m_bound, v_bound);
+  adamw_block<G, K, Q>(s, grads, step, clip_scale ? *clip_scale : 1.0f, seed, blockIdx.x, m_value, v_value, m_bound,
+                       v_bound);
+}
+
+// Block b belongs to the last tensor whose first_block ≤ b (the table holds no empty tensor).
+template <MasterKind K, MomentKind Q>
+__global__ void __launch_bounds__(kThreads) adamw_many_kernel(const AdamWTensor* table, int tensors,
+                                                              const float* clip_scale, const int* apply,
+                                                              QuantValues maps) {
+  if (apply && *apply == 0) return;
+  __shared__ float m_value[kQuantCodes], v_value[kQuantCodes], m_bound[kQuantCodes - 1], v_bound[kQuantCodes - 1];
+  stage_maps<Q>(maps, m_value, v_value, m_bound, v_bound);
+  const size_t b = blockIdx.x;
+  int lo = 0, hi = tensors - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (table[mid].first_block <= b) lo = mid;
+    else hi = mid - 1;
+  }
+  const AdamWTensor& t = table[lo];
+  const float clip = clip_scale ? *clip_scale : 1.0f;
+  if (t.grads)
+    adamw_block<float, K, Q>(t.state, t.grads, t.step, clip, t.seed, b - t.first_block, m_value, v_value, m_bound,
+                             v_bound);
+  else
+    adamw_block<bf16, K, Q>(t.state, t.grads_bf16, t.step, clip, t.seed, b - t.first_block, m_value, v_value,
+                            m_bound, v_bound);
 }
 
 __global__ void adamw_init_kernel(AdamWState s, MasterKind master, const float* x) {
@@ -137,7 +177,67 @@ void update(const AdamWState& s, MasterKind master, MomentKind moments, const G*
   }
 }
 
+template <MasterKind K>
+void launch_many(const AdamWTensor* table, int tensors, size_t blocks, MomentKind moments, const float* clip_scale,
+                 const int* apply, const QuantValues& maps, cudaStream_t stream) {
+  if (moments == MomentKind::q8)
+    adamw_many_kernel<K, MomentKind::q8><<<(unsigned)blocks, kThreads, 0, stream>>>(table, tensors, clip_scale, apply,
+                                                                                   maps);
+  else
+    adamw_many_kernel<K, MomentKind::fp32><<<(unsigned)blocks, kThreads, 0, stream>>>(table, tensors, clip_scale,
+                                                                                     apply, maps);
+  cudaCheck(cudaGetLastError());
+}
+
 }  // namespace
+
+AdamWTensorTable::AdamWTensorTable() : staging_(std::make_unique<HostStaging>()) {}
+
+AdamWTensorTable::~AdamWTensorTable() {
+  if (device_) cudaFree(device_);  // a destructor must not throw
+}
+
+AdamWTensor* AdamWTensorTable::device(size_t tensors, cudaStream_t stream) {
+  if (tensors > capacity_) {
+    cudaCheck(cudaStreamSynchronize(stream));  // the old table may still be read
+    if (device_) cudaCheck(cudaFree(device_));
+    device_ = nullptr;
+    cudaCheck(cudaMalloc(&device_, tensors * sizeof(AdamWTensor)));
+    capacity_ = tensors;
+  }
+  return device_;
+}
+
+void adamw_compact_update_many(AdamWTensorTable& table, std::vector<AdamWTensor>& tensors, MasterKind master,
+                               MomentKind moments, const float* clip_scale, const int* apply, cudaStream_t stream) {
+  const char* op = "adamw_compact_update_many";
+  std::vector<AdamWTensor> used;
+  size_t blocks = 0;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    AdamWTensor& t = tensors[i];
+    adamw_state_check(t.state, master, moments, t.step, true, op);
+    STAPO_CHECK((t.grads != nullptr) != (t.grads_bf16 != nullptr), op, ": tensor ", i,
+                " needs exactly one of grads (fp32) and grads_bf16");
+    t.first_block = blocks;
+    blocks += quant_blocks(t.state.n);
+    if (t.state.n > 0) used.push_back(t);
+  }
+  STAPO_CHECK(blocks <= (size_t)INT_MAX, op, ": ", blocks, " blocks of ", kQuantBlock, " elements exceed the grid");
+  STAPO_CHECK(used.size() <= (size_t)INT_MAX, op, ": ", used.size(), " tensors");
+  if (used.empty()) return;
+  AdamWTensor* device = table.device(used.size(), stream);
+  table.staging_->upload({{device, used.data(), used.size() * sizeof(AdamWTensor)}}, stream);
+  const QuantValues& maps = quant_values();
+  const int n = (int)used.size();
+  switch (master) {
+    case MasterKind::fp32:
+      return launch_many<MasterKind::fp32>(device, n, blocks, moments, clip_scale, apply, maps, stream);
+    case MasterKind::split:
+      return launch_many<MasterKind::split>(device, n, blocks, moments, clip_scale, apply, maps, stream);
+    case MasterKind::none:
+      return launch_many<MasterKind::none>(device, n, blocks, moments, clip_scale, apply, maps, stream);
+  }
+}
 
 void adamw_compact_init(const AdamWState& state, MasterKind master, const float* x, cudaStream_t stream) {
   STAPO_CHECK(state.weights && x, "adamw_compact_init: state.weights and x are required");

@@ -17,7 +17,10 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <memory>
+#include <vector>
 
+#include "kernels/staging.h"  // defines: HostStaging
 #include "model/ops/adamw.h"  // defines: AdamWState, AdamWStep, MasterKind, MomentKind
 
 namespace stapo {
@@ -28,6 +31,41 @@ void adamw_compact_update(const AdamWState& state, MasterKind master, MomentKind
 void adamw_compact_update(const AdamWState& state, MasterKind master, MomentKind moments,
                           const __nv_bfloat16* grads, const AdamWStep<float>& step, const float* clip_scale,
                           const int* apply, uint32_t seed, cudaStream_t stream);
+
+// Many tensors in one launch (--adamw-multi-tensor): a table of tensors, each with its state, its gradients (fp32 or
+// bf16), its step constants (weight decay differs by tensor) and its stochastic-rounding seed, uploaded with the
+// launch; one grid over all their quantisation blocks, each block finding its tensor by binary search over the
+// table's first blocks. Every block runs the per-tensor kernel's own block code, so the result is the per-tensor
+// launches' bit for bit.
+struct AdamWTensor {
+  AdamWState state;
+  const float* grads = nullptr;                // (state.n) one of the two
+  const __nv_bfloat16* grads_bf16 = nullptr;   // (state.n)
+  AdamWStep<float> step;
+  uint32_t seed = 0;
+  size_t first_block = 0;  // filled in by adamw_compact_update_many
+};
+
+// The table's device copy and its pinned staging; grows to the largest table seen.
+class AdamWTensorTable {
+ public:
+  AdamWTensorTable();
+  ~AdamWTensorTable();
+  AdamWTensorTable(const AdamWTensorTable&) = delete;
+  AdamWTensorTable& operator=(const AdamWTensorTable&) = delete;
+  AdamWTensor* device(size_t tensors, cudaStream_t stream);  // room for `tensors` entries
+
+ private:
+  AdamWTensor* device_ = nullptr;
+  size_t capacity_ = 0;
+  std::unique_ptr<HostStaging> staging_;
+  friend void adamw_compact_update_many(AdamWTensorTable&, std::vector<AdamWTensor>&, MasterKind, MomentKind,
+                                        const float*, const int*, cudaStream_t);
+};
+
+// `tensors` with state.n = 0 are left out; each needs exactly one of grads, grads_bf16.
+void adamw_compact_update_many(AdamWTensorTable& table, std::vector<AdamWTensor>& tensors, MasterKind master,
+                               MomentKind moments, const float* clip_scale, const int* apply, cudaStream_t stream);
 
 // The state of a tensor of fp32 weights x (state.n): state.weights = split_high(x) (bf16 rounded to nearest, ties
 // away from zero: what every master kind's update writes), and state.master = x (fp32; x may be state.master

@@ -388,6 +388,7 @@ void CudaEngine::optimizer_step(const OptimizerUpdate& update) {
   enqueue_results_copy();  // before AdamW: take_results need not wait for the update
   const std::vector<ParamSpec>& specs = model.specs();
   if (timer_) timer_->mark(Phase::optimizer);
+  std::vector<AdamWTensor> table;  // with paths.adamw_multi_tensor: the launches below as one
   for (size_t i = 0; i < specs.size(); ++i) {  // each tensor's part in this rank's range
     const ParamSpec& p = specs[i];
     const AdamWState part = tensor_state(i);
@@ -399,13 +400,26 @@ void CudaEngine::optimizer_step(const OptimizerUpdate& update) {
     // (part.index_base: the same bits at any world size).
     const uint32_t seed = (uint32_t)mix64(options_.seed ^ mix64((uint64_t)t * 1000003u + i));
     const size_t g = grads.offsets[i] + part.index_base;
-    if (grads.bf16[i])
+    if (options_.paths.adamw_multi_tensor) {
+      AdamWTensor x;
+      x.state = part;
+      if (grads.bf16[i])
+        x.grads_bf16 = model.grads_bf16() + g;
+      else
+        x.grads = model.grads() + g;
+      x.step = step;
+      x.seed = seed;
+      table.push_back(x);
+    } else if (grads.bf16[i])
       adamw_compact_update(part, options_.master, options_.moments, model.grads_bf16() + g, step,
                            &scalars_->clip_scale, &scalars_->apply, seed, stream_);
     else
       adamw_compact_update(part, options_.master, options_.moments, model.grads() + g, step, &scalars_->clip_scale,
                            &scalars_->apply, seed, stream_);
   }
+  if (!table.empty())
+    adamw_compact_update_many(adamw_table_, table, options_.master, options_.moments, &scalars_->clip_scale,
+                              &scalars_->apply, stream_);
   ranks_->gather_params(model.params());
   if (step_open_) {
     open_step_.end = take_event();

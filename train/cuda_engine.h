@@ -17,7 +17,8 @@
 // pinned buffers (kernels/staging.h), so they do not wait for the stream.
 //
 // Precision: bf16 weights and activations, fp32 gradients, or with --grads bf16 bf16 ones for the layers'
-// matmul weights (train/cuda_model.h). AdamW (kernels/adamw_compact.h, one launch per tensor) keeps, by --master:
+// matmul weights (train/cuda_model.h). AdamW (kernels/adamw_compact.h, one launch per tensor, or one for all of them
+// with paths.adamw_multi_tensor) keeps, by --master:
 // fp32 master weights (default, 4 bytes per parameter), the split master (the low 16 bits beside the bf16
 // weights: the fp32 master exactly, 2 bytes, and the same numbers as fp32), or none (bf16 weights updated by
 // stochastic rounding); by --moments: fp32 m and v (8 bytes) or 8-bit block-wise ones (2 bytes + 8 per block of
@@ -44,6 +45,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/adamw_compact.h"  // defines: AdamWTensorTable
 #include "kernels/staging.h"    // defines: HostStaging
 #include "model/model.h"        // defines: CpuModel, ModelConfig
 #include "model/ops/adamw.h"    // defines: AdamWState, MasterKind, MomentKind
@@ -200,6 +202,7 @@ class CudaEngine : public Engine {
   int batch_sequence_capacity_ = 0;
   float *dseq_ = nullptr, *reference_logps_ = nullptr, *dprompt_ = nullptr;  // (2B); dprompt_: dℓ/dP (prompt NLL)
   HostStaging staging_;
+  AdamWTensorTable adamw_table_;  // options.paths.adamw_multi_tensor's table of tensors
   // Results of the pairs since the last take_results: device slots, their pinned copies, and what the host
   // knows of each pair (its id and reference log-probs, 0 without).
   PairSlots slots_, host_slots_;

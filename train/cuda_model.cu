@@ -27,6 +27,7 @@ std::string StepPaths::description() const {
   if (grad_first_write) out += ", gradients first written without a memset";
   if (rmsnorm_warp) out += ", RMSNorm backward one warp per row";
   if (device_embedding_index) out += ", embedding-gradient index built on the device";
+  if (adamw_multi_tensor) out += ", AdamW in one launch";
   return out;
 }
 
@@ -280,7 +281,7 @@ void CudaModel::forward(const PairBatch& batch, bool chosen_prompts) {
   ensure_tokens(N);
   rows_ = t.rows;
   T_ = t.T;
-  host_tokens_ = t.tokens;
+  if (!options_.paths.device_embedding_index) host_tokens_ = t.tokens;  // the host build's input
   response_rows_ = (int)rows.index.size();
   have_prompt_rows_ = chosen_prompts;
   const size_t bytes = (size_t)N * sizeof(int32_t), response_bytes = (size_t)response_rows_ * sizeof(int32_t);

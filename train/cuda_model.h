@@ -65,7 +65,10 @@ struct StepPaths {
   // The embedding gradient's index (positions grouped by token) built on the device from the uploaded tokens
   // (kernels/embedding.h). Off: sorted on the host and uploaded every backward.
   bool device_embedding_index = false;
-  bool any() const { return grad_first_write || rmsnorm_warp || device_embedding_index; }
+  // The engine's AdamW: one launch over a table of every tensor (kernels/adamw_compact.h), bit for bit the per-tensor
+  // launches. Off: a launch per tensor (~150 for a 16-layer model).
+  bool adamw_multi_tensor = false;
+  bool any() const { return grad_first_write || rmsnorm_warp || device_embedding_index || adamw_multi_tensor; }
   std::string description() const;  // ", gradients first written without a memset, ..." ("" with none)
 };
 

@@ -19,7 +19,7 @@
 //   build-gpu/dev/bench/gpu_step --config dev/bench/gpu_step_config.json --out result.json [--bf16-params]
 //     [--master fp32|split|none] [--moments fp32|8bit] [--grads fp32|bf16] [--recompute 0|1|2]
 //     [--attention flash|flash2|cudnn] [--memory-cap-gib G] [--phases N] [--grad-first-write]
-//     [--rmsnorm-warp] [--device-embedding-index]
+//     [--rmsnorm-warp] [--device-embedding-index] [--adamw-multi-tensor]
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -106,6 +106,8 @@ int main(int argc, char** argv) {
                "(kernels/rmsnorm.h; off: one block per row, the baseline)");
   app.add_flag("--device-embedding-index", options.paths.device_embedding_index, "build the embedding gradient's "
                "index on the device (kernels/embedding.h; off: sorted on the host and uploaded, the baseline)");
+  app.add_flag("--adamw-multi-tensor", options.paths.adamw_multi_tensor, "AdamW as one launch over a table of every "
+               "tensor (kernels/adamw_compact.h; off: a launch per tensor, the baseline)");
   int phase_steps = 0;
   app.add_option("--phases", phase_steps, "then N steps timed phase by phase (CUDA events; 0: none)")
       ->check(CLI::NonNegativeNumber);
@@ -225,6 +227,7 @@ int main(int argc, char** argv) {
     result["grad_first_write"] = options.paths.grad_first_write;
     result["rmsnorm_warp"] = options.paths.rmsnorm_warp;
     result["device_embedding_index"] = options.paths.device_embedding_index;
+    result["adamw_multi_tensor"] = options.paths.adamw_multi_tensor;
     result["loss"] = last_loss;
     if (phase_steps > 0) {
       const stapo::PhaseTotals totals = phase_timer.collect();

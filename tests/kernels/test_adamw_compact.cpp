@@ -144,6 +144,82 @@ TEST(KernelAdamWCompact, PartOfATensorMatchesCpuTwin) {
     }
 }
 
+// One launch over a table of tensors (adamw_compact_update_many) against the CPU twin per tensor, bit for bit, for
+// every master and moment kind: tensors of several sizes (one empty, left out), fp32 and bf16 gradients mixed,
+// weight decay on some, a seed each, one a part of its tensor (index_base), over 3 steps; then apply = 0 changes
+// nothing.
+TEST(KernelAdamWCompact, ManyTensorsInOneLaunchMatchCpuTwin) {
+  STAPO_REQUIRE_GPU();
+  DeviceArray<float> clip(std::vector<float>{0.7f});
+  DeviceArray<int> apply(std::vector<int>{1}), skip(std::vector<int>{0});
+  const std::vector<size_t> sizes = {2049, 1, 0, 3 * kQuantBlock + 5, 2047, kQuantBlock};
+  AdamWTensorTable table;
+  for (MasterKind master : {MasterKind::fp32, MasterKind::split, MasterKind::none})
+    for (MomentKind moments : {MomentKind::fp32, MomentKind::q8}) {
+      const std::string where = cat(kind_name(master), ", ", moments == MomentKind::q8 ? "8-bit" : "fp32", " moments");
+      std::vector<std::unique_ptr<HostState>> host;
+      std::vector<std::unique_ptr<DeviceState>> device;
+      for (size_t k = 0; k < sizes.size(); ++k) {
+        host.push_back(std::make_unique<HostState>(sizes[k], master, 40 + k));
+        device.push_back(std::make_unique<DeviceState>(*host.back()));
+      }
+      for (int64_t t = 1; t <= 3; ++t) {
+        std::vector<AdamWTensor> tensors;
+        std::vector<std::unique_ptr<DeviceArray<float>>> grads32;
+        std::vector<std::unique_ptr<DeviceArray<bf16>>> grads16;
+        for (size_t k = 0; k < sizes.size(); ++k) {
+          const bool bf16_grads = k % 2 == 1;
+          std::vector<float> g = random_normal(sizes[k], 1e-2f, 1000 * t + k);
+          if (bf16_grads) g = round_bf16(g);
+          AdamWTensor x;
+          x.state = device[k]->state();
+          if (k == 3) x.state.index_base = moments == MomentKind::q8 ? 2 * size_t(kQuantBlock) : 384;
+          x.step = adamw_step_make<float>(1e-3, k % 3 == 0 ? 0.0 : 0.1, 0.9, 0.999, 1e-8, t);
+          x.seed = 77u * uint32_t(t) + uint32_t(k);
+          if (bf16_grads) {
+            grads16.push_back(device_bf16(g));
+            x.grads_bf16 = grads16.back()->get();
+          } else {
+            grads32.push_back(std::make_unique<DeviceArray<float>>(g));
+            x.grads = grads32.back()->get();
+          }
+          AdamWState hs = host[k]->state();
+          hs.index_base = x.state.index_base;
+          if (sizes[k] > 0) adamw_compact_update(hs, master, moments, g.data(), x.step, 0.7f, x.seed);
+          tensors.push_back(x);
+        }
+        adamw_compact_update_many(table, tensors, master, moments, clip.get(), apply.get(), 0);
+        cudaCheck(cudaDeviceSynchronize());  // the gradients are freed at the end of the step
+      }
+      for (size_t k = 0; k < sizes.size(); ++k)
+        expect_same(*device[k], *host[k], master, moments, cat(where, ", tensor ", k, " of ", sizes[k]));
+      std::vector<AdamWTensor> again;
+      DeviceArray<float> g(std::vector<float>(sizes[0], 1.0f));
+      AdamWTensor x;
+      x.state = device[0]->state();
+      x.grads = g.get();
+      x.step = adamw_step_make<float>(1e-3, 0.1, 0.9, 0.999, 1e-8, 4);
+      again.push_back(x);
+      adamw_compact_update_many(table, again, master, moments, nullptr, skip.get(), 0);
+      expect_same(*device[0], *host[0], master, moments, cat(where, ", apply = 0"));
+    }
+}
+
+TEST(KernelAdamWCompact, ManyTensorsNeedOneKindOfGradients) {
+  AdamWTensorTable table;
+  std::vector<AdamWTensor> tensors(1);
+  uint16_t weights = 0;
+  float master = 0, m = 0, v = 0;
+  tensors[0].state.n = 1;
+  tensors[0].state.weights = &weights;
+  tensors[0].state.master = &master;
+  tensors[0].state.m = &m;
+  tensors[0].state.v = &v;
+  tensors[0].step = adamw_step_make<float>(1e-3, 0.1, 0.9, 0.999, 1e-8, 1);
+  EXPECT_THROW(adamw_compact_update_many(table, tensors, MasterKind::fp32, MomentKind::fp32, nullptr, nullptr, 0),
+               Error);  // neither: refused on the host, before any device call
+}
+
 TEST(KernelAdamWCompact, SplitMasterEqualsFp32MasterOnTheDevice) {
   STAPO_REQUIRE_GPU();
   const size_t n = 5 * kQuantBlock + 3;

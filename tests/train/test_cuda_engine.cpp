@@ -109,6 +109,7 @@ CudaEngineOptions with_step_paths(CudaEngineOptions o) {
   o.paths.grad_first_write = true;
   o.paths.rmsnorm_warp = true;
   o.paths.device_embedding_index = true;
+  o.paths.adamw_multi_tensor = true;
   return o;
 }
 
@@ -732,6 +733,22 @@ TEST(CudaEngine, GradFirstWriteEqualsMemset) {
     printf("first write vs memset (%s): worst matmul-weight gradient %.2e relative L2, step-3 losses %.6f %.6f\n",
            mistral ? "mistral, tied" : "llama", worst, x.back(), y.back());
   }
+}
+
+// AdamW in one launch runs the per-tensor launches' block code on the same tensors: the same trajectory bit for bit,
+// for every master and moment kind, with bf16 gradients too.
+TEST(CudaEngine, AdamWMultiTensorEqualsPerTensorLaunches) {
+  STAPO_REQUIRE_GPU();
+  for (MasterKind master : {MasterKind::fp32, MasterKind::split, MasterKind::none})
+    for (MomentKind moments : {MomentKind::fp32, MomentKind::q8}) {
+      CudaEngineOptions per_tensor = compact_options(1, master, moments);
+      if (moments == MomentKind::q8) per_tensor.grads = GradKind::bf16;
+      CudaEngineOptions one_launch = per_tensor;
+      one_launch.paths.adamw_multi_tensor = true;
+      expect_same_trajectory(per_tensor, one_launch, 4,
+                             cat(master_name(master), " master, ", moments_name(moments), " moments, ",
+                                 grads_name(per_tensor.grads), " gradients: one AdamW launch"));
+    }
 }
 
 // Recompute levels run the same kernels on the same values: the same trajectory bit for bit, with the compact
