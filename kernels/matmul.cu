@@ -1,13 +1,17 @@
 // cuBLASLt wrapper. cuBLASLt is column-major; a row-major (r,c) matrix is its column-major transpose,
 // so D = op(A)·op(B) in row-major is Dᵀ = op(B)ᵀ·op(A)ᵀ in column-major: we pass B first.
-// The descriptors and the heuristic's algorithm are built once per distinct (shape, transposes, output type,
-// pointer alignments, beta = 0 or not) and cached in the context.
+// The descriptors and the heuristic's algorithm (or, with ctx.autotune, the fastest of its first candidates, timed
+// once) are built once per distinct (shape, transposes, output type, pointer alignments, beta = 0 or not) and cached
+// in the context.
 #include "kernels/cuda_common.h"
 #include "kernels/matmul.h"
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
+#include <cstdio>
 #include <map>
+#include <vector>
 
 namespace stapo {
 
@@ -19,6 +23,12 @@ struct MatmulPlan {
 
 struct MatmulPlanCache {
   std::map<std::array<int64_t, 10>, MatmulPlan> plans;
+};
+
+// The operands of the call that creates a plan, for the autotuner's timing runs.
+struct MatmulOperands {
+  const __nv_bfloat16 *a, *b;
+  cudaStream_t stream;
 };
 
 MatmulContext matmul_context_create(size_t workspace_bytes) {
@@ -53,8 +63,60 @@ static uint32_t pointer_alignment(const void* p) {
   return align;
 }
 
-static MatmulPlan matmul_plan_create(const MatmulContext& ctx, cudaDataType_t d_type, int m, int n, int k,
-                                     bool trans_a, bool trans_b, bool accumulate, uint32_t align_first,
+// The fastest of the heuristic's candidates on the operands of the call that creates the plan, into a scratch
+// output of D's size (zeroed, read as C when accumulating; the call's D is not touched). Each
+// candidate runs once to warm up, then the best of 3 timed runs counts; a candidate cuBLASLt refuses to run is
+// skipped. Falls back to the heuristic's first when the scratch cannot be allocated.
+static cublasLtMatmulAlgo_t matmul_autotune(const MatmulContext& ctx, const MatmulPlan& plan,
+                                            const std::vector<cublasLtMatmulHeuristicResult_t>& candidates,
+                                            const MatmulOperands& op, cudaDataType_t d_type, int m, int n, int k,
+                                            bool accumulate) {
+  void* scratch = nullptr;
+  const size_t bytes = (size_t)m * n * (d_type == CUDA_R_32F ? 4 : 2);
+  if (cudaMalloc(&scratch, bytes) != cudaSuccess) {
+    (void)cudaGetLastError();
+    fprintf(stderr, "matmul autotune m=%d n=%d k=%d: no room for a %zu-byte scratch output, the heuristic's first\n",
+            m, n, k, bytes);
+    return candidates[0].algo;
+  }
+  cudaEvent_t start, stop;
+  cudaCheck(cudaEventCreate(&start));
+  cudaCheck(cudaEventCreate(&stop));
+  cudaCheck(cudaMemsetAsync(scratch, 0, bytes, op.stream));
+  cudaCheck(cudaStreamSynchronize(op.stream));  // the timings below measure only themselves
+  const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+  std::vector<float> best_ms(candidates.size(), -1.0f);
+  for (size_t c = 0; c < candidates.size(); ++c) {
+    auto run = [&] {
+      return cublasLtMatmul(ctx.handle, plan.desc, &alpha, op.b, plan.first, op.a, plan.second, &beta, scratch,
+                            plan.out, scratch, plan.out, &candidates[c].algo, ctx.workspace, ctx.workspace_bytes,
+                            op.stream);
+    };
+    if (run() != CUBLAS_STATUS_SUCCESS) continue;
+    for (int rep = 0; rep < 3; ++rep) {
+      cudaCheck(cudaEventRecord(start, op.stream));
+      cublasCheck(run());
+      cudaCheck(cudaEventRecord(stop, op.stream));
+      cudaCheck(cudaEventSynchronize(stop));
+      float ms = 0;
+      cudaCheck(cudaEventElapsedTime(&ms, start, stop));
+      if (best_ms[c] < 0 || ms < best_ms[c]) best_ms[c] = ms;
+    }
+  }
+  cudaCheck(cudaEventDestroy(start));
+  cudaCheck(cudaEventDestroy(stop));
+  cudaCheck(cudaFree(scratch));
+  size_t chosen = 0;
+  for (size_t c = 0; c < candidates.size(); ++c)
+    if (best_ms[c] >= 0 && (best_ms[chosen] < 0 || best_ms[c] < best_ms[chosen])) chosen = c;
+  fprintf(stderr, "matmul autotune m=%d n=%d k=%d %s out%s: %zu candidates, heuristic's first %.4f ms, chosen #%zu "
+          "%.4f ms\n", m, n, k, d_type == CUDA_R_32F ? "fp32" : "bf16", accumulate ? " +=" : "", candidates.size(),
+          best_ms[0], chosen + 1, best_ms[chosen]);
+  return candidates[chosen].algo;
+}
+
+static MatmulPlan matmul_plan_create(const MatmulContext& ctx, const MatmulOperands& op, cudaDataType_t d_type, int m,
+                                     int n, int k, bool trans_a, bool trans_b, bool accumulate, uint32_t align_first,
                                      uint32_t align_second, uint32_t align_out) {
   MatmulPlan plan;
   // Column-major view: first operand is B (stored n×k when trans_b, else k×n row-major).
@@ -86,15 +148,17 @@ static MatmulPlan matmul_plan_create(const MatmulContext& ctx, cudaDataType_t d_
                                                    sizeof(align_out)));
   cublasCheck(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_out,
                                                    sizeof(align_out)));
-  cublasLtMatmulHeuristicResult_t heuristic;
+  std::vector<cublasLtMatmulHeuristicResult_t> heuristics(std::max(1, ctx.autotune));
   int found = 0;
   cublasCheck(cublasLtMatmulAlgoGetHeuristic(ctx.handle, plan.desc, plan.first, plan.second, plan.out, plan.out, pref,
-                                             1, &heuristic, &found));
+                                             (int)heuristics.size(), heuristics.data(), &found));
   cublasCheck(cublasLtMatmulPreferenceDestroy(pref));
   STAPO_CHECK(found > 0, "cuBLASLt has no bf16 algorithm for m=", m, " n=", n, " k=", k, " (trans_a=", trans_a,
               ", trans_b=", trans_b, ", ", d_type == CUDA_R_32F ? "fp32" : "bf16", " output, accumulate=", accumulate,
               ")");
-  plan.algo = heuristic.algo;
+  plan.algo = heuristics[0].algo;
+  heuristics.resize(found);
+  if (found > 1) plan.algo = matmul_autotune(ctx, plan, heuristics, op, d_type, m, n, k, accumulate);
   return plan;
 }
 
@@ -110,8 +174,8 @@ static void matmul_impl(const MatmulContext& ctx, void* d, cudaDataType_t d_type
   auto it = ctx.plans->plans.find(key);
   if (it == ctx.plans->plans.end())
     it = ctx.plans->plans
-             .emplace(key, matmul_plan_create(ctx, d_type, m, n, k, trans_a, trans_b, beta != 0.0f, align_first,
-                                              align_second, align_out))
+             .emplace(key, matmul_plan_create(ctx, MatmulOperands{a, b, stream}, d_type, m, n, k, trans_a, trans_b,
+                                              beta != 0.0f, align_first, align_second, align_out))
              .first;
   const MatmulPlan& plan = it->second;
   const float alpha = 1.0f;

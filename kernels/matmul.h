@@ -20,7 +20,14 @@ struct MatmulContext {
   // A training step repeats the same few dozen shapes; asking the heuristic once per shape saves tens of
   // microseconds per call. Not thread-safe: one context per thread.
   MatmulPlanCache* plans = nullptr;
+  // > 0: a new shape times up to this many of the heuristic's algorithms on the call's own operands (into a
+  // scratch output: the call's D is not touched) and keeps the fastest, printing one line per shape to stderr. The
+  // first call of each shape then synchronizes the stream, and the choice (so the last bits of the results) may
+  // differ between runs. 0: the heuristic's first algorithm.
+  int autotune = 0;
 };
+
+constexpr int kMatmulAutotuneCandidates = 8;
 
 constexpr size_t kMatmulWorkspaceBytes = 32u << 20;  // cuBLASLt's workspace (train/memory_plan.h counts it)
 MatmulContext matmul_context_create(size_t workspace_bytes = kMatmulWorkspaceBytes);

@@ -28,6 +28,7 @@ std::string StepPaths::description() const {
   if (rmsnorm_warp) out += ", RMSNorm backward one warp per row";
   if (device_embedding_index) out += ", embedding-gradient index built on the device";
   if (adamw_multi_tensor) out += ", AdamW in one launch";
+  if (matmul_autotune) out += ", cuBLASLt algorithms timed per shape";
   return out;
 }
 
@@ -70,6 +71,7 @@ CudaModel::CudaModel(const ModelConfig& config, const CudaModelOptions& options,
   cudaCheck(cudaMemcpyAsync(inv_freq_, inv_freq.data(), inv_freq.size() * sizeof(float), cudaMemcpyHostToDevice,
                             stream_));
   matmul_ = matmul_context_create();
+  if (options.paths.matmul_autotune) matmul_.autotune = kMatmulAutotuneCandidates;
   lm_head_ws_ = lm_head_workspace_create(c.hidden_size, options.lm_head_chunk_rows, options.lm_head_chunk_vocab);
   rmsnorm_scratch_ = device_alloc_zeroed<float>(rmsnorm_backward_scratch_floats(c.hidden_size), stream_);
   if (options.max_tokens > 0) ensure_tokens(options.max_tokens);

@@ -68,7 +68,12 @@ struct StepPaths {
   // The engine's AdamW: one launch over a table of every tensor (kernels/adamw_compact.h), bit for bit the per-tensor
   // launches. Off: a launch per tensor (~150 for a 16-layer model).
   bool adamw_multi_tensor = false;
-  bool any() const { return grad_first_write || rmsnorm_warp || device_embedding_index || adamw_multi_tensor; }
+  // cuBLASLt: each new shape times the heuristic's first kMatmulAutotuneCandidates algorithms once and keeps the
+  // fastest (kernels/matmul.h; the choice, and so the last bits, may differ between runs). Off: its first.
+  bool matmul_autotune = false;
+  bool any() const {
+    return grad_first_write || rmsnorm_warp || device_embedding_index || adamw_multi_tensor || matmul_autotune;
+  }
   std::string description() const;  // ", gradients first written without a memset, ..." ("" with none)
 };
 

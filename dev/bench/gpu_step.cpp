@@ -20,6 +20,7 @@
 //     [--master fp32|split|none] [--moments fp32|8bit] [--grads fp32|bf16] [--recompute 0|1|2]
 //     [--attention flash|flash2|cudnn] [--memory-cap-gib G] [--phases N] [--grad-first-write]
 //     [--rmsnorm-warp] [--device-embedding-index] [--adamw-multi-tensor]
+//     [--matmul-autotune]
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -108,6 +109,8 @@ int main(int argc, char** argv) {
                "index on the device (kernels/embedding.h; off: sorted on the host and uploaded, the baseline)");
   app.add_flag("--adamw-multi-tensor", options.paths.adamw_multi_tensor, "AdamW as one launch over a table of every "
                "tensor (kernels/adamw_compact.h; off: a launch per tensor, the baseline)");
+  app.add_flag("--matmul-autotune", options.paths.matmul_autotune, "time the cuBLASLt heuristic's first 8 "
+               "algorithms per shape once and keep the fastest (kernels/matmul.h; off: its first, the baseline)");
   int phase_steps = 0;
   app.add_option("--phases", phase_steps, "then N steps timed phase by phase (CUDA events; 0: none)")
       ->check(CLI::NonNegativeNumber);
@@ -228,6 +231,7 @@ int main(int argc, char** argv) {
     result["rmsnorm_warp"] = options.paths.rmsnorm_warp;
     result["device_embedding_index"] = options.paths.device_embedding_index;
     result["adamw_multi_tensor"] = options.paths.adamw_multi_tensor;
+    result["matmul_autotune"] = options.paths.matmul_autotune;
     result["loss"] = last_loss;
     if (phase_steps > 0) {
       const stapo::PhaseTotals totals = phase_timer.collect();

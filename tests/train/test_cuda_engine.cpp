@@ -110,6 +110,7 @@ CudaEngineOptions with_step_paths(CudaEngineOptions o) {
   o.paths.rmsnorm_warp = true;
   o.paths.device_embedding_index = true;
   o.paths.adamw_multi_tensor = true;
+  o.paths.matmul_autotune = true;
   return o;
 }
 
