@@ -1,6 +1,8 @@
 // Playground: token embedding forward (gather) and deterministic backward (kernels/embedding.cu).
 // Build: make embedding   Run: ./embedding
-// Versions: 1 = the mainline kernels (host-built grouping of positions by token, one fp32 sum per token).
+// Versions of the backward's index (positions grouped by token): 1 = built on the host (a stable sort) and
+// uploaded; 2 = built on the device from the uploaded tokens (embedding_grad_index_build_device). The backward
+// (one fp32 sum per token) over each, validated against the CPU twin; the builds and the backward timed.
 #include "dev/cuda/common.h"
 #include "kernels/embedding.cu"
 #include "kernels/staging.cu"
@@ -22,10 +24,14 @@ int main() {
     float* d_dtable = device_alloc<float>((size_t)V * C);  // fp32: a parameter gradient
     cudaCheck(cudaMemset(d_dtable, 0, (size_t)V * C * sizeof(float)));
     int32_t* d_tokens = to_device(tokens);
-    auto index = stapo::embedding_grad_index_create(N);
-    stapo::embedding_grad_index_build(index, tokens.data(), N, V, 0);
+    auto index = stapo::embedding_grad_index_create(N), device_index = stapo::embedding_grad_index_create(N, true);
+    auto build_host = [&] { stapo::embedding_grad_index_build(index, tokens.data(), N, V, 0); };
+    auto build_device = [&] { stapo::embedding_grad_index_build_device(device_index, d_tokens, N, V, 0); };
+    build_host();
+    build_device();
     auto forward = [&] { stapo::embedding_forward(d_out, d_tokens, d_table, N, C, 0); };
     auto backward = [&] { stapo::embedding_backward(d_dtable, d_dout, index, C, 0); };
+    auto backward_device = [&] { stapo::embedding_backward(d_dtable, d_dout, device_index, C, 0); };
     if (!bench) {
       std::printf("validate N=%d V=%d C=%d\n", N, V, C);
       std::vector<float> out((size_t)N * C), dtable((size_t)V * C, 0.0f);
@@ -36,12 +42,20 @@ int main() {
       cudaCheck(cudaDeviceSynchronize());
       validate("out", from_device_bf16(d_out, out.size()), out, 0.0);
       validate("dtable", from_device(d_dtable, dtable.size()), dtable, 1e-5);
+      cudaCheck(cudaMemset(d_dtable, 0, (size_t)V * C * sizeof(float)));
+      backward_device();
+      cudaCheck(cudaDeviceSynchronize());
+      validate("dtable, version 2 index", from_device(d_dtable, dtable.size()), dtable, 1e-5);
     } else {
-      const float fwd = time_ms(forward), bwd = time_ms(backward);
-      std::printf("N=%d C=%d  forward %.3f ms (%.0f GB/s)  backward %.3f ms (%d distinct tokens)\n", N, C, fwd,
-                  2.0 * N * C * 2 / fwd / 1e6, bwd, index.groups);
+      const float fwd = time_ms(forward), bwd = time_ms(backward), bwd2 = time_ms(backward_device);
+      // The host build's time is the host's (sort + enqueued upload) as the stream sees it: time_ms's events.
+      const float host_build = time_ms(build_host), device_build = time_ms(build_device);
+      std::printf("N=%d C=%d  forward %.3f ms (%.0f GB/s)  backward %.3f ms (%d distinct tokens), over the device "
+                  "index %.3f ms\n  index build: version 1 (host) %.3f ms, version 2 (device) %.3f ms\n", N, C, fwd,
+                  2.0 * N * C * 2 / fwd / 1e6, bwd, index.groups, bwd2, host_build, device_build);
     }
     stapo::embedding_grad_index_free(index);
+    stapo::embedding_grad_index_free(device_index);
     for (void* p : {(void*)d_table, (void*)d_dout, (void*)d_out, (void*)d_dtable, (void*)d_tokens})
       cudaCheck(cudaFree(p));
   }
