@@ -2,8 +2,9 @@
 # ONE command for all GPU verification, sized for a short lease on a lent H100/H200:
 #   versions -> configure + build of the GPU targets (Release, sm_90a, all cores) -> every `gpu`-labelled test ->
 #   the CUDA engine's tests again with their measured errors printed (tests/train/test_cuda_engine.cpp) -> the
-#   benchmarks (ours with the SIMT and the tensor-core attention, each with its per-phase table; ours lean; ours
-#   on cuDNN's attention where that path is built; PyTorch's baselines pure_bf16 and amp with their phases, then
+#   benchmarks (ours with the SIMT and the tensor-core attention, and with every StepPaths switch on, each with its
+#   per-phase table; ours lean; ours on cuDNN's attention where that path is built; PyTorch's baselines pure_bf16
+#   and amp with their phases, then
 #   amp under torch.compile) -> the 8B benchmark under an 80 GB cap (ours vs PyTorch's pure_bf16 and amp,
 #   dev/bench/gpu_step_8b.json) -> the dev/cuda playgrounds (attention versions 2, 4, 5 in one table) -> a short
 #   `make demo` on the GPU -> compute-sanitizer memcheck over the kernel and engine tests -> racecheck over the
@@ -254,6 +255,9 @@ want engine_tests && run_part engine_tests engine_tests
 if want bench; then
   run_part bench_ours bench_ours ours --phases 3
   run_part bench_flash2 bench_ours ours_flash2 --attention flash2 --phases 3
+  # Every faster step path of train/cuda_model.h's StepPaths on (each off by default until measured): against "ours".
+  run_part bench_paths bench_ours ours_paths --grad-first-write --rmsnorm-warp --device-embedding-index \
+    --adamw-multi-tensor --matmul-autotune --phases 3
   # bf16 weights with stochastic rounding: the like-for-like of PyTorch's pure_bf16 baseline.
   run_part bench_bf16 bench_ours ours_bf16 --bf16-params
   # The least-memory configuration: bf16 weights with stochastic rounding, every layer recomputed.
@@ -283,7 +287,7 @@ echo "== benchmark (dev/bench/gpu_step_config.json)"
 python3 - "$out" <<'PY'
 import json, os, sys
 out = sys.argv[1]
-IMPLS = ("ours", "ours_flash2", "ours_bf16", "ours_lowmem", "ours_cudnn", "torch_pure_bf16", "torch_amp",
+IMPLS = ("ours", "ours_flash2", "ours_paths", "ours_bf16", "ours_lowmem", "ours_cudnn", "torch_pure_bf16", "torch_amp",
          "torch_amp_compile")
 rows = []
 for impl in IMPLS:
@@ -312,7 +316,7 @@ if ours_r and torch_r and abs(ours_r["model_tflops_per_step"] / torch_r["model_t
 for impl, base, goal in (("ours", "torch_amp", 1.5), ("ours_flash2", "torch_amp", 1.5), ("ours", "torch_amp_compile", 1.2),
                          ("ours_flash2", "torch_amp_compile", 1.2), ("ours_bf16", "torch_pure_bf16", None),
                          ("ours_lowmem", "torch_pure_bf16", None),
-                         ("ours_lowmem", "torch_amp", None)):
+                         ("ours_lowmem", "torch_amp", None), ("ours_paths", "ours", None)):
     r, b = results.get(impl), results.get(base)
     if r and b and b.get("peak_memory_gib") and r.get("peak_memory_gib"):
         rows.append(f"{impl} / {base}: tokens/s x{r['tokens_per_s'] / b['tokens_per_s']:.2f}"
