@@ -4,8 +4,8 @@
 #   the CUDA engine's tests again with their measured errors printed (tests/train/test_cuda_engine.cpp) -> the
 #   benchmarks (ours with the SIMT and the tensor-core attention, and with every StepPaths switch on, each with its
 #   per-phase table; ours lean; ours on cuDNN's attention where that path is built; PyTorch's baselines pure_bf16
-#   and amp with their phases, then
-#   amp under torch.compile) -> the 8B benchmark under an 80 GB cap (ours vs PyTorch's pure_bf16 and amp,
+#   and amp with their phases, then amp under torch.compile) -> the 8B benchmark under an 80 GB cap (ours vs
+#   PyTorch's pure_bf16 and amp,
 #   dev/bench/gpu_step_8b.json) -> the dev/cuda playgrounds (attention versions 2, 4, 5 in one table) -> a short
 #   `make demo` on the GPU -> compute-sanitizer memcheck over the kernel and engine tests -> racecheck over the
 #   tensor-core attention tests -> a summary table, printed last. GPU_CHECK_PARTS selects parts.
