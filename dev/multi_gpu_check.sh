@@ -4,15 +4,17 @@
 #   versions -> build (GPU targets + MPI) -> the NCCL backend's and the CUDA engine's GPU tests at W = 1 (the
 #   engine over NCCL equals the engine without it, bit for bit, train/cuda_zero.h) -> the CPU engine's data-parallel
 #   tests (mpirun -np 1/2/4) -> reduce-scatter (fp32) and all-gather (bf16) bus bandwidth at W = 2, 4, 8 ->
-#   train_stapo at W = 1, 2, 4, 8 against grad_accum W on one GPU, ZeRO-1 on and off, a checkpoint saved at 8 and
-#   resumed at 4 -> tokens/s at fixed pairs per GPU for W = 1, 2, 4, 8 -> a summary table, printed last.
+#   train_stapo at W = 1, 2, 4, 8 against grad_accum W on one GPU, with the gradients reduced after the backward
+#   (--zero-overlap 0) and bucket by bucket during it (--zero-overlap 1), ZeRO-1 on and off, a checkpoint saved at 8
+#   and resumed at 4 -> tokens/s at fixed pairs per GPU for W = 1, 2, 4, 8, and at the largest W with
+#   --zero-overlap 1 -> a summary table, printed last.
 # Results go to the folder given as $1, else $OUT, else ./out/multi_gpu_check. Each part is bounded by a timeout
 # and reported; the script keeps going after a failure.
 #
 #   dev/multi_gpu_check.sh [OUTDIR]
 #
 # Status: written without a multi-GPU machine; it has NOT run yet, and neither has train_stapo with more than one
-# rank (train/cuda_zero.h: NCCL, ZeRO-1), which its training parts are the first test of.
+# rank (train/cuda_zero.h: NCCL, ZeRO-1, the overlapped reduction), which its training parts are the first test of.
 # Machines without the Debian build packages: run `dev/device_deps.sh download` where a registry is reachable,
 # carry .debs/ and .deps/; this script unpacks them (OpenMPI included) into .sysroot/ as dev/gpu_check.sh does.
 set -u -o pipefail
@@ -96,8 +98,9 @@ same_steps() {
     END { exit (n == 0 || bad) }'
 }
 
-# W ranks with --batch-size 2 vs one GPU with --grad-accum W (and --grad-accum 8/W against 8 on one GPU); ZeRO-1
-# off at the largest W; saved at 8 (or the largest W), resumed at half of it.
+# W ranks with --batch-size 2 vs one GPU with --grad-accum W (and --grad-accum 8/W against 8 on one GPU), the
+# gradients reduced after the backward and (--zero-overlap 1) during it; ZeRO-1 off at the largest W, both ways;
+# saved at 8 (or the largest W), resumed at half of it.
 train_equivalence() {
   setup_data || return 1
   local w top=1 bad=0
@@ -107,9 +110,17 @@ train_equivalence() {
     [ "$w" -ge 2 ] || continue
     mpi "$w" "${TRAIN[@]}" --batch-size 2 --grad-accum $((8 / w)) --max-steps 6 --save-every 3 --out "$W/w$w" || return 1
     same_steps "$W/w1/log.jsonl" "$W/w$w/log.jsonl" 2e-2 && echo "W=$w = grad_accum $w·$((8 / w)) on one GPU" || bad=1
+    mpi "$w" "${TRAIN[@]}" --batch-size 2 --grad-accum $((8 / w)) --max-steps 6 --zero-overlap 1 \
+      --out "$W/w${w}overlap" || return 1
+    same_steps "$W/w1/log.jsonl" "$W/w${w}overlap/log.jsonl" 2e-2 &&
+      echo "W=$w, --zero-overlap 1 = grad_accum $w·$((8 / w)) on one GPU" || bad=1
   done
   mpi "$top" "${TRAIN[@]}" --batch-size 2 --grad-accum $((8 / top)) --max-steps 6 --zero 0 --out "$W/zero0" || return 1
   same_steps "$W/w$top/log.jsonl" "$W/zero0/log.jsonl" 2e-2 && echo "ZeRO-1 = unsharded at W=$top" || bad=1
+  mpi "$top" "${TRAIN[@]}" --batch-size 2 --grad-accum $((8 / top)) --max-steps 6 --zero 0 --zero-overlap 1 \
+    --out "$W/zero0overlap" || return 1
+  same_steps "$W/w$top/log.jsonl" "$W/zero0overlap/log.jsonl" 2e-2 &&
+    echo "ZeRO-1 = unsharded at W=$top, --zero-overlap 1" || bad=1
   local half=$((top / 2))
   cp -r "$W/w$top" "$W/resumed"
   mpi "$half" "${TRAIN[@]}" --batch-size 2 --grad-accum $((8 / half)) --max-steps 6 --out "$W/resumed" \
@@ -119,28 +130,31 @@ train_equivalence() {
   return $bad
 }
 
-# Weak scaling: 8 pairs of 1024 tokens per GPU per step on a ~1B-shaped model, tokens/s of steps 3-10.
+# Weak scaling: 8 pairs of 1024 tokens per GPU per step on a ~1B-shaped model, tokens/s of steps 3-10; the largest
+# W again with --zero-overlap 1 (the overlapped reduction's gain).
 scaling() {
-  local w
+  local w top=1 flags name
   ./make_synthetic_data --out "$W/big-data" --pairs 2048 --eval 8 --seed 5 --model-out "$W/big" --layers 16 \
     --hidden 2048 --heads 32 --kv-heads 8 --ffn 8192 >/dev/null &&
     ./prepare_data --tokenizer "$W/big" --template chatml --in "$W/big-data/train.jsonl" --out "$W/big.bin" \
       --max-length 1024 >/dev/null || return 1
-  for w in $(sizes); do
+  for w in $(sizes) overlap; do
+    flags=()
+    if [ "$w" = overlap ]; then w=$top flags=(--zero-overlap 1) name=scale${top}overlap; else top=$w name=scale$w; fi
     mpi "$w" ./train_stapo --model "$W/big" --data "$W/big.bin" --batch-size 8 --max-length 1024 --max-steps 10 \
-      --step0-pairs 0 --out "$W/scale$w" >"$W/scale$w.log" 2>&1 || { tail -n 5 "$W/scale$w.log"; return 1; }
-    grep '"tokens_per_s"' "$W/scale$w/log.jsonl" | tail -n 8 |
-      sed -E 's/.*"tokens_per_s":([^,]+).*/\1/' | awk -v w="$w" '{ s += $1; n++ }
-        END { printf "W=%d: %.0f tokens/s (%.0f per GPU)\n", w, s / n, s / n / w }'
+      --step0-pairs 0 "${flags[@]}" --out "$W/$name" >"$W/$name.log" 2>&1 || { tail -n 5 "$W/$name.log"; return 1; }
+    grep '"tokens_per_s"' "$W/$name/log.jsonl" | tail -n 8 |
+      sed -E 's/.*"tokens_per_s":([^,]+).*/\1/' | awk -v w="$w" -v how="${flags[*]}" '{ s += $1; n++ }
+        END { printf "W=%d%s: %.0f tokens/s (%.0f per GPU)\n", w, how == "" ? "" : " " how, s / n, s / n / w }'
   done
 }
 
-# Limits add up to 7.75 minutes, the build's being most of it.
+# Limits add up to 7.9 minutes, the build's being most of it.
 run_part versions 15 versions
-run_part build 240 configure_and_build
+run_part build 225 configure_and_build
 run_part nccl_w1 60 nccl_w1
-run_part busbw 45 busbw
-run_part train_equiv 45 train_equivalence
+run_part busbw 40 busbw
+run_part train_equiv 75 train_equivalence
 run_part scaling 60 scaling
 echo
 echo "== summary (logs in $out)"

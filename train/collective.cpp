@@ -51,6 +51,7 @@ class SingleCollective : public Collective {
   void all_reduce(void*, size_t, ElementType, void*) override {}
   void reduce_scatter(void*, size_t, ElementType, void*) override {}
   void all_gather(void*, size_t, ElementType, void*) override {}
+  void reduce(void*, const std::vector<ReducePiece>&, ElementType, void*) override {}
   std::unique_ptr<Collective> split(int color) override { return color < 0 ? nullptr : collective_single(); }
 };
 
@@ -107,6 +108,20 @@ ShardRange shard_range(size_t n, int rank, int world_size) {
 ShardRange range_overlap(const ShardRange& range, size_t offset, size_t numel) {
   const size_t lo = std::max(offset, range.begin), hi = std::min(offset + numel, range.end());
   return hi > lo ? ShardRange{lo, hi - lo} : ShardRange{lo, 0};
+}
+
+std::vector<ReducePiece> reduce_pieces(const ShardRange& range, size_t n, int world_size) {
+  STAPO_CHECK(range.end() <= n, "reduce_pieces: range [", range.begin, ", ", range.end(), ") outside a buffer of ", n);
+  std::vector<ReducePiece> out;
+  if (range.count == 0) return out;
+  const size_t share = shard_range(n, 0, world_size).count;  // ranks before the range's first element own none of it
+  for (int r = int(range.begin / share); r < world_size; ++r) {
+    const ShardRange shard = shard_range(n, r, world_size);
+    if (shard.begin >= range.end()) break;
+    const ShardRange part = range_overlap(shard, range.begin, range.count);
+    if (part.count > 0) out.push_back({part, r});
+  }
+  return out;
 }
 
 size_t element_size(ElementType type) { return type == ElementType::f64 ? 8 : type == ElementType::f32 ? 4 : 2; }

@@ -41,6 +41,17 @@ ShardRange shard_range(size_t n, int rank, int world_size);
 // The part of [offset, offset + numel) (a tensor in a parameter buffer) inside `range` (count 0: none).
 ShardRange range_overlap(const ShardRange& range, size_t offset, size_t numel);
 
+// A run of a buffer that lies in one rank's shard, and that rank (Collective::reduce).
+struct ReducePiece {
+  ShardRange range;
+  int root = 0;
+};
+// `range` of an n-element buffer cut at the shard boundaries of W ranks: one piece per rank whose
+// shard_range(n, r, W) it meets, in buffer (= rank) order, no empty pieces. Reducing every piece to its root leaves
+// each rank's shard of `range` summed over ranks, as reduce_scatter leaves the whole shard: ZeRO-1's overlapped
+// reduction (train/cuda_zero.h) reduces the gradient buffer this way, one bucket of it at a time.
+std::vector<ReducePiece> reduce_pieces(const ShardRange& range, size_t n, int world_size);
+
 enum class ElementType { f32, f64, bf16 };
 size_t element_size(ElementType type);
 template <typename T>
@@ -72,6 +83,9 @@ class Collective {
   virtual void all_reduce(void* data, size_t n, ElementType type, void* stream) = 0;
   virtual void reduce_scatter(void* data, size_t n, ElementType type, void* stream) = 0;
   virtual void all_gather(void* data, size_t n, ElementType type, void* stream) = 0;
+  //   reduce          for each piece: data[piece.range] on rank piece.root ← Σ over ranks of that range; elsewhere
+  //                   data is left undefined (nccl: the pieces as one group of ncclReduce)
+  virtual void reduce(void* data, const std::vector<ReducePiece>& pieces, ElementType type, void* stream) = 0;
   virtual size_t buffer_elements(size_t n) const { return n; }
   // Waits for the collectives queued on `stream` (nccl: with the timeout, failing with a clear error when a peer
   // never comes); the host backends are done when their call returns.

@@ -114,6 +114,17 @@ class MpiCollective : public Collective {
     }
   }
 
+  void reduce(void* data, const std::vector<ReducePiece>& pieces, ElementType type, void*) override {
+    const size_t es = element_size(type);
+    for (const ReducePiece& p : pieces)
+      for (size_t c0 = 0; c0 < p.range.count; c0 += kChunk) {
+        char* at = static_cast<char*>(data) + (p.range.begin + c0) * es;
+        const int count = int(std::min(kChunk, p.range.count - c0));
+        mpi_check(MPI_Reduce(rank_ == p.root ? MPI_IN_PLACE : at, at, count, mpi_type(type), MPI_SUM, p.root, comm_),
+                  "Reduce");
+      }
+  }
+
   void all_gather(void* data, size_t n, ElementType type, void*) override {
     const size_t es = element_size(type);
     std::vector<int> counts(static_cast<size_t>(world_size_)), displs(static_cast<size_t>(world_size_));

@@ -139,6 +139,18 @@ class NcclCollective : public Collective {
     check(ncclAllGather(own, data, per, nccl_type(type), comm_, cuda_stream(stream)), "ncclAllGather");
   }
 
+  // One group: NCCL runs the pieces (a bucket cut at shard boundaries) together; in place on each root.
+  void reduce(void* data, const std::vector<ReducePiece>& pieces, ElementType type, void* stream) override {
+    const size_t es = element_size(type);
+    check(ncclGroupStart(), "ncclGroupStart");
+    for (const ReducePiece& p : pieces) {
+      char* at = static_cast<char*>(data) + p.range.begin * es;
+      check(ncclReduce(at, at, p.range.count, nccl_type(type), ncclSum, p.root, comm_, cuda_stream(stream)),
+            "ncclReduce");
+    }
+    check(ncclGroupEnd(), "ncclGroupEnd");
+  }
+
   size_t buffer_elements(size_t n) const override { return padded_share(n) * size_t(world_size_); }
 
   void synchronize(void* stream) override {

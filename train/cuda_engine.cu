@@ -134,7 +134,10 @@ CudaEngine::CudaEngine(const ModelConfig& config, const CpuModel<float>* weights
   cudaCheck(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   model_ = std::make_unique<CudaModel>(config, model_options(options), stream_);
 
-  ranks_ = std::make_unique<CudaZero>(options.data_parallel, options.zero1, model_->buffer_elements(), stream_);
+  ranks_ = std::make_unique<CudaZero>(
+      options.data_parallel, options.zero1, options.zero_overlap, model_->buffer_elements(),
+      grad_bucket_bounds(model_->specs(), model_->offsets(), model_->buffer_elements()), stream_);
+  model_->set_grads_ready([this](int bucket) { ranks_->bucket_ready(bucket, model_->grads()); });
   const std::vector<ParamSpec>& specs = model_->specs();
   const std::vector<size_t>& offsets = model_->offsets();
   const size_t mine = ranks_->updates().count;  // elements of this rank's optimizer state
@@ -294,7 +297,9 @@ void CudaEngine::run_pairs(const PairBatch& batch, const LossConfig& loss, const
   if (backward) {
     token_dlogp(model.dlogp(), dseq_, model.response_sequence(), M, stream_);
     if (prompt) token_dlogp_prompt(model.dlogp(), dprompt_, model.prompt_sequence(), M, stream_);
+    ranks_->begin_backward(scale.last);
     model.backward();
+    ranks_->end_backward();
   }
   sample_memory();
 }

@@ -27,7 +27,8 @@
 // train/memory_plan.h, from the sizes the model and the kernels allocate.
 //
 // Data parallel (options.data_parallel, train/cuda_zero.h): one process per GPU over NCCL; the gradients are
-// reduced over the ranks in optimizer_step, and under ZeRO-1 a rank keeps master weights and moments for its
+// reduced over the ranks in optimizer_step (with zero_overlap during the last backward of the step, which
+// StepScale::last marks), and under ZeRO-1 a rank keeps master weights and moments for its
 // shard of the parameters only (2 + 4 + 12/W bytes per parameter, or 2 + 4 + 8/W with --master none): AdamW runs
 // on each tensor's part in the shard. With more than one rank the engine takes --master fp32|none, --moments fp32
 // and --grads fp32 only (cuda_engine_check_data_parallel): the split master's low halves and 8-bit moments are
@@ -75,6 +76,9 @@ struct CudaEngineOptions {
   Collective* data_parallel = nullptr;  // the job's ranks, kept by reference (null: one process)
   bool zero1 = true;                    // under data_parallel: ZeRO-1, else all-reduced gradients
   StepPaths paths;  // faster code paths of the step, each off until measured (train/cuda_model.h)
+  // Under data_parallel: reduce the gradients bucket by bucket during the step's last backward, on a second stream
+  // (train/cuda_zero.h), rather than in one call in optimizer_step. Off by default until a GPU run has validated it.
+  bool zero_overlap = false;
 };
 
 // What the engine will allocate for micro-batches of `batch_size` pairs of `max_length` tokens, as the planner's

@@ -355,6 +355,7 @@ void CudaModel::backward() {
   phase(Phase::norm_backward);
   rmsnorm_backward(d_resid_, g.final_norm, rmsnorm_scratch_, d_norm_, final_resid_, w.final_norm, final_rstd_, N, C,
                    stream_, !first, norm_kernel);
+  grads_done(c.num_hidden_layers + 1);  // final norm, lm_head (tied: the embedding's bucket, below)
   // d_resid_ holds the residual stream's gradient; each branch's backward adds to it (rmsnorm_backward +=).
   // Activation gradients are bf16 (=); weight gradients go to the fp32 buffer (β = 1: +=; β = 0 on the first write).
   for (int l = c.num_hidden_layers - 1; l >= 0; --l) {
@@ -404,9 +405,11 @@ void CudaModel::backward() {
     phase(Phase::norm_backward);
     rmsnorm_backward(d_resid_, gl.input_norm, rmsnorm_scratch_, d_norm_, a.resid, wl.input_norm, a.rstd1, N, C,
                      stream_, !first, norm_kernel);
+    grads_done(1 + l);
   }
   phase(Phase::embedding);
   embedding_backward(g.embed, d_resid_, embedding_index_, C, stream_);
+  grads_done(0);
 }
 
 }  // namespace stapo

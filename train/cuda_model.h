@@ -27,6 +27,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -130,6 +131,10 @@ class CudaModel {
   // Accumulates (+=) into grads() the gradient of Σ_m dlogp[m]·logp[m] for the batch of the last forward (writes
   // it, after a lazy zero_grad).
   void backward();
+  // Called by backward, on the host, once the stream holds every write to a bucket of grad_bucket_bounds
+  // (train/memory_plan.h) — L + 1 (final norm, lm_head), then L, ..., 1 (layer b − 1), then 0 (embedding) — so that
+  // data parallel can reduce that bucket while the rest of the backward runs (train/cuda_zero.h). Null: none.
+  void set_grads_ready(std::function<void(int bucket)> hook) { grads_ready_ = std::move(hook); }
   // Marks each phase of forward and backward on `timer` (nullptr: off; dev/bench/gpu_step --phases).
   void set_phase_timer(PhaseTimer* timer) { timer_ = timer; }
 
@@ -149,6 +154,9 @@ class CudaModel {
   void phase(Phase p) {
     if (timer_ && !restoring_) timer_->mark(p);
   }
+  void grads_done(int bucket) {
+    if (grads_ready_) grads_ready_(bucket);
+  }
 
   ModelConfig config_;
   CudaModelOptions options_;
@@ -156,6 +164,7 @@ class CudaModel {
   PhaseTimer* timer_ = nullptr;
   bool restoring_ = false;
   bool grads_pending_zero_ = false;  // zero_grad was lazy and no backward has written the gradients since
+  std::function<void(int)> grads_ready_;
   MatmulContext matmul_;
   LmHeadWorkspace lm_head_ws_;
   EmbeddingGradIndex embedding_index_;

@@ -3,8 +3,15 @@
 // (train/cpu_engine.h, docs/distributed.md) on the device:
 //   every rank holds the whole bf16 model and the whole fp32 gradient buffer and runs its share of the step's pairs
 //   (the trainer passes the step's global normalisers, so the gradients sum to one process's);
-//   optimizer_step: the gradients are reduce-scattered (ZeRO-1) or all-reduced, in one call over the whole
-//   buffer after the step's last backward (not per layer, not overlapped with the backward);
+//   the gradients are reduce-scattered (ZeRO-1) or all-reduced, by default in one call over the whole buffer in
+//   optimizer_step; with overlap (--zero-overlap 1) bucket by bucket (train/memory_plan.h's grad_bucket_bounds: a
+//   layer each, the embedding, the final norm and lm_head) during the step's last backward, on a second stream:
+//   as the backward completes a bucket (CudaModel::set_grads_ready) an event on the compute stream lets the
+//   communication stream reduce it while the backward goes on. ZeRO-1 reduces each bucket as reduce_pieces cuts it
+//   at the shard boundaries, every piece to the rank whose shard holds it (NCCL: one group of ncclReduce per
+//   bucket), so each rank ends with the same summed shard as the whole-buffer reduce-scatter leaves, and the shards,
+//   AdamW and checkpoints are those of the default; without ZeRO-1 each bucket is all-reduced. optimizer_step's
+//   stream waits for the communication stream before the norm;
 //   each rank adds the squares of its shard_range to the norm's GRAD_NORM_BLOCKS partials, and one all-reduce of
 //   those partials and the non-finite-loss flag gives every rank the same norm, clip factor and decision;
 //   ZeRO-1: each rank's AdamW updates its shard_range with master weights and moments for that range only, then the
@@ -30,7 +37,11 @@ class CudaZero {
   // ranks: the job (null: one process), kept by reference; zero1: shard the optimizer (else all-reduce);
   // buffer_elements: the model's buffers (a multiple of shards(ranks) × the alignment). Runs no collective, so a
   // rank may build an engine alone (the reference pass runs on rank 0 only).
-  CudaZero(Collective* ranks, bool zero1, size_t buffer_elements, cudaStream_t stream);
+  // overlap: reduce bucket by bucket during the step's last backward; bucket_bounds: grad_bucket_bounds of the
+  // buffer (used with overlap only).
+  CudaZero(Collective* ranks, bool zero1, bool overlap, size_t buffer_elements, std::vector<size_t> bucket_bounds,
+           cudaStream_t stream);
+  ~CudaZero();
   CudaZero(const CudaZero&) = delete;
   CudaZero& operator=(const CudaZero&) = delete;
 
@@ -43,7 +54,16 @@ class CudaZero {
   bool holds_whole() const { return updates_.count == elements_; }
   std::string description() const;  // for logs; "" for one process
 
+  // Around each backward (CudaEngine::run_pairs): `last` says it is the step's last one (StepScale::last), whose
+  // buckets bucket_ready reduces with overlap as the backward completes them (in the backward's order: L + 1, L,
+  // ..., 0, checked, since every rank must issue the same collectives in the same order). A backward after the
+  // step's reduction has begun is an error.
+  void begin_backward(bool last);
+  void bucket_ready(int bucket, float* grads);
+  void end_backward();
   // On the stream, in this order per optimizer step. grads (buffer_elements): Σ over ranks, of updates() at least.
+  // With overlap: waits for the buckets reduced during the backward, or (a rank whose step had no last backward:
+  // no pairs, or a caller that does not mark it) reduces every bucket now, in the same order.
   void reduce_gradients(float* grads);
   // Adds this rank's part of Σ g² (its shard_range) into partials (GRAD_NORM_BLOCKS + 1 floats: the last is
   // scratch), then sums partials and *nonfinite_loss (int, 0 or 1) over ranks: grad_norm_finish reads both.
@@ -60,11 +80,20 @@ class CudaZero {
   std::vector<float> gather_to_host(const float* mine);
 
  private:
+  void reduce_bucket(int bucket, float* grads, cudaStream_t stream);
+
   Collective* ranks_;
   bool zero1_;
   size_t elements_;
   ShardRange updates_, norm_part_;
   cudaStream_t stream_;
+  // Overlap (data parallel only): the buckets, the communication stream, and this step's progress.
+  std::vector<ShardRange> buckets_;               // empty without overlap
+  std::vector<std::vector<ReducePiece>> pieces_;  // ZeRO-1: each bucket's reduce_pieces
+  cudaStream_t comm_ = nullptr;
+  cudaEvent_t ready_ = nullptr, reduced_ = nullptr;  // a bucket's writes on stream_; the buckets' reductions on comm_
+  bool armed_ = false;  // inside the step's last backward
+  int issued_ = 0;      // buckets reduced (or queued) since the last reduce_gradients
 };
 
 }  // namespace stapo

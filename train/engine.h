@@ -37,6 +37,9 @@ namespace stapo {
 struct StepScale {
   double pairs = 1;       // P
   double nll_tokens = 1;  // N
+  // This run_pairs is the step's last backward (on this rank): a data-parallel engine may then reduce the
+  // gradients over the ranks as the backward completes them (train/cuda_zero.h). False: unknown, reduced later.
+  bool last = false;
   double nll_weight() const { return pairs / nll_tokens; }
 };
 

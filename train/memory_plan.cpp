@@ -81,6 +81,25 @@ GradLayout grad_layout(const std::vector<ParamSpec>& specs, GradKind kind, int s
   return out;
 }
 
+std::vector<size_t> grad_bucket_bounds(const std::vector<ParamSpec>& specs, const std::vector<size_t>& offsets,
+                                       size_t total) {
+  STAPO_CHECK(specs.size() == offsets.size(), "grad_bucket_bounds: ", specs.size(), " tensors, ", offsets.size(),
+              " offsets");
+  int layers = 0;
+  for (const ParamSpec& s : specs) layers = std::max(layers, s.layer + 1);
+  std::vector<size_t> bounds(size_t(layers) + 3, total);
+  bounds[0] = 0;
+  int bucket = 0;  // of the tensor before: buckets must come in order, each once
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const int b = specs[i].layer >= 0 ? 1 + specs[i].layer : specs[i].role == ParamRole::embed ? 0 : layers + 1;
+    STAPO_CHECK(b >= bucket && offsets[i] <= total, "grad_bucket_bounds: tensor ", specs[i].name, " (", i,
+                ") is out of the order embedding, layers 0..", layers - 1, ", final norm and lm_head");
+    for (int skipped = bucket + 1; skipped <= b; ++skipped) bounds[size_t(skipped)] = offsets[i];
+    bucket = b;
+  }
+  return bounds;
+}
+
 ActivationLayout activation_layout(const ModelConfig& c, uint64_t n, int level) {
   STAPO_CHECK(level >= 0 && level <= 2, "--recompute ", level, " is not 0, 1 or 2");
   const uint64_t C = c.hidden_size, F = c.intermediate_size, H = c.num_attention_heads;

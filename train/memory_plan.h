@@ -75,6 +75,15 @@ struct GradLayout {
 };
 GradLayout grad_layout(const std::vector<ParamSpec>& specs, GradKind kind, int shards = 1);
 
+// The parameter buffer (laid out by param_offsets, `total` elements) cut into the buckets the backward completes one
+// after the other, for data parallel's overlapped reduction (train/cuda_zero.h): bucket 0 the tensors before the
+// layers (the embedding), 1 + l layer l's, L + 1 those after them (final norm, lm_head). Returns L + 3 bounds:
+// bucket b is [bounds[b], bounds[b + 1]); each starts at its first tensor (bucket 0 at 0) and the last ends at
+// `total`, so the buckets cover the buffer, alignment padding included. An error if a bucket's tensors are not
+// consecutive in the order.
+std::vector<size_t> grad_bucket_bounds(const std::vector<ParamSpec>& specs, const std::vector<size_t>& offsets,
+                                       size_t total);
+
 // A slot that belongs to a layer (the others are the arena's once).
 inline bool act_slot_per_layer(ActSlot s) { return s <= ActSlot::lse; }
 struct ActBuffer {

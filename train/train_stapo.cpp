@@ -103,6 +103,11 @@ int main(int argc, char** argv) {
   app.add_option("--peak-tflops", options.peak_tflops,
                  "the card's dense bf16 peak for MFU (default: known from the device name, e.g. H100 989)");
   app.add_option("--report-every", options.report_every_s, "seconds between MFU / memory lines (0: off)");
+  int zero_overlap = 0;
+  app.add_option("--zero-overlap", zero_overlap,
+                 "under data parallel: 1 reduces the gradients layer by layer during the step's last backward, on a "
+                 "second stream; 0 (default until a multi-GPU run has validated 1) in one call after it")
+      ->check(CLI::Range(0, 1));
   stapo::NcclOptions nccl;
   app.add_option("--rendezvous", nccl.rendezvous_dir,
                  "data parallel without MPI (srun without PMIx): a directory every node sees, where rank 0 leaves the "
@@ -121,6 +126,7 @@ int main(int argc, char** argv) {
     options.grads = stapo::grads_from_name(grads);
     options.memory_cap_bytes = (uint64_t)(cap_gib * double(1ull << 30));
     options.zero1 = flags.zero == 1;
+    options.zero_overlap = zero_overlap == 1;
     const stapo::DistributedEnv env = stapo::distributed_env();
     if (dry_run) return (void)plan_fits(options, flags, true, env.world_size, true);  // no device, no collective
     // Several processes: one GPU each (the local rank's), NCCL between them; the collective exists before any

@@ -138,8 +138,13 @@ void run_micro_batches(Engine& engine, const std::vector<PairBatch>& micro_batch
     ranks->all_reduce_host(both, 2, ReduceOp::sum);
     scale = {both[0], both[1]};
   }
-  for (const PairBatch& b : micro_batches)
-    if (b.num_pairs > 0) engine.run_pairs(b, config, scale, backward);
+  size_t last = micro_batches.size();  // the last micro-batch with pairs (StepScale::last)
+  for (size_t i = 0; i < micro_batches.size(); ++i)
+    if (micro_batches[i].num_pairs > 0) last = i;
+  for (size_t i = 0; i < micro_batches.size(); ++i) {
+    scale.last = i == last;
+    if (micro_batches[i].num_pairs > 0) engine.run_pairs(micro_batches[i], config, scale, backward);
+  }
 }
 
 MetricSums step_forward_backward(Engine& engine, const std::vector<PairBatch>& micro_batches,

@@ -73,7 +73,8 @@ StepScale step_scale(const std::vector<PairBatch>& micro_batches, const LossConf
 int64_t count_tokens(const std::vector<PairBatch>& micro_batches);
 
 // Engine::run_pairs on each micro-batch of one step with the step's scale (backward or not); with `ranks`, the
-// scale of the whole step, summed over every rank's micro-batches (each rank calls this once per step).
+// scale of the whole step, summed over every rank's micro-batches (each rank calls this once per step). The last
+// micro-batch with pairs runs with StepScale::last.
 void run_micro_batches(Engine& engine, const std::vector<PairBatch>& micro_batches, const LossConfig& config,
                        bool backward, Collective* ranks = nullptr);
 // run_micro_batches, then the step's metrics from Engine::take_results (no optimizer step): evaluation, tests.

@@ -3,9 +3,11 @@
 // buffer against the checkpoint files' order), the single-process backend, and the file
 // rendezvous of the NCCL id (ranks as threads here; its timeout and its refusals). The MPI backend is tested
 // under mpirun by test_data_parallel.
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <map>
+#include <random>
 #include <thread>
 
 #include "common/file_io.h"
@@ -131,6 +133,57 @@ TEST(Collective, ShardsOfAPaddedParameterBufferAreRunsOfTheFile) {
   EXPECT_EQ(range_overlap({10, 5}, 15, 3).count, 0u);
 }
 
+// ZeRO-1's overlapped reduction (train/cuda_zero.h) reduces a bucket of the buffer as pieces, each to the rank whose
+// shard holds it: the pieces must tile the bucket in order, each inside its root's shard_range, and over any cut of
+// the buffer into buckets each rank must receive exactly its shard (what reduce_scatter gives it). W = 1..8, buffer
+// sizes W does not divide, buckets of 0, 1 and many elements, crossing several shards.
+TEST(Collective, ReducePiecesGiveEachRankItsShard) {
+  std::mt19937 rng(16);
+  for (int world = 1; world <= 8; world++)
+    for (size_t n : {size_t(1), size_t(7), size_t(64), size_t(950), size_t(1003)}) {
+      std::vector<size_t> cuts = {0, n};  // random bucket bounds, an empty bucket among them
+      for (int k = 0; k < 6; k++) cuts.push_back(std::uniform_int_distribution<size_t>(0, n)(rng));
+      std::sort(cuts.begin(), cuts.end());
+      std::vector<size_t> owner(n, size_t(world));  // the root that receives each element
+      for (size_t b = 0; b + 1 < cuts.size(); b++) {
+        const ShardRange bucket{cuts[b], cuts[b + 1] - cuts[b]};
+        size_t next = bucket.begin;
+        int last_root = -1;
+        for (const ReducePiece& p : reduce_pieces(bucket, n, world)) {
+          ASSERT_EQ(p.range.begin, next) << "W " << world << " n " << n << " bucket " << b;
+          ASSERT_GT(p.range.count, 0u);
+          ASSERT_GT(p.root, last_root);
+          const ShardRange shard = shard_range(n, p.root, world);
+          ASSERT_TRUE(p.range.begin >= shard.begin && p.range.end() <= shard.end())
+              << "W " << world << " n " << n << " piece [" << p.range.begin << ", " << p.range.end() << ") root "
+              << p.root;
+          for (size_t i = p.range.begin; i < p.range.end(); i++) owner[i] = size_t(p.root);
+          next = p.range.end();
+          last_root = p.root;
+        }
+        ASSERT_EQ(next, bucket.end()) << "W " << world << " n " << n << " bucket " << b;
+      }
+      for (int r = 0; r < world; r++) {
+        const ShardRange shard = shard_range(n, r, world);
+        for (size_t i = shard.begin; i < shard.end(); i++) ASSERT_EQ(owner[i], size_t(r)) << "W " << world << " n " << n;
+      }
+    }
+  // By hand: 10 elements over 4 ranks are shards of 3, 3, 3, 1; [2, 8) is [2, 3) to 0, [3, 6) to 1, [6, 8) to 2.
+  const std::vector<ReducePiece> p = reduce_pieces({2, 6}, 10, 4);
+  ASSERT_EQ(p.size(), 3u);
+  EXPECT_EQ(p[0].range.begin, 2u);
+  EXPECT_EQ(p[0].range.count, 1u);
+  EXPECT_EQ(p[0].root, 0);
+  EXPECT_EQ(p[1].range.begin, 3u);
+  EXPECT_EQ(p[1].range.count, 3u);
+  EXPECT_EQ(p[1].root, 1);
+  EXPECT_EQ(p[2].range.begin, 6u);
+  EXPECT_EQ(p[2].range.count, 2u);
+  EXPECT_EQ(p[2].root, 2);
+  EXPECT_TRUE(reduce_pieces({9, 0}, 10, 4).empty());
+  EXPECT_THROW(reduce_pieces({8, 3}, 10, 4), Error);
+}
+
 TEST(Collective, SingleProcessIsTheIdentity) {
   const std::unique_ptr<Collective> one = collective_open_host(DistributedEnv{});
   EXPECT_STREQ(one->backend(), "single");
@@ -140,6 +193,7 @@ TEST(Collective, SingleProcessIsTheIdentity) {
   one->reduce_scatter(x.data(), x.size(), ElementType::f32, nullptr);
   one->all_gather(x.data(), x.size(), ElementType::f32, nullptr);
   one->all_reduce(x.data(), x.size(), ElementType::f32, nullptr);
+  one->reduce(x.data(), reduce_pieces({3, 20}, x.size(), 1), ElementType::f32, nullptr);
   EXPECT_EQ(x, before);
   double h[2] = {1.5, -2};
   one->all_reduce_host(h, 2, ReduceOp::sum);

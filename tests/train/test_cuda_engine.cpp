@@ -826,9 +826,11 @@ TEST(CudaEngine, MemoryCapLeavesNoMoreThanTheCap) {
 // Data parallel (train/cuda_zero.h) at W = 1, the only world size one GPU allows (NCCL refuses two ranks on one
 // GPU): the engine over an NCCL communicator runs every collective of the data-parallel step (reduce-scatter or
 // all-reduce of the gradients, the all-reduce of the norm's partials and the non-finite flag, the all-gather of the
-// bf16 weights, the checkpoint's gather) and must equal the engine without one bit for bit: three steps with both
-// weight modes and ZeRO-1 on and off, then a checkpoint after step 2 resumed into a fresh engine for step 3.
-// Several ranks: dev/multi_gpu_check.sh.
+// bf16 weights, the checkpoint's gather) and must equal the engine without one bit for bit: three steps of two
+// micro-batches with both weight modes, ZeRO-1 on and off, and the gradients reduced after the backward or bucket
+// by bucket during the last one (zero_overlap: ncclReduce of each bucket's pieces on a second stream; step 2 does
+// not mark its last micro-batch, so the buckets are reduced in optimizer_step instead), then a checkpoint after
+// step 2 resumed into a fresh engine for step 3. Several ranks: dev/multi_gpu_check.sh.
 TEST(CudaEngine, NcclOneRankEqualsOneProcess) {
   STAPO_REQUIRE_GPU();
   test::TempDir dir;
@@ -837,8 +839,15 @@ TEST(CudaEngine, NcclOneRankEqualsOneProcess) {
   AdamWConfig adamw;
   adamw.weight_decay = 0.1;
   auto step = [&](Engine& engine, int64_t t) {
+    const std::vector<PairBatch> micro = {check_batch(config.vocab_size, 1300 + uint64_t(t), true),
+                                          check_batch(config.vocab_size, 1400 + uint64_t(t), false)};
     engine.zero_grad();
-    run_micro_batches(engine, {check_batch(config.vocab_size, 1300 + uint64_t(t), true)}, loss, true);
+    if (t == 2) {  // StepScale::last left false
+      const StepScale scale = step_scale(micro, loss);
+      for (const PairBatch& b : micro) engine.run_pairs(b, loss, scale, true);
+    } else {
+      run_micro_batches(engine, micro, loss, true);
+    }
     engine.optimizer_step({1e-3, t == 2 ? 0.0 : 1e-3, adamw, t});  // steps 1 and 3 clipped (checked below), 2 not
     return engine.take_results();
   };
@@ -851,34 +860,46 @@ TEST(CudaEngine, NcclOneRankEqualsOneProcess) {
     }
   };
   for (bool bf16_params : {false, true})
-    for (bool zero1 : {true, false}) {
-      const std::string what = cat(bf16_params ? "bf16 weights" : "fp32 master", zero1 ? ", ZeRO-1" : ", all-reduce");
-      const std::unique_ptr<Collective> ranks = collective_nccl(DistributedEnv{}, NcclOptions{});
-      CudaEngineOptions parallel = engine_options(1, bf16_params);
-      parallel.data_parallel = ranks.get();
-      parallel.zero1 = zero1;
-      const auto model = test::engine_test_model(false, 1234);
-      CudaEngine one(*model, engine_options(1, bf16_params)), nccl(*model, parallel);
-      const std::string saved = dir.path + "/" + std::to_string(int(bf16_params)) + std::to_string(int(zero1));
-      for (int64_t t = 1; t <= 3; ++t) {
-        const StepResults want = step(one, t), got = step(nccl, t);
-        test::expect_same_results(got.pairs, want.pairs, what);
-        EXPECT_TRUE(got.updated) << what;
-        EXPECT_EQ(got.grad_norm, want.grad_norm) << what << ", step " << t;
-        EXPECT_GT(want.grad_norm, 1e-3) << "the clip at 1e-3 should bite";
-        expect_same_engine(nccl, one, cat(what, ", step ", t));
-        if (t == 2) {
-          nccl.save_model(saved);
-          nccl.save_optimizer(saved + "/optimizer.bin");
+    for (bool zero1 : {true, false})
+      for (bool overlap : {false, true}) {
+        const std::string what = cat(bf16_params ? "bf16 weights" : "fp32 master", zero1 ? ", ZeRO-1" : ", all-reduce",
+                                     overlap ? ", overlapped" : "");
+        const std::unique_ptr<Collective> ranks = collective_nccl(DistributedEnv{}, NcclOptions{});
+        CudaEngineOptions parallel = engine_options(1, bf16_params);
+        parallel.data_parallel = ranks.get();
+        parallel.zero1 = zero1;
+        parallel.zero_overlap = overlap;
+        const auto model = test::engine_test_model(false, 1234);
+        CudaEngine one(*model, engine_options(1, bf16_params)), nccl(*model, parallel);
+        const std::string saved =
+            dir.path + "/" + std::to_string(int(bf16_params)) + std::to_string(int(zero1)) + std::to_string(int(overlap));
+        for (int64_t t = 1; t <= 3; ++t) {
+          const StepResults want = step(one, t), got = step(nccl, t);
+          test::expect_same_results(got.pairs, want.pairs, what);
+          EXPECT_TRUE(got.updated) << what;
+          EXPECT_EQ(got.grad_norm, want.grad_norm) << what << ", step " << t;
+          EXPECT_GT(want.grad_norm, 1e-3) << "the clip at 1e-3 should bite";
+          expect_same_engine(nccl, one, cat(what, ", step ", t));
+          if (t == 2) {
+            nccl.save_model(saved);
+            nccl.save_optimizer(saved + "/optimizer.bin");
+          }
+        }
+        // The checkpoint resumed: step 3 again from step 2's files.
+        CudaEngine resumed(*model_load_hf<float>(saved), parallel);
+        resumed.load_optimizer(saved + "/optimizer.bin");
+        step(resumed, 3);
+        expect_same_engine(resumed, one, what + ", resumed at step 2");
+        EXPECT_NE(nccl.description().find("data parallel over 1 ranks (nccl)"), std::string::npos) << nccl.description();
+        EXPECT_EQ(nccl.description().find("buckets during the backward") != std::string::npos, overlap)
+            << nccl.description();
+        if (overlap) {  // a backward after the step's last one would add to gradients being reduced: refused
+          const std::vector<PairBatch> micro = {check_batch(config.vocab_size, 1500, true)};
+          nccl.zero_grad();
+          run_micro_batches(nccl, micro, loss, true);
+          EXPECT_THROW(nccl.run_pairs(micro[0], loss, step_scale(micro, loss), true), Error) << what;
         }
       }
-      // The checkpoint resumed: step 3 again from step 2's files.
-      CudaEngine resumed(*model_load_hf<float>(saved), parallel);
-      resumed.load_optimizer(saved + "/optimizer.bin");
-      step(resumed, 3);
-      expect_same_engine(resumed, one, what + ", resumed at step 2");
-      EXPECT_NE(nccl.description().find("data parallel over 1 ranks (nccl)"), std::string::npos) << nccl.description();
-    }
 }
 
 }  // namespace

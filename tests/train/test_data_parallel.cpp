@@ -169,6 +169,13 @@ void collectives_of(Collective& ranks, size_t n) {
     const ShardRange s = shard_range(n, owner, W);
     for (size_t i = s.begin; i < s.end(); i++) EXPECT_EQ(a[i], T(1000 * (owner + 1) + double(i))) << "all_gather n " << n;
   }
+  // ZeRO-1 bucket by bucket (train/cuda_zero.h's overlap): buckets of n/3, 1 and the rest, last first as the
+  // backward completes them, each reduced as reduce_pieces cuts it: every rank's shard as reduce_scatter gives it.
+  for (size_t i = 0; i < n; i++) a[i] = mine(i);
+  const std::vector<size_t> bounds = {0, n / 3, std::min(n, n / 3 + 1), n};
+  for (size_t b = bounds.size() - 1; b-- > 0;)
+    ranks.reduce(a.data(), reduce_pieces({bounds[b], bounds[b + 1] - bounds[b]}, n, W), element_type_of<T>(), nullptr);
+  for (size_t i = own.begin; i < own.end(); i++) EXPECT_EQ(a[i], sum(i)) << "reduce by pieces n " << n << " element " << i;
 }
 
 TEST(DataParallel, CollectivesMatchTheirDefinition) {

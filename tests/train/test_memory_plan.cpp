@@ -217,6 +217,40 @@ TEST(MemoryPlan, DataParallelPlanIsOneRanks) {
   EXPECT_LE(memory_plan(llama3_8b(), unrestricted).total(), uint64_t(62) << 30) << "bf16 gradients would fit";
 }
 
+// Data parallel's overlapped reduction cuts the buffer into the buckets the backward completes (train/cuda_zero.h).
+// small_config by hand, every tensor padded to 128: embedding 64·32 = 2048; a layer 128 (input norm) + 1024 (q) +
+// 512 (k) + 512 (v) + 1024 (o) + 128 (post norm) + 3·2048 (gate, up, down) = 9472; final norm 128, lm_head 2048.
+// So the layers start at 2048 and 11520, the final norm at 20992; the buffer is 23168 (one rank) or 23424 (3 ranks:
+// a multiple of 384), 21120 tied (no lm_head).
+TEST(MemoryPlan, GradBucketsAreTheBackwardsPieces) {
+  for (bool tied : {false, true})
+    for (int shards : {1, 3}) {
+      ModelConfig c = small_config();
+      c.tie_word_embeddings = tied;
+      const std::vector<ParamSpec> specs = model_param_specs(c);
+      const std::vector<size_t> offsets = param_offsets(specs, kParamAlign, nullptr);
+      const size_t total = param_buffer_elements(specs, shards);
+      EXPECT_EQ(total, tied ? 21120u : shards == 1 ? 23168u : 23424u);
+      const std::vector<size_t> bounds = grad_bucket_bounds(specs, offsets, total);
+      EXPECT_EQ(bounds, (std::vector<size_t>{0, 2048, 11520, 20992, total})) << "tied " << tied << " shards " << shards;
+      for (size_t i = 0; i < specs.size(); ++i) {  // every tensor inside its bucket
+        const size_t b = specs[i].layer >= 0 ? 1 + size_t(specs[i].layer) : specs[i].role == ParamRole::embed ? 0 : 3;
+        EXPECT_GE(offsets[i], bounds[b]) << specs[i].name;
+        EXPECT_LE(offsets[i] + specs[i].numel, bounds[b + 1]) << specs[i].name;
+      }
+    }
+  // Out of order (layer 1's first tensor before layer 0's last): refused, naming the tensor.
+  std::vector<ParamSpec> specs = model_param_specs(small_config());
+  const std::vector<size_t> offsets = param_offsets(specs, kParamAlign, nullptr);
+  std::swap(specs[5], specs[specs.size() - 4]);
+  try {
+    grad_bucket_bounds(specs, offsets, param_buffer_elements(specs, 1));
+    ADD_FAILURE() << "an out-of-order tensor was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("is out of the order"), std::string::npos) << e.what();
+  }
+}
+
 TEST(MemoryPlan, ArenaBuffersAreAlignedAndDisjoint) {
   ModelConfig c = small_config();
   c.intermediate_size = 40;  // rows of 80 bytes: offsets need padding
