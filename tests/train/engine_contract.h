@@ -50,18 +50,7 @@ inline std::unique_ptr<CpuModel<float>> engine_test_model(bool mistral, uint64_t
 // to `dir`/`name` with random reference log-probs.
 inline std::string engine_test_shard(const std::string& dir, const std::string& name, int n, int vocab,
                                      uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  auto token = [&] { return int32_t(rng() % uint64_t(vocab)); };
-  std::vector<TokenizedPair> pairs(n);
-  for (int i = 0; i < n; i++) {
-    TokenizedPair& p = pairs[i];
-    p.id = cat("pair-", i);
-    const int prompt = 4 + int(rng() % 7), chosen = 3 + int(rng() % 14), rejected = 3 + int(rng() % 14);
-    for (int t = 0; t < prompt; t++) p.prompt.push_back(token());
-    for (int t = 0; t < chosen; t++) p.chosen.push_back(token());
-    for (int t = 0; t < rejected; t++) p.rejected.push_back(token());
-  }
-  return write_shard(dir, name, pairs, vocab, true, seed + 1);
+  return write_shard(dir, name, make_pairs(n, vocab, seed, false, PairLengths{4, 7, 3, 14}), vocab, true, seed + 1);
 }
 
 inline PairLoaderConfig engine_test_loader(int pairs_per_batch, bool pack) {

@@ -29,18 +29,26 @@ inline ModelConfig train_tiny_config(int vocab = 16) {
   return c;
 }
 
+// Token counts drawn per pair: prompts of prompt_min .. prompt_min + prompt_span - 1 tokens, each response of
+// response_min .. response_min + response_span - 1.
+struct PairLengths {
+  int prompt_min = 2, prompt_span = 4, response_min = 1, response_span = 5;
+};
+
 // `synthetic`: the chosen response repeats the prompt, the rejected one is random — a preference a tiny model
 // can learn. Otherwise both responses are random. Lengths vary so `avg` normalisation matters.
-inline std::vector<TokenizedPair> make_pairs(int n, int vocab, uint64_t seed, bool synthetic) {
+inline std::vector<TokenizedPair> make_pairs(int n, int vocab, uint64_t seed, bool synthetic,
+                                             const PairLengths& lengths = {}) {
   std::mt19937_64 rng(seed);
   auto token = [&] { return int32_t(rng() % uint64_t(vocab)); };
+  auto response_len = [&] { return lengths.response_min + int(rng() % uint64_t(lengths.response_span)); };
   std::vector<TokenizedPair> pairs(n);
   for (int i = 0; i < n; i++) {
     TokenizedPair& p = pairs[i];
     p.id = cat("pair-", i);
-    const int prompt_len = 2 + int(rng() % 4);
+    const int prompt_len = lengths.prompt_min + int(rng() % uint64_t(lengths.prompt_span));
     for (int t = 0; t < prompt_len; t++) p.prompt.push_back(token());
-    const int chosen_len = 1 + int(rng() % 5), rejected_len = 1 + int(rng() % 5);
+    const int chosen_len = response_len(), rejected_len = response_len();
     for (int t = 0; t < chosen_len; t++) p.chosen.push_back(synthetic ? p.prompt[t % prompt_len] : token());
     for (int t = 0; t < rejected_len; t++) p.rejected.push_back(token());
   }
