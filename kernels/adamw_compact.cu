@@ -215,12 +215,13 @@ void adamw_compact_update_many(AdamWTensorTable& table, std::vector<AdamWTensor>
   size_t blocks = 0;
   for (size_t i = 0; i < tensors.size(); ++i) {
     AdamWTensor& t = tensors[i];
+    t.first_block = blocks;
+    if (t.state.n == 0) continue;  // nothing to update: an empty tensor's pointers may be null
     adamw_state_check(t.state, master, moments, t.step, true, op);
     STAPO_CHECK((t.grads != nullptr) != (t.grads_bf16 != nullptr), op, ": tensor ", i,
                 " needs exactly one of grads (fp32) and grads_bf16");
-    t.first_block = blocks;
     blocks += quant_blocks(t.state.n);
-    if (t.state.n > 0) used.push_back(t);
+    used.push_back(t);
   }
   STAPO_CHECK(blocks <= (size_t)INT_MAX, op, ": ", blocks, " blocks of ", kQuantBlock, " elements exceed the grid");
   STAPO_CHECK(used.size() <= (size_t)INT_MAX, op, ": ", used.size(), " tensors");
