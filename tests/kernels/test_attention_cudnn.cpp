@@ -51,7 +51,7 @@ std::vector<float> valid_lse(const std::vector<float>& stats, const RowsCase& c,
 TEST(KernelCudnnAttention, ForwardAndBackwardMatchCpu) {
   STAPO_REQUIRE_GPU();
   const std::vector<RowsCase> cases = {
-      {{1, 1, 1, 1, 64, 0}, {1}},
+      {{2, 2, 1, 1, 64, 0}, {1, 2}},                 // a one-token sequence (T = 1 itself: refused, below)
       {{2, 67, 4, 2, 64, 0}, {67, 40}},
       {{1, 130, 2, 1, 128, 37}, {130}},              // window not a tile multiple, MQA
       {{3, 100, 8, 2, 128, 0}, {13, 100, 77}},       // padding in two rows of three
@@ -93,6 +93,25 @@ TEST(KernelCudnnAttention, ForwardAndBackwardMatchCpu) {
     EXPECT_TRUE(bf16_close(download_bf16(d_dk), ref_dk, 2e-2, cancel_scale)) << "dk " << where;
     EXPECT_TRUE(bf16_close(download_bf16(d_dv), ref_dv, 2e-2)) << "dv " << where;
   }
+}
+
+// cuDNN's SDPA refuses s_q = s_kv = 1 (seen on an H200: its backward's validate; the forward ran): the refusal
+// names the shape and our own kernels.
+TEST(KernelCudnnAttention, SingleTokenRowsRefusedNamingTheFallback) {
+  STAPO_REQUIRE_GPU();
+  const AttentionShape s{1, 1, 1, 1, 64, 0};
+  auto random_bf16 = [](uint64_t salt) { return device_bf16(round_bf16(random_normal(64, 1.0f, salt))); };
+  auto q = random_bf16(7), k = random_bf16(8), v = random_bf16(9), dout = random_bf16(10);
+  DeviceArray<bf16> out(64), dq(64), dk(64), dv(64);
+  DeviceArray<float> lse(1);
+  CudnnAttention cudnn;
+  cudnn.set_rows(std::vector<int32_t>{0}, 1, 1, 0);
+  const std::string message = error_message([&] {
+    cudnn.forward(out.get(), lse.get(), q->get(), k->get(), v->get(), s, 0);
+    cudnn.backward(dq.get(), dk.get(), dv.get(), dout->get(), out.get(), lse.get(), q->get(), k->get(), v->get(), s, 0);
+  });
+  EXPECT_NE(message.find("rows=1 T=1"), std::string::npos) << message;
+  EXPECT_NE(message.find("--attention flash"), std::string::npos) << message;
 }
 
 // One CudnnAttention serves every layer and batch: graphs are cached per shape, and set_rows must be called for
