@@ -583,7 +583,7 @@ CudaEngineOptions compact_options(int recompute, MasterKind master, MomentKind m
 }
 
 // `steps` optimizer steps, a fresh batch each; the loss of each step.
-std::vector<double> train_steps(CudaEngine& engine, int steps, int64_t first_t = 1) {
+std::vector<double> train_steps(Engine& engine, int steps, int64_t first_t = 1) {
   const ModelConfig config = test::engine_test_config(false);
   const LossConfig loss = check_loss();
   AdamWConfig adamw;
@@ -635,39 +635,57 @@ TEST(CudaEngine, SplitMasterEqualsFp32MasterOverSteps) {
                            8, cat(moments_name(moments), " moments"));
 }
 
-// 8-bit moments against fp32 ones over 30 steps from the same weights. The CPU twin measured on a tiny model
-// (tests/train/test_adamw_compact.cpp, 60 steps): weight change error 4.3e-2, loss curves within 0.0015; the
-// tolerances here are about twice those, to calibrate on the first GPU run (the test prints what it measures).
-TEST(CudaEngine, EightBitMomentsFollowFp32Moments) {
-  STAPO_REQUIRE_GPU();
-  auto model = test::engine_test_model(false, 1234);
-  CudaEngine fp32(*model, compact_options(1, MasterKind::fp32, MomentKind::fp32));
-  CudaEngine q8(*model, compact_options(1, MasterKind::fp32, MomentKind::q8));
+// How far 8-bit moments take an engine from fp32 ones over 30 steps from the same weights: the relative L2 of the
+// difference in weight changes, and the largest difference of a step's loss.
+struct MomentsGap {
+  double change_error, loss_diff;
+};
+
+MomentsGap eight_bit_gap(Engine& fp32, Engine& q8, const CpuModel<float>& initial) {
   const std::vector<double> a = train_steps(fp32, 30), b = train_steps(q8, 30);
-  double loss_diff = 0;
-  for (size_t t = 0; t < a.size(); ++t) loss_diff = std::max(loss_diff, std::fabs(a[t] - b[t]));
+  MomentsGap gap{0, 0};
+  for (size_t t = 0; t < a.size(); ++t) gap.loss_diff = std::max(gap.loss_diff, std::fabs(a[t] - b[t]));
+  const std::vector<std::vector<float>> x = host_tensors(fp32, false), y = host_tensors(q8, false);
   double num = 0, den = 0;
-  for (size_t i = 0; i < fp32.num_tensors(); ++i) {
-    const std::vector<float> x = fp32.parameter_to_host(i, false), y = q8.parameter_to_host(i, false);
-    const float* w0 = model->parameters()[i].data;  // both engines' initial master weights
-    for (size_t e = 0; e < x.size(); ++e) {
-      const double dx = double(x[e]) - w0[e], dy = double(y[e]) - w0[e];
+  for (size_t i = 0; i < x.size(); ++i) {
+    const float* w0 = initial.parameters()[i].data;  // both engines' initial master weights
+    for (size_t e = 0; e < x[i].size(); ++e) {
+      const double dx = double(x[i][e]) - w0[e], dy = double(y[i][e]) - w0[e];
       num += (dx - dy) * (dx - dy);
       den += dx * dx;
     }
   }
-  const double change_error = std::sqrt(num / den);
-  printf("8-bit vs fp32 moments, 30 steps: weight change error %.3e, largest loss difference %.3e (losses %.4f -> "
-         "%.4f)\n", change_error, loss_diff, a.front(), a.back());
-  EXPECT_LT(change_error, 0.1);
-  EXPECT_LT(loss_diff, 0.005);
   EXPECT_GT(den, 0.0);
+  gap.change_error = std::sqrt(num / den);
+  return gap;
+}
+
+// 8-bit moments on the GPU stray from fp32 ones as far as they do on the CPU engine (the twin: fp32 activations,
+// the same quantisation, model and batches). The first GPU run (H200) measured a weight change error of 0.70 and a
+// loss difference of 0.21; this test's earlier tolerances (0.1, 0.005) were guesses from another model's
+// twin (tests/train/test_adamw_compact.cpp). What this model's CPU twin measures is the yardstick.
+TEST(CudaEngine, EightBitMomentsFollowFp32Moments) {
+  auto model = test::engine_test_model(false, 1234);
+  CpuEngine<float> cpu_fp32(test::engine_test_model(false, 1234));
+  CpuEngine<float> cpu_q8(test::engine_test_model(false, 1234), nullptr, true, MomentKind::q8);
+  const MomentsGap cpu = eight_bit_gap(cpu_fp32, cpu_q8, *model);
+  printf("CPU twin, 8-bit vs fp32 moments, 30 steps: weight change error %.3e, largest loss difference %.3e\n",
+         cpu.change_error, cpu.loss_diff);
+  STAPO_REQUIRE_GPU();
+  CudaEngine fp32(*model, compact_options(1, MasterKind::fp32, MomentKind::fp32));
+  CudaEngine q8(*model, compact_options(1, MasterKind::fp32, MomentKind::q8));
+  const MomentsGap gpu = eight_bit_gap(fp32, q8, *model);
+  printf("GPU, 8-bit vs fp32 moments, 30 steps: weight change error %.3e, largest loss difference %.3e\n",
+         gpu.change_error, gpu.loss_diff);
+  EXPECT_LT(gpu.change_error, 1.5 * cpu.change_error + 0.02);
+  EXPECT_LT(gpu.loss_diff, 1.5 * cpu.loss_diff + 0.005);
 }
 
 // --grads bf16: the layers' matmul-weight gradients of one micro-batch are the fp32 ones rounded to bf16 (the same
 // GEMM, a bf16 output: within 2^-8 per element, ~1e-3 relative L2; tolerance 8e-3), the others (embedding,
-// lm_head, norms) are fp32 and the same bit for bit; over 10 steps the losses stay within 0.01 of the fp32 run's
-// (to calibrate on the first GPU run: the test prints what it measures).
+// lm_head, norms) are fp32 and the same bit for bit; over 10 steps the losses stay within 0.03 of the fp32 run's.
+// Calibrated on the first GPU run (H200): 1.68e-3 relative L2 and a largest loss difference of 1.29e-2, over the
+// 0.01 guessed before it; 8-bit moments move this model's losses by 0.2 to 0.35 (the test above).
 TEST(CudaEngine, Bf16GradientsFollowFp32Gradients) {
   STAPO_REQUIRE_GPU();
   const ModelConfig config = test::engine_test_config(false);
@@ -694,7 +712,7 @@ TEST(CudaEngine, Bf16GradientsFollowFp32Gradients) {
   for (size_t t = 0; t < x.size(); ++t) loss_diff = std::max(loss_diff, std::fabs(x[t] - y[t]));
   printf("bf16 gradients: worst matmul-weight gradient %.2e relative L2; 10 steps, largest loss difference %.2e\n",
          worst, loss_diff);
-  EXPECT_LT(loss_diff, 0.01);
+  EXPECT_LT(loss_diff, 0.03);
 }
 
 // --grad-first-write: the step's first backward writes every gradient (β = 0 GEMMs, dweight =, the lm_head's first
