@@ -253,8 +253,8 @@ fi
 want gpu_tests && run_part gpu_tests gpu_tests
 want engine_tests && run_part engine_tests engine_tests
 if want bench; then
-  run_part bench_ours bench_ours ours --phases 3
-  run_part bench_flash2 bench_ours ours_flash2 --attention flash2 --phases 3
+  run_part bench_ours bench_ours ours --phases 3  # the default: tensor-core attention (flash2)
+  run_part bench_simt bench_ours ours_simt --attention flash --phases 3
   # Every faster step path of train/cuda_model.h's StepPaths on (each off by default until measured): against "ours".
   run_part bench_paths bench_ours ours_paths --grad-first-write --rmsnorm-warp --device-embedding-index \
     --adamw-multi-tensor --matmul-autotune --phases 3
@@ -287,7 +287,7 @@ echo "== benchmark (dev/bench/gpu_step_config.json)"
 python3 - "$out" <<'PY'
 import json, os, sys
 out = sys.argv[1]
-IMPLS = ("ours", "ours_flash2", "ours_paths", "ours_bf16", "ours_lowmem", "ours_cudnn", "torch_pure_bf16", "torch_amp",
+IMPLS = ("ours", "ours_simt", "ours_paths", "ours_bf16", "ours_lowmem", "ours_cudnn", "torch_pure_bf16", "torch_amp",
          "torch_amp_compile")
 rows = []
 for impl in IMPLS:
@@ -313,8 +313,9 @@ if ours_r and torch_r and abs(ours_r["model_tflops_per_step"] / torch_r["model_t
     rows.append(f"MISMATCH: model TFLOP per step, ours {ours_r['model_tflops_per_step']} vs torch "
                 f"{torch_r['model_tflops_per_step']} (train/model_flops.h and torch_baseline.py must agree)")
 # The issue's comparisons: our default against (2) amp and (3) amp_compile, --bf16-params against (1) pure_bf16.
-for impl, base, goal in (("ours", "torch_amp", 1.5), ("ours_flash2", "torch_amp", 1.5), ("ours", "torch_amp_compile", 1.2),
-                         ("ours_flash2", "torch_amp_compile", 1.2), ("ours_bf16", "torch_pure_bf16", None),
+for impl, base, goal in (("ours", "torch_amp", 1.5), ("ours", "torch_amp_compile", 1.2),
+                         ("ours_paths", "torch_amp", 1.5), ("ours_cudnn", "torch_amp", 1.5), ("ours_simt", "ours", None),
+                         ("ours_bf16", "torch_pure_bf16", None),
                          ("ours_lowmem", "torch_pure_bf16", None),
                          ("ours_lowmem", "torch_amp", None), ("ours_paths", "ours", None)):
     r, b = results.get(impl), results.get(base)

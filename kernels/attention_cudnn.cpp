@@ -26,7 +26,7 @@ void cudnn_check(cudnnStatus_t status, const char* what) {
 void frontend_check(const fe::error_object& e, const char* what, const AttentionShape& s) {
   if (!e.is_good())
     fail("cuDNN attention: ", what, " failed for rows=", s.rows, " T=", s.T, " H=", s.H, " Hkv=", s.Hkv, " D=", s.D,
-         " window=", s.window, ": ", e.err_msg, " (use --attention flash for our own kernels)");
+         " window=", s.window, ": ", e.err_msg, " (use --attention flash2 for our own kernels)");
 }
 
 // Tensor ids binding the graph's tensors to device pointers at execution.
@@ -86,7 +86,7 @@ std::vector<int32_t> cudnn_attention_row_lengths(const std::vector<int32_t>& seg
     for (int p = length; p < T; ++p)
       STAPO_CHECK(seg[p] == -1, "the cuDNN attention path takes one sequence per row, from position 0, then "
                   "padding; row ", r, " has segment ", seg[p], " at position ", p,
-                  " (train without --pack, or use --attention flash)");
+                  " (train without --pack, or use --attention flash2)");
     lengths[r] = length;
   }
   return lengths;

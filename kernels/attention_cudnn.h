@@ -5,7 +5,7 @@
 // Same tensors, layouts and contract as attention_forward/attention_backward, with two differences:
 //   - each row holds ONE sequence from position 0, then padding (segments 0…0 then −1…−1): cuDNN's padding
 //     mask takes a length per row; several packed sequences per row would need its ragged layout, not built
-//     here, so they are refused (train without --pack, or use --attention flash);
+//     here, so they are refused (train without --pack, or use --attention flash2);
 //   - lse is cuDNN's softmax statistics, laid out (rows, H, T) instead of (N, H); only this path's backward
 //     reads it.
 // Padding positions get out = 0 and dq = dk = dv = 0 as in the flash kernels (cleared here, since cuDNN

@@ -683,7 +683,7 @@ std::string CudaEngine::description() const {
              options_.recompute,
              options_.attention == AttentionPath::cudnn    ? ", cuDNN attention"
              : options_.attention == AttentionPath::flash2 ? ", tensor-core attention (flash2)"
-                                                           : "",
+                                                           : ", SIMT attention (flash)",
              ", ", count, " parameters, ", cuda_device_description(), ranks_->description());
 }
 

@@ -69,7 +69,7 @@ struct CudaEngineOptions {
   uint64_t seed = 0;         // random weights and stochastic rounding
   double peak_tflops = 0;    // the card's dense bf16 peak for MFU (0: train/model_flops.h's table by device name)
   double report_every_s = 0; // > 0: optimizer_step prints MFU and memory to stderr at most this often
-  AttentionPath attention = AttentionPath::flash;
+  AttentionPath attention = AttentionPath::flash2;
   // > 0: behave as on a card of this many bytes in all (testing an 80 GB claim on a larger card): the engine first
   // reserves what is free beyond cuda_engine_available_bytes, so an allocation past it fails as it would there.
   uint64_t memory_cap_bytes = 0;

@@ -50,7 +50,7 @@ CudaModel::CudaModel(const ModelConfig& config, const CudaModelOptions& options,
 #else
   STAPO_CHECK(options.attention != AttentionPath::cudnn, "--attention cudnn: this build has no cuDNN attention path "
               "(CMake found no cuDNN or no cudnn-frontend headers: run dev/deps.sh --cudnn-frontend and rebuild), "
-              "or use --attention flash");
+              "or use --attention flash2 (the default)");
 #endif
   specs_ = model_param_specs(c);
   // train/memory_plan.h: the plan's padding, and the buffer padded for data parallel's equal shards.

@@ -44,9 +44,9 @@
 
 namespace stapo {
 
-// Which attention kernels run: ours (kernels/attention.h: flash, the SIMT kernels, or flash2, the tensor-core
-// ones) or cuDNN's fused SDPA (kernels/attention_cudnn.h: builds with cuDNN only; one sequence per row, so no
-// --pack).
+// Which attention kernels run: ours (kernels/attention.h: flash2, the tensor-core ones and the default, or flash,
+// the SIMT ones) or cuDNN's fused SDPA (kernels/attention_cudnn.h: builds with cuDNN only; one sequence per row, so
+// no --pack).
 enum class AttentionPath { flash, flash2, cudnn };
 // --attention's value: "flash", "flash2" or "cudnn" (the command lines check the name first).
 inline AttentionPath attention_path(const std::string& name) {
@@ -54,7 +54,9 @@ inline AttentionPath attention_path(const std::string& name) {
 }
 
 // Faster code paths of the training step (issue #15), each computing the same as the baseline (to fp32 summation
-// order), each off until measured on a GPU: dev/bench/gpu_step times a step with and without them (its flags).
+// order). All five together took 5 ms off a 222 ms step on an H200 with the SIMT attention (docs/benchmarks.md);
+// each stays off until its combination with flash2 has been timed: train_stapo's and gpu_step's flags
+// (train/cuda_flags.h) turn them on.
 struct StepPaths {
   // The first backward after zero_grad writes the gradients (β = 0 GEMMs, RMSNorm dweight =, the lm_head's first
   // chunk =) instead of adding to a memset buffer; only the embedding's (a scatter into the rows of the batch's
@@ -83,7 +85,7 @@ struct CudaModelOptions {
   int max_tokens = 0;  // activations for this many tokens allocated up front (0: as batches arrive)
   int lm_head_chunk_rows = 2048;
   int lm_head_chunk_vocab = 16384;
-  AttentionPath attention = AttentionPath::flash;
+  AttentionPath attention = AttentionPath::flash2;
   GradKind grads = GradKind::fp32;  // the layers' matmul-weight gradients (see the header comment)
   // Data parallel over this many ranks (train/cuda_zero.h): the parameter and (fp32) gradient buffers are padded to
   // a multiple of shards × the alignment (train/memory_plan.h's param_buffer_elements), so that every rank's ZeRO-1

@@ -20,6 +20,7 @@
 #include "model/config.h"       // defines: config_load
 #include "train/collective_nccl.h"  // defines: collective_nccl, NcclOptions
 #include "train/cuda_engine.h"  // defines: CudaEngine, CudaEngineOptions, cuda_engine_plan_input
+#include "train/cuda_flags.h"   // defines: add_attention_option, add_step_path_flags
 #include "train/memory_plan.h"  // defines: memory_plan, memory_plan_table, memory_plan_fit
 #include "train/train_main.h"   // defines: TrainFlags, train_flags_add, train_run
 
@@ -94,12 +95,9 @@ int main(int argc, char** argv) {
                  "activations recomputed in backward: 0 none, 1 RMSNorm outputs and SwiGLU (default), 2 every "
                  "layer's forward (least memory)")
       ->check(CLI::Range(0, 2));
-  std::string attention = "flash";
-  app.add_option("--attention", attention,
-                 "attention kernels: flash (ours, SIMT, default), flash2 (ours on tensor cores, FlashAttention-2's "
-                 "design) or cudnn (cuDNN's fused SDPA, for comparison: builds with cuDNN only, one sequence per "
-                 "row, so no --pack)")
-      ->check(CLI::IsMember({"flash", "flash2", "cudnn"}));
+  std::string attention;
+  stapo::add_attention_option(app, attention);
+  stapo::add_step_path_flags(app, options.paths);
   app.add_option("--peak-tflops", options.peak_tflops,
                  "the card's dense bf16 peak for MFU (default: known from the device name, e.g. H100 989)");
   app.add_option("--report-every", options.report_every_s, "seconds between MFU / memory lines (0: off)");

@@ -18,7 +18,7 @@
 //
 //   build-gpu/dev/bench/gpu_step --config dev/bench/gpu_step_config.json --out result.json [--bf16-params]
 //     [--master fp32|split|none] [--moments fp32|8bit] [--grads fp32|bf16] [--recompute 0|1|2]
-//     [--attention flash|flash2|cudnn] [--memory-cap-gib G] [--phases N] [--grad-first-write]
+//     [--attention flash2|flash|cudnn] [--memory-cap-gib G] [--phases N] [--grad-first-write]
 //     [--rmsnorm-warp] [--device-embedding-index] [--adamw-multi-tensor]
 //     [--matmul-autotune]
 #include <algorithm>
@@ -34,7 +34,8 @@
 #include "common/file_io.h"       // defines: read_text_file, write_file_atomic
 #include "kernels/cuda_common.h"  // defines: cudaCheck, cuda_device_description
 #include "model/config.h"         // defines: config_parse
-#include "train/cuda_engine.h"    // defines: CudaEngine
+#include "train/cuda_engine.h"      // defines: CudaEngine
+#include "train/cuda_flags.h"       // defines: add_attention_option, add_step_path_flags
 #include "train/cuda_phase_timer.h"  // defines: PhaseTimer
 #include "train/memory_plan.h"    // defines: memory_plan, gib
 #include "train/model_flops.h"    // defines: batch_flop_counts, batch_forward_flops_needed
@@ -98,19 +99,9 @@ int main(int argc, char** argv) {
                  "config's engine.recompute, else 1)")->check(CLI::Range(0, 2));
   app.add_option("--memory-cap-gib", cap_gib, "device memory cap in GiB (default: the config's memory_cap_gib, "
                  "else none)")->check(CLI::NonNegativeNumber);
-  std::string attention = "flash";
-  app.add_option("--attention", attention, "attention kernels: flash, flash2 or cudnn (train_stapo's)")
-      ->check(CLI::IsMember({"flash", "flash2", "cudnn"}));
-  app.add_flag("--grad-first-write", options.paths.grad_first_write, "the step's first backward writes the gradients "
-               "instead of a memset before it (train/cuda_model.h; off: the baseline)");
-  app.add_flag("--rmsnorm-warp", options.paths.rmsnorm_warp, "RMSNorm backward with one warp per row where C <= 2048 "
-               "(kernels/rmsnorm.h; off: one block per row, the baseline)");
-  app.add_flag("--device-embedding-index", options.paths.device_embedding_index, "build the embedding gradient's "
-               "index on the device (kernels/embedding.h; off: sorted on the host and uploaded, the baseline)");
-  app.add_flag("--adamw-multi-tensor", options.paths.adamw_multi_tensor, "AdamW as one launch over a table of every "
-               "tensor (kernels/adamw_compact.h; off: a launch per tensor, the baseline)");
-  app.add_flag("--matmul-autotune", options.paths.matmul_autotune, "time the cuBLASLt heuristic's first 8 "
-               "algorithms per shape once and keep the fastest (kernels/matmul.h; off: its first, the baseline)");
+  std::string attention;
+  stapo::add_attention_option(app, attention);
+  stapo::add_step_path_flags(app, options.paths);
   int phase_steps = 0;
   app.add_option("--phases", phase_steps, "then N steps timed phase by phase (CUDA events; 0: none)")
       ->check(CLI::NonNegativeNumber);

@@ -93,7 +93,7 @@ PairBatch check_batch(int V, uint64_t seed, bool packed) {
   return b;
 }
 
-CudaEngineOptions engine_options(int recompute, bool bf16_params, AttentionPath attention = AttentionPath::flash) {
+CudaEngineOptions engine_options(int recompute, bool bf16_params, AttentionPath attention = AttentionPath::flash2) {
   CudaEngineOptions o;
   o.recompute = recompute;
   o.master = bf16_params ? MasterKind::none : MasterKind::fp32;
@@ -291,10 +291,10 @@ void print_row(const std::string& name, const Agreement& a, const Worst& update,
          update.tensor.c_str(), note.c_str());
 }
 
-// The --device-check cases: each recompute level, a Mistral, both on the tensor-core attention (flash2), and
-// (cuDNN builds) both on cuDNN's attention.
+// The --device-check cases: each recompute level, a Mistral, both on the SIMT attention (flash), and (cuDNN builds)
+// both on cuDNN's attention; the rest on the default tensor-core attention (flash2).
 // Recompute levels 1 and 2 recompute the same values with the same kernels: their gradients equal level 0's bit
-// for bit (H100: exactly).
+// for bit (H100, SIMT attention: exactly; flash2 has no atomics either).
 TEST(CudaEngine, OneStepMatchesCpuReference) {
   STAPO_REQUIRE_GPU();
   printf("CUDA engine vs CPU fp32 reference, one step, on %s\n", cuda_device_description().c_str());
@@ -307,8 +307,8 @@ TEST(CudaEngine, OneStepMatchesCpuReference) {
                              {"llama recompute 1", false, engine_options(1, false)},
                              {"llama recompute 2", false, engine_options(2, false)},
                              {"mistral tied window", true, engine_options(1, false)},
-                             {"llama flash2 attention", false, engine_options(1, false, AttentionPath::flash2)},
-                             {"mistral flash2 window", true, engine_options(1, false, AttentionPath::flash2)},
+                             {"llama SIMT attention", false, engine_options(1, false, AttentionPath::flash)},
+                             {"mistral SIMT window", true, engine_options(1, false, AttentionPath::flash)},
                              {"llama step paths", false, with_step_paths(engine_options(1, false))},
                              {"mistral tied step paths", true, with_step_paths(engine_options(1, false))}};
 #ifdef STAPO_HAVE_CUDNN
@@ -325,7 +325,7 @@ TEST(CudaEngine, OneStepMatchesCpuReference) {
     expect_agreement(a, k.name);
     EXPECT_LE(update.error, kUpdateTol) << k.name << ": update of " << update.tensor;
     std::string note;
-    if (!k.mistral && k.options.attention == AttentionPath::flash && !k.options.paths.any()) {
+    if (!k.mistral && k.options.attention == AttentionPath::flash2 && !k.options.paths.any()) {
       if (k.options.recompute == 0) {
         recompute0_grads = run.out.grads;
       } else {

@@ -1,0 +1,36 @@
+// The CUDA engine's kernel-choice flags, shared by train_stapo and dev/bench/gpu_step so that the benchmark times
+// exactly what the trainer runs: --attention and the StepPaths switches (train/cuda_model.h).
+#pragma once
+#include <CLI/CLI.hpp>
+#include <string>
+
+#include "train/cuda_model.h"  // defines: StepPaths, AttentionPath
+
+namespace stapo {
+
+// --attention into `name` (its default: flash2, the tensor-core kernels, measured 1.6x faster per step than the
+// SIMT ones on an H200; docs/benchmarks.md).
+inline void add_attention_option(CLI::App& app, std::string& name) {
+  name = "flash2";
+  app.add_option("--attention", name,
+                 "attention kernels: flash2 (ours on tensor cores, FlashAttention-2's design; default), flash (ours, "
+                 "SIMT, slower) or cudnn (cuDNN's fused SDPA, for comparison: builds with cuDNN only, one sequence "
+                 "per row, so no --pack)")
+      ->check(CLI::IsMember({"flash2", "flash", "cudnn"}));
+}
+
+// The StepPaths switches, each off by default until the combination with flash2 has been timed on a GPU.
+inline void add_step_path_flags(CLI::App& app, StepPaths& paths) {
+  app.add_flag("--grad-first-write", paths.grad_first_write, "the step's first backward writes the gradients "
+               "instead of a memset before it (train/cuda_model.h)");
+  app.add_flag("--rmsnorm-warp", paths.rmsnorm_warp, "RMSNorm backward with one warp per row where the hidden size "
+               "is at most 2048 (kernels/rmsnorm.h; off: one block per row)");
+  app.add_flag("--device-embedding-index", paths.device_embedding_index, "build the embedding gradient's index on "
+               "the device (kernels/embedding.h; off: sorted on the host and uploaded)");
+  app.add_flag("--adamw-multi-tensor", paths.adamw_multi_tensor, "AdamW as one launch over a table of every tensor "
+               "(kernels/adamw_compact.h; off: a launch per tensor)");
+  app.add_flag("--matmul-autotune", paths.matmul_autotune, "time the cuBLASLt heuristic's first 8 algorithms per "
+               "shape once and keep the fastest (kernels/matmul.h; the last bits may then differ between runs)");
+}
+
+}  // namespace stapo
