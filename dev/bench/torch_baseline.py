@@ -3,7 +3,7 @@
 LlamaForCausalLM, the loss from materialised logits via log_softmax + gather, gradients clipped at 1 as ours.
 Three baselines, each a JSON line (and a row of docs/benchmarks.md):
 
-  pure_bf16     weights, gradients and AdamW states in bf16, sdpa attention, fused AdamW (the one before
+  pure_bf16     weights, gradients and AdamW states in bf16, causal sdpa attention, fused AdamW (the one before
                 issue #15; compare ours with --bf16-params to it)
   amp           like-for-like with our default: fp32 master weights, autocast to bf16, fused AdamW (fp32 states),
                 FlashAttention SDPA (forced: the step fails rather than fall back to another backend)
@@ -34,7 +34,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import AttentionInterface, AttentionMaskInterface, LlamaConfig, LlamaForCausalLM
 
 BASELINES = ("pure_bf16", "amp", "amp_compile")
 # The phases of gpu_step's breakdown, in train/phase_timer.h's order (tests/train/test_phase_timer.cpp checks
@@ -65,6 +65,20 @@ def stapo_loss(logps_sum, lengths, loss_cfg):
     beta, delta = loss_cfg["beta"], avg[0::2] - avg[1::2]
     ml, mr, lr = loss_cfg["margin_left"], loss_cfg["margin_right"], loss_cfg["lambda_right"]
     return (-F.logsigmoid(beta * (delta - ml)) - lr * F.logsigmoid(beta * (mr - delta))).mean()
+
+
+# ---- attention: transformers' sdpa call without a mask ----
+
+def causal_sdpa(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """What transformers' "sdpa" attention runs in eager mode on unpadded rows (is_causal, no mask, GQA inside the
+    kernel), in every mode: under torch.compile transformers materialises a mask, which FlashAttention refuses
+    (seen on an H200, torch 2.11, transformers 5.17). The benchmark's rows hold one unpadded sequence each."""
+    out = F.scaled_dot_product_attention(query, key, value, is_causal=True, scale=scaling, enable_gqa=True)
+    return out.transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register("causal_sdpa", causal_sdpa)
+AttentionMaskInterface.register("causal_sdpa", lambda *args, **kwargs: None)  # the kernel masks; none to build
 
 
 # ---- the per-phase breakdown from torch.profiler ----
@@ -156,10 +170,12 @@ def phase_breakdown(prof, device_is_cuda):
 
     ms = {phase: 0.0 for phase in PHASES}
     for e in events:
-        if e.name.startswith("phase::"):
+        # Annotations (ours, and torch's own such as "Optimizer.step#AdamW.step") carry their GPU range as a
+        # "kernel" of their own name: counting it counted the kernels inside twice (seen on an H200).
+        if e.name.startswith("phase::") or getattr(e, "is_user_annotation", False):
             continue
         if device_is_cuda:
-            own = sum(k.duration for k in e.kernels) / 1000.0
+            own = sum(k.duration for k in e.kernels if k.name != e.name) / 1000.0
         else:
             own = e.self_cpu_time_total / 1000.0
         if own > 0:
@@ -171,7 +187,7 @@ def phase_breakdown(prof, device_is_cuda):
 
 def build(bench, cfg, baseline, device):
     torch.manual_seed(0)
-    config = LlamaConfig(**{k: v for k, v in cfg.items() if k != "model_type"}, attn_implementation="sdpa")
+    config = LlamaConfig(**{k: v for k, v in cfg.items() if k != "model_type"}, attn_implementation="causal_sdpa")
     cuda = device.type == "cuda"
     weight_dtype = torch.bfloat16 if baseline == "pure_bf16" and cuda else torch.float32
     # Built on the device in its final dtype: an 8B model never exists on the host, nor in fp32 for pure_bf16.
@@ -235,7 +251,23 @@ def measure_baseline(bench, cfg, batch, timing, baseline, device, phases, min_se
             return sdpa_kernel([SDPBackend.FLASH_ATTENTION])
         return contextlib.nullcontext()
 
-    def step():
+    @contextlib.contextmanager
+    def region(phase, gpu_times):
+        """A phase:: scope for the profiler; in the profiled CUDA step also CUDA events around it (gpu_times
+        gets its start and end), as gpu_step times ours. The profiler's own attribution of the clip and the
+        optimizer counted some kernels many times over in the amp baseline (torch 2.11, an H200: 269 ms of
+        optimizer kernels in a 205 ms step), so those two phases are these events' times."""
+        with torch.profiler.record_function("phase::" + phase):
+            if gpu_times is None:
+                yield
+                return
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            yield
+            end.record()
+            gpu_times[phase] = (start, end)
+
+    def step(gpu_times=None):
         for _ in range(micro_batches):
             with attention_backend(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 logits = forward_model(input_ids=tokens).logits
@@ -243,9 +275,9 @@ def measure_baseline(bench, cfg, batch, timing, baseline, device, phases, min_se
                     logp = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, tokens[:, 1:, None])
                     loss = stapo_loss((logp.squeeze(-1) * mask).sum(dim=1), lengths, bench["loss"]) / micro_batches
             loss.backward()
-        with torch.profiler.record_function("phase::grad_clip"):
+        with region("grad_clip", gpu_times):
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        with torch.profiler.record_function("phase::optimizer"):
+        with region("optimizer", gpu_times):
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         return loss
@@ -304,15 +336,23 @@ def measure_baseline(bench, cfg, batch, timing, baseline, device, phases, min_se
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 start.record()
             t0 = time.perf_counter()
-            step()
+            gpu_times = {} if cuda else None
+            step(gpu_times)
             if cuda:
                 end.record()
                 torch.cuda.synchronize()
             profiled_ms = start.elapsed_time(end) if cuda else (time.perf_counter() - t0) * 1000.0
         ms = phase_breakdown(prof, cuda)
-        ms["gaps"] = max(0.0, profiled_ms - sum(ms.values()))  # step time in no kernel (launches, host waits)
+        for phase, (region_start, region_end) in (gpu_times or {}).items():
+            ms[phase] = region_start.elapsed_time(region_end)
+        counted = sum(ms.values())
+        ms["gaps"] = max(0.0, profiled_ms - counted)  # step time in no kernel (launches, host waits)
         result["phases_ms"] = ms
         result["profiled_step_ms"] = profiled_ms
+        if counted > 1.01 * profiled_ms:  # kernels counted twice somewhere: the table is not to be trusted
+            result["phases_overcounted_ms"] = counted - profiled_ms
+            print(f"WARNING: the phases add up to {counted:.1f} ms, over the profiled step's {profiled_ms:.1f} ms: "
+                  "the profiler attributed some kernels more than once", flush=True)
     del model, forward_model, optimizer
     return result
 
