@@ -42,6 +42,7 @@ run_part() {
 
 versions() {
   nvidia-smi
+  nvidia-smi -q -d CLOCK  # read only: the clocks the card runs at, named in docs/benchmarks.md
   nvcc --version
   cmake --version | head -n 1
   python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
@@ -262,6 +263,9 @@ if want bench; then
   run_part bench_bf16 bench_ours ours_bf16 --bf16-params
   # The least-memory configuration: bf16 weights with stochastic rounding, every layer recomputed.
   run_part bench_lowmem bench_ours ours_lowmem --bf16-params --recompute 2
+  # The lean candidate for issue #15's memory goal (<= 0.3x the amp baseline's peak): 8-bit moments too (planned
+  # 11.20 GiB for this config by train_stapo --dry-run).
+  run_part bench_lean bench_ours ours_lean --bf16-params --recompute 2 --moments 8bit --phases 3
   if cudnn_built; then run_part bench_cudnn bench_ours ours_cudnn --attention cudnn; fi
   run_part bench_torch bench_torch pure_bf16 pure_bf16 --phases
   run_part bench_torch_amp bench_torch amp amp --phases
@@ -287,8 +291,8 @@ echo "== benchmark (dev/bench/gpu_step_config.json)"
 python3 - "$out" <<'PY'
 import json, os, sys
 out = sys.argv[1]
-IMPLS = ("ours", "ours_simt", "ours_paths", "ours_bf16", "ours_lowmem", "ours_cudnn", "torch_pure_bf16", "torch_amp",
-         "torch_amp_compile")
+IMPLS = ("ours", "ours_simt", "ours_paths", "ours_bf16", "ours_lowmem", "ours_lean", "ours_cudnn", "torch_pure_bf16",
+         "torch_amp", "torch_amp_compile")
 rows = []
 for impl in IMPLS:
     path = os.path.join(out, f"bench_{impl}.json")
@@ -317,7 +321,8 @@ for impl, base, goal in (("ours", "torch_amp", 1.5), ("ours", "torch_amp_compile
                          ("ours_paths", "torch_amp", 1.5), ("ours_cudnn", "torch_amp", 1.5), ("ours_simt", "ours", None),
                          ("ours_bf16", "torch_pure_bf16", None),
                          ("ours_lowmem", "torch_pure_bf16", None),
-                         ("ours_lowmem", "torch_amp", None), ("ours_paths", "ours", None)):
+                         ("ours_lowmem", "torch_amp", None), ("ours_lean", "torch_amp", None),
+                         ("ours_paths", "ours", None)):
     r, b = results.get(impl), results.get(base)
     if r and b and b.get("peak_memory_gib") and r.get("peak_memory_gib"):
         rows.append(f"{impl} / {base}: tokens/s x{r['tokens_per_s'] / b['tokens_per_s']:.2f}"
