@@ -6,7 +6,7 @@
 #   per-phase table; ours lean; ours on cuDNN's attention where that path is built; PyTorch's baselines pure_bf16
 #   and amp with their phases, then amp under torch.compile) -> the 8B benchmark under an 80 GB cap (ours vs
 #   PyTorch's pure_bf16 and amp,
-#   dev/bench/gpu_step_8b.json) -> the dev/cuda playgrounds (attention versions 2, 4, 5 in one table) -> a short
+#   dev/bench/gpu_step_8b.json) -> the dev/cuda playgrounds (attention versions 2, 4, 5 and cuDNN's 3 in one table) -> a short
 #   `make demo` on the GPU -> compute-sanitizer memcheck over the kernel and engine tests -> racecheck over the
 #   tensor-core attention tests -> a summary table, printed last. GPU_CHECK_PARTS selects parts.
 # It keeps going after a failure, bounds each part with a timeout, and reports each part. A part whose tests were
@@ -148,29 +148,28 @@ playground_blas_flags() {
 }
 
 # The dev/cuda playgrounds: each checks its kernel against the CPU twin, then times it (per-kernel numbers).
+# The attention playground is built once, with cuDNN's SDPA (version 3, the yardstick) where the build has it, and
+# times SIMT (2), WMMA (4), mma.sync (5, kernels/attention_flash2.cu) and cuDNN in one table.
 playgrounds() {
-  local blas=()
+  local blas=() attention_flags=() versions="2 4 5"
   mapfile -t blas < <(playground_blas_flags)
-  make -C dev/cuda -j "$jobs" "${blas[@]}" || return 1
+  if cudnn_built; then
+    local lib include
+    lib=$(dirname "$(grep "^STAPO_CUDNN_LIB:FILEPATH=" "$build/CMakeCache.txt" | cut -d= -f2)")
+    include=$(grep "^STAPO_CUDNN_INCLUDE_DIR:PATH=" "$build/CMakeCache.txt" | cut -d= -f2)
+    attention_flags=(CUDNN=1 "CUDNN_DIRS=-I$include -L$lib -Xlinker -rpath=$lib")
+    versions="2 3 4 5"
+  fi
+  rm -f dev/cuda/attention  # the binary does not depend on CUDNN: rebuild it with this call's choice
+  make -C dev/cuda -j "$jobs" "${blas[@]}" "${attention_flags[@]}" || return 1
   local failed=0 playground
-  # SIMT (2), WMMA (4) and mma.sync (5, kernels/attention_flash2.cu): each validated, then one timing table.
-  echo "-- attention 2 4 5"
-  timeout 120 dev/cuda/attention 2 4 5 || failed=1
+  echo "-- attention $versions"
+  # shellcheck disable=SC2086
+  timeout 180 dev/cuda/attention $versions || failed=1
   for playground in embedding lm_head rmsnorm rope swiglu adamw; do
     echo "-- $playground"
     timeout 60 "dev/cuda/$playground" || failed=1
   done
-  if cudnn_built; then  # attention version 3: cuDNN's SDPA on the same shapes
-    local lib
-    lib=$(dirname "$(grep "^STAPO_CUDNN_LIB:FILEPATH=" "$build/CMakeCache.txt" | cut -d= -f2)")
-    local include
-    include=$(grep "^STAPO_CUDNN_INCLUDE_DIR:PATH=" "$build/CMakeCache.txt" | cut -d= -f2)
-    rm -f dev/cuda/attention
-    echo "-- attention 3 5 (cuDNN, the yardstick, beside ours on tensor cores)"
-    make -C dev/cuda attention CUDNN=1 "${blas[@]}" "CUDNN_DIRS=-I$include -L$lib -Xlinker -rpath=$lib" &&
-      timeout 120 dev/cuda/attention 3 5 || failed=1
-    rm -f dev/cuda/attention
-  fi
   return $failed
 }
 
@@ -259,6 +258,10 @@ if want bench; then
   # Every faster step path of train/cuda_model.h's StepPaths on (each off by default until measured): against "ours".
   run_part bench_paths bench_ours ours_paths --grad-first-write --rmsnorm-warp --device-embedding-index \
     --adamw-multi-tensor --matmul-autotune --phases 3
+  # And each alone (a few seconds each): which phase each one moves, and by how much.
+  for step_path in grad-first-write rmsnorm-warp device-embedding-index adamw-multi-tensor matmul-autotune; do
+    run_part "bench_$step_path" bench_ours "ours_${step_path//-/_}" "--$step_path" --phases 3
+  done
   # bf16 weights with stochastic rounding: the like-for-like of PyTorch's pure_bf16 baseline.
   run_part bench_bf16 bench_ours ours_bf16 --bf16-params
   # The least-memory configuration: bf16 weights with stochastic rounding, every layer recomputed.
@@ -293,6 +296,8 @@ import json, os, sys
 out = sys.argv[1]
 IMPLS = ("ours", "ours_simt", "ours_paths", "ours_bf16", "ours_lowmem", "ours_lean", "ours_cudnn", "torch_pure_bf16",
          "torch_amp", "torch_amp_compile")
+SWITCHES = tuple("ours_" + s for s in ("grad_first_write", "rmsnorm_warp", "device_embedding_index",
+                                        "adamw_multi_tensor", "matmul_autotune"))
 rows = []
 for impl in IMPLS:
     path = os.path.join(out, f"bench_{impl}.json")
@@ -307,7 +312,7 @@ for impl in IMPLS:
     else:
         rows.append(f"{impl:17s} (no result)")
 results = {}
-for impl in IMPLS:
+for impl in IMPLS + SWITCHES:
     path = os.path.join(out, f"bench_{impl}.json")
     if os.path.exists(path):
         results[impl] = json.load(open(path))
@@ -322,7 +327,7 @@ for impl, base, goal in (("ours", "torch_amp", 1.5), ("ours", "torch_amp_compile
                          ("ours_bf16", "torch_pure_bf16", None),
                          ("ours_lowmem", "torch_pure_bf16", None),
                          ("ours_lowmem", "torch_amp", None), ("ours_lean", "torch_amp", None),
-                         ("ours_paths", "ours", None)):
+                         ("ours_paths", "ours", None)) + tuple((switch, "ours", None) for switch in SWITCHES):
     r, b = results.get(impl), results.get(base)
     if r and b and b.get("peak_memory_gib") and r.get("peak_memory_gib"):
         rows.append(f"{impl} / {base}: tokens/s x{r['tokens_per_s'] / b['tokens_per_s']:.2f}"
