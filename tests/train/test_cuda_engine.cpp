@@ -663,7 +663,10 @@ MomentsGap eight_bit_gap(Engine& fp32, Engine& q8, const CpuModel<float>& initia
 // 8-bit moments on the GPU stray from fp32 ones as far as they do on the CPU engine (the twin: fp32 activations,
 // the same quantisation, model and batches). The first GPU run (H200) measured a weight change error of 0.70 and a
 // loss difference of 0.21; this test's earlier tolerances (0.1, 0.005) were guesses from another model's
-// twin (tests/train/test_adamw_compact.cpp). What this model's CPU twin measures is the yardstick.
+// twin (tests/train/test_adamw_compact.cpp). What this model's CPU twin measures is the yardstick. Nearly all of
+// the twin's error (92.5% of its square) is the input embedding's, whose 8-bit update misses the fp32 one by 2.2×
+// that update's own size (its rows see gradients only when their token is in the batch); every other tensor by
+// 0.12 to 0.25. bitsandbytes keeps an embedding's optimizer state in 32 bits (StableEmbedding); we do not yet.
 TEST(CudaEngine, EightBitMomentsFollowFp32Moments) {
   auto model = test::engine_test_model(false, 1234);
   CpuEngine<float> cpu_fp32(test::engine_test_model(false, 1234));
