@@ -67,7 +67,7 @@ configure_and_build() {
     extra+=("-DCMAKE_PREFIX_PATH=$(IFS=';'; echo "${prefixes[*]}")")
   fi
   cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DSTAPO_CUDA=ON -DSTAPO_CUDA_ARCHS=90a "${extra[@]}" &&
-    cmake --build "$build" -j "$jobs" --target test_gpu_smoke test_kernels test_cuda_engine train_stapo gpu_step -- -k
+    cmake --build "$build" -j "$jobs" --target stapo_gpu_tests train_stapo gpu_step -- -k
   if cudnn_built; then echo "cuDNN attention path: built"; else echo "cuDNN attention path: not built"; fi
 }
 
