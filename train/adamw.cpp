@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "common/error.h"
+
 namespace stapo {
 
 template <typename T>
@@ -78,6 +80,23 @@ void adamw_compact_update(const AdamWState& state, MasterKind master, MomentKind
     case MasterKind::split: return compact_update<MasterKind::split>(state, moments, grads, step, clip, seed);
     case MasterKind::none: return compact_update<MasterKind::none>(state, moments, grads, step, clip, seed);
   }
+}
+
+bool keeps_fp32_moments(const ParamSpec& spec) { return spec.role == ParamRole::embed; }
+
+Q8MomentLayout q8_moment_layout(const std::vector<ParamSpec>& specs, size_t align) {
+  STAPO_CHECK(align >= 1, "q8_moment_layout: align ", align);
+  Q8MomentLayout out;
+  for (const ParamSpec& s : specs) {
+    const bool fp32 = keeps_fp32_moments(s);
+    size_t& end = fp32 ? out.fp32_elements : out.code_elements;
+    out.kind.push_back(fp32 ? MomentKind::fp32 : MomentKind::q8);
+    out.offset.push_back(end);
+    out.block.push_back(fp32 ? 0 : out.blocks);
+    end += (s.numel + align - 1) / align * align;
+    if (!fp32) out.blocks += quant_blocks(s.numel);
+  }
+  return out;
 }
 
 }  // namespace stapo

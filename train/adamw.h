@@ -12,8 +12,10 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "model/ops/adamw.h"  // defines: AdamWState, AdamWStep, MasterKind, MomentKind
+#include "model/params.h"     // defines: ParamSpec
 
 namespace stapo {
 
@@ -34,5 +36,24 @@ void adamw_update(T* p, const T* grad, T* m, T* v, size_t n, double lr, double w
 // tensor, state.index_base + i, is hashed with it). Float arithmetic, OpenMP over the quantisation blocks: any thread count gives the same bits.
 void adamw_compact_update(const AdamWState& state, MasterKind master, MomentKind moments, const float* grads,
                           const AdamWStep<float>& step, float clip, uint32_t seed);
+
+// Under 8-bit moments (--moments 8bit) the input embedding keeps fp32 m and v, every other tensor 8-bit ones, as
+// bitsandbytes does (its StableEmbedding asks 32-bit optimizer state for its weight). A row of the embedding gets a
+// gradient only when its token is in the batch, so its 2048-element blocks mix fresh and decaying moments; in 8
+// bits its update missed the fp32 one by 2.2 times that update's size (docs/training.md). Tied to the lm_head it
+// is the same tensor, and stays fp32. The one rule: both engines, the optimizer state file and the memory plan ask it.
+bool keeps_fp32_moments(const ParamSpec& spec);
+
+// Where each tensor's moments live under 8-bit moments: the tensors that keep fp32 ones back to back in one pair
+// of fp32 arrays (m, v), the others' codes back to back in one pair of byte arrays and their absmax blocks in
+// order; every tensor's start rounded up to a multiple of `align` elements (1: packed, as the CPU engine and the
+// file hold them; the CUDA engine's kParamAlign).
+struct Q8MomentLayout {
+  std::vector<MomentKind> kind;  // per tensor (model/params.h order): fp32 where keeps_fp32_moments, else q8
+  std::vector<size_t> offset;    // per tensor: its first element in the fp32 moments or in the codes, by kind
+  std::vector<size_t> block;     // per q8 tensor: its first absmax block (0 for the fp32 ones)
+  size_t fp32_elements = 0, code_elements = 0, blocks = 0;  // the arrays' sizes, each a multiple of `align`
+};
+Q8MomentLayout q8_moment_layout(const std::vector<ParamSpec>& specs, size_t align);
 
 }  // namespace stapo

@@ -35,19 +35,9 @@ void CpuEngine<T>::ensure_moments() {
     v_.assign(updates_.count, T(0));
     return;
   }
-  if (!m_code_.empty()) return;
-  // Zero moments: the codes of 0, absmax 0. Blocks never span two tensors. (Not sharded: updates_ is everything.)
-  const size_t n = model_->num_params();
-  m_code_.assign(n, quant_encode(quant_map(true).bound, 0.0f));
-  v_code_.assign(n, quant_encode(quant_map(false).bound, 0.0f));
-  size_t blocks = 0;
-  block_offsets_.clear();
-  for (const Parameter<T>& p : model_->parameters()) {
-    block_offsets_.push_back(blocks);
-    blocks += quant_blocks(p.numel);
-  }
-  m_absmax_.assign(blocks, 0.0f);
-  v_absmax_.assign(blocks, 0.0f);
+  if (!q8_layout_.kind.empty()) return;
+  q8_layout_ = q8_moment_layout(model_param_specs(model_->config()), 1);  // the model's buffer is packed too
+  q8_ = q8_moment_state(q8_layout_);
 }
 
 template <typename T>
@@ -119,13 +109,20 @@ void CpuEngine<T>::optimizer_step(const OptimizerUpdate& u) {
         AdamWState s;  // the whole tensor: 8-bit moments are never sharded
         s.n = p.numel;
         s.master = p.data;
-        s.m_code = m_code_.data() + offset;
-        s.v_code = v_code_.data() + offset;
-        s.m_absmax = m_absmax_.data() + block_offsets_[k];
-        s.v_absmax = v_absmax_.data() + block_offsets_[k];
+        const size_t at = q8_layout_.offset[k];
+        const MomentKind kind = q8_layout_.kind[k];
+        if (kind == MomentKind::fp32) {
+          s.m = q8_.m.data() + at;
+          s.v = q8_.v.data() + at;
+        } else {
+          s.m_code = q8_.m_code.data() + at;
+          s.v_code = q8_.v_code.data() + at;
+          s.m_absmax = q8_.m_absmax.data() + q8_layout_.block[k];
+          s.v_absmax = q8_.v_absmax.data() + q8_layout_.block[k];
+        }
         const AdamWStep<float> step =
             adamw_step_make<float>(u.lr, decay, u.adamw.beta1, u.adamw.beta2, u.adamw.eps, u.t);
-        adamw_compact_update(s, MasterKind::fp32, MomentKind::q8, p.grad, step, float(grad_scale), 0);
+        adamw_compact_update(s, MasterKind::fp32, kind, p.grad, step, float(grad_scale), 0);
       }
       continue;
     }
@@ -156,9 +153,7 @@ void CpuEngine<T>::save_optimizer(const std::string& path) {
   const size_t n = model_->num_params();
   const bool writer = !ranks_ || ranks_->rank() == 0;
   if (moments_ == MomentKind::q8) {  // never sharded: every rank holds the whole state
-    if (writer)
-      optimizer_state_write_q8(path, m_code_.data(), v_code_.data(), n, m_absmax_.data(), v_absmax_.data(),
-                               m_absmax_.size());
+    if (writer) optimizer_state_write_q8(path, model_param_specs(model_->config()), q8_);
     return;
   }
   if (!sharded_) {
@@ -178,8 +173,7 @@ template <typename T>
 void CpuEngine<T>::load_optimizer(const std::string& path) {
   ensure_moments();
   if (moments_ == MomentKind::q8)
-    optimizer_state_read_q8(path, m_code_.data(), v_code_.data(), m_code_.size(), m_absmax_.data(),
-                            v_absmax_.data(), m_absmax_.size());
+    optimizer_state_read_q8(path, model_param_specs(model_->config()), q8_);
   else
     optimizer_state_read(path, m_.data(), v_.data(), model_->num_params(), updates_.begin, updates_.count);
 }
@@ -187,8 +181,8 @@ void CpuEngine<T>::load_optimizer(const std::string& path) {
 template <typename T>
 std::string CpuEngine<T>::description() const {
   std::string out = cat("cpu ", sizeof(T) == 4 ? "fp32" : "fp64",
-                        moments_ == MomentKind::q8 ? ", 8-bit AdamW moments" : "", ", ", model_->num_params(),
-                        " parameters");
+                        moments_ == MomentKind::q8 ? ", 8-bit AdamW moments (fp32 for the embedding)" : "", ", ",
+                        model_->num_params(), " parameters");
   if (ranks_)
     out += cat(", data parallel over ", ranks_->world_size(), " ranks (", ranks_->backend(), ")",
                sharded_ ? cat(", ZeRO-1: rank ", ranks_->rank(), " updates parameters [", updates_.begin, ", ",

@@ -10,16 +10,19 @@
 // whole model's either way, each rank summing the squares of its shard_range, then one sum over ranks.
 //
 // Moments: T (adamw_update, double arithmetic), or with MomentKind::q8 (float only) 8-bit block-wise ones
-// (model/ops/adamw.h), updated by adamw_compact_update, the CPU twin of the CUDA kernel, with the model's fp32
-// weights as the master: the CPU trainer runs the GPU's 8-bit optimizer.
+// (model/ops/adamw.h) but fp32 ones for the input embedding (train/adamw.h's keeps_fp32_moments), updated by
+// adamw_compact_update, the CPU twin of the CUDA kernel, with the model's fp32 weights as the master: the CPU
+// trainer runs the GPU's 8-bit optimizer.
 #pragma once
 #include <cstdint>
 #include <memory>
 
 #include "model/model.h"        // defines: CpuModel
 #include "model/ops/adamw.h"    // defines: MomentKind
+#include "train/adamw.h"        // defines: Q8MomentLayout
 #include "train/collective.h"   // defines: Collective, ShardRange
 #include "train/engine.h"       // defines: Engine
+#include "train/optimizer_state.h"  // defines: Q8MomentState
 
 namespace stapo {
 
@@ -56,10 +59,9 @@ class CpuEngine : public Engine {
   // weights for nothing.
   void ensure_moments();
   MomentKind moments_;
-  std::vector<T> m_, v_;                   // MomentKind::fp32
-  std::vector<uint8_t> m_code_, v_code_;   // MomentKind::q8: one code per parameter, as the parameter buffer
-  std::vector<float> m_absmax_, v_absmax_; // and each tensor's blocks, in parameter order
-  std::vector<size_t> block_offsets_;      // per parameter tensor: its first block
+  std::vector<T> m_, v_;     // MomentKind::fp32
+  Q8MomentLayout q8_layout_; // MomentKind::q8 (never sharded): each tensor's place in q8_, packed
+  Q8MomentState q8_;         // the embedding's fp32 m, v, the other tensors' codes and absmax
   std::vector<T> logp_, entropy_, dlogp_;  // (rows·T) per position of the last batch
   StepResults results_;
   bool step_has_nonfinite_loss_ = false;  // since zero_grad

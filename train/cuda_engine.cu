@@ -96,15 +96,17 @@ AdamWState CudaEngine::tensor_state(size_t i) const {
   s.weights = reinterpret_cast<uint16_t*>(model_->params() + part.begin);
   if (master_) s.master = master_ + at;
   if (low_) s.low = low_ + at;
-  if (m_) {
+  if (options_.moments == MomentKind::fp32) {
     s.m = m_ + at;
     s.v = v_ + at;
-  }
-  if (m_code_) {  // one rank: the whole tensor
-    s.m_code = m_code_ + at;
-    s.v_code = v_code_ + at;
-    s.m_absmax = m_absmax_ + block_offsets_[i];
-    s.v_absmax = v_absmax_ + block_offsets_[i];
+  } else if (q8_layout_.kind[i] == MomentKind::fp32) {  // one rank: the whole tensor, at its place in the layout
+    s.m = m_ + q8_layout_.offset[i];
+    s.v = v_ + q8_layout_.offset[i];
+  } else {
+    s.m_code = m_code_ + q8_layout_.offset[i];
+    s.v_code = v_code_ + q8_layout_.offset[i];
+    s.m_absmax = m_absmax_ + q8_layout_.block[i];
+    s.v_absmax = v_absmax_ + q8_layout_.block[i];
   }
   return s;
 }
@@ -146,15 +148,15 @@ CudaEngine::CudaEngine(const ModelConfig& config, const CpuModel<float>* weights
   if (options.moments == MomentKind::fp32) {
     m_ = device_alloc_zeroed<float>(mine, stream_);
     v_ = device_alloc_zeroed<float>(mine, stream_);
-  } else {  // one rank (data_parallel_unsupported): the whole buffer
-    for (const ParamSpec& s : specs) {
-      block_offsets_.push_back(blocks_);
-      blocks_ += quant_blocks(s.numel);
-    }
-    m_code_ = device_alloc_zeroed<uint8_t>(mine, stream_);
-    v_code_ = device_alloc_zeroed<uint8_t>(mine, stream_);
-    m_absmax_ = device_alloc_zeroed<float>(blocks_, stream_);  // absmax 0: every moment decodes to 0
-    v_absmax_ = device_alloc_zeroed<float>(blocks_, stream_);
+  } else {  // one rank (data_parallel_unsupported): the whole model, each tensor at its place in q8_layout_
+    q8_layout_ = q8_moment_layout(specs, kParamAlign);
+    const Q8MomentLayout& q = q8_layout_;
+    m_ = device_alloc_zeroed<float>(q.fp32_elements, stream_);
+    v_ = device_alloc_zeroed<float>(q.fp32_elements, stream_);
+    m_code_ = device_alloc_zeroed<uint8_t>(q.code_elements, stream_);
+    v_code_ = device_alloc_zeroed<uint8_t>(q.code_elements, stream_);
+    m_absmax_ = device_alloc_zeroed<float>(q.blocks, stream_);  // absmax 0: every moment decodes to 0
+    v_absmax_ = device_alloc_zeroed<float>(q.blocks, stream_);
   }
   norm_partials_ = device_alloc_zeroed<float>(GRAD_NORM_BLOCKS + 1, stream_);
   scalars_ = device_alloc_zeroed<StepScalars>(1, stream_);
@@ -393,11 +395,14 @@ void CudaEngine::optimizer_step(const OptimizerUpdate& update) {
   enqueue_results_copy();  // before AdamW: take_results need not wait for the update
   const std::vector<ParamSpec>& specs = model.specs();
   if (timer_) timer_->mark(Phase::optimizer);
-  std::vector<AdamWTensor> table;  // with paths.adamw_multi_tensor: the launches below as one
+  // With paths.adamw_multi_tensor: the launches below as one per kind of moments (8-bit moments keep the
+  // embedding's fp32: keeps_fp32_moments).
+  std::vector<AdamWTensor> tables[2];
   for (size_t i = 0; i < specs.size(); ++i) {  // each tensor's part in this rank's range
     const ParamSpec& p = specs[i];
     const AdamWState part = tensor_state(i);
     if (part.n == 0) continue;
+    const MomentKind moments = tensor_moments(i);
     const AdamWStep<float> step =
         adamw_step_make<float>(update.lr, p.is_norm() ? 0.0 : update.adamw.weight_decay, update.adamw.beta1,
                                update.adamw.beta2, update.adamw.eps, t);
@@ -414,17 +419,18 @@ void CudaEngine::optimizer_step(const OptimizerUpdate& update) {
         x.grads = model.grads() + g;
       x.step = step;
       x.seed = seed;
-      table.push_back(x);
+      tables[int(moments)].push_back(x);
     } else if (grads.bf16[i])
-      adamw_compact_update(part, options_.master, options_.moments, model.grads_bf16() + g, step,
-                           &scalars_->clip_scale, &scalars_->apply, seed, stream_);
+      adamw_compact_update(part, options_.master, moments, model.grads_bf16() + g, step, &scalars_->clip_scale,
+                           &scalars_->apply, seed, stream_);
     else
-      adamw_compact_update(part, options_.master, options_.moments, model.grads() + g, step, &scalars_->clip_scale,
+      adamw_compact_update(part, options_.master, moments, model.grads() + g, step, &scalars_->clip_scale,
                            &scalars_->apply, seed, stream_);
   }
-  if (!table.empty())
-    adamw_compact_update_many(adamw_table_, table, options_.master, options_.moments, &scalars_->clip_scale,
-                              &scalars_->apply, stream_);
+  for (MomentKind moments : {MomentKind::fp32, MomentKind::q8})  // one table, reused in stream order
+    if (!tables[int(moments)].empty())
+      adamw_compact_update_many(adamw_table_, tables[int(moments)], options_.master, moments, &scalars_->clip_scale,
+                                &scalars_->apply, stream_);
   ranks_->gather_params(model.params());
   if (step_open_) {
     open_step_.end = take_event();
@@ -602,7 +608,7 @@ void CudaEngine::save_model(const std::string& dir) {
 }
 
 // The moments without the alignment padding, in parameter order (train/optimizer_state.h): fp32 m and v, or the
-// 8-bit codes and every tensor's absmax (already in order, unpadded).
+// 8-bit moments' packed layout (q8_moment_layout with align 1).
 void CudaEngine::save_optimizer(const std::string& path) {
   if (options_.moments == MomentKind::fp32) {  // under ZeRO-1 gathered from every rank's range
     std::vector<float> m = ranks_->gather_to_host(m_), v = ranks_->gather_to_host(v_);
@@ -612,23 +618,11 @@ void CudaEngine::save_optimizer(const std::string& path) {
     optimizer_state_write(path, m.data(), v.data(), m.size());
     return;
   }
-  // 8-bit moments: one rank (data_parallel_unsupported) holds them all.
-  const std::vector<ParamSpec>& specs = model_->specs();
-  size_t count = 0;
-  for (const ParamSpec& s : specs) count += s.numel;
-  std::vector<uint8_t> m(count), v(count);
-  size_t at = 0;
-  for (size_t i = 0; i < specs.size(); ++i) {
-    const size_t from = model_->offsets()[i], n = specs[i].numel;
-    cudaCheck(cudaMemcpyAsync(m.data() + at, m_code_ + from, n, cudaMemcpyDeviceToHost, stream_));
-    cudaCheck(cudaMemcpyAsync(v.data() + at, v_code_ + from, n, cudaMemcpyDeviceToHost, stream_));
-    at += n;
-  }
-  std::vector<float> m_absmax(blocks_), v_absmax(blocks_);
-  cudaCheck(cudaMemcpyAsync(m_absmax.data(), m_absmax_, blocks_ * sizeof(float), cudaMemcpyDeviceToHost, stream_));
-  cudaCheck(cudaMemcpyAsync(v_absmax.data(), v_absmax_, blocks_ * sizeof(float), cudaMemcpyDeviceToHost, stream_));
-  cudaCheck(cudaStreamSynchronize(stream_));
-  optimizer_state_write_q8(path, m.data(), v.data(), count, m_absmax.data(), v_absmax.data(), blocks_);
+  // 8-bit moments: one rank (data_parallel_unsupported) holds them all, each tensor's at its place in q8_layout_;
+  // the file's layout is the packed one.
+  Q8MomentState host;
+  q8_copy(host, cudaMemcpyDeviceToHost);
+  optimizer_state_write_q8(path, model_->specs(), host);
 }
 
 // A file of the other kind of moments is refused, naming the --moments value to resume with.
@@ -652,21 +646,36 @@ void CudaEngine::load_optimizer(const std::string& path) {
     cudaCheck(cudaStreamSynchronize(stream_));  // m and v are freed on return
     return;
   }
-  size_t count = 0;
-  for (const ParamSpec& s : specs) count += s.numel;
-  std::vector<uint8_t> m(count), v(count);
-  std::vector<float> m_absmax(blocks_), v_absmax(blocks_);
-  optimizer_state_read_q8(path, m.data(), v.data(), count, m_absmax.data(), v_absmax.data(), blocks_);
-  size_t at = 0;
+  Q8MomentState host;
+  optimizer_state_read_q8(path, specs, host);
+  q8_copy(host, cudaMemcpyHostToDevice);
+}
+
+// Between the device's 8-bit moments (q8_layout_) and a host copy in the file's packed layout, each tensor's in
+// turn, in the direction `kind` says (to the host: `host` resized first); waits for the copies, so the host copy
+// may go once it returns.
+void CudaEngine::q8_copy(Q8MomentState& host, cudaMemcpyKind kind) {
+  const bool to_host = kind == cudaMemcpyDeviceToHost;
+  const Q8MomentLayout packed = q8_moment_layout(model_->specs(), 1);
+  if (to_host) host = q8_moment_state(packed);
+  auto copy = [&](void* device, void* on_host, size_t bytes) {
+    cudaCheck(cudaMemcpyAsync(to_host ? on_host : device, to_host ? device : on_host, bytes, kind, stream_));
+  };
+  const std::vector<ParamSpec>& specs = model_->specs();
   for (size_t i = 0; i < specs.size(); ++i) {
-    const size_t to = model_->offsets()[i], n = specs[i].numel;
-    cudaCheck(cudaMemcpyAsync(m_code_ + to, m.data() + at, n, cudaMemcpyHostToDevice, stream_));
-    cudaCheck(cudaMemcpyAsync(v_code_ + to, v.data() + at, n, cudaMemcpyHostToDevice, stream_));
-    at += n;
+    const size_t from = q8_layout_.offset[i], to = packed.offset[i], n = specs[i].numel;
+    if (q8_layout_.kind[i] == MomentKind::fp32) {
+      copy(m_ + from, host.m.data() + to, n * sizeof(float));
+      copy(v_ + from, host.v.data() + to, n * sizeof(float));
+    } else {
+      copy(m_code_ + from, host.m_code.data() + to, n);
+      copy(v_code_ + from, host.v_code.data() + to, n);
+    }
   }
-  cudaCheck(cudaMemcpyAsync(m_absmax_, m_absmax.data(), blocks_ * sizeof(float), cudaMemcpyHostToDevice, stream_));
-  cudaCheck(cudaMemcpyAsync(v_absmax_, v_absmax.data(), blocks_ * sizeof(float), cudaMemcpyHostToDevice, stream_));
-  cudaCheck(cudaStreamSynchronize(stream_));  // the host copies are freed on return
+  // The blocks do not depend on the alignment: the same order in both.
+  copy(m_absmax_, host.m_absmax.data(), q8_layout_.blocks * sizeof(float));
+  copy(v_absmax_, host.v_absmax.data(), q8_layout_.blocks * sizeof(float));
+  cudaCheck(cudaStreamSynchronize(stream_));
 }
 
 std::string CudaEngine::description() const {
@@ -678,7 +687,7 @@ std::string CudaEngine::description() const {
              master == MasterKind::fp32    ? "fp32 master weights"
              : master == MasterKind::split ? "split master weights (bf16 + low 16 bits)"
                                            : "bf16 weights with stochastic rounding",
-             options_.moments == MomentKind::q8 ? ", 8-bit AdamW moments" : "",
+             options_.moments == MomentKind::q8 ? ", 8-bit AdamW moments (fp32 for the embedding)" : "",
              options_.paths.description(), ", recompute ",
              options_.recompute,
              options_.attention == AttentionPath::cudnn    ? ", cuDNN attention"

@@ -22,9 +22,10 @@
 // fp32 master weights (default, 4 bytes per parameter), the split master (the low 16 bits beside the bf16
 // weights: the fp32 master exactly, 2 bytes, and the same numbers as fp32), or none (bf16 weights updated by
 // stochastic rounding); by --moments: fp32 m and v (8 bytes) or 8-bit block-wise ones (2 bytes + 8 per block of
-// 2048; Dettmers et al., ICLR 2022). Per parameter: 2 (weights) + 4 or 2 (gradients) + master + moments. The
-// device memory of a configuration, before anything is allocated: cuda_engine_plan_input with
-// train/memory_plan.h, from the sizes the model and the kernels allocate.
+// 2048; Dettmers et al., ICLR 2022), the input embedding's fp32 (train/adamw.h's keeps_fp32_moments). Per
+// parameter: 2 (weights) + 4 or 2 (gradients) + master + moments. The device memory of a configuration, before
+// anything is allocated: cuda_engine_plan_input with train/memory_plan.h, from the sizes the model and the kernels
+// allocate.
 //
 // Data parallel (options.data_parallel, train/cuda_zero.h): one process per GPU over NCCL; the gradients are
 // reduced over the ranks in optimizer_step (with zero_overlap during the last backward of the step, which
@@ -50,10 +51,12 @@
 #include "kernels/staging.h"    // defines: HostStaging
 #include "model/model.h"        // defines: CpuModel, ModelConfig
 #include "model/ops/adamw.h"    // defines: AdamWState, MasterKind, MomentKind
+#include "train/adamw.h"        // defines: Q8MomentLayout
 #include "train/cuda_model.h"   // defines: CudaModel, AttentionPath
 #include "train/cuda_zero.h"    // defines: CudaZero, Collective
 #include "train/engine.h"       // defines: Engine
 #include "train/memory_plan.h"  // defines: MemoryPlanInput
+#include "train/optimizer_state.h"  // defines: Q8MomentState
 
 namespace stapo {
 
@@ -169,6 +172,11 @@ class CudaEngine : public Engine {
   // The optimizer state of this rank's part of parameter `index` (model/params.h order): the whole tensor unless
   // ZeRO-1 shards it (n = 0 when this rank holds none of it); index_base is the part's first index in the tensor.
   AdamWState tensor_state(size_t index) const;
+  // The kind of moments tensor `index` keeps: options.moments, but fp32 for the embedding (keeps_fp32_moments).
+  MomentKind tensor_moments(size_t index) const {
+    return options_.moments == MomentKind::q8 ? q8_layout_.kind[index] : MomentKind::fp32;
+  }
+  void q8_copy(Q8MomentState& host, cudaMemcpyKind kind);  // 8-bit moments to or from a checkpoint's layout
   // The first `pairs` slots of `from` into `to` (device or pinned host, as `kind` says), in stream order; the
   // prompt sums only when the pending pairs have them.
   void copy_slots(const PairSlots& to, const PairSlots& from, int pairs, cudaMemcpyKind kind);
@@ -191,11 +199,11 @@ class CudaEngine : public Engine {
   // rank only).
   float* master_ = nullptr;                          // (range) MasterKind::fp32
   int16_t* low_ = nullptr;                           // (range) MasterKind::split: the master's low halves
-  float *m_ = nullptr, *v_ = nullptr;                // (range) MomentKind::fp32
-  uint8_t *m_code_ = nullptr, *v_code_ = nullptr;    // (range) MomentKind::q8
-  float *m_absmax_ = nullptr, *v_absmax_ = nullptr;  // (blocks_) MomentKind::q8: each tensor's blocks in order
-  std::vector<size_t> block_offsets_;                // per tensor: its first block
-  size_t blocks_ = 0;
+  float *m_ = nullptr, *v_ = nullptr;  // (range) MomentKind::fp32; with q8 (fp32_elements) the embedding's
+  // MomentKind::q8 (one rank, the whole model): each tensor's place in m_, v_ or the codes, and its first block.
+  Q8MomentLayout q8_layout_;
+  uint8_t *m_code_ = nullptr, *v_code_ = nullptr;    // (code_elements) MomentKind::q8
+  float *m_absmax_ = nullptr, *v_absmax_ = nullptr;  // (blocks) MomentKind::q8: each 8-bit tensor's blocks in order
   float* norm_partials_ = nullptr;  // GRAD_NORM_BLOCKS + 1
   // Data parallel, or the whole buffer for one process.
   std::unique_ptr<CudaZero> ranks_;

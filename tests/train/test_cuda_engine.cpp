@@ -661,12 +661,12 @@ MomentsGap eight_bit_gap(Engine& fp32, Engine& q8, const CpuModel<float>& initia
 }
 
 // 8-bit moments on the GPU stray from fp32 ones as far as they do on the CPU engine (the twin: fp32 activations,
-// the same quantisation, model and batches). The first GPU run (H200) measured a weight change error of 0.70 and a
-// loss difference of 0.21; this test's earlier tolerances (0.1, 0.005) were guesses from another model's
-// twin (tests/train/test_adamw_compact.cpp). What this model's CPU twin measures is the yardstick. Nearly all of
-// the twin's error (92.5% of its square) is the input embedding's, whose 8-bit update misses the fp32 one by 2.2×
-// that update's own size (its rows see gradients only when their token is in the batch); every other tensor by
-// 0.12 to 0.25. bitsandbytes keeps an embedding's optimizer state in 32 bits (StableEmbedding); we do not yet.
+// the same quantisation, model and batches); what this model's CPU twin measures is the yardstick. With every
+// tensor 8-bit the twin measured a weight change error of 0.713 and a loss difference of 0.346 (the H200 0.700 and
+// 0.206), 92.5% of the error's square the input embedding's, whose 8-bit update missed the fp32 one by 2.2× that
+// update's own size (its rows see gradients only when their token is in the batch). Since the embedding keeps
+// fp32 moments (train/adamw.h's keeps_fp32_moments, as bitsandbytes' StableEmbedding) the twin measures 0.0286
+// and 0.0039; its bounds are about twice that. The GPU half has not run with the fp32 embedding moments yet.
 TEST(CudaEngine, EightBitMomentsFollowFp32Moments) {
   auto model = test::engine_test_model(false, 1234);
   CpuEngine<float> cpu_fp32(test::engine_test_model(false, 1234));
@@ -674,6 +674,8 @@ TEST(CudaEngine, EightBitMomentsFollowFp32Moments) {
   const MomentsGap cpu = eight_bit_gap(cpu_fp32, cpu_q8, *model);
   printf("CPU twin, 8-bit vs fp32 moments, 30 steps: weight change error %.3e, largest loss difference %.3e\n",
          cpu.change_error, cpu.loss_diff);
+  EXPECT_LT(cpu.change_error, 0.06);
+  EXPECT_LT(cpu.loss_diff, 0.01);
   STAPO_REQUIRE_GPU();
   CudaEngine fp32(*model, compact_options(1, MasterKind::fp32, MomentKind::fp32));
   CudaEngine q8(*model, compact_options(1, MasterKind::fp32, MomentKind::q8));
@@ -688,7 +690,8 @@ TEST(CudaEngine, EightBitMomentsFollowFp32Moments) {
 // GEMM, a bf16 output: within 2^-8 per element, ~1e-3 relative L2; tolerance 8e-3), the others (embedding,
 // lm_head, norms) are fp32 and the same bit for bit; over 10 steps the losses stay within 0.03 of the fp32 run's.
 // Calibrated on the first GPU run (H200): 1.68e-3 relative L2 and a largest loss difference of 1.29e-2, over the
-// 0.01 guessed before it; 8-bit moments move this model's losses by 0.2 to 0.35 (the test above).
+// 0.01 guessed before it; 8-bit moments moved this model's losses by 0.2 to 0.35 while the embedding's were 8-bit
+// too (the test above).
 TEST(CudaEngine, Bf16GradientsFollowFp32Gradients) {
   STAPO_REQUIRE_GPU();
   const ModelConfig config = test::engine_test_config(false);
