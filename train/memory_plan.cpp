@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "common/error.h"
+#include "train/adamw.h"
 
 namespace stapo {
 
@@ -168,11 +169,8 @@ MemoryPlan memory_plan(const ModelConfig& c, const MemoryPlanInput& in) {
   const uint64_t P = param_buffer_elements(specs, in.ranks);
   const bool sharded = in.ranks > 1 && in.zero1;
   const uint64_t S = sharded ? P / uint64_t(in.ranks) : P;
-  uint64_t numel = 0, blocks = 0;
-  for (const ParamSpec& s : specs) {
-    numel += s.numel;
-    blocks += quant_blocks(s.numel);
-  }
+  uint64_t numel = 0;
+  for (const ParamSpec& s : specs) numel += s.numel;
   MemoryPlan plan;
   const std::string per = cat(" × ", P, " parameters");
   const std::string state = sharded ? cat(" × ", S, " parameters (ZeRO-1: 1/", in.ranks, " of ", P, ")") : per;
@@ -192,9 +190,13 @@ MemoryPlan memory_plan(const ModelConfig& c, const MemoryPlanInput& in) {
                               " embedding, lm_head and RMSNorm weights")});
   if (in.moments == MomentKind::fp32)
     plan.items.push_back({"AdamW moments (fp32 m, v)", 8 * S, cat("8 B", state)});
-  else
-    plan.items.push_back({"AdamW moments (8-bit m, v)", 2 * S + 8 * blocks,
-                          cat("2 B", state, " + 2 fp32 absmax × ", blocks, " blocks of ", kQuantBlock)});
+  else {  // never sharded (data_parallel_unsupported); the engine's layout
+    const Q8MomentLayout q8 = q8_moment_layout(specs, kParamAlign);
+    plan.items.push_back({"AdamW moments (8-bit m, v; embedding fp32)",
+                          8 * q8.fp32_elements + 2 * q8.code_elements + 8 * q8.blocks,
+                          cat("8 B × ", q8.fp32_elements, " embedding parameters + 2 B × ", q8.code_elements,
+                              " + 2 fp32 absmax × ", q8.blocks, " blocks of ", kQuantBlock)});
+  }
 
   const uint64_t N = 2 * uint64_t(in.batch_size) * uint64_t(in.max_length);
   const ActivationLayout layout = activation_layout(c, N, in.recompute);

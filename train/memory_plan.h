@@ -12,7 +12,8 @@
 // Per parameter (P elements, each tensor padded to a multiple of 128):
 //   weights bf16 2·P;  master: fp32 4·P, split 2·P (the low halves), none 0;  gradients: fp32 4·P, bf16 2 B
 //   per layer matmul weight + 4 B per embedding, lm_head and RMSNorm weight (grad_layout);
-//   moments: fp32 8·P, 8-bit 2·P + 8 per block of 2048 (absmax of m and v).
+//   moments: fp32 8·P; 8-bit 8 B per input embedding parameter (fp32 m and v: train/adamw.h's keeps_fp32_moments),
+//   2 B per other parameter + 8 per block of 2048 of those (absmax of m and v).
 // Data parallel over W ranks: one rank's plan; P padded to a multiple of 128·W, and under ZeRO-1 the master and
 // moments are P/W per rank (MemoryPlanInput::ranks, zero1).
 // Activations for N = 2 · batch-size · max-length tokens (the engine's arena, each buffer 256-byte aligned), by

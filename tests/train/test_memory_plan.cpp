@@ -63,7 +63,8 @@ uint64_t item(const MemoryPlan& plan, const std::string& prefix) {
 // 16·32 = 512, o 1024, post norm 128, gate, up, down 64·32 = 2048 each: 9,472 per layer, 18,944 for two; final
 // norm 128; lm_head 2048. P = 2048 + 18,944 + 128 + 2048 = 23,168 (22,688 without padding). Quantisation blocks
 // of 2048: one per tensor (21 tensors) = 21.
-// --master split --moments 8bit --grads bf16: weights 2P = 46,336, low halves 46,336, moments 2P + 8·21 = 46,504;
+// --master split --moments 8bit --grads bf16: weights 2P = 46,336, low halves 46,336, moments 8·2048 = 16,384 for
+// the embedding (fp32 m, v) + 2·(23,168 − 2048) = 42,240 + 8·20 blocks of the other tensors = 58,784;
 // gradients bf16 for the layers' matmul weights, 2 × (1024 + 512 + 512 + 1024 + 3 × 2048) = 18,432 elements, fp32
 // for embed, lm_head and the 5 norms, 2048 + 2048 + 5 × 128 = 4,736: 2·18,432 + 4·4,736 = 55,808.
 // --recompute 2, 1 pair × 64 = N = 128 tokens (every buffer a multiple of 256 bytes, so no padding):
@@ -76,7 +77,7 @@ uint64_t item(const MemoryPlan& plan, const std::string& prefix) {
 //   backward scratch: d_resid, d_norm, d_att, d_q 4 × 8,192, d_k, d_v 2 × 4,096, d_act, d_gate, d_up 3 × 16,384,
 //           attention scratch 2,048: 92,160
 // embedding index (3·128 + 1)·4 = 1,540; a workspace of 1,000; the allowance 64 MiB = 67,108,864.
-// Total 46,336·2 + 55,808 + 46,504 + 16,384 + 101,376 + 38,912 + 92,160 + 1,540 + 1,000 + 67,108,864 = 67,555,220.
+// Total 46,336·2 + 55,808 + 58,784 + 16,384 + 101,376 + 38,912 + 92,160 + 1,540 + 1,000 + 67,108,864 = 67,567,500.
 TEST(MemoryPlan, SmallModelByHand) {
   MemoryPlanInput in;
   in.master = MasterKind::split;
@@ -91,13 +92,13 @@ TEST(MemoryPlan, SmallModelByHand) {
   EXPECT_EQ(item(plan, "weights"), 46336u);
   EXPECT_EQ(item(plan, "master weights (split"), 46336u);
   EXPECT_EQ(item(plan, "gradients (bf16"), 55808u);
-  EXPECT_EQ(item(plan, "AdamW moments (8-bit"), 46504u);
+  EXPECT_EQ(item(plan, "AdamW moments (8-bit"), 58784u);
   EXPECT_EQ(item(plan, "activations: layer inputs"), 16384u);
   EXPECT_EQ(item(plan, "activations: one layer's"), 101376u);
   EXPECT_EQ(item(plan, "final norm"), 38912u);
   EXPECT_EQ(item(plan, "backward scratch"), 92160u);
   EXPECT_EQ(item(plan, "embedding gradient index"), 1540u);
-  EXPECT_EQ(plan.total(), 67555220u);
+  EXPECT_EQ(plan.total(), 67567500u);
   // The same model with the engine's defaults: fp32 master 4P = 92,672, fp32 gradients 92,672, fp32 moments
   // 8P = 185,344; at --recompute 1 each layer keeps q 8,192, k, v 4,096, att, resid2 8,192, gate, up 16,384,
   // rstd1, rstd2 512, lse 2,048 = 68,608, two layers 137,216, and one shared norm1, norm2, act = 32,768.
@@ -116,10 +117,12 @@ TEST(MemoryPlan, SmallModelByHand) {
 // Llama-3-8B (V 128256, C 4096, F 14336, 32 layers, 32 heads, 8 KV heads of 128), untied: every tensor is a
 // multiple of 2048 elements, so P = 2·128256·4096 + 32·(2·4096 + 2·4096² + 2·1024·4096 + 3·14336·4096) + 4096
 // = 1,050,673,152 + 32·218,112,000 + 4,096 = 8,030,261,248 and blocks = P / 2048 = 3,921,026.
-// --master split --moments 8bit --grads bf16: weights and low halves 2 × 2P = 32,121,044,992, moments 2P +
-// 8·3,921,026 = 16,091,890,704; gradients fp32 for embed, lm_head and the 65 norms (2·525,336,576 + 65·4096 =
-// 1,050,939,392 elements), bf16 for the other 6,979,321,856: 4·1,050,939,392 + 2·6,979,321,856 = 18,162,401,280;
-// 66,375,336,976 (61.82 GiB).
+// --master split --moments 8bit --grads bf16: weights and low halves 2 × 2P = 32,121,044,992, moments 8 B for
+// each of the embedding's 525,336,576 (fp32 m, v) = 4,202,692,608, 2 B for the other 7,504,924,672 and 8 per block
+// of theirs, 3,921,026 − 256,512 = 3,664,514: 15,009,849,344 + 29,316,112, in all 19,241,858,064 (all 8-bit it
+// was 2P + 8·3,921,026 = 16,091,890,704: +3,149,967,360, 2.93 GiB); gradients fp32 for embed, lm_head and the 65
+// norms (2·525,336,576 + 65·4096 = 1,050,939,392 elements), bf16 for the other 6,979,321,856: 4·1,050,939,392 +
+// 2·6,979,321,856 = 18,162,401,280; 69,525,304,336 (64.75 GiB).
 // --recompute 2, 4 pairs × 2048 = N = 16,384 tokens (N·C·2 = 128 MiB, N·F·2 = 448 MiB, N·KD·2 = 32 MiB):
 //   layer inputs 32 × 128 MiB = 4,294,967,296
 //   shared: norm1, norm2, q, att, resid2 5 × 128 MiB, act, gate, up 3 × 448 MiB, k, v 2 × 32 MiB, rstd1, rstd2
@@ -128,7 +131,7 @@ TEST(MemoryPlan, SmallModelByHand) {
 //   backward scratch: 4 × 128 MiB + 2 × 32 MiB + 3 × 448 MiB + 2,097,152 = 2,015,363,072
 //   arena 8,997,699,584 (8.38 GiB)
 // embedding index (3·16,384 + 1)·4 = 196,612; workspaces 272,794,656 (workspaces_8b); allowance 67,108,864.
-// Total 66,375,336,976 + 8,997,699,584 + 196,612 + 272,794,656 + 67,108,864 = 75,713,136,692 (70.51 GiB).
+// Total 69,525,304,336 + 8,997,699,584 + 196,612 + 272,794,656 + 67,108,864 = 78,863,104,052 (73.45 GiB).
 TEST(MemoryPlan, Llama3_8BByHand) {
   MemoryPlanInput in;
   in.master = MasterKind::split;
@@ -142,13 +145,13 @@ TEST(MemoryPlan, Llama3_8BByHand) {
   printf("Llama-3-8B, %s\n%s", memory_plan_flags(MemoryPlanInput{}, in).c_str(),
          memory_plan_table(plan, 0).c_str());
   EXPECT_EQ(item(plan, "weights"), 16060522496u);
-  EXPECT_EQ(item(plan, "AdamW moments (8-bit"), 16091890704u);
+  EXPECT_EQ(item(plan, "AdamW moments (8-bit"), 19241858064u);
   EXPECT_EQ(item(plan, "activations: layer inputs"), 4294967296u);
   EXPECT_EQ(item(plan, "activations: one layer's"), 2149711872u);
   EXPECT_EQ(item(plan, "final norm"), 537657344u);
   EXPECT_EQ(item(plan, "backward scratch"), 2015363072u);
   EXPECT_EQ(item(plan, "gradients (bf16"), 18162401280u);
-  EXPECT_EQ(plan.total(), 75713136692u);
+  EXPECT_EQ(plan.total(), 78863104052u);
 }
 
 // Data parallel: the plan is one rank's. Llama-3-8B over W = 8 with ZeRO-1 and the engine's defaults (fp32
@@ -277,9 +280,9 @@ TEST(MemoryPlan, ArenaBuffersAreAlignedAndDisjoint) {
 // With train_stapo's defaults (fp32 master, moments and gradients, --recompute 1) 8B needs 18 bytes per parameter
 // (134.6 GiB) plus activations. In 79.6 GiB the cheapest fit: split master (2 B), 8-bit moments (2 B), bf16
 // gradients (2 B, 4 for the 1.05 G embedding, lm_head and norm elements) and --recompute 2 (at --recompute 1 each
-// layer keeps ~1.4 GiB of activations for 16,384 tokens): 70.51 GiB (Llama3_8BByHand), cost 1 + 8 + 8 + 4 = 21.
-// With fp32 gradients the split master and 8-bit moments need 83.5 GiB at 4 pairs, 79.3 at 2 (cost 29 with the
-// batch halved); --master none costs more than either.
+// layer keeps ~1.4 GiB of activations for 16,384 tokens): 73.45 GiB (Llama3_8BByHand), cost 1 + 8 + 8 + 4 = 21.
+// With fp32 gradients the split master and 8-bit moments (the embedding's fp32) need 86.45 GiB at 4 pairs, 82.26 at
+// 2 and 80.16 at 1 (train_stapo --dry-run): no batch size fits without --grads bf16 but --master none (cost 100).
 TEST(MemoryPlan, CheapestFlagsThatFit) {
   MemoryPlanInput in;
   in.batch_size = 4;
@@ -292,19 +295,19 @@ TEST(MemoryPlan, CheapestFlagsThatFit) {
   const std::optional<MemoryPlanInput> fit = memory_plan_fit(c, in, cap);
   ASSERT_TRUE(fit.has_value());
   EXPECT_EQ(memory_plan_flags(in, *fit), "--master split --recompute 2 --moments 8bit --grads bf16");
-  EXPECT_EQ(memory_plan(c, *fit).total(), 75713136692u);
+  EXPECT_EQ(memory_plan(c, *fit).total(), 78863104052u);
   // A configuration that fits is returned unchanged.
   const std::optional<MemoryPlanInput> same = memory_plan_fit(c, *fit, cap);
   ASSERT_TRUE(same.has_value());
   EXPECT_EQ(memory_plan_flags(*fit, *same), "");
-  // From the fit with fp32 gradients (83.5 GiB): --grads bf16 (cost 8) is cheaper than halving the batch (16).
+  // From the fit with fp32 gradients (86.45 GiB): --grads bf16 (cost 8); halving the batch (16) would not fit.
   MemoryPlanInput fp32_grads = *fit;
   fp32_grads.grads = GradKind::fp32;
   const std::optional<MemoryPlanInput> halved = memory_plan_fit(c, fp32_grads, cap);
   ASSERT_TRUE(halved.has_value());
   EXPECT_EQ(memory_plan_flags(fp32_grads, *halved), "--grads bf16");
   // At 48 GiB nothing fits: the least, bf16 weights without a master (14.96 GiB), bf16 gradients (16.92 GiB) and
-  // 8-bit moments (14.99 GiB), is 46.86 GiB before the activations of even one pair (~2 GiB) and the workspaces.
+  // 8-bit moments with the embedding's fp32 (17.92 GiB), is 49.80 GiB before any activation or workspace.
   EXPECT_FALSE(memory_plan_fit(c, in, uint64_t(48) << 30).has_value());
   // Mistral-7B (vocabulary 32000): 7,241,732,096 parameters; at 8 pairs × 2048 the same flags fit.
   MemoryPlanInput mistral = *fit;
