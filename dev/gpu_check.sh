@@ -267,7 +267,7 @@ if want bench; then
   # The least-memory configuration: bf16 weights with stochastic rounding, every layer recomputed.
   run_part bench_lowmem bench_ours ours_lowmem --bf16-params --recompute 2
   # The lean candidate for issue #15's memory goal (<= 0.3x the amp baseline's peak): 8-bit moments too (planned
-  # 11.20 GiB for this config by train_stapo --dry-run).
+  # 12.67 GiB for this config by train_stapo --dry-run, the embedding's moments fp32).
   run_part bench_lean bench_ours ours_lean --bf16-params --recompute 2 --moments 8bit --phases 3
   if cudnn_built; then run_part bench_cudnn bench_ours ours_cudnn --attention cudnn; fi
   run_part bench_torch bench_torch pure_bf16 pure_bf16 --phases
