@@ -666,7 +666,9 @@ MomentsGap eight_bit_gap(Engine& fp32, Engine& q8, const CpuModel<float>& initia
 // 0.206), 92.5% of the error's square the input embedding's, whose 8-bit update missed the fp32 one by 2.2× that
 // update's own size (its rows see gradients only when their token is in the batch). Since the embedding keeps
 // fp32 moments (train/adamw.h's keeps_fp32_moments, as bitsandbytes' StableEmbedding) the twin measures 0.0286
-// and 0.0039; its bounds are about twice that. The GPU half has not run with the fp32 embedding moments yet.
+// and 0.0039; its bounds are about twice that. The GPU half has not run with the fp32 embedding moments yet; its
+// margins beyond 1.5× the twin allow for bf16 activations on top (on this model a 1.7e-3 relative perturbation of
+// the gradients moved 10 steps' losses by 1.29e-2 on the H200: Bf16GradientsFollowFp32Gradients).
 TEST(CudaEngine, EightBitMomentsFollowFp32Moments) {
   auto model = test::engine_test_model(false, 1234);
   CpuEngine<float> cpu_fp32(test::engine_test_model(false, 1234));
@@ -682,8 +684,8 @@ TEST(CudaEngine, EightBitMomentsFollowFp32Moments) {
   const MomentsGap gpu = eight_bit_gap(fp32, q8, *model);
   printf("GPU, 8-bit vs fp32 moments, 30 steps: weight change error %.3e, largest loss difference %.3e\n",
          gpu.change_error, gpu.loss_diff);
-  EXPECT_LT(gpu.change_error, 1.5 * cpu.change_error + 0.02);
-  EXPECT_LT(gpu.loss_diff, 1.5 * cpu.loss_diff + 0.005);
+  EXPECT_LT(gpu.change_error, 1.5 * cpu.change_error + 0.05);
+  EXPECT_LT(gpu.loss_diff, 1.5 * cpu.loss_diff + 0.03);
 }
 
 // --grads bf16: the layers' matmul-weight gradients of one micro-batch are the fp32 ones rounded to bf16 (the same
