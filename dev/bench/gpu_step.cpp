@@ -4,9 +4,9 @@
 // `micro_batches` > 1, that many such micro-batches accumulate into each optimizer step).
 // A step is exactly the trainer's: zero_grad, run_pairs (forward, the loss, backward),
 // the gradient norm, clipping at 1, one AdamW update; timed with CUDA events on the engine's stream after
-// `warmup_steps`, median of `steps`. Model FLOPs are train/model_flops.h's, the formula torch_baseline.py
-// shares: the needed count (the lm_head on the response targets) for MFU, the all-token count beside it
-// (mfu_all_tokens, the number reported before engine v2). MFU is against the config's peak for this device,
+// `warmup_steps`, median of `steps` (or of as many as --min-seconds takes). Model FLOPs are train/model_flops.h's,
+// the formula torch_baseline.py shares: the needed count (the lm_head on the response targets) for MFU, the
+// all-token count beside it (mfu_all_tokens, the number reported before engine v2). MFU is against the config's peak for this device,
 // peak memory is what the engine brought into use on the device (cudaMemGetInfo, the CUDA context excluded,
 // like torch.cuda.max_memory_allocated), beside the planner's prediction (train/memory_plan.h) for the same
 // configuration. A config's optional `engine` object sets train_stapo's engine flags (master, moments, grads,
@@ -20,7 +20,7 @@
 //     [--master fp32|split|none] [--moments fp32|8bit] [--grads fp32|bf16] [--recompute 0|1|2]
 //     [--attention flash2|flash|cudnn] [--memory-cap-gib G] [--phases N] [--grad-first-write]
 //     [--rmsnorm-warp] [--device-embedding-index] [--adamw-multi-tensor]
-//     [--matmul-autotune]
+//     [--matmul-autotune] [--min-seconds S]
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -105,6 +105,10 @@ int main(int argc, char** argv) {
   int phase_steps = 0;
   app.add_option("--phases", phase_steps, "then N steps timed phase by phase (CUDA events; 0: none)")
       ->check(CLI::NonNegativeNumber);
+  double min_seconds = 0;
+  app.add_option("--min-seconds", min_seconds, "keep timing steps (beyond the config's timing.steps) until this many "
+                 "seconds of timed steps have passed (an MFU claim: 60)")
+      ->check(CLI::NonNegativeNumber);
   STAPO_PARSE_CLI(app, argc, argv);
   return stapo::run_main([&] {
     options.attention = stapo::attention_path(attention);
@@ -166,30 +170,38 @@ int main(int argc, char** argv) {
     cudaEvent_t start, end;
     cudaCheck(cudaEventCreate(&start));
     cudaCheck(cudaEventCreate(&end));
-    std::vector<double> times;
+    std::vector<double> times;  // seconds of each timed step
     double last_loss = 0;
     stapo::PhaseTimer phase_timer(engine.stream());
-    for (int i = 0; i < warmup + steps + phase_steps; ++i) {
-      const bool phased = i >= warmup + steps;
-      if (phased && i == warmup + steps) engine.set_phase_timer(&phase_timer);
+    int step_number = 0;
+    // One optimizer step, exactly the trainer's, between two events on the engine's stream: its seconds.
+    auto step = [&](const char* kind, bool phased) {
+      ++step_number;
       cudaCheck(cudaEventRecord(start, engine.stream()));
       engine.zero_grad();
       stapo::run_micro_batches(engine, std::vector<stapo::PairBatch>(micro_batches, batch), loss, true);
-      engine.optimizer_step({lr, 1.0, adamw, i + 1});
+      engine.optimizer_step({lr, 1.0, adamw, step_number});
       if (phased) phase_timer.stop();
       const stapo::StepResults results = engine.take_results();
       stapo::MetricSums sums;
       for (const stapo::PairResult& p : results.pairs) sums.add(p, loss);
       last_loss = sums.loss(loss);
-      const double norm = results.grad_norm;
       cudaCheck(cudaEventRecord(end, engine.stream()));
       cudaCheck(cudaEventSynchronize(end));
       float ms = 0;
       cudaCheck(cudaEventElapsedTime(&ms, start, end));
-      fprintf(stderr, "%s step %d: %.1f ms, loss %.4f, grad norm %.3f\n",
-              i < warmup ? "warm-up" : phased ? "phase-timed" : "timed", i + 1, ms, last_loss, norm);
-      if (i >= warmup && !phased) times.push_back(ms / 1e3);
+      fprintf(stderr, "%s step %d: %.1f ms, loss %.4f, grad norm %.3f\n", kind, step_number, ms, last_loss,
+              results.grad_norm);
+      return ms / 1e3;
+    };
+    for (int i = 0; i < warmup; ++i) step("warm-up", false);
+    double timed_s = 0;
+    while ((int)times.size() < steps || timed_s < min_seconds) {
+      times.push_back(step("timed", false));
+      timed_s += times.back();
     }
+    if (phase_steps > 0) engine.set_phase_timer(&phase_timer);
+    for (int i = 0; i < phase_steps; ++i) step("phase-timed", true);
     engine.set_phase_timer(nullptr);
     std::sort(times.begin(), times.end());
     const size_t k = times.size();
@@ -204,6 +216,8 @@ int main(int argc, char** argv) {
     result["impl"] = "stapo";
     result["device"] = device;
     result["median_step_s"] = median;
+    result["timed_steps"] = times.size();
+    result["timed_s"] = timed_s;
     result["tokens_per_s"] = tokens / median;
     result["model_tflops_per_step"] = flops / 1e12;
     result["model_tflops_per_step_all_tokens"] = flops_all_tokens / 1e12;
