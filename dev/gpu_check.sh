@@ -259,9 +259,10 @@ if want bench; then
   run_part bench_simt bench_ours ours_simt --attention flash --phases 3
   # Every faster step path of train/cuda_model.h's StepPaths on (each off by default until measured): against "ours".
   run_part bench_paths bench_ours ours_paths --grad-first-write --rmsnorm-warp --device-embedding-index \
-    --adamw-multi-tensor --matmul-autotune --phases 3
+    --adamw-multi-tensor --matmul-autotune --fused-projections --phases 3
   # And each alone (a few seconds each): which phase each one moves, and by how much.
-  for step_path in grad-first-write rmsnorm-warp device-embedding-index adamw-multi-tensor matmul-autotune; do
+  for step_path in grad-first-write rmsnorm-warp device-embedding-index adamw-multi-tensor matmul-autotune \
+    fused-projections; do
     run_part "bench_$step_path" bench_ours "ours_${step_path//-/_}" "--$step_path" --phases 3
   done
   # bf16 weights with stochastic rounding: the like-for-like of PyTorch's pure_bf16 baseline.
@@ -304,7 +305,7 @@ out = sys.argv[1]
 IMPLS = ("ours", "ours_simt", "ours_paths", "ours_bf16", "ours_lowmem", "ours_lean", "ours_cudnn", "torch_pure_bf16",
          "torch_amp", "torch_amp_compile", "ours_long", "torch_amp_long")
 SWITCHES = tuple("ours_" + s for s in ("grad_first_write", "rmsnorm_warp", "device_embedding_index",
-                                        "adamw_multi_tensor", "matmul_autotune"))
+                                        "adamw_multi_tensor", "matmul_autotune", "fused_projections"))
 rows = []
 for impl in IMPLS:
     path = os.path.join(out, f"bench_{impl}.json")

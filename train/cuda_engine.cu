@@ -37,6 +37,7 @@ MemoryPlanInput cuda_engine_plan_input(const ModelConfig& config, const CudaEngi
   in.moments = options.moments;
   in.grads = options.grads;
   in.recompute = options.recompute;
+  in.fused_projections = options.paths.fused_projections;
   in.batch_size = batch_size;
   in.max_length = max_length;
   in.ranks = CudaZero::shards(options.data_parallel);

@@ -31,6 +31,8 @@ inline void add_step_path_flags(CLI::App& app, StepPaths& paths) {
                "(kernels/adamw_compact.h; off: a launch per tensor)");
   app.add_flag("--matmul-autotune", paths.matmul_autotune, "time the cuBLASLt heuristic's first 8 algorithms per "
                "shape once and keep the fastest (kernels/matmul.h; the last bits may then differ between runs)");
+  app.add_flag("--fused-projections", paths.fused_projections, "one GEMM for each layer's q, k, v projections and one "
+               "for gate and up, forward and backward (train/cuda_model.h; off: a GEMM per projection)");
 }
 
 }  // namespace stapo

@@ -29,6 +29,7 @@ std::string StepPaths::description() const {
   if (device_embedding_index) out += ", embedding-gradient index built on the device";
   if (adamw_multi_tensor) out += ", AdamW in one launch";
   if (matmul_autotune) out += ", cuBLASLt algorithms timed per shape";
+  if (fused_projections) out += ", q‖k‖v and gate‖up projections fused";
   return out;
 }
 
@@ -74,6 +75,10 @@ CudaModel::CudaModel(const ModelConfig& config, const CudaModelOptions& options,
   if (options.paths.matmul_autotune) matmul_.autotune = kMatmulAutotuneCandidates;
   lm_head_ws_ = lm_head_workspace_create(c.hidden_size, options.lm_head_chunk_rows, options.lm_head_chunk_vocab);
   rmsnorm_scratch_ = device_alloc_zeroed<float>(rmsnorm_backward_scratch_floats(c.hidden_size), stream_);
+  if (options.paths.fused_projections) {
+    const std::string refused = fused_projections_unsupported(c, options.grads);
+    STAPO_CHECK(refused.empty(), "--fused-projections: ", refused);
+  }
   if (options.max_tokens > 0) ensure_tokens(options.max_tokens);
   cudaCheck(cudaStreamSynchronize(stream_));  // inv_freq's pageable source goes out of scope
 }
@@ -97,7 +102,8 @@ CudaModel::~CudaModel() {
 // its contents) is only done at the start of a forward.
 void CudaModel::ensure_tokens(int N) {
   if (N <= capacity_) return;
-  const ActivationLayout layout = activation_layout(config_, (uint64_t)N, options_.recompute);
+  const bool fused = options_.paths.fused_projections;
+  const ActivationLayout layout = activation_layout(config_, (uint64_t)N, options_.recompute, fused);
   cudaCheck(cudaStreamSynchronize(stream_));  // nothing may still use the old arena
   if (arena_) cudaCheck(cudaFree(arena_));
   arena_ = nullptr;
@@ -169,6 +175,12 @@ void CudaModel::ensure_tokens(int N) {
       default: break;
     }
   }
+  if (fused) {  // the second halves of the fused slots (train/memory_plan.h)
+    const int F = config_.intermediate_size;
+    for (LayerActs& a : acts_) a.up = a.gate + F;
+    d_up_ = d_gate_ + F;
+    qkv_ = d_gate_;
+  }
   capacity_ = N;
   if (embedding_index_.order) embedding_grad_index_free(embedding_index_);
   embedding_index_ = embedding_grad_index_create(N, options_.paths.device_embedding_index);
@@ -191,6 +203,13 @@ void CudaModel::zero_grad() {
 
 void CudaModel::settle_grads() {
   if (grads_pending_zero_) clear_grads();
+}
+
+// (rows, width) bf16 from rows `from_stride` apart to rows `to_stride` apart: v and its gradient between q‖k‖v rows
+// and the attention's buffer.
+void CudaModel::copy_rows(bf16* to, size_t to_stride, const bf16* from, size_t from_stride, int rows, int width) {
+  cudaCheck(cudaMemcpy2DAsync(to, to_stride * sizeof(bf16), from, from_stride * sizeof(bf16), width * sizeof(bf16),
+                              rows, cudaMemcpyDeviceToDevice, stream_));
 }
 
 // ---- attention: ours (SIMT or tensor cores), or cuDNN's where the build has it and the options ask ----
@@ -234,12 +253,21 @@ void CudaModel::layer_forward(int l, bool recompute) {
   else  // resid_l = resid2_{l-1} + mlp_{l-1}, then its norm
     rmsnorm_forward(a.norm1, a.rstd1, a.resid, acts_[l - 1].resid2, branch_, w.input_norm, N, C, eps, stream_);
   phase(Phase::matmul_forward);
-  matmul_bf16(matmul_, a.q, a.norm1, w.wq, N, H * D, C, false, true, 0.0f, stream_);
-  matmul_bf16(matmul_, a.k, a.norm1, w.wk, N, Hkv * D, C, false, true, 0.0f, stream_);
-  matmul_bf16(matmul_, a.v, a.norm1, w.wv, N, Hkv * D, C, false, true, 0.0f, stream_);
-  phase(Phase::elementwise_forward);
-  rope_forward(a.q, positions_, inv_freq_, N, H, D, stream_);
-  rope_forward(a.k, positions_, inv_freq_, N, Hkv, D, stream_);
+  if (options_.paths.fused_projections) {  // q‖k‖v rows, then each part into its own buffer (k, v by GQA's Hkv)
+    const int QKV = (H + 2 * Hkv) * D;
+    matmul_bf16(matmul_, qkv_, a.norm1, w.wq, N, QKV, C, false, true, 0.0f, stream_);
+    phase(Phase::elementwise_forward);
+    rope_forward_rows(a.q, (size_t)H * D, qkv_, QKV, positions_, inv_freq_, N, H, D, stream_);
+    rope_forward_rows(a.k, (size_t)Hkv * D, qkv_ + H * D, QKV, positions_, inv_freq_, N, Hkv, D, stream_);
+    copy_rows(a.v, (size_t)Hkv * D, qkv_ + (H + Hkv) * D, QKV, N, Hkv * D);
+  } else {
+    matmul_bf16(matmul_, a.q, a.norm1, w.wq, N, H * D, C, false, true, 0.0f, stream_);
+    matmul_bf16(matmul_, a.k, a.norm1, w.wk, N, Hkv * D, C, false, true, 0.0f, stream_);
+    matmul_bf16(matmul_, a.v, a.norm1, w.wv, N, Hkv * D, C, false, true, 0.0f, stream_);
+    phase(Phase::elementwise_forward);
+    rope_forward(a.q, positions_, inv_freq_, N, H, D, stream_);
+    rope_forward(a.k, positions_, inv_freq_, N, Hkv, D, stream_);
+  }
   phase(Phase::attention_forward);
   attention_forward_any(a, shape);
   phase(Phase::matmul_forward);
@@ -247,10 +275,14 @@ void CudaModel::layer_forward(int l, bool recompute) {
   phase(Phase::norm_forward);
   rmsnorm_forward(a.norm2, a.rstd2, a.resid2, a.resid, branch_, w.post_norm, N, C, eps, stream_);
   phase(Phase::matmul_forward);
-  matmul_bf16(matmul_, a.gate, a.norm2, w.w_gate, N, F, C, false, true, 0.0f, stream_);
-  matmul_bf16(matmul_, a.up, a.norm2, w.w_up, N, F, C, false, true, 0.0f, stream_);
+  if (options_.paths.fused_projections) {
+    matmul_bf16(matmul_, a.gate, a.norm2, w.w_gate, N, 2 * F, C, false, true, 0.0f, stream_);  // gate‖up rows
+  } else {
+    matmul_bf16(matmul_, a.gate, a.norm2, w.w_gate, N, F, C, false, true, 0.0f, stream_);
+    matmul_bf16(matmul_, a.up, a.norm2, w.w_up, N, F, C, false, true, 0.0f, stream_);
+  }
   phase(Phase::elementwise_forward);
-  swiglu_forward(a.act, a.gate, a.up, N, F, stream_);
+  swiglu_forward(a.act, a.gate, a.up, N, F, gate_up_stride(), stream_);
   phase(Phase::matmul_forward);
   // The MLP output only feeds the next residual add, which backward never needs again.
   if (!recompute) matmul_bf16(matmul_, branch_, a.act, w.w_down, N, C, F, false, true, 0.0f, stream_);
@@ -268,7 +300,7 @@ void CudaModel::layer_restore(int l) {
     const LayerActs& a = acts_[l];
     rmsnorm_forward(a.norm1, a.rstd1, nullptr, a.resid, nullptr, w.input_norm, N, C, eps, stream_);
     rmsnorm_forward(a.norm2, a.rstd2, nullptr, a.resid2, nullptr, w.post_norm, N, C, eps, stream_);
-    swiglu_forward(a.act, a.gate, a.up, N, config_.intermediate_size, stream_);
+    swiglu_forward(a.act, a.gate, a.up, N, config_.intermediate_size, gate_up_stride(), stream_);
   }
   restoring_ = false;
 }
@@ -327,7 +359,7 @@ void CudaModel::backward() {
   // β = 0 for the weight GEMMs, dweight = for the RMSNorms, the lm_head's first token chunk. The embedding's
   // backward adds into the rows of this batch's tokens only, so its tensor is zeroed first, unless it is tied to
   // the lm_head, whose backward has written all of it by then (when there are response rows).
-  const bool first = grads_pending_zero_;
+  const bool first = grads_pending_zero_, fused = options_.paths.fused_projections;
   grads_pending_zero_ = false;
   const bool tied = g.lm_head == g.embed;
   const float beta = first ? 0.0f : 1.0f;
@@ -377,12 +409,17 @@ void CudaModel::backward() {
     matmul_bf16(matmul_, d_act_, d_resid_, wl.w_down, N, F, C, false, false, 0.0f, stream_);
     weight_grad(&LayerParams<float>::w_down, &LayerParams<bf16>::w_down, d_resid_, a.act, C, F);
     phase(Phase::elementwise_backward);
-    swiglu_backward(d_gate_, d_up_, d_act_, a.gate, a.up, N, F, stream_);
+    swiglu_backward(d_gate_, d_up_, d_act_, a.gate, a.up, N, F, gate_up_stride(), stream_);
     phase(Phase::matmul_backward);
-    matmul_bf16(matmul_, d_norm_, d_gate_, wl.w_gate, N, C, F, false, false, 0.0f, stream_);
-    matmul_bf16(matmul_, d_norm_, d_up_, wl.w_up, N, C, F, false, false, 1.0f, stream_);
-    weight_grad(&LayerParams<float>::w_gate, &LayerParams<bf16>::w_gate, d_gate_, a.norm2, F, C);
-    weight_grad(&LayerParams<float>::w_up, &LayerParams<bf16>::w_up, d_up_, a.norm2, F, C);
+    if (fused) {  // d_gate‖d_up rows against w_gate‖w_up
+      matmul_bf16(matmul_, d_norm_, d_gate_, wl.w_gate, N, C, 2 * F, false, false, 0.0f, stream_);
+      weight_grad(&LayerParams<float>::w_gate, &LayerParams<bf16>::w_gate, d_gate_, a.norm2, 2 * F, C);
+    } else {
+      matmul_bf16(matmul_, d_norm_, d_gate_, wl.w_gate, N, C, F, false, false, 0.0f, stream_);
+      matmul_bf16(matmul_, d_norm_, d_up_, wl.w_up, N, C, F, false, false, 1.0f, stream_);
+      weight_grad(&LayerParams<float>::w_gate, &LayerParams<bf16>::w_gate, d_gate_, a.norm2, F, C);
+      weight_grad(&LayerParams<float>::w_up, &LayerParams<bf16>::w_up, d_up_, a.norm2, F, C);
+    }
     phase(Phase::norm_backward);
     rmsnorm_backward(d_resid_, gl.post_norm, rmsnorm_scratch_, d_norm_, a.resid2, wl.post_norm, a.rstd2, N, C,
                      stream_, !first, norm_kernel);
@@ -393,15 +430,25 @@ void CudaModel::backward() {
     phase(Phase::attention_backward);
     attention_backward_any(a, shape);
     phase(Phase::elementwise_backward);
-    rope_backward(d_q_, positions_, inv_freq_, N, H, D, stream_);
-    rope_backward(d_k_, positions_, inv_freq_, N, Hkv, D, stream_);
-    phase(Phase::matmul_backward);
-    matmul_bf16(matmul_, d_norm_, d_q_, wl.wq, N, C, H * D, false, false, 0.0f, stream_);
-    matmul_bf16(matmul_, d_norm_, d_k_, wl.wk, N, C, Hkv * D, false, false, 1.0f, stream_);
-    matmul_bf16(matmul_, d_norm_, d_v_, wl.wv, N, C, Hkv * D, false, false, 1.0f, stream_);
-    weight_grad(&LayerParams<float>::wq, &LayerParams<bf16>::wq, d_q_, a.norm1, H * D, C);
-    weight_grad(&LayerParams<float>::wk, &LayerParams<bf16>::wk, d_k_, a.norm1, Hkv * D, C);
-    weight_grad(&LayerParams<float>::wv, &LayerParams<bf16>::wv, d_v_, a.norm1, Hkv * D, C);
+    if (fused) {  // the gradients of q, k, v into q‖k‖v rows (RoPE's backward on the way), then one GEMM each
+      const int QKV = (H + 2 * Hkv) * D;
+      rope_backward_rows(qkv_, QKV, d_q_, (size_t)H * D, positions_, inv_freq_, N, H, D, stream_);
+      rope_backward_rows(qkv_ + H * D, QKV, d_k_, (size_t)Hkv * D, positions_, inv_freq_, N, Hkv, D, stream_);
+      copy_rows(qkv_ + (H + Hkv) * D, QKV, d_v_, (size_t)Hkv * D, N, Hkv * D);
+      phase(Phase::matmul_backward);
+      matmul_bf16(matmul_, d_norm_, qkv_, wl.wq, N, C, QKV, false, false, 0.0f, stream_);
+      weight_grad(&LayerParams<float>::wq, &LayerParams<bf16>::wq, qkv_, a.norm1, QKV, C);
+    } else {
+      rope_backward(d_q_, positions_, inv_freq_, N, H, D, stream_);
+      rope_backward(d_k_, positions_, inv_freq_, N, Hkv, D, stream_);
+      phase(Phase::matmul_backward);
+      matmul_bf16(matmul_, d_norm_, d_q_, wl.wq, N, C, H * D, false, false, 0.0f, stream_);
+      matmul_bf16(matmul_, d_norm_, d_k_, wl.wk, N, C, Hkv * D, false, false, 1.0f, stream_);
+      matmul_bf16(matmul_, d_norm_, d_v_, wl.wv, N, C, Hkv * D, false, false, 1.0f, stream_);
+      weight_grad(&LayerParams<float>::wq, &LayerParams<bf16>::wq, d_q_, a.norm1, H * D, C);
+      weight_grad(&LayerParams<float>::wk, &LayerParams<bf16>::wk, d_k_, a.norm1, Hkv * D, C);
+      weight_grad(&LayerParams<float>::wv, &LayerParams<bf16>::wv, d_v_, a.norm1, Hkv * D, C);
+    }
     phase(Phase::norm_backward);
     rmsnorm_backward(d_resid_, gl.input_norm, rmsnorm_scratch_, d_norm_, a.resid, wl.input_norm, a.rstd1, N, C,
                      stream_, !first, norm_kernel);

@@ -54,7 +54,7 @@ inline AttentionPath attention_path(const std::string& name) {
 }
 
 // Faster code paths of the training step (issue #15), each computing the same as the baseline (to fp32 summation
-// order). All five together took 5 ms off a 222 ms step on an H200 with the SIMT attention (docs/benchmarks.md);
+// order). The first five together took 5 ms off a 222 ms step on an H200 with the SIMT attention (docs/benchmarks.md);
 // each stays off until its combination with flash2 has been timed: train_stapo's and gpu_step's flags
 // (train/cuda_flags.h) turn them on.
 struct StepPaths {
@@ -74,8 +74,16 @@ struct StepPaths {
   // cuBLASLt: each new shape times the heuristic's first kMatmulAutotuneCandidates algorithms once and keeps the
   // fastest (kernels/matmul.h; the choice, and so the last bits, may differ between runs). Off: its first.
   bool matmul_autotune = false;
+  // One GEMM for a layer's q, k and v projections and one for gate and up, forward and backward (input gradient and
+  // weight gradient each), over the weights as model/params.h lays them out: q‖k‖v and gate‖up are consecutive
+  // matrices in every buffer (the constructor checks it: train/memory_plan.h's fused_projections_unsupported). The
+  // q‖k‖v output is rotated (RoPE) and copied into the attention's q, k, v buffers, and their gradients back into
+  // q‖k‖v rows; gate‖up rows stay side by side (SwiGLU reads them with a row stride of 2F). Off: a GEMM per
+  // projection.
+  bool fused_projections = false;
   bool any() const {
-    return grad_first_write || rmsnorm_warp || device_embedding_index || adamw_multi_tensor || matmul_autotune;
+    return grad_first_write || rmsnorm_warp || device_embedding_index || adamw_multi_tensor || matmul_autotune ||
+           fused_projections;
   }
   std::string description() const;  // ", gradients first written without a memset, ..." ("" with none)
 };
@@ -142,12 +150,19 @@ class CudaModel {
 
  private:
   // What one layer's forward writes; several layers share a buffer where the recompute level allows.
+  // gate and up (N, F) have rows gate_up_stride() apart: F, or 2F with fused projections (up = gate + F); the
+  // same for d_gate_ and d_up_.
   struct LayerActs {
     __nv_bfloat16 *resid, *norm1, *q, *k, *v, *att, *resid2, *norm2, *gate, *up, *act;  // (N, ·)
     float *rstd1, *rstd2, *lse;                                                          // (N), (N), (N, H)
   };
 
   void ensure_tokens(int N);
+  int gate_up_stride() const {
+    return options_.paths.fused_projections ? 2 * config_.intermediate_size : config_.intermediate_size;
+  }
+  void copy_rows(__nv_bfloat16* to, size_t to_stride, const __nv_bfloat16* from, size_t from_stride, int rows,
+                 int width);
   void layer_forward(int l, bool recompute);
   void layer_restore(int l);  // makes acts_[l] whole again before its backward
   void attention_forward_any(const LayerActs& a, const AttentionShape& shape);
@@ -208,6 +223,9 @@ class CudaModel {
   // Backward scratch, reused by every layer.
   __nv_bfloat16 *d_resid_ = nullptr, *d_norm_ = nullptr, *d_att_ = nullptr, *d_q_ = nullptr, *d_k_ = nullptr,
                 *d_v_ = nullptr, *d_act_ = nullptr, *d_gate_ = nullptr, *d_up_ = nullptr;
+  // With paths.fused_projections: the (N, (H + 2·Hkv)·D) q‖k‖v rows, the projection's output in forward and its
+  // gradient in backward, in d_gate_'s memory (free at both times: train/memory_plan.h sizes it for both).
+  __nv_bfloat16* qkv_ = nullptr;
   float* attention_scratch_ = nullptr;  // (N, H)
 
   // The last forward's batch shape and tokens (the embedding backward groups positions by token on the host,

@@ -82,6 +82,25 @@ GradLayout grad_layout(const std::vector<ParamSpec>& specs, GradKind kind, int s
   return out;
 }
 
+std::string fused_projections_unsupported(const ModelConfig& c, GradKind grads) {
+  const std::vector<ParamSpec> specs = model_param_specs(c);
+  const std::vector<size_t> offsets = param_offsets(specs, kParamAlign, nullptr);
+  const GradLayout g = grad_layout(specs, grads);
+  // Tensor i + 1 starts where tensor i ends, in the weights and in the gradient buffer that holds both.
+  auto follows = [&](size_t i) {
+    return offsets[i + 1] == offsets[i] + specs[i].numel && g.bf16[i] == g.bf16[i + 1] &&
+           g.offsets[i + 1] == g.offsets[i] + specs[i].numel;
+  };
+  for (size_t i = 0; i + 1 < specs.size(); ++i) {
+    const ParamRole r = specs[i].role;
+    if ((r == ParamRole::q_proj || r == ParamRole::k_proj || r == ParamRole::gate_proj) && !follows(i))
+      return cat(specs[i].name, " (", specs[i].numel, " elements, not a multiple of ", kParamAlign,
+                 ") is not followed directly by ", specs[i + 1].name, " in the parameter buffers: run without "
+                 "--fused-projections");
+  }
+  return "";
+}
+
 std::vector<size_t> grad_bucket_bounds(const std::vector<ParamSpec>& specs, const std::vector<size_t>& offsets,
                                        size_t total) {
   STAPO_CHECK(specs.size() == offsets.size(), "grad_bucket_bounds: ", specs.size(), " tensors, ", offsets.size(),
@@ -101,10 +120,14 @@ std::vector<size_t> grad_bucket_bounds(const std::vector<ParamSpec>& specs, cons
   return bounds;
 }
 
-ActivationLayout activation_layout(const ModelConfig& c, uint64_t n, int level) {
+ActivationLayout activation_layout(const ModelConfig& c, uint64_t n, int level, bool fused_projections) {
   STAPO_CHECK(level >= 0 && level <= 2, "--recompute ", level, " is not 0, 1 or 2");
   const uint64_t C = c.hidden_size, F = c.intermediate_size, H = c.num_attention_heads;
   const uint64_t HD = H * c.head_dim, KD = uint64_t(c.num_key_value_heads) * c.head_dim;
+  // Fused: gate‖up side by side in the gate slot (no up slot), and the d_gate slot holds d_gate‖d_up and, at other
+  // times of the step, the q‖k‖v projection's output and its gradient (train/cuda_model.h).
+  const uint64_t gate_width = fused_projections ? 2 * F : F;
+  const uint64_t d_gate_width = fused_projections ? std::max(2 * F, HD + 2 * KD) : F;
   const uint64_t bf16 = 2, f32 = 4, i32 = 4;
   ActivationLayout out;
   auto take = [&](ActSlot slot, int layer, uint64_t bytes) {
@@ -118,8 +141,8 @@ ActivationLayout activation_layout(const ModelConfig& c, uint64_t n, int level) 
     take(ActSlot::v, layer, n * KD * bf16);
     take(ActSlot::att, layer, n * HD * bf16);
     take(ActSlot::resid2, layer, n * C * bf16);
-    take(ActSlot::gate, layer, n * F * bf16);
-    take(ActSlot::up, layer, n * F * bf16);
+    take(ActSlot::gate, layer, n * gate_width * bf16);
+    if (!fused_projections) take(ActSlot::up, layer, n * F * bf16);
     take(ActSlot::rstd1, layer, n * f32);
     take(ActSlot::rstd2, layer, n * f32);
     take(ActSlot::lse, layer, n * H * f32);
@@ -149,7 +172,9 @@ ActivationLayout activation_layout(const ModelConfig& c, uint64_t n, int level) 
   take(ActSlot::d_q, -1, n * HD * bf16);
   take(ActSlot::d_k, -1, n * KD * bf16);
   take(ActSlot::d_v, -1, n * KD * bf16);
-  for (ActSlot s : {ActSlot::d_act, ActSlot::d_gate, ActSlot::d_up}) take(s, -1, n * F * bf16);
+  take(ActSlot::d_act, -1, n * F * bf16);
+  take(ActSlot::d_gate, -1, n * d_gate_width * bf16);
+  if (!fused_projections) take(ActSlot::d_up, -1, n * F * bf16);
   take(ActSlot::attention_scratch, -1, n * H * f32);
   return out;
 }
@@ -199,7 +224,7 @@ MemoryPlan memory_plan(const ModelConfig& c, const MemoryPlanInput& in) {
   }
 
   const uint64_t N = 2 * uint64_t(in.batch_size) * uint64_t(in.max_length);
-  const ActivationLayout layout = activation_layout(c, N, in.recompute);
+  const ActivationLayout layout = activation_layout(c, N, in.recompute, in.fused_projections);
   uint64_t inputs = 0, kept = 0, shared = 0, head = 0, scratch = 0;
   for (const ActBuffer& b : layout.buffers) {
     if (b.slot == ActSlot::resid)

@@ -76,6 +76,11 @@ struct GradLayout {
 };
 GradLayout grad_layout(const std::vector<ParamSpec>& specs, GradKind kind, int shards = 1);
 
+// --fused-projections (train/cuda_model.h) reads a layer's q, k, v (gate, up) weights and writes their gradients as
+// one matrix: "" when every such tensor starts where the one before it ends, in the parameters and in the gradient
+// buffer of `grads`, else why (the first tensor whose size breaks it, padded to kParamAlign).
+std::string fused_projections_unsupported(const ModelConfig& config, GradKind grads);
+
 // The parameter buffer (laid out by param_offsets, `total` elements) cut into the buckets the backward completes one
 // after the other, for data parallel's overlapped reduction (train/cuda_zero.h): bucket 0 the tensors before the
 // layers (the embedding), 1 + l layer l's, L + 1 those after them (final norm, lm_head). Returns L + 3 bounds:
@@ -96,7 +101,10 @@ struct ActivationLayout {
   std::vector<ActBuffer> buffers;
   uint64_t bytes = 0;  // the arena's size
 };
-ActivationLayout activation_layout(const ModelConfig& config, uint64_t tokens, int recompute);
+// fused_projections: the layout train/cuda_model.h's StepPaths::fused_projections takes (gate‖up in one slot, the
+// d_gate slot wide enough for d_gate‖d_up and for q‖k‖v).
+ActivationLayout activation_layout(const ModelConfig& config, uint64_t tokens, int recompute,
+                                   bool fused_projections = false);
 
 struct MemoryItem {
   std::string name;
@@ -112,6 +120,7 @@ struct MemoryPlanInput {
   int batch_size = 1;   // pairs per micro-batch: 2·batch_size sequences
   int max_length = 0;   // T
   int grad_accum = 1;   // no memory of its own; memory_plan_fit trades batch size for it
+  bool fused_projections = false;  // --fused-projections (activation_layout)
   // Data parallel: the plan is one rank's (one GPU's). Every rank holds the bf16 weights and the fp32 gradients
   // of the whole model (padded to kParamAlign × ranks); with zero1 the master weights and moments are 1/ranks.
   int ranks = 1;

@@ -16,8 +16,8 @@ int main() {
     auto gate = random_normal(n, 2.0f, 1), up = random_normal(n, 1.0f, 2), dout = random_normal(n, 1.0f, 3);
     bf16 *d_gate = to_device_bf16(gate), *d_up = to_device_bf16(up), *d_dout = to_device_bf16(dout);
     bf16 *d_out = device_alloc<bf16>(n), *d_dgate = device_alloc<bf16>(n), *d_dup = device_alloc<bf16>(n);
-    auto forward = [&] { stapo::swiglu_forward(d_out, d_gate, d_up, N, F, 0); };
-    auto backward = [&] { stapo::swiglu_backward(d_dgate, d_dup, d_dout, d_gate, d_up, N, F, 0); };
+    auto forward = [&] { stapo::swiglu_forward(d_out, d_gate, d_up, N, F, F, 0); };
+    auto backward = [&] { stapo::swiglu_backward(d_dgate, d_dup, d_dout, d_gate, d_up, N, F, F, 0); };
     if (!bench) {
       std::printf("validate N=%d F=%d\n", N, F);
       std::vector<float> out(n), dgate(n), dup(n);

@@ -111,6 +111,7 @@ CudaEngineOptions with_step_paths(CudaEngineOptions o) {
   o.paths.device_embedding_index = true;
   o.paths.adamw_multi_tensor = true;
   o.paths.matmul_autotune = true;
+  o.paths.fused_projections = true;
   return o;
 }
 

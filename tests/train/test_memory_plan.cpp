@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <map>
+#include <string>
 
 #include "common/error.h"
 #include "train/memory_plan.h"
@@ -258,23 +260,73 @@ TEST(MemoryPlan, ArenaBuffersAreAlignedAndDisjoint) {
   ModelConfig c = small_config();
   c.intermediate_size = 40;  // rows of 80 bytes: offsets need padding
   for (int level : {0, 1, 2})
-    for (uint64_t n : {1u, 33u, 66u}) {
-      const ActivationLayout layout = activation_layout(c, n, level);
-      uint64_t end = 0, sum = 0;
-      for (const ActBuffer& b : layout.buffers) {
-        EXPECT_EQ(b.offset % 256, 0u);
-        EXPECT_GE(b.offset, end);
-        end = b.offset + b.bytes;
-        sum += b.bytes;
+    for (uint64_t n : {1u, 33u, 66u})
+      for (bool fused : {false, true}) {
+        const ActivationLayout layout = activation_layout(c, n, level, fused);
+        uint64_t end = 0, sum = 0;
+        for (const ActBuffer& b : layout.buffers) {
+          EXPECT_EQ(b.offset % 256, 0u);
+          EXPECT_GE(b.offset, end);
+          end = b.offset + b.bytes;
+          sum += b.bytes;
+        }
+        EXPECT_EQ(layout.bytes, end);
+        EXPECT_LT(layout.bytes - sum, 256 * layout.buffers.size());
+        // Every layer slot exists for every layer, or once shared; the resid of every layer always.
+        int resid = 0;
+        for (const ActBuffer& b : layout.buffers) resid += b.slot == ActSlot::resid;
+        EXPECT_EQ(resid, c.num_hidden_layers);
       }
-      EXPECT_EQ(layout.bytes, end);
-      EXPECT_LT(layout.bytes - sum, 256 * layout.buffers.size());
-      // Every layer slot exists for every layer, or once shared; the resid of every layer always.
-      int resid = 0;
-      for (const ActBuffer& b : layout.buffers) resid += b.slot == ActSlot::resid;
-      EXPECT_EQ(resid, c.num_hidden_layers);
-    }
   EXPECT_THROW(activation_layout(c, 8, 3), Error);
+}
+
+// --fused-projections' layout (train/cuda_model.h): gate‖up in one slot twice as wide, no up slot; the shared d_gate
+// slot as wide as the wider of d_gate‖d_up and q‖k‖v; the rest as without it.
+TEST(MemoryPlan, FusedProjectionsLayout) {
+  ModelConfig c = small_config();  // C 32, F 64, H 4, Hkv 2, D 8: q‖k‖v is 64 wide, gate‖up 128
+  c.intermediate_size = 16;        // d_gate‖d_up 32 wide: q‖k‖v (64) sets the d_gate slot's width
+  const uint64_t n = 33, QKV = (4 + 2 * 2) * 8;
+  for (int level : {0, 1, 2}) {
+    const ActivationLayout plain = activation_layout(c, n, level), fused = activation_layout(c, n, level, true);
+    std::map<ActSlot, uint64_t> plain_bytes, fused_bytes;  // per slot, summed over layers
+    for (const ActBuffer& b : plain.buffers) plain_bytes[b.slot] += b.bytes;
+    for (const ActBuffer& b : fused.buffers) fused_bytes[b.slot] += b.bytes;
+    EXPECT_EQ(fused_bytes.count(ActSlot::up), 0u);
+    EXPECT_EQ(fused_bytes.count(ActSlot::d_up), 0u);
+    EXPECT_EQ(fused_bytes[ActSlot::gate], plain_bytes[ActSlot::gate] + plain_bytes[ActSlot::up]);
+    EXPECT_EQ(fused_bytes[ActSlot::d_gate], n * QKV * 2);
+    EXPECT_GT(n * QKV * 2, plain_bytes[ActSlot::d_gate] + plain_bytes[ActSlot::d_up]);
+    for (const auto& [slot, bytes] : plain_bytes) {
+      if (slot == ActSlot::gate || slot == ActSlot::up || slot == ActSlot::d_gate || slot == ActSlot::d_up) continue;
+      EXPECT_EQ(fused_bytes[slot], bytes) << "slot " << int(slot) << " level " << level;
+    }
+  }
+  // Where 2F is the wider (every Llama), the fused plan takes no more than the plain one.
+  const ModelConfig big = llama3_8b();
+  MemoryPlanInput in;
+  in.batch_size = 2;
+  in.max_length = 1024;
+  const uint64_t plain_total = memory_plan(big, in).total();
+  in.fused_projections = true;
+  EXPECT_LE(memory_plan(big, in).total(), plain_total);
+  EXPECT_GT(memory_plan(big, in).total() + 256 * 100, plain_total);
+}
+
+// The fused GEMMs need each layer's q, k, v and gate, up tensors back to back: sizes that are multiples of
+// kParamAlign (every real model's) allow it, a gate of 40 × 72 = 2880 elements (22.5 × 128) does not.
+TEST(MemoryPlan, FusedProjectionsNeedConsecutiveTensors) {
+  for (GradKind grads : {GradKind::fp32, GradKind::bf16}) {
+    EXPECT_EQ(fused_projections_unsupported(llama3_8b(), grads), "");
+    EXPECT_EQ(fused_projections_unsupported(small_config(), grads), "");  // 32·32, 16·32, 64·32: multiples of 128
+    ModelConfig odd = small_config();
+    odd.hidden_size = 72;
+    odd.num_attention_heads = 8;
+    odd.head_dim = 16;  // q 128 × 72, k 32 × 72 = 2304 (18 × 128): consecutive
+    odd.intermediate_size = 40;  // gate 40 × 72 = 2880: padded to 2944, so up does not follow it
+    const std::string why = fused_projections_unsupported(odd, grads);
+    EXPECT_NE(why.find("model.layers.0.mlp.gate_proj.weight (2880 elements"), std::string::npos) << why;
+    EXPECT_NE(why.find("--fused-projections"), std::string::npos) << why;
+  }
 }
 
 // With train_stapo's defaults (fp32 master, moments and gradients, --recompute 1) 8B needs 18 bytes per parameter
