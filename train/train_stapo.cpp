@@ -27,7 +27,8 @@
 namespace {
 
 // Prints the plan for the model's config and the flags (one rank's of `ranks`), and returns whether to train (not
-// with --dry-run). Refuses flags data parallel does not take, and a plan larger than the device's free memory or the
+// with --dry-run). Refuses flags data parallel does not take, --fused-projections where the model's tensor sizes
+// do not allow it, and a plan larger than the device's free memory or the
 // cap (--dry-run: the cap alone), naming the cheapest flags that fit.
 bool plan_fits(const stapo::CudaEngineOptions& options, const stapo::TrainFlags& flags, bool dry_run, int ranks,
                bool print) {
@@ -38,6 +39,10 @@ bool plan_fits(const stapo::CudaEngineOptions& options, const stapo::TrainFlags&
   in.ranks = ranks;  // --dry-run has no collective: the world size of mpirun/srun's environment
   const std::string refused = stapo::data_parallel_unsupported(in);
   if (!refused.empty()) stapo::fail(refused);
+  if (options.paths.fused_projections) {
+    const std::string why = stapo::fused_projections_unsupported(config, options.grads);
+    if (!why.empty()) stapo::fail("--fused-projections: ", why);
+  }
   const stapo::MemoryPlan plan = stapo::memory_plan(config, in);
   // --dry-run compares with the cap alone (0: none); a run with what the device has free.
   const uint64_t available =

@@ -9,6 +9,8 @@
 #   - train_stapo's defaults (fp32 master and moments, --recompute 1) at 4 pairs under --memory-cap-gib 79.6 are
 #     refused (exit 1; 184.07 GiB), naming the cheapest flags that fit (test_memory_plan's CheapestFlagsThatFit);
 #   - the same with the suggested flags fits (exit 0);
+#   - --fused-projections plans the same total, and is refused (exit 1, the tensor named) for a model whose tensor
+#     sizes keep q, k, v or gate, up apart;
 #   - a bad --master or --moments exits 2 naming the flag;
 #   - under mpirun's environment (OMPI_COMM_WORLD_SIZE=2; a dry run starts no collective) the plan is one GPU's of
 #     two, the master weights and moments halved by ZeRO-1 (test_memory_plan's DataParallelPlanIsOneRanks), and
@@ -45,6 +47,29 @@ for grads in bf16:78863104052 fp32:92821747764; do
     fail "plan_${grads%%:*}" "exit $rc or not the hand-computed total ${grads##*:} bytes"
   fi
 done
+
+# --fused-projections: the same arena bytes for this model (test_memory_plan's FusedProjectionsLayout), and refused
+# for a model whose gate_proj (40 x 72 = 2880 elements) is not a multiple of 128 (FusedProjectionsNeedConsecutiveTensors).
+"${RUN[@]}" --batch-size 4 --master split --moments 8bit --grads bf16 --recompute 2 --fused-projections \
+  >"$W/fused.log" 2>&1
+rc=$?
+if [ $rc = 0 ] && grep -q "total .*(78863104052 bytes)" "$W/fused.log"; then
+  pass fused_projections_plan
+else
+  fail fused_projections_plan "exit $rc or not the plan's total without the flag, 78863104052 bytes"
+fi
+mkdir -p "$W/odd"
+sed 's/"hidden_size": 4096, "intermediate_size": 14336/"hidden_size": 72, "intermediate_size": 40/; s/"num_attention_heads": 32/"num_attention_heads": 8/; s/"num_key_value_heads": 8/"num_key_value_heads": 2/; s/"head_dim": 128/"head_dim": 16/' \
+  "$W/model/config.json" >"$W/odd/config.json"
+"$B/train_stapo" --dry-run --model "$W/odd" --data "$W/none.bin" --out "$W/out" --max-length 64 --fused-projections \
+  >"$W/fused_refused.log" 2>&1
+rc=$?
+if [ $rc = 1 ] && grep -q "^error: --fused-projections: model.layers.0.mlp.gate_proj.weight (2880 elements" \
+     "$W/fused_refused.log"; then
+  pass fused_projections_refused
+else
+  fail fused_projections_refused "exit $rc (expected 1), or the tensor not named"
+fi
 
 "${RUN[@]}" --batch-size 4 --grad-accum 2 --memory-cap-gib 79.6 >"$W/refused.log" 2>&1
 rc=$?
