@@ -211,6 +211,35 @@ racecheck() {
   return $status
 }
 
+# Hardware counters of the attention kernels inside the 1B step (Nsight Compute; not a default part): ours (the
+# tensor-core forward, dK/dV and dQ kernels) and PyTorch's FlashAttention-2 (pure_bf16), one launch of each kernel
+# from the last layer of the first step (skipping the first 15 forward launches: every layer's shapes are the
+# same), sections for speed of light, occupancy, launch, warp stalls, scheduler, compute and memory (shared-memory
+# bank conflicts in its tables). The measured basis for the next attention change: the playground gives rates, this
+# gives why. Text reports in $out/profile_*.txt. --clock-control none: the card's clocks are left alone.
+profile() {
+  command -v ncu >/dev/null || { echo "ncu (Nsight Compute) is not on the PATH"; return 3; }
+  [ -x "$build/dev/bench/gpu_step" ] || { echo "dev/bench/gpu_step is not built"; return 3; }
+  local status=0 sections=()
+  for section in SpeedOfLight Occupancy LaunchStats WarpStateStats SchedulerStats ComputeWorkloadAnalysis \
+    MemoryWorkloadAnalysis MemoryWorkloadAnalysis_Tables; do
+    sections+=(--section "$section")
+  done
+  local ncu=(ncu --clock-control none --launch-skip 15 --launch-count 3 "${sections[@]}")
+  timeout 240 "${ncu[@]}" -k regex:'flash2_(forward|dkv|dq)_kernel' "$build/dev/bench/gpu_step" \
+    --config dev/bench/gpu_step_config.json >"$out/profile_ours.txt" 2>&1 || status=1
+  PYTHONUNBUFFERED=1 timeout 240 "${ncu[@]}" -k regex:'flash_(fwd|bwd)' python3 dev/bench/torch_baseline.py \
+    --config dev/bench/gpu_step_config.json --baseline pure_bf16 --out "$out/profile_torch.json" \
+    >"$out/profile_torch.txt" 2>&1 || status=1
+  local report
+  for report in "$out/profile_ours.txt" "$out/profile_torch.txt"; do
+    echo "-- $(basename "$report")"
+    grep -E "^  [a-z_].*(kernel|Kernel)|Duration|Registers Per Thread|Achieved Occupancy|Theoretical Occupancy|Compute \(SM\) Throughput|Memory Throughput|Shared Memory Configuration Size|Dynamic Shared Memory Per Block|Block Limit|Issue Slots Busy|No Eligible|Bank Conflicts|==ERROR==|==WARNING==" \
+      "$report" | head -n 80
+  done
+  return $status
+}
+
 # bench_torch NAME BASELINE [flags]: writes $out/bench_torch_NAME.json.
 bench_torch() {
   local name=$1 baseline=$2
@@ -292,6 +321,7 @@ want playgrounds && run_part playgrounds playgrounds
 want demo_gpu && run_part demo_gpu demo_gpu
 want sanitizer && run_part sanitizer sanitizer
 want racecheck && run_part racecheck racecheck
+want profile && run_part profile profile
 
 echo
 echo "== test results (ctest -L gpu; the engine tests' measured errors in engine_tests.log)"
