@@ -16,7 +16,11 @@
 //             (one pipeline across heads): Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ, Pᵀ = exp(Sᵀ − lse), dSᵀ = Pᵀ∘(dPᵀ − δ),
 //             dV += Pᵀ·dO, dK += dSᵀ·Q.
 //   dq        block = (64 queries, query head, row): S = Q·Kᵀ, dP = dO·Vᵀ, dS = P∘(dP − δ), dQ += dS·K.
-// No atomics: each output element has one writer, so results are deterministic.
+// No atomics: each output element has one writer, so results are deterministic. That is 7 tile products where
+// FlashAttention-2 does 5, so there is also its atomic backward (dkv_block<D, true>): the dk, dv block writes its
+// dSᵀ (bf16) to shared memory and adds dS·K of every query tile it visits to an fp32 (N, H, D) accumulator with
+// atomic adds (zeroed before; dq_convert_block turns it into bf16 dq, scaled); dq_block does not run. The adds of
+// different key tiles and heads land in any order: dq's last bits vary from run to run.
 // Tiles: a key (or query) tile is visited only if some pair in it may be visible. That is decided from the
 // range of segment ids on each side (computed per warp with shuffles, so every warp agrees and the block stays
 // together), the causal bound and the window; a tile whose every pair is visible (one sequence on both sides,
@@ -49,6 +53,7 @@ struct Params {
   const bf16* dout;          // (N, H, D)
   const float* delta;        // (N, H): Σ_d dout·out
   bf16 *dq, *dk, *dv;        // (N, H, D), (N, Hkv, D), (N, Hkv, D)
+  float* dq_accum;           // (N, H, D): the atomic backward's Σ dS·K (unscaled), zero before dkv_block<D, true>
   int T, H, Hkv, window;
   float scale;               // 1/√D
 };
@@ -65,13 +70,14 @@ struct ForwardTiles {
                           seg = v + 2 * tile_bytes(BK, D), bytes = seg + 2 * align128(sizeof(int32_t) * BK);
 };
 
-template <int D>
-struct DkvTiles {  // BK keys are the block's; query tiles of BQ stream through two stages
-  static constexpr int BK = WARP_ROWS * WARPS, BQ = D == 64 ? 64 : 32, LD = D + 8;
+// BK keys are the block's; query tiles of BQ stream through two stages. With DQ_ATOMIC, also dSᵀ (BK, BQ + 8) bf16.
+template <int D, bool DQ_ATOMIC = false>
+struct DkvTiles {
+  static constexpr int BK = WARP_ROWS * WARPS, BQ = D == 64 ? 64 : 32, LD = D + 8, LDS = BQ + 8;
   static constexpr size_t k = 0, v = k + tile_bytes(BK, D), q = v + tile_bytes(BK, D), dout = q + 2 * tile_bytes(BQ, D),
                           lse = dout + 2 * tile_bytes(BQ, D), delta = lse + 2 * align128(sizeof(float) * BQ),
-                          seg = delta + 2 * align128(sizeof(float) * BQ),
-                          bytes = seg + 2 * align128(sizeof(int32_t) * BQ);
+                          seg = delta + 2 * align128(sizeof(float) * BQ), ds = seg + 2 * align128(sizeof(int32_t) * BQ),
+                          bytes = ds + (DQ_ATOMIC ? tile_bytes(BK, BQ) : 0);
 };
 
 template <int D>
@@ -177,6 +183,14 @@ template <int LD>
 __device__ __forceinline__ void load_a(uint32_t a[4], const bf16* tile, int row0, int col0) {
   const int lane = lane_id();
   warp::ldmatrix_x4(a, tile + (row0 + lane % 16) * LD + col0 + (lane / 16) * 8);
+}
+
+// The same for A = tileᵀ: rows row0..row0+15 of A are columns of the tile, A's columns col0..col0+15 its rows
+// (dS from the dSᵀ the dk, dv block holds), transposed by ldmatrix.
+template <int LD>
+__device__ __forceinline__ void load_a_transposed(uint32_t a[4], const bf16* tile, int row0, int col0) {
+  const int lane = lane_id();
+  warp::ldmatrix_x4_trans(a, tile + (col0 + lane % 8 + (lane / 16) * 8) * LD + row0 + (lane / 8) % 2 * 8);
 }
 
 // B fragments of n-tiles n0..n0+7 and n0+8..n0+15 at k-step k0..k0+15, where B = tileᵀ: the tile holds n rows of
@@ -441,11 +455,56 @@ __device__ void forward_block(const Params& p, unsigned char* smem, int q_tile, 
     }
 }
 
-// ---- backward: dk and dv ----
+// ---- backward: dk and dv (and, atomic, dq) ----
 
+// The atomic backward's step for one query tile of query head h in the dk, dv block: each warp writes its 16 key
+// rows of dSᵀ (da: the A fragments, bf16) to shared memory; after a barrier each warp takes 16 of the tile's queries
+// and D/SPLIT columns of dQ = dS·K over all BK keys and adds them to p.dq_accum (rows ≥ T skipped). The barrier
+// that ends the caller's step keeps the next step's dSᵀ from overwriting this one while it is read.
 template <int D>
+__device__ __forceinline__ void dq_tile_atomic(const Params& p, unsigned char* smem,
+                                               const uint32_t da[DkvTiles<D, true>::BQ / 16][4], int q0, int h,
+                                               size_t row_base) {
+  using L = DkvTiles<D, true>;
+  constexpr int BK = L::BK, BQ = L::BQ, LD = L::LD, LDS = L::LDS;
+  constexpr int ROW_GROUPS = BQ / WARP_ROWS, SPLIT = WARPS / ROW_GROUPS, DC = D / SPLIT, NT = DC / 8;
+  static_assert(ROW_GROUPS * SPLIT == WARPS && DC % 16 == 0, "dq_tile_atomic: the warps do not tile dQ");
+  bf16* ds = reinterpret_cast<bf16*>(smem + L::ds);  // dSᵀ (BK, LDS)
+  const bf16* k_s = reinterpret_cast<const bf16*>(smem + L::k);
+  const int lane = lane_id(), w = warp_id(), g = lane / 4, t = lane % 4;
+#pragma unroll
+  for (int kk = 0; kk < BQ / 16; ++kk)
+#pragma unroll
+    for (int r = 0; r < 4; ++r)  // register r: key row g (+8 for odd r), query columns 16kk + 2t.. (+8 for r ≥ 2)
+      *reinterpret_cast<uint32_t*>(ds + (w * WARP_ROWS + g + 8 * (r % 2)) * LDS + 16 * kk + 8 * (r / 2) + 2 * t) =
+          da[kk][r];
+  warp::block_sync();
+
+  const int r0 = (w % ROW_GROUPS) * WARP_ROWS, c0 = (w / ROW_GROUPS) * DC;
+  float acc[NT][4];
+  zero<NT>(acc);
+#pragma unroll
+  for (int kk = 0; kk < BK / 16; ++kk) {
+    uint32_t a[4];
+    load_a_transposed<LDS>(a, ds, r0, 16 * kk);
+    mma_k_step<NT, LD, false>(acc, a, k_s + c0, 16 * kk);  // dQ (16 × DC) += dS·K (·scale in dq_convert_block)
+  }
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int i = q0 + r0 + g + 8 * half;
+    if (i >= p.T) continue;
+    float* dst = p.dq_accum + ((row_base + i) * p.H + h) * D + c0 + 2 * t;
+#pragma unroll
+    for (int n = 0; n < NT; ++n) {
+      warp::red_add(dst + 8 * n, acc[n][2 * half]);
+      warp::red_add(dst + 8 * n + 1, acc[n][2 * half + 1]);
+    }
+  }
+}
+
+template <int D, bool DQ_ATOMIC = false>
 __device__ void dkv_block(const Params& p, unsigned char* smem, int k_tile, int hk, int row) {
-  using L = DkvTiles<D>;
+  using L = DkvTiles<D, DQ_ATOMIC>;
   constexpr int BK = L::BK, BQ = L::BQ, LD = L::LD, NT = BQ / 8, DT = D / 8;
   const bf16* k_s = reinterpret_cast<const bf16*>(smem + L::k);  // (BK, LD)
   const bf16* v_s = reinterpret_cast<const bf16*>(smem + L::v);  // (BK, LD)
@@ -538,6 +597,7 @@ __device__ void dkv_block(const Params& p, unsigned char* smem, int k_tile, int 
     scores_to_a<NT>(da, dpt);
     mma_a_b<BQ, DT, LD>(dv, pa, dos);  // dV += Pᵀ·dO
     mma_a_b<BQ, DT, LD>(dk, da, qs);   // dK += dSᵀ·Q (·scale below)
+    if constexpr (DQ_ATOMIC) dq_tile_atomic<D>(p, smem, da, q0, hk * group + step.index / tiles, row_base);
     warp::block_sync();
     step = next;
   }
@@ -623,6 +683,21 @@ __device__ void dq_block(const Params& p, unsigned char* smem, int q_tile, int h
 
   const float dq_scale[2] = {p.scale, p.scale};
   store_rows<D>(p.dq + row_base * q_stride + (size_t)h * D, q_stride, q0 + w * WARP_ROWS, T, dq, dq_scale);
+}
+
+// ---- backward, atomic: dq from the accumulator ----
+
+// dq = scale · dq_accum as bf16, 8 elements per thread: block `block`'s THREADS·8 of `count` (a multiple of 8; both
+// tensors 16-byte aligned).
+__device__ __forceinline__ void dq_convert_block(const Params& p, size_t count, int block) {
+  const size_t first = 8 * ((size_t)block * THREADS + warp::thread_index());
+  if (first >= count) return;
+  const float4 lo = *reinterpret_cast<const float4*>(p.dq_accum + first);
+  const float4 hi = *reinterpret_cast<const float4*>(p.dq_accum + first + 4);
+  const float c = p.scale;
+  const uint4 out = {warp::pack_bf16x2(lo.x * c, lo.y * c), warp::pack_bf16x2(lo.z * c, lo.w * c),
+                     warp::pack_bf16x2(hi.x * c, hi.y * c), warp::pack_bf16x2(hi.z * c, hi.w * c)};
+  *reinterpret_cast<uint4*>(p.dq + first) = out;
 }
 
 }  // namespace stapo::flash2

@@ -1,6 +1,6 @@
 // The warp-level instructions the tensor-core attention kernels (kernels/attention_flash2.cuh) are made of:
 // bf16 mma.sync m16n8k16 with fp32 accumulation, ldmatrix (plain and transposed), cp.async with zero fill,
-// shuffles, votes and block barriers. On the device each is one PTX instruction (or an intrinsic). Compiled
+// shuffles, votes, block barriers and fp32 atomic adds to global memory (the atomic backward's dQ). On the device each is one PTX instruction (or an intrinsic). Compiled
 // with STAPO_WARP_EMULATION (a host compiler, no nvcc), they are only declared here: the host emulation in
 // tests/kernels/warp_emulator.cpp defines them, so the kernels' own source runs on the CPU, one fiber per
 // thread, and tests/kernels/test_attention_flash2_emulated.cpp checks it against the CPU twin without a GPU.
@@ -48,6 +48,7 @@ inline void cp_async_wait() {
 void ldmatrix_x4(uint32_t r[4], const void* smem_row);
 void ldmatrix_x4_trans(uint32_t r[4], const void* smem_row);
 void mma_bf16_16816(float d[4], const uint32_t a[4], const uint32_t b[2]);  // d += a·b
+void red_add(float* dst, float value);  // *dst += value in global memory, atomically, nothing returned
 
 #else
 
@@ -102,6 +103,9 @@ __device__ __forceinline__ void mma_bf16_16816(float d[4], const uint32_t a[4], 
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
+
+// The old value unused, atomicAdd compiles to a fire-and-forget red.global.add.f32.
+__device__ __forceinline__ void red_add(float* dst, float value) { atomicAdd(dst, value); }
 
 #endif
 

@@ -3,6 +3,8 @@
 // case of tests/kernels/attention_cases.h, with test_attention.cpp's tolerances. It proves the indexing, fragment
 // layouts, masking, tile skipping and the cp.async pipeline's ordering without a GPU; timing, occupancy and the
 // hardware's own mma rounding are left to the GPU tests. Also fails on shared-memory bank conflicts in ldmatrix.
+// Both backwards: the deterministic one (dk, dv and dq blocks) and the atomic one (dk, dv blocks adding dq into an
+// fp32 accumulator, then its conversion), whose atomics may only touch that accumulator.
 #include <cuda_bf16.h>
 
 #include <cstdio>
@@ -37,6 +39,7 @@ void add(EmulatorStats& total, const EmulatorStats& s) {
   total.ldmatrix_phases += s.ldmatrix_phases;
   total.ldmatrix_conflicted_phases += s.ldmatrix_conflicted_phases;
   total.mma += s.mma;
+  total.atomics += s.atomics;
 }
 
 // The three grids of kernels/attention_flash2.cu, one block at a time.
@@ -49,11 +52,26 @@ EmulatorStats run_flash2(flash2::Params& p, const AttentionShape& s, const Emula
       [&](int x, int y, int z, unsigned char* smem) { flash2::forward_block<D>(p, smem, x, y, z); }, options);
 }
 
+// The deterministic backward's two grids, or the atomic one's dk, dv grid (p.dq_accum zeroed first, as the
+// launcher's memset) and the conversion's.
 template <int D>
-EmulatorStats run_flash2_backward(flash2::Params& p, const AttentionShape& s, const EmulatorOptions& options) {
+EmulatorStats run_flash2_backward(flash2::Params& p, const AttentionShape& s, const EmulatorOptions& options,
+                                  bool atomic) {
   using flash2::ceil_div;
-  using Kv = flash2::DkvTiles<D>;
   using Q = flash2::DqTiles<D>;
+  if (atomic) {
+    using Kv = flash2::DkvTiles<D, true>;
+    const size_t count = (size_t)s.rows * s.T * s.H * D;
+    std::fill(p.dq_accum, p.dq_accum + count, 0.0f);
+    EmulatorStats total = emulate_grid(
+        ceil_div(s.T, Kv::BK), s.Hkv, s.rows, flash2::THREADS, Kv::bytes,
+        [&](int x, int y, int z, unsigned char* smem) { flash2::dkv_block<D, true>(p, smem, x, y, z); }, options);
+    add(total, emulate_grid(
+                   ceil_div((int)(count / 8), flash2::THREADS), 1, 1, flash2::THREADS, 0,
+                   [&](int x, int, int, unsigned char*) { flash2::dq_convert_block(p, count, x); }, options));
+    return total;
+  }
+  using Kv = flash2::DkvTiles<D>;
   EmulatorStats total = emulate_grid(
       ceil_div(s.T, Kv::BK), s.Hkv, s.rows, flash2::THREADS, Kv::bytes,
       [&](int x, int y, int z, unsigned char* smem) { flash2::dkv_block<D>(p, smem, x, y, z); }, options);
@@ -63,8 +81,9 @@ EmulatorStats run_flash2_backward(flash2::Params& p, const AttentionShape& s, co
   return total;
 }
 
-TEST(Flash2Emulated, ForwardAndBackwardMatchCpu) {
-  uint64_t salt = 100;
+// Every case of attention_cases(): the forward, then the deterministic or the atomic backward, against the twin.
+void check_cases(bool atomic) {
+  uint64_t salt = atomic ? 200 : 100;
   int index = 0;
   for (const AttentionCase& c : attention_cases()) {
     const AttentionShape& s = c.shape;
@@ -85,12 +104,13 @@ TEST(Flash2Emulated, ForwardAndBackwardMatchCpu) {
     const std::vector<bf16> q_h = to_bf16(q), k_h = to_bf16(k), v_h = to_bf16(v), dout_h = to_bf16(dout);
     std::vector<bf16> out_h(nq, __ushort_as_bfloat16(0xffff)), dq_h(nq, __ushort_as_bfloat16(0xffff)),
         dk_h(nkv, __ushort_as_bfloat16(0xffff)), dv_h(nkv, __ushort_as_bfloat16(0xffff));
-    std::vector<float> lse(N * s.H, NAN), delta(N * s.H);
-    emulator_clear_reads();
+    std::vector<float> lse(N * s.H, NAN), delta(N * s.H), dq_accum(atomic ? nq : 0, NAN);
+    emulator_clear_ranges();
     for (const auto* x : {&q_h, &k_h, &v_h, &dout_h}) allow(*x);
     allow(segments);
     allow(lse);
     allow(delta);
+    emulator_allow_atomics(dq_accum.data(), dq_accum.size());  // nothing at all for the deterministic backward
 
     flash2::Params p{};
     p.q = q_h.data();
@@ -105,6 +125,7 @@ TEST(Flash2Emulated, ForwardAndBackwardMatchCpu) {
     p.dq = dq_h.data();
     p.dk = dk_h.data();
     p.dv = dv_h.data();
+    p.dq_accum = dq_accum.data();
     p.T = s.T;
     p.H = s.H;
     p.Hkv = s.Hkv;
@@ -123,21 +144,41 @@ TEST(Flash2Emulated, ForwardAndBackwardMatchCpu) {
       delta[head] = sum;
     }
     const EmulatorStats backward =
-        s.D == 64 ? run_flash2_backward<64>(p, s, options) : run_flash2_backward<128>(p, s, options);
+        s.D == 64 ? run_flash2_backward<64>(p, s, options, atomic) : run_flash2_backward<128>(p, s, options, atomic);
     add(stats, backward);
+    EXPECT_EQ(backward.atomics > 0, atomic) << describe(s);
     const double cancel_scale = 1e-3 * rms(ref_dv);  // as test_attention.cpp: single-key queries cancel to ~0
     EXPECT_TRUE(bf16_close(from_bf16(dq_h), ref_dq, 2e-2, cancel_scale)) << "dq " << describe(s);
     EXPECT_TRUE(bf16_close(from_bf16(dk_h), ref_dk, 2e-2, cancel_scale)) << "dk " << describe(s);
     EXPECT_TRUE(bf16_close(from_bf16(dv_h), ref_dv, 2e-2)) << "dv " << describe(s);
     // Padded rows of 16 bytes put the 8 rows of every ldmatrix phase in 8 different bank groups.
     EXPECT_EQ(stats.ldmatrix_conflicted_phases, 0) << describe(s);
-    std::printf("%s (%s): out %.2e, dq %.2e, dk %.2e, dv %.2e; %lld mma, %lld ldmatrix phases (%lld with bank "
-                "conflicts)\n",
+    std::printf("%s (%s, %s backward): out %.2e, dq %.2e, dk %.2e, dv %.2e; %lld mma, %lld ldmatrix phases (%lld "
+                "with bank conflicts), %lld atomic adds\n",
                 describe(s).c_str(), options.copies_land_at_issue ? "copies land at issue" : "copies land at wait",
-                relative_error(out.data(), ref_out.data(), nq), relative_error_bf16(dq_h, ref_dq),
-                relative_error_bf16(dk_h, ref_dk), relative_error_bf16(dv_h, ref_dv), stats.mma, stats.ldmatrix_phases,
-                stats.ldmatrix_conflicted_phases);
+                atomic ? "atomic" : "deterministic", relative_error(out.data(), ref_out.data(), nq),
+                relative_error_bf16(dq_h, ref_dq), relative_error_bf16(dk_h, ref_dk), relative_error_bf16(dv_h, ref_dv),
+                stats.mma, stats.ldmatrix_phases, stats.ldmatrix_conflicted_phases, stats.atomics);
   }
+}
+
+TEST(Flash2Emulated, ForwardAndBackwardMatchCpu) { check_cases(false); }
+
+TEST(Flash2Emulated, AtomicBackwardMatchesCpu) { check_cases(true); }
+
+// The emulator's own check: an atomic add outside the declared memory is an error naming the instruction.
+TEST(Flash2Emulated, AtomicOutsideDeclaredMemoryFails) {
+  std::vector<float> declared(64, 0.0f), other(64, 0.0f);
+  emulator_clear_ranges();
+  emulator_allow_atomics(declared.data(), declared.size());
+  const auto add_to = [](float* base) {
+    return [base](int, int, int, unsigned char*) { warp::red_add(base + warp::thread_index(), 1.0f); };
+  };
+  emulate_grid(1, 1, 1, 32, 0, add_to(declared.data()));
+  EXPECT_EQ(declared[31], 1.0f);
+  const std::string message = error_message([&] { emulate_grid(1, 1, 1, 32, 0, add_to(other.data())); });
+  EXPECT_NE(message.find("red.add.f32"), std::string::npos) << message;
+  EXPECT_EQ(other[0], 0.0f);
 }
 
 }  // namespace

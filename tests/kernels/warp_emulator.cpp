@@ -97,6 +97,7 @@ struct Emulator {
   int block[3] = {0, 0, 0};
   test::EmulatorStats stats;
   std::vector<std::pair<const unsigned char*, size_t>> readable;
+  std::vector<std::pair<const float*, size_t>> atomic;  // (begin, floats)
   std::string error;
 };
 
@@ -166,6 +167,12 @@ bool readable(const void* p, size_t bytes) {
   const unsigned char* c = static_cast<const unsigned char*>(p);
   for (const auto& [begin, size] : emulator().readable)
     if (c >= begin && c + bytes <= begin + size) return true;
+  return false;
+}
+
+bool atomic_target(const float* p) {
+  for (const auto& [begin, count] : emulator().atomic)
+    if (p >= begin && p < begin + count) return true;
   return false;
 }
 
@@ -411,6 +418,15 @@ void mma_bf16_16816(float d[4], const uint32_t a[4], const uint32_t b[2]) {
   std::memcpy(d, r.out, 16);
 }
 
+// Fibers take turns on one CPU thread, so a plain add is atomic here; the order of the adds is the emulation's.
+void red_add(float* dst, float value) {
+  if (reinterpret_cast<uintptr_t>(dst) % sizeof(float) != 0 || !atomic_target(dst))
+    emulation_fail(cat("red.add.f32: the address ", static_cast<void*>(dst),
+                       " is not 4-byte aligned or outside the memory declared for atomics"));
+  *dst += value;
+  emulator().stats.atomics++;
+}
+
 }  // namespace warp
 
 // ---- running a grid ----
@@ -421,7 +437,12 @@ void emulator_allow_reads(const void* begin, size_t bytes) {
   emulator().readable.push_back({static_cast<const unsigned char*>(begin), bytes});
 }
 
-void emulator_clear_reads() { emulator().readable.clear(); }
+void emulator_allow_atomics(float* begin, size_t count) { emulator().atomic.push_back({begin, count}); }
+
+void emulator_clear_ranges() {
+  emulator().readable.clear();
+  emulator().atomic.clear();
+}
 
 EmulatorStats emulate_grid(int grid_x, int grid_y, int grid_z, int threads, size_t smem_bytes,
                            const std::function<void(int, int, int, unsigned char*)>& body,

@@ -9,6 +9,7 @@
 //   - lanes of one warp at different collectives (divergence), fibers that can never proceed (deadlock);
 //   - ldmatrix rows and cp.async destinations outside shared memory or not 16-byte (cp.async 4: 4-byte) aligned;
 //   - cp.async sources outside the global memory the caller declared readable;
+//   - atomic adds (red) to addresses outside the global memory the caller declared for atomics, or misaligned;
 //   - copies still pending when a thread exits (a prefetch that was never waited for).
 // Shared memory starts each block as all-ones bytes (NaN in bf16 and fp32), so what nobody wrote poisons the
 // output. The lowest runnable thread always runs first, so warp 0 runs as far ahead of the others as the
@@ -26,16 +27,18 @@ namespace stapo::test {
 struct EmulatorStats {
   long long ldmatrix_phases = 0;             // 8-row phases of ldmatrix (4 per .x4)
   long long ldmatrix_conflicted_phases = 0;  // phases whose 8 16-byte rows do not fall in 8 different bank groups
-  long long mma = 0, block_syncs = 0, cp_async_bytes = 0;
+  long long mma = 0, block_syncs = 0, cp_async_bytes = 0, atomics = 0;
 };
 
 struct EmulatorOptions {
   bool copies_land_at_issue = false;  // else at the cp.async.wait that completes their group
 };
 
-// Global memory the emulated kernels may read through cp.async; any other source address is an error.
+// Global memory the emulated kernels may read through cp.async, and add to atomically; any other address is an
+// error. emulator_clear_ranges forgets both.
 void emulator_allow_reads(const void* begin, size_t bytes);
-void emulator_clear_reads();
+void emulator_allow_atomics(float* begin, size_t count);
+void emulator_clear_ranges();
 
 // Runs body(block_x, block_y, block_z, smem) for every block of the grid with `threads` threads (a multiple of
 // 32) and `smem_bytes` of 128-byte-aligned shared memory, blocks one after another.
