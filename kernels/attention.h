@@ -17,6 +17,13 @@
 // attention_flash2_backward compute the same on tensor cores, FlashAttention-2's design (bf16 mma.sync with fp32
 // accumulation, P and dS rounded to bf16 before their products; kernels/attention_flash2.cuh), same tensors,
 // scratch and masking rule.
+//
+// attention_flash2_backward_atomic is FlashAttention-2's backward: the key-tile kernel also computes each visited
+// query tile's dQ part dS·K and adds it to an fp32 (N, H, D) accumulator with atomic adds (zeroed by the call), and
+// a small kernel converts that to bf16 dq: 5 tile products per visited tile instead of 7 (no dq kernel recomputing
+// S and dP). The adds land in any order, so dq's last bits vary from run to run (dk, dv do not): train_stapo runs
+// it only under --attention flash2-atomic, never where bit-equal recomputation is relied on. Its scratch is the
+// accumulator then δ: attention_flash2_backward_atomic_scratch_floats, N·H·(D + 1), 16-byte aligned.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -49,6 +56,13 @@ void attention_flash2_backward(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat
                                const __nv_bfloat16* dout, const __nv_bfloat16* out, const float* lse,
                                const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,
                                const AttentionShape& shape, const int32_t* segments, cudaStream_t stream);
+
+size_t attention_flash2_backward_atomic_scratch_floats(const AttentionShape& shape);  // N·H·(D + 1)
+
+void attention_flash2_backward_atomic(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* dv, float* scratch,
+                                      const __nv_bfloat16* dout, const __nv_bfloat16* out, const float* lse,
+                                      const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,
+                                      const AttentionShape& shape, const int32_t* segments, cudaStream_t stream);
 
 // Shared by both implementations' launchers: the shape and alignment preconditions (stapo::Error naming `op` and
 // the tensor), and the backward's first step delta (N, H) = Σ_d dout·out in fp32.

@@ -9,8 +9,8 @@ namespace stapo {
 
 namespace {
 
-static_assert(flash2::ForwardTiles<128>::bytes <= MAX_BLOCK_SMEM && flash2::DkvTiles<128>::bytes <= MAX_BLOCK_SMEM &&
-                  flash2::DqTiles<128>::bytes <= MAX_BLOCK_SMEM,
+static_assert(flash2::ForwardTiles<128>::bytes <= MAX_BLOCK_SMEM &&
+                  flash2::DkvTiles<128, true>::bytes <= MAX_BLOCK_SMEM && flash2::DqTiles<128>::bytes <= MAX_BLOCK_SMEM,
               "flash2 tiles exceed shared memory");
 
 // Causal work grows with the query tile: the last tiles are launched first, so the long blocks start early
@@ -21,10 +21,14 @@ __global__ void __launch_bounds__(flash2::THREADS) flash2_forward_kernel(flash2:
   flash2::forward_block<D>(p, flash2_smem, gridDim.x - 1 - blockIdx.x, blockIdx.y, blockIdx.z);
 }
 
-template <int D>
+template <int D, bool DQ_ATOMIC>
 __global__ void __launch_bounds__(flash2::THREADS) flash2_dkv_kernel(flash2::Params p) {
   extern __shared__ __align__(128) unsigned char flash2_smem[];
-  flash2::dkv_block<D>(p, flash2_smem, blockIdx.x, blockIdx.y, blockIdx.z);
+  flash2::dkv_block<D, DQ_ATOMIC>(p, flash2_smem, blockIdx.x, blockIdx.y, blockIdx.z);
+}
+
+__global__ void __launch_bounds__(flash2::THREADS) flash2_dq_convert_kernel(flash2::Params p, size_t count) {
+  flash2::dq_convert_block(p, count, blockIdx.x);
 }
 
 template <int D>
@@ -57,16 +61,51 @@ void forward_launch(const flash2::Params& p, const AttentionShape& s, cudaStream
   cudaCheck(cudaGetLastError());
 }
 
-template <int D>
+// The dk, dv grid, then the dq grid or (DQ_ATOMIC: p.dq_accum zeroed by the caller) the accumulator's conversion.
+template <int D, bool DQ_ATOMIC>
 void backward_launch(const flash2::Params& p, const AttentionShape& s, cudaStream_t stream) {
-  using Lkv = flash2::DkvTiles<D>;
-  using Lq = flash2::DqTiles<D>;
-  allow_smem(flash2_dkv_kernel<D>, Lkv::bytes);
-  allow_smem(flash2_dq_kernel<D>, Lq::bytes);
-  flash2_dkv_kernel<D><<<dim3(ceil_div(s.T, Lkv::BK), s.Hkv, s.rows), flash2::THREADS, Lkv::bytes, stream>>>(p);
+  using Lkv = flash2::DkvTiles<D, DQ_ATOMIC>;
+  allow_smem(flash2_dkv_kernel<D, DQ_ATOMIC>, Lkv::bytes);
+  flash2_dkv_kernel<D, DQ_ATOMIC>
+      <<<dim3(ceil_div(s.T, Lkv::BK), s.Hkv, s.rows), flash2::THREADS, Lkv::bytes, stream>>>(p);
   cudaCheck(cudaGetLastError());
-  flash2_dq_kernel<D><<<dim3(ceil_div(s.T, Lq::BQ), s.H, s.rows), flash2::THREADS, Lq::bytes, stream>>>(p);
+  if constexpr (DQ_ATOMIC) {
+    const size_t count = (size_t)s.rows * s.T * s.H * D;
+    flash2_dq_convert_kernel<<<(unsigned)((count / 8 + flash2::THREADS - 1) / flash2::THREADS), flash2::THREADS, 0,
+                               stream>>>(p, count);
+  } else {
+    using Lq = flash2::DqTiles<D>;
+    allow_smem(flash2_dq_kernel<D>, Lq::bytes);
+    flash2_dq_kernel<D><<<dim3(ceil_div(s.T, Lq::BQ), s.H, s.rows), flash2::THREADS, Lq::bytes, stream>>>(p);
+  }
   cudaCheck(cudaGetLastError());
+}
+
+// Both backwards: δ into `delta`, then the launches above (atomic: dq_accum zeroed first).
+void flash2_backward(const char* op, float* dq_accum, float* delta, bf16* dq, bf16* dk, bf16* dv, const bf16* dout,
+                     const bf16* out, const float* lse, const bf16* q, const bf16* k, const bf16* v,
+                     const AttentionShape& shape, const int32_t* segments, cudaStream_t stream) {
+  attention_check(shape, op, {{"dq", dq}, {"dk", dk}, {"dv", dv}, {"dout", dout}, {"q", q}, {"k", k}, {"v", v}});
+  attention_delta(delta, dout, out, shape, stream);
+  flash2::Params p = flash2_params(shape, q, k, v, segments);
+  p.lse = lse;
+  p.dout = dout;
+  p.delta = delta;
+  p.dq = dq;
+  p.dk = dk;
+  p.dv = dv;
+  p.dq_accum = dq_accum;
+  if (dq_accum) {
+    cudaCheck(cudaMemsetAsync(dq_accum, 0, sizeof(float) * shape.rows * shape.T * shape.H * shape.D, stream));
+    if (shape.D == 64)
+      backward_launch<64, true>(p, shape, stream);
+    else
+      backward_launch<128, true>(p, shape, stream);
+  } else if (shape.D == 64) {
+    backward_launch<64, false>(p, shape, stream);
+  } else {
+    backward_launch<128, false>(p, shape, stream);
+  }
 }
 
 }  // namespace
@@ -86,20 +125,21 @@ void attention_flash2_forward(bf16* out, float* lse, const bf16* q, const bf16* 
 void attention_flash2_backward(bf16* dq, bf16* dk, bf16* dv, float* scratch, const bf16* dout, const bf16* out,
                                const float* lse, const bf16* q, const bf16* k, const bf16* v,
                                const AttentionShape& shape, const int32_t* segments, cudaStream_t stream) {
-  attention_check(shape, "attention_flash2_backward",
-                  {{"dq", dq}, {"dk", dk}, {"dv", dv}, {"dout", dout}, {"q", q}, {"k", k}, {"v", v}});
-  attention_delta(scratch, dout, out, shape, stream);
-  flash2::Params p = flash2_params(shape, q, k, v, segments);
-  p.lse = lse;
-  p.dout = dout;
-  p.delta = scratch;
-  p.dq = dq;
-  p.dk = dk;
-  p.dv = dv;
-  if (shape.D == 64)
-    backward_launch<64>(p, shape, stream);
-  else
-    backward_launch<128>(p, shape, stream);
+  flash2_backward("attention_flash2_backward", nullptr, scratch, dq, dk, dv, dout, out, lse, q, k, v, shape, segments,
+                  stream);
+}
+
+size_t attention_flash2_backward_atomic_scratch_floats(const AttentionShape& shape) {
+  return attention_backward_scratch_floats(shape) * (shape.D + 1);
+}
+
+void attention_flash2_backward_atomic(bf16* dq, bf16* dk, bf16* dv, float* scratch, const bf16* dout, const bf16* out,
+                                      const float* lse, const bf16* q, const bf16* k, const bf16* v,
+                                      const AttentionShape& shape, const int32_t* segments, cudaStream_t stream) {
+  check_aligned16(scratch, "attention_flash2_backward_atomic", "scratch");  // the conversion reads it as float4
+  flash2_backward("attention_flash2_backward_atomic", scratch,
+                  scratch + attention_backward_scratch_floats(shape) * shape.D, dq, dk, dv, dout, out, lse, q, k, v,
+                  shape, segments, stream);
 }
 
 }  // namespace stapo

@@ -104,8 +104,10 @@ __device__ __forceinline__ void mma_bf16_16816(float d[4], const uint32_t a[4], 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
-// The old value unused, atomicAdd compiles to a fire-and-forget red.global.add.f32.
-__device__ __forceinline__ void red_add(float* dst, float value) { atomicAdd(dst, value); }
+// red, not atom: no old value comes back, so the warp does not wait for the add.
+__device__ __forceinline__ void red_add(float* dst, float value) {
+  asm volatile("red.global.add.f32 [%0], %1;\n" ::"l"(dst), "f"(value) : "memory");
+}
 
 #endif
 

@@ -14,8 +14,9 @@
 namespace stapo::test {
 namespace {
 
-// The two implementations behind kernels/attention.h's one interface: the SIMT kernels (attention_forward /
-// attention_backward, what the trainer runs by default) and the tensor-core ones (attention_flash2_*).
+// The implementations behind kernels/attention.h's one interface: the SIMT kernels (attention_forward /
+// attention_backward), the tensor-core ones (attention_flash2_*, the trainer's default) and the tensor cores with
+// the atomic backward (attention_flash2_backward_atomic, its own scratch size).
 struct AttentionKernels {
   const char* name;
   void (*forward)(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v, const AttentionShape& shape,
@@ -23,6 +24,7 @@ struct AttentionKernels {
   void (*backward)(bf16* dq, bf16* dk, bf16* dv, float* scratch, const bf16* dout, const bf16* out, const float* lse,
                    const bf16* q, const bf16* k, const bf16* v, const AttentionShape& shape, const int32_t* segments,
                    cudaStream_t stream);
+  size_t (*scratch_floats)(const AttentionShape& shape);
 };
 // ctest lists the parameter by name.
 void PrintTo(const AttentionKernels& kernels, std::ostream* os) { *os << kernels.name; }
@@ -50,7 +52,7 @@ TEST_P(KernelAttention, ForwardAndBackwardMatchCpu) {
     auto d_q = device_bf16(q), d_k = device_bf16(k), d_v = device_bf16(v), d_dout = device_bf16(dout);
     DeviceArray<int32_t> d_segments(segments);
     DeviceArray<bf16> d_out(nq), d_dq(nq), d_dk(nkv), d_dv(nkv);
-    DeviceArray<float> d_lse(N * s.H), d_scratch(attention_backward_scratch_floats(s));
+    DeviceArray<float> d_lse(N * s.H), d_scratch(kernels.scratch_floats(s));
     kernels.forward(d_out.get(), d_lse.get(), d_q->get(), d_k->get(), d_v->get(), s, d_segments.get(), 0);
     EXPECT_TRUE(bf16_close(download_bf16(d_out), ref_out, 1e-2)) << "out " << describe(s);
     EXPECT_TRUE(all_close(finite_lse(d_lse.download()), finite_lse(ref_lse), 1e-4, 1e-4)) << "lse " << describe(s);
@@ -112,11 +114,57 @@ TEST_P(KernelAttention, RejectsUnsupportedShapes) {
   EXPECT_THROW(kernels.forward(nullptr, nullptr, nullptr, nullptr, nullptr, {1, 8, 6, 4, 64, 0}, nullptr, 0), Error);
 }
 
-INSTANTIATE_TEST_SUITE_P(Kernels, KernelAttention,
-                         ::testing::Values(AttentionKernels{"simt", attention_forward, attention_backward},
-                                           AttentionKernels{"flash2", attention_flash2_forward,
-                                                            attention_flash2_backward}),
+INSTANTIATE_TEST_SUITE_P(
+    Kernels, KernelAttention,
+    ::testing::Values(
+        AttentionKernels{"simt", attention_forward, attention_backward, attention_backward_scratch_floats},
+        AttentionKernels{"flash2", attention_flash2_forward, attention_flash2_backward,
+                         attention_backward_scratch_floats},
+        AttentionKernels{"flash2_atomic", attention_flash2_forward, attention_flash2_backward_atomic,
+                         attention_flash2_backward_atomic_scratch_floats}),
                          [](const ::testing::TestParamInfo<AttentionKernels>& info) { return info.param.name; });
+
+// The atomic backward against the deterministic one on the same inputs (the forward's own out and lse), twice:
+// dk and dv are the same code in both (equal to fp32 rounding), dq one bf16 rounding of sums in another order, and
+// the second atomic call agrees with the first as closely (its accumulator zeroed again, not summed onto).
+TEST(KernelAttentionAtomic, MatchesTheDeterministicBackward) {
+  STAPO_REQUIRE_GPU();
+  uint64_t salt = 300;
+  for (const auto& c : attention_cases()) {
+    const AttentionShape& s = c.shape;
+    const size_t N = (size_t)s.rows * s.T, nq = N * s.H * s.D, nkv = N * s.Hkv * s.D;
+    auto d_q = device_bf16(random_normal(nq, 1.0f, ++salt)), d_k = device_bf16(random_normal(nkv, 1.0f, ++salt)),
+         d_v = device_bf16(random_normal(nkv, 1.0f, ++salt)), d_dout = device_bf16(random_normal(nq, 1.0f, ++salt));
+    DeviceArray<int32_t> d_segments(packed_segments(c));
+    DeviceArray<bf16> d_out(nq);
+    DeviceArray<float> d_lse(N * s.H), d_scratch(attention_backward_scratch_floats(s)),
+        d_atomic_scratch(attention_flash2_backward_atomic_scratch_floats(s));
+    attention_flash2_forward(d_out.get(), d_lse.get(), d_q->get(), d_k->get(), d_v->get(), s, d_segments.get(), 0);
+    std::vector<float> want[3], got[2][3];
+    {
+      DeviceArray<bf16> dq(nq), dk(nkv), dv(nkv);
+      attention_flash2_backward(dq.get(), dk.get(), dv.get(), d_scratch.get(), d_dout->get(), d_out.get(), d_lse.get(),
+                                d_q->get(), d_k->get(), d_v->get(), s, d_segments.get(), 0);
+      want[0] = download_bf16(dq);
+      want[1] = download_bf16(dk);
+      want[2] = download_bf16(dv);
+    }
+    for (auto& run : got) {
+      DeviceArray<bf16> dq(nq), dk(nkv), dv(nkv);
+      attention_flash2_backward_atomic(dq.get(), dk.get(), dv.get(), d_atomic_scratch.get(), d_dout->get(),
+                                       d_out.get(), d_lse.get(), d_q->get(), d_k->get(), d_v->get(), s,
+                                       d_segments.get(), 0);
+      run[0] = download_bf16(dq);
+      run[1] = download_bf16(dk);
+      run[2] = download_bf16(dv);
+    }
+    const double cancel_scale = 1e-3 * rms(want[2]);  // single-key queries: dq and dk are rounding residue
+    const char* names[3] = {"dq", "dk", "dv"};
+    for (int t = 0; t < 3; ++t)
+      for (const auto& run : got)
+        EXPECT_TRUE(bf16_close(run[t], want[t], 1e-2, t < 2 ? cancel_scale : 0.0)) << names[t] << " " << describe(s);
+  }
+}
 
 }  // namespace
 }  // namespace stapo::test
