@@ -38,6 +38,7 @@ MemoryPlanInput cuda_engine_plan_input(const ModelConfig& config, const CudaEngi
   in.grads = options.grads;
   in.recompute = options.recompute;
   in.fused_projections = options.paths.fused_projections;
+  in.attention_dq_accumulator = options.attention == AttentionPath::flash2_atomic;
   in.batch_size = batch_size;
   in.max_length = max_length;
   in.ranks = CudaZero::shards(options.data_parallel);
@@ -693,7 +694,9 @@ std::string CudaEngine::description() const {
              options_.recompute,
              options_.attention == AttentionPath::cudnn    ? ", cuDNN attention"
              : options_.attention == AttentionPath::flash2 ? ", tensor-core attention (flash2)"
-                                                           : ", SIMT attention (flash)",
+             : options_.attention == AttentionPath::flash2_atomic
+                 ? ", tensor-core attention with the atomic backward (flash2-atomic)"
+                 : ", SIMT attention (flash)",
              ", ", count, " parameters, ", cuda_device_description(), ranks_->description());
 }
 

@@ -103,7 +103,8 @@ CudaModel::~CudaModel() {
 void CudaModel::ensure_tokens(int N) {
   if (N <= capacity_) return;
   const bool fused = options_.paths.fused_projections;
-  const ActivationLayout layout = activation_layout(config_, (uint64_t)N, options_.recompute, fused);
+  const ActivationLayout layout = activation_layout(config_, (uint64_t)N, options_.recompute, fused,
+                                                    options_.attention == AttentionPath::flash2_atomic);
   cudaCheck(cudaStreamSynchronize(stream_));  // nothing may still use the old arena
   if (arena_) cudaCheck(cudaFree(arena_));
   arena_ = nullptr;
@@ -218,7 +219,7 @@ void CudaModel::attention_forward_any(const LayerActs& a, const AttentionShape& 
 #ifdef STAPO_HAVE_CUDNN
   if (cudnn_attention_) return cudnn_attention_->forward(a.att, a.lse, a.q, a.k, a.v, shape, stream_);
 #endif
-  if (options_.attention == AttentionPath::flash2)
+  if (options_.attention == AttentionPath::flash2 || options_.attention == AttentionPath::flash2_atomic)
     attention_flash2_forward(a.att, a.lse, a.q, a.k, a.v, shape, segments_, stream_);
   else
     attention_forward(a.att, a.lse, a.q, a.k, a.v, shape, segments_, stream_);
@@ -232,6 +233,9 @@ void CudaModel::attention_backward_any(const LayerActs& a, const AttentionShape&
   if (options_.attention == AttentionPath::flash2)
     attention_flash2_backward(d_q_, d_k_, d_v_, attention_scratch_, d_att_, a.att, a.lse, a.q, a.k, a.v, shape,
                               segments_, stream_);
+  else if (options_.attention == AttentionPath::flash2_atomic)
+    attention_flash2_backward_atomic(d_q_, d_k_, d_v_, attention_scratch_, d_att_, a.att, a.lse, a.q, a.k, a.v, shape,
+                                     segments_, stream_);
   else
     attention_backward(d_q_, d_k_, d_v_, attention_scratch_, d_att_, a.att, a.lse, a.q, a.k, a.v, shape, segments_,
                        stream_);

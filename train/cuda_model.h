@@ -44,13 +44,16 @@
 
 namespace stapo {
 
-// Which attention kernels run: ours (kernels/attention.h: flash2, the tensor-core ones and the default, or flash,
-// the SIMT ones) or cuDNN's fused SDPA (kernels/attention_cudnn.h: builds with cuDNN only; one sequence per row, so
-// no --pack).
-enum class AttentionPath { flash, flash2, cudnn };
-// --attention's value: "flash", "flash2" or "cudnn" (the command lines check the name first).
+// Which attention kernels run: ours (kernels/attention.h: flash2, the tensor-core ones and the default; flash2_atomic,
+// the same forward with the atomic backward, whose dq is not bit-reproducible; or flash, the SIMT ones) or cuDNN's
+// fused SDPA (kernels/attention_cudnn.h: builds with cuDNN only; one sequence per row, so no --pack).
+enum class AttentionPath { flash, flash2, flash2_atomic, cudnn };
+// --attention's value: "flash", "flash2", "flash2-atomic" or "cudnn" (the command lines check the name first).
 inline AttentionPath attention_path(const std::string& name) {
-  return name == "cudnn" ? AttentionPath::cudnn : name == "flash2" ? AttentionPath::flash2 : AttentionPath::flash;
+  return name == "cudnn"           ? AttentionPath::cudnn
+         : name == "flash2"        ? AttentionPath::flash2
+         : name == "flash2-atomic" ? AttentionPath::flash2_atomic
+                                   : AttentionPath::flash;
 }
 
 // Faster code paths of the training step (issue #15), each computing the same as the baseline (to fp32 summation
@@ -226,7 +229,7 @@ class CudaModel {
   // With paths.fused_projections: the (N, (H + 2·Hkv)·D) q‖k‖v rows, the projection's output in forward and its
   // gradient in backward, in d_gate_'s memory (free at both times: train/memory_plan.h sizes it for both).
   __nv_bfloat16* qkv_ = nullptr;
-  float* attention_scratch_ = nullptr;  // (N, H)
+  float* attention_scratch_ = nullptr;  // (N, H); flash2_atomic: (N, H, D) dq accumulator, then (N, H)
 
   // The last forward's batch shape and tokens (the embedding backward groups positions by token on the host,
   // without paths.device_embedding_index).

@@ -120,7 +120,8 @@ std::vector<size_t> grad_bucket_bounds(const std::vector<ParamSpec>& specs, cons
   return bounds;
 }
 
-ActivationLayout activation_layout(const ModelConfig& c, uint64_t n, int level, bool fused_projections) {
+ActivationLayout activation_layout(const ModelConfig& c, uint64_t n, int level, bool fused_projections,
+                                   bool dq_accumulator) {
   STAPO_CHECK(level >= 0 && level <= 2, "--recompute ", level, " is not 0, 1 or 2");
   const uint64_t C = c.hidden_size, F = c.intermediate_size, H = c.num_attention_heads;
   const uint64_t HD = H * c.head_dim, KD = uint64_t(c.num_key_value_heads) * c.head_dim;
@@ -175,7 +176,7 @@ ActivationLayout activation_layout(const ModelConfig& c, uint64_t n, int level, 
   take(ActSlot::d_act, -1, n * F * bf16);
   take(ActSlot::d_gate, -1, n * d_gate_width * bf16);
   if (!fused_projections) take(ActSlot::d_up, -1, n * F * bf16);
-  take(ActSlot::attention_scratch, -1, n * H * f32);
+  take(ActSlot::attention_scratch, -1, n * H * f32 * (dq_accumulator ? 1 + c.head_dim : 1));
   return out;
 }
 
@@ -224,7 +225,8 @@ MemoryPlan memory_plan(const ModelConfig& c, const MemoryPlanInput& in) {
   }
 
   const uint64_t N = 2 * uint64_t(in.batch_size) * uint64_t(in.max_length);
-  const ActivationLayout layout = activation_layout(c, N, in.recompute, in.fused_projections);
+  const ActivationLayout layout =
+      activation_layout(c, N, in.recompute, in.fused_projections, in.attention_dq_accumulator);
   uint64_t inputs = 0, kept = 0, shared = 0, head = 0, scratch = 0;
   for (const ActBuffer& b : layout.buffers) {
     if (b.slot == ActSlot::resid)

@@ -102,9 +102,11 @@ struct ActivationLayout {
   uint64_t bytes = 0;  // the arena's size
 };
 // fused_projections: the layout train/cuda_model.h's StepPaths::fused_projections takes (gate‖up in one slot, the
-// d_gate slot wide enough for d_gate‖d_up and for q‖k‖v).
+// d_gate slot wide enough for d_gate‖d_up and for q‖k‖v). dq_accumulator: the attention scratch also holds the
+// atomic backward's fp32 dq accumulator, N·H·(D + 1) floats in all (kernels/attention.h's
+// attention_flash2_backward_atomic_scratch_floats; else N·H).
 ActivationLayout activation_layout(const ModelConfig& config, uint64_t tokens, int recompute,
-                                   bool fused_projections = false);
+                                   bool fused_projections = false, bool dq_accumulator = false);
 
 struct MemoryItem {
   std::string name;
@@ -117,6 +119,7 @@ struct MemoryPlanInput {
   MomentKind moments = MomentKind::fp32;
   GradKind grads = GradKind::fp32;
   int recompute = 1;
+  bool attention_dq_accumulator = false;  // --attention flash2-atomic (activation_layout's dq_accumulator)
   int batch_size = 1;   // pairs per micro-batch: 2·batch_size sequences
   int max_length = 0;   // T
   int grad_accum = 1;   // no memory of its own; memory_plan_fit trades batch size for it

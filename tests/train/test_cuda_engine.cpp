@@ -292,10 +292,11 @@ void print_row(const std::string& name, const Agreement& a, const Worst& update,
          update.tensor.c_str(), note.c_str());
 }
 
-// The --device-check cases: each recompute level, a Mistral, both on the SIMT attention (flash), and (cuDNN builds)
-// both on cuDNN's attention; the rest on the default tensor-core attention (flash2).
+// The --device-check cases: each recompute level, a Mistral, both on the SIMT attention (flash), both on the
+// tensor-core attention's atomic backward (flash2-atomic) and (cuDNN builds) both on cuDNN's attention; the rest on
+// the default tensor-core attention (flash2).
 // Recompute levels 1 and 2 recompute the same values with the same kernels: their gradients equal level 0's bit
-// for bit (H100, SIMT attention: exactly; flash2 has no atomics either).
+// for bit (H100, SIMT attention: exactly; flash2 has no atomics either; flash2-atomic has, and is left out of that).
 TEST(CudaEngine, OneStepMatchesCpuReference) {
   STAPO_REQUIRE_GPU();
   printf("CUDA engine vs CPU fp32 reference, one step, on %s\n", cuda_device_description().c_str());
@@ -310,6 +311,8 @@ TEST(CudaEngine, OneStepMatchesCpuReference) {
                              {"mistral tied window", true, engine_options(1, false)},
                              {"llama SIMT attention", false, engine_options(1, false, AttentionPath::flash)},
                              {"mistral SIMT window", true, engine_options(1, false, AttentionPath::flash)},
+                             {"llama atomic attention", false, engine_options(1, false, AttentionPath::flash2_atomic)},
+                             {"mistral atomic window", true, engine_options(1, false, AttentionPath::flash2_atomic)},
                              {"llama step paths", false, with_step_paths(engine_options(1, false))},
                              {"mistral tied step paths", true, with_step_paths(engine_options(1, false))}};
 #ifdef STAPO_HAVE_CUDNN

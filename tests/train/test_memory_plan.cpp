@@ -329,6 +329,26 @@ TEST(MemoryPlan, FusedProjectionsNeedConsecutiveTensors) {
   }
 }
 
+// --attention flash2-atomic: the attention scratch holds the fp32 dq accumulator before δ, N·H·(D + 1) floats as
+// kernels/attention.h's attention_flash2_backward_atomic_scratch_floats, and the plan counts it.
+TEST(MemoryPlan, AtomicAttentionScratchHoldsTheDqAccumulator) {
+  const ModelConfig c = small_config();
+  const uint64_t n = 66;
+  auto scratch_bytes = [&](bool dq_accumulator) {
+    for (const ActBuffer& b : activation_layout(c, n, 1, false, dq_accumulator).buffers)
+      if (b.slot == ActSlot::attention_scratch) return b.bytes;
+    ADD_FAILURE() << "no attention scratch";
+    return uint64_t{0};
+  };
+  EXPECT_EQ(scratch_bytes(false), n * c.num_attention_heads * 4);
+  EXPECT_EQ(scratch_bytes(true), n * c.num_attention_heads * (c.head_dim + 1) * 4);
+  MemoryPlanInput in;
+  in.max_length = 33;  // N = 66
+  const uint64_t plain = memory_plan(c, in).total();
+  in.attention_dq_accumulator = true;
+  EXPECT_GE(memory_plan(c, in).total() - plain, n * c.num_attention_heads * c.head_dim * 4);
+}
+
 // With train_stapo's defaults (fp32 master, moments and gradients, --recompute 1) 8B needs 18 bytes per parameter
 // (134.6 GiB) plus activations. In 79.6 GiB the cheapest fit: split master (2 B), 8-bit moments (2 B), bf16
 // gradients (2 B, 4 for the 1.05 G embedding, lm_head and norm elements) and --recompute 2 (at --recompute 1 each
