@@ -2,14 +2,14 @@
 # ONE command for all GPU verification, in parts that a 15-minute lease takes in two calls or more (docs/benchmarks.md
 # says which): versions -> configure + build of every binary with GPU tests (Release, sm_90a, all cores) -> every
 # `gpu`-labelled test -> the CUDA engine's tests again with their measured errors printed
-# (tests/train/test_cuda_engine.cpp) -> the benchmarks (ours with the tensor-core attention, the default, and with
-# the SIMT one, with every StepPaths switch on and with each alone, each with its per-phase table; ours with bf16
-# weights, least-memory and lean; ours on cuDNN's attention where that path is built; PyTorch's baselines
-# pure_bf16 and amp with their phases, then amp under torch.compile) -> ours and amp for at least a minute each
-# (bench_long: the MFU claim) -> the 8B benchmark under an 80 GB cap (ours vs PyTorch's pure_bf16 and amp,
-# dev/bench/gpu_step_8b.json) -> the dev/cuda playgrounds (attention versions 2, 5 and cuDNN's 3 in one table) ->
-# a short `make demo` on the GPU -> compute-sanitizer memcheck over the kernel and engine tests -> racecheck over
-# the tensor-core attention tests -> a summary table, printed last. GPU_CHECK_PARTS selects parts.
+# (tests/train/test_cuda_engine.cpp) -> the benchmarks (ours with the tensor-core attention, the default, with its
+# atomic backward and with the SIMT one, with every StepPaths switch on and with each alone, each with its per-phase
+# table; ours with bf16 weights, least-memory and lean; ours on cuDNN's attention where that path is built;
+# PyTorch's baselines pure_bf16 and amp with their phases, then amp under torch.compile) -> ours and amp for at
+# least a minute each (bench_long: the MFU claim) -> the 8B benchmark under an 80 GB cap (ours vs PyTorch's
+# pure_bf16 and amp, dev/bench/gpu_step_8b.json) -> the dev/cuda playgrounds (attention versions 2, 5, 6 and
+# cuDNN's 3 in one table) -> a short `make demo` on the GPU -> compute-sanitizer memcheck over the kernel and
+# engine tests -> racecheck over the tensor-core attention tests -> a summary table, printed last. GPU_CHECK_PARTS selects parts.
 # It keeps going after a failure, bounds each part with a timeout, and reports each part. A part whose tests were
 # all skipped (no usable device) fails: skipped is never ok here. Results go to the folder given as $1, else
 # $OUT, else ./out/gpu_check.
@@ -150,17 +150,18 @@ playground_blas_flags() {
 
 # The dev/cuda playgrounds: each checks its kernel against the CPU twin, then times it (per-kernel numbers).
 # The attention playground is built once, with cuDNN's SDPA (version 3, the yardstick) where the build has it, and
-# times SIMT (2, `--attention flash`), mma.sync (5, kernels/attention_flash2.cu, the default) and cuDNN in one
-# table. The WMMA version 4 was measured on the H200 (docs/kernels.md) and is left out: `./attention 4` times it.
+# times SIMT (2, `--attention flash`), mma.sync (5, kernels/attention_flash2.cu, the default), mma.sync with the
+# atomic backward (6, `--attention flash2-atomic`) and cuDNN in one table. The WMMA version 4 was measured on the
+# H200 (docs/kernels.md) and is left out: `./attention 4` times it.
 playgrounds() {
-  local blas=() attention_flags=() versions="2 5"
+  local blas=() attention_flags=() versions="2 5 6"
   mapfile -t blas < <(playground_blas_flags)
   if cudnn_built; then
     local lib include
     lib=$(dirname "$(grep "^STAPO_CUDNN_LIB:FILEPATH=" "$build/CMakeCache.txt" | cut -d= -f2)")
     include=$(grep "^STAPO_CUDNN_INCLUDE_DIR:PATH=" "$build/CMakeCache.txt" | cut -d= -f2)
     attention_flags=(CUDNN=1 "CUDNN_DIRS=-I$include -L$lib -Xlinker -rpath=$lib")
-    versions="2 3 5"
+    versions="2 3 5 6"
   fi
   rm -f dev/cuda/attention  # the binary does not depend on CUDNN: rebuild it with this call's choice
   make -C dev/cuda -j "$jobs" "${blas[@]}" "${attention_flags[@]}" || return 1
@@ -176,15 +177,15 @@ playgrounds() {
 }
 
 # Only the attention (not a default part: gpu_tests and playgrounds cover it): its GPU tests on both
-# implementations, then the playground's versions 2 and 5. For a short first call on the tensor-core kernels:
-# GPU_CHECK_PARTS="attention racecheck".
+# implementations and the atomic backward, then the playground's versions 2, 5 and 6. For a short first call on the
+# tensor-core kernels: GPU_CHECK_PARTS="attention racecheck".
 attention() {
   local log="$out/attention.gtest.log" status=0 blas=()
   timeout 120 "$build/tests/kernels/test_kernels" --gtest_filter='*Attention*' >"$log" 2>&1 || status=$?
   cat "$log"
   gtest_ran "$log" || status=4
   mapfile -t blas < <(playground_blas_flags)
-  make -C dev/cuda attention "${blas[@]}" && timeout 120 dev/cuda/attention 2 5 || status=1
+  make -C dev/cuda attention "${blas[@]}" && timeout 120 dev/cuda/attention 2 5 6 || status=1
   return $status
 }
 
@@ -286,6 +287,8 @@ want engine_tests && run_part engine_tests engine_tests
 if want bench; then
   run_part bench_ours bench_ours ours --phases 3  # the default: tensor-core attention (flash2)
   run_part bench_simt bench_ours ours_simt --attention flash --phases 3
+  # The tensor-core attention with FlashAttention-2's atomic backward (not yet timed): against "ours".
+  run_part bench_atomic bench_ours ours_atomic --attention flash2-atomic --phases 3
   # Every faster step path of train/cuda_model.h's StepPaths on (each off by default until measured): against "ours".
   run_part bench_paths bench_ours ours_paths --grad-first-write --rmsnorm-warp --device-embedding-index \
     --adamw-multi-tensor --matmul-autotune --fused-projections --phases 3
@@ -332,8 +335,8 @@ echo "== benchmark (dev/bench/gpu_step_config.json)"
 python3 - "$out" <<'PY'
 import json, os, sys
 out = sys.argv[1]
-IMPLS = ("ours", "ours_simt", "ours_paths", "ours_bf16", "ours_lowmem", "ours_lean", "ours_cudnn", "torch_pure_bf16",
-         "torch_amp", "torch_amp_compile", "ours_long", "torch_amp_long")
+IMPLS = ("ours", "ours_simt", "ours_atomic", "ours_paths", "ours_bf16", "ours_lowmem", "ours_lean", "ours_cudnn",
+         "torch_pure_bf16", "torch_amp", "torch_amp_compile", "ours_long", "torch_amp_long")
 SWITCHES = tuple("ours_" + s for s in ("grad_first_write", "rmsnorm_warp", "device_embedding_index",
                                         "adamw_multi_tensor", "matmul_autotune", "fused_projections"))
 rows = []
@@ -362,6 +365,7 @@ if ours_r and torch_r and abs(ours_r["model_tflops_per_step"] / torch_r["model_t
 # The issue's comparisons: our default against (2) amp and (3) amp_compile, --bf16-params against (1) pure_bf16.
 for impl, base, goal in (("ours", "torch_amp", 1.5), ("ours", "torch_amp_compile", 1.2), ("ours_long", "torch_amp_long", 1.5),
                          ("ours_paths", "torch_amp", 1.5), ("ours_cudnn", "torch_amp", 1.5), ("ours_simt", "ours", None),
+                         ("ours_atomic", "ours", None),
                          ("ours_bf16", "torch_pure_bf16", None),
                          ("ours_lowmem", "torch_pure_bf16", None),
                          ("ours_lowmem", "torch_amp", None), ("ours_lean", "torch_amp", None),

@@ -1,6 +1,6 @@
 // Playground: causal GQA attention with packed rows and a sliding window (kernels/attention.cu,
 // kernels/attention_flash2.cu).
-// Build: make attention (CUDNN=1 adds version 3)   Run: ./attention [version ...]   (default: 2 5)
+// Build: make attention (CUDNN=1 adds version 3)   Run: ./attention [version ...]   (default: 2 5 6)
 // Versions:
 //   1: naive: one warp per (query, head) streaming every visible key with an online softmax, no tiling.
 //      Correct and obvious; a baseline for what tiling buys (forward only: its backward is version 2's).
@@ -16,6 +16,10 @@
 //   5: FlashAttention-2's design on mma.sync (kernels/attention_flash2.cu, train_stapo's --attention flash2):
 //      bf16 m16n8k16 with fp32 accumulation, ldmatrix from padded shared memory, cp.async double buffering, S
 //      kept in registers and reused as P, softmax with quad shuffles; the same two atomic-free backward kernels.
+//   6: version 5's forward with FlashAttention-2's atomic backward (kernels/attention_flash2.cu's
+//      attention_flash2_backward_atomic, train_stapo's --attention flash2-atomic): the dk/dv kernel also adds each
+//      query tile's dS·K to an fp32 dq accumulator with atomic adds, then a small kernel converts it; 5 tile
+//      products instead of 7, dq's last bits vary run to run.
 // Validates each chosen version (forward and backward) against the CPU twin on two small packed batches (exit 1
 // on a mismatch), then times each on the Llama-3-8B- and Llama-3.2-1B-shaped batches and on the
 // FlashAttention-3 paper's setting, and prints one markdown table of ms and TFLOP/s (causal: half the dense
@@ -483,7 +487,7 @@ void forward_version(int version, const Buffers& b, const stapo::AttentionShape&
     tensor_core::attention_forward_tc<64>(b.out, b.lse, b.q, b.k, b.v, s, b.segments);
   } else if (version == 4) {
     tensor_core::attention_forward_tc<128>(b.out, b.lse, b.q, b.k, b.v, s, b.segments);
-  } else if (version == 5) {
+  } else if (version == 5 || version == 6) {
     stapo::attention_flash2_forward(b.out, b.lse, b.q, b.k, b.v, s, b.segments, 0);
   } else {
     stapo::attention_forward(b.out, b.lse, b.q, b.k, b.v, s, b.segments, 0);
@@ -500,6 +504,9 @@ void backward_version(int version, const Buffers& b, const stapo::AttentionShape
   else if (version == 5)
     stapo::attention_flash2_backward(b.dq, b.dk, b.dv, b.scratch, b.dout, b.out, b.lse, b.q, b.k, b.v, s, b.segments,
                                      0);
+  else if (version == 6)
+    stapo::attention_flash2_backward_atomic(b.dq, b.dk, b.dv, b.scratch, b.dout, b.out, b.lse, b.q, b.k, b.v, s,
+                                            b.segments, 0);
   else
     stapo::attention_backward(b.dq, b.dk, b.dv, b.scratch, b.dout, b.out, b.lse, b.q, b.k, b.v, s, b.segments, 0);
 }
@@ -514,10 +521,11 @@ struct BenchShape {
 int main(int argc, char** argv) {
   std::vector<int> versions;
   for (int i = 1; i < argc; ++i) versions.push_back(std::atoi(argv[i]));
-  if (versions.empty()) versions = {2, 5};
+  if (versions.empty()) versions = {2, 5, 6};
   for (int v : versions)
-    if (v < 1 || v > 5) {
-      std::printf("usage: %s [version ...]   versions 1-5 (default: 2 5; 3 needs make attention CUDNN=1)\n", argv[0]);
+    if (v < 1 || v > 6) {
+      std::printf("usage: %s [version ...]   versions 1-6 (default: 2 5 6; 3 needs make attention CUDNN=1)\n",
+                  argv[0]);
       return 2;
     }
 #ifdef STAPO_HAVE_CUDNN
@@ -553,9 +561,10 @@ int main(int argc, char** argv) {
       const size_t N = (size_t)s.rows * s.T, nq = N * s.H * s.D, nkv = N * s.Hkv * s.D;
       auto q = random_normal(nq, 1.0f, 1), k = random_normal(nkv, 1.0f, 2), v = random_normal(nkv, 1.0f, 3),
            dout = random_normal(nq, 1.0f, 4);
+      // The scratch as version 6 needs it (its dq accumulator, then δ): the largest.
       Buffers b{to_device_bf16(q), to_device_bf16(k), to_device_bf16(v), to_device_bf16(dout), device_alloc<bf16>(nq),
                 device_alloc<bf16>(nq), device_alloc<bf16>(nkv), device_alloc<bf16>(nkv), device_alloc<float>(N * s.H),
-                device_alloc<float>(N * s.H), nullptr};
+                device_alloc<float>(stapo::attention_flash2_backward_atomic_scratch_floats(s)), nullptr};
       for (int version : versions) {
         std::vector<int32_t> segments(N);
         for (size_t i = 0; i < N; ++i) {  // validation: two packed sequences then padding (version 3: one)
@@ -590,7 +599,7 @@ int main(int argc, char** argv) {
         } else {
           const float fwd = time_ms(forward, 10), bwd = time_ms(backward, 10);
           // Causal: half of 4·N·T·H·D (QKᵀ and PV); the backward as 2.5× the forward (FlashAttention's count;
-          // our backward recomputes QKᵀ in both of its kernels, which is not counted).
+          // versions 2, 4 and 5 recompute QKᵀ and dO·Vᵀ in both of their kernels, which is not counted).
           const double flops = 4.0 * N * s.T * s.H * s.D / 2;
           char line[256];
           std::snprintf(line, sizeof(line), "| %d | %d | %d | %d/%d | %d | %.3f | %.1f | %.3f | %.1f | %s |", version,
