@@ -297,6 +297,11 @@ if want bench; then
     fused-projections; do
     run_part "bench_$step_path" bench_ours "ours_${step_path//-/_}" "--$step_path" --phases 3
   done
+  # CUDA graphs of the step (never measured before this run): alone, without --phases (its events are not replayed,
+  # so the engine refuses the pair; for the same reason not in bench_paths), and the two paths it implies without
+  # graphs, which is what it is to be compared with.
+  run_part bench_cuda-graph bench_ours ours_cuda_graph --cuda-graph
+  run_part bench_cuda-graph-base bench_ours ours_cuda_graph_base --device-embedding-index --adamw-multi-tensor
   # bf16 weights with stochastic rounding: the like-for-like of PyTorch's pure_bf16 baseline.
   run_part bench_bf16 bench_ours ours_bf16 --bf16-params
   # The least-memory configuration: bf16 weights with stochastic rounding, every layer recomputed.

@@ -208,8 +208,8 @@ AdamWTensor* AdamWTensorTable::device(size_t tensors, cudaStream_t stream) {
   return device_;
 }
 
-void adamw_compact_update_many(AdamWTensorTable& table, std::vector<AdamWTensor>& tensors, MasterKind master,
-                               MomentKind moments, const float* clip_scale, const int* apply, cudaStream_t stream) {
+AdamWTableUpload adamw_compact_upload_many(AdamWTensorTable& table, std::vector<AdamWTensor>& tensors,
+                                           MasterKind master, MomentKind moments, cudaStream_t stream) {
   const char* op = "adamw_compact_update_many";
   std::vector<AdamWTensor> used;
   size_t blocks = 0;
@@ -225,19 +225,36 @@ void adamw_compact_update_many(AdamWTensorTable& table, std::vector<AdamWTensor>
   }
   STAPO_CHECK(blocks <= (size_t)INT_MAX, op, ": ", blocks, " blocks of ", kQuantBlock, " elements exceed the grid");
   STAPO_CHECK(used.size() <= (size_t)INT_MAX, op, ": ", used.size(), " tensors");
-  if (used.empty()) return;
+  AdamWTableUpload upload;
+  upload.master = master;
+  upload.moments = moments;
+  if (used.empty()) return upload;
   AdamWTensor* device = table.device(used.size(), stream);
   table.staging_->upload({{device, used.data(), used.size() * sizeof(AdamWTensor)}}, stream);
+  upload.device = device;
+  upload.tensors = (int)used.size();
+  upload.blocks = blocks;
+  return upload;
+}
+
+void adamw_compact_launch_many(const AdamWTableUpload& u, const float* clip_scale, const int* apply,
+                               cudaStream_t stream) {
+  if (u.tensors == 0) return;
   const QuantValues& maps = quant_values();
-  const int n = (int)used.size();
-  switch (master) {
+  switch (u.master) {
     case MasterKind::fp32:
-      return launch_many<MasterKind::fp32>(device, n, blocks, moments, clip_scale, apply, maps, stream);
+      return launch_many<MasterKind::fp32>(u.device, u.tensors, u.blocks, u.moments, clip_scale, apply, maps, stream);
     case MasterKind::split:
-      return launch_many<MasterKind::split>(device, n, blocks, moments, clip_scale, apply, maps, stream);
+      return launch_many<MasterKind::split>(u.device, u.tensors, u.blocks, u.moments, clip_scale, apply, maps, stream);
     case MasterKind::none:
-      return launch_many<MasterKind::none>(device, n, blocks, moments, clip_scale, apply, maps, stream);
+      return launch_many<MasterKind::none>(u.device, u.tensors, u.blocks, u.moments, clip_scale, apply, maps, stream);
   }
+}
+
+void adamw_compact_update_many(AdamWTensorTable& table, std::vector<AdamWTensor>& tensors, MasterKind master,
+                               MomentKind moments, const float* clip_scale, const int* apply, cudaStream_t stream) {
+  adamw_compact_launch_many(adamw_compact_upload_many(table, tensors, master, moments, stream), clip_scale, apply,
+                            stream);
 }
 
 void adamw_compact_init(const AdamWState& state, MasterKind master, const float* x, cudaStream_t stream) {

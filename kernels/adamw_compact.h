@@ -43,7 +43,16 @@ struct AdamWTensor {
   const __nv_bfloat16* grads_bf16 = nullptr;   // (state.n)
   AdamWStep<float> step;
   uint32_t seed = 0;
-  size_t first_block = 0;  // filled in by adamw_compact_update_many
+  size_t first_block = 0;  // filled in by adamw_compact_upload_many
+};
+
+// A table uploaded for one launch (adamw_compact_upload_many below).
+struct AdamWTableUpload {
+  const AdamWTensor* device = nullptr;  // (tensors) the uploaded table; null when no tensor has elements
+  int tensors = 0;
+  size_t blocks = 0;  // quantisation blocks over all of them: the launch's grid
+  MasterKind master = MasterKind::fp32;
+  MomentKind moments = MomentKind::fp32;
 };
 
 // The table's device copy and its pinned staging; grows to the largest table seen.
@@ -59,13 +68,21 @@ class AdamWTensorTable {
   AdamWTensor* device_ = nullptr;
   size_t capacity_ = 0;
   std::unique_ptr<HostStaging> staging_;
-  friend void adamw_compact_update_many(AdamWTensorTable&, std::vector<AdamWTensor>&, MasterKind, MomentKind,
-                                        const float*, const int*, cudaStream_t);
+  friend AdamWTableUpload adamw_compact_upload_many(AdamWTensorTable&, std::vector<AdamWTensor>&, MasterKind,
+                                                    MomentKind, cudaStream_t);
 };
 
 // `tensors` with state.n = 0 are left out; each needs exactly one of grads, grads_bf16.
 void adamw_compact_update_many(AdamWTensorTable& table, std::vector<AdamWTensor>& tensors, MasterKind master,
                                MomentKind moments, const float* clip_scale, const int* apply, cudaStream_t stream);
+
+// adamw_compact_update_many in its two halves: the table's upload from the host (checked, through the pinned
+// staging), then the launch, which reads device memory only and so may be captured into a CUDA graph
+// (--cuda-graph, train/cuda_graph.h). Enqueue the launch before the table's next upload, which overwrites it.
+AdamWTableUpload adamw_compact_upload_many(AdamWTensorTable& table, std::vector<AdamWTensor>& tensors,
+                                           MasterKind master, MomentKind moments, cudaStream_t stream);
+void adamw_compact_launch_many(const AdamWTableUpload& upload, const float* clip_scale, const int* apply,
+                               cudaStream_t stream);
 
 // The state of a tensor of fp32 weights x (state.n): state.weights = split_high(x) (bf16 rounded to nearest, ties
 // away from zero: what every master kind's update writes), and state.master = x (fp32; x may be state.master

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <unistd.h>
 
 #include "common/error.h"
@@ -30,6 +31,14 @@ using bf16 = __nv_bfloat16;
 
 // ---- memory ----
 
+// The paths the engine runs: --cuda-graph takes the embedding gradient's index built on the device (the host
+// build's group count sets the backward's grid: a host value per batch) and AdamW's table (the per-tensor launches
+// take the step's constants as arguments). Both are bit for bit the paths they replace.
+StepPaths cuda_graph_paths(StepPaths paths) {
+  if (paths.cuda_graph) paths.device_embedding_index = paths.adamw_multi_tensor = true;
+  return paths;
+}
+
 MemoryPlanInput cuda_engine_plan_input(const ModelConfig& config, const CudaEngineOptions& options, int batch_size,
                                        int max_length) {
   MemoryPlanInput in;
@@ -50,7 +59,7 @@ MemoryPlanInput cuda_engine_plan_input(const ModelConfig& config, const CudaEngi
        cat(options.lm_head_chunk_rows, " rows x ", options.lm_head_chunk_vocab, " vocabulary columns per chunk")},
       {"RMSNorm scratch", rmsnorm_backward_scratch_floats(C) * sizeof(float), "kernels/rmsnorm.h"},
       {"grad-norm partials", GRAD_NORM_BLOCKS * sizeof(float), "kernels/grad_norm.h"}};
-  if (options.paths.device_embedding_index)
+  if (cuda_graph_paths(options.paths).device_embedding_index)
     in.workspaces.push_back({"embedding index, device build",
                              embedding_grad_index_device_bytes(2 * batch_size * max_length),
                              "sorted tokens, positions, CUB's sort storage (bound): kernels/embedding.h"});
@@ -123,6 +132,15 @@ CudaEngine::CudaEngine(const ModelConfig& config, const CpuModel<float>* weights
     : options_(options) {
   const std::string refused = data_parallel_unsupported(cuda_engine_plan_input(config, options, 1, 2));
   STAPO_CHECK(refused.empty(), "CudaEngine: ", refused);
+  if (options.paths.cuda_graph) {
+    STAPO_CHECK(!options.data_parallel, "--cuda-graph and data parallel (mpirun/srun with more than one rank): the "
+                "gradient reduction is not captured (NCCL calls, and --zero-overlap's hooks run on the host during "
+                "the backward); drop --cuda-graph or run one process");
+    STAPO_CHECK(options.attention != AttentionPath::cudnn, "--cuda-graph and --attention cudnn: cuDNN's attention "
+                "zeroes each row's padding with launches sized from the batch's sequence lengths on the host, and "
+                "grows its workspace as it goes; use --attention flash2 or flash, or drop --cuda-graph");
+    options_.paths = cuda_graph_paths(options.paths);
+  }
   std::string why;
   STAPO_CHECK(cuda_device_available(&why), "no CUDA device: ", why, ". Use ./train_stapo_cpu on the CPU.");
   if (options_.peak_tflops <= 0) options_.peak_tflops = peak_bf16_tflops(cuda_device_description());
@@ -136,7 +154,11 @@ CudaEngine::CudaEngine(const ModelConfig& config, const CpuModel<float>* weights
     baseline_used_ += free_bytes - available;  // the engine's own use is measured without it
   }
   cudaCheck(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-  model_ = std::make_unique<CudaModel>(config, model_options(options), stream_);
+  model_ = std::make_unique<CudaModel>(config, model_options(options_), stream_);
+  if (options_.paths.cuda_graph) {
+    norm_graphs_ = std::make_unique<CudaGraphs>("gradient norm", stream_);
+    adamw_graphs_ = std::make_unique<CudaGraphs>("AdamW update", stream_);
+  }
 
   ranks_ = std::make_unique<CudaZero>(
       options.data_parallel, options.zero1, options.zero_overlap, model_->buffer_elements(),
@@ -199,8 +221,11 @@ CudaEngine::CudaEngine(const ModelConfig& config, const CpuModel<float>* weights
 }
 
 CudaEngine::~CudaEngine() {
+  if (options_.paths.cuda_graph) fprintf(stderr, "cuda graphs: %s\n", graph_summary().c_str());
   try {  // a destructor must not throw; the process is usually exiting when this fails
     cudaCheck(cudaStreamSynchronize(stream_));
+    norm_graphs_.reset();
+    adamw_graphs_.reset();
     model_.reset();
     for (void* p : {(void*)master_, (void*)low_, (void*)m_, (void*)v_, (void*)m_code_, (void*)v_code_,
                     (void*)m_absmax_, (void*)v_absmax_, (void*)norm_partials_, (void*)scalars_, (void*)dseq_,
@@ -362,6 +387,9 @@ StepResults CudaEngine::take_results() {
 // ---- optimizer ----
 
 void CudaEngine::set_phase_timer(PhaseTimer* timer) {
+  // A captured piece would record the timer's events once and replay them: no per-step times.
+  STAPO_CHECK(!timer || !options_.paths.cuda_graph, "--phases and --cuda-graph: the phase timer's events cannot be "
+              "recorded inside replayed CUDA graphs; time phases without --cuda-graph");
   timer_ = timer;
   model_->set_phase_timer(timer);
 }
@@ -385,54 +413,73 @@ void CudaEngine::optimizer_step(const OptimizerUpdate& update) {
   if (timer_) timer_->mark(Phase::grad_clip);
   model.settle_grads();  // a step without a backward still updates with zero gradients
   ranks_->reduce_gradients(model.grads());
-  if (model.grads_bf16()) {  // --grads bf16, one rank (data_parallel_unsupported): the norm over both buffers
-    grad_norm_accumulate(norm_partials_, model.grads(), grads.fp32_elements, false, stream_);
-    grad_norm_accumulate(norm_partials_, model.grads_bf16(), grads.bf16_elements, true, stream_);
-  } else {
-    ranks_->norm_partials(norm_partials_, model.grads(), &scalars_->nonfinite_loss);
-  }
-  grad_norm_finish(&scalars_->grad_norm, &scalars_->clip_scale, &scalars_->apply, norm_partials_,
-                   (float)update.max_grad_norm, &scalars_->nonfinite_loss, stream_);
-  have_update_ = true;
-  enqueue_results_copy();  // before AdamW: take_results need not wait for the update
+  // AdamW's arguments for each tensor's part in this rank's range, by kind of moments (8-bit moments keep the
+  // embedding's fp32: keeps_fp32_moments). The step's constants (lr, bias corrections, seeds) change every step:
+  // with paths.adamw_multi_tensor they travel in a table per kind, uploaded here, so that the launches below read
+  // device memory only (--cuda-graph captures them).
   const std::vector<ParamSpec>& specs = model.specs();
-  if (timer_) timer_->mark(Phase::optimizer);
-  // With paths.adamw_multi_tensor: the launches below as one per kind of moments (8-bit moments keep the
-  // embedding's fp32: keeps_fp32_moments).
-  std::vector<AdamWTensor> tables[2];
-  for (size_t i = 0; i < specs.size(); ++i) {  // each tensor's part in this rank's range
+  std::vector<AdamWTensor> parts[2];
+  for (size_t i = 0; i < specs.size(); ++i) {
     const ParamSpec& p = specs[i];
     const AdamWState part = tensor_state(i);
     if (part.n == 0) continue;
-    const MomentKind moments = tensor_moments(i);
-    const AdamWStep<float> step =
-        adamw_step_make<float>(update.lr, p.is_norm() ? 0.0 : update.adamw.weight_decay, update.adamw.beta1,
-                               update.adamw.beta2, update.adamw.eps, t);
+    AdamWTensor x;
+    x.state = part;
+    const size_t g = grads.offsets[i] + part.index_base;
+    if (grads.bf16[i])
+      x.grads_bf16 = model.grads_bf16() + g;
+    else
+      x.grads = model.grads() + g;
+    x.step = adamw_step_make<float>(update.lr, p.is_norm() ? 0.0 : update.adamw.weight_decay, update.adamw.beta1,
+                                    update.adamw.beta2, update.adamw.eps, t);
     // Stochastic rounding (--master none) needs fresh bits per tensor and step, keyed by the index in the tensor
     // (part.index_base: the same bits at any world size).
-    const uint32_t seed = (uint32_t)mix64(options_.seed ^ mix64((uint64_t)t * 1000003u + i));
-    const size_t g = grads.offsets[i] + part.index_base;
-    if (options_.paths.adamw_multi_tensor) {
-      AdamWTensor x;
-      x.state = part;
-      if (grads.bf16[i])
-        x.grads_bf16 = model.grads_bf16() + g;
-      else
-        x.grads = model.grads() + g;
-      x.step = step;
-      x.seed = seed;
-      tables[int(moments)].push_back(x);
-    } else if (grads.bf16[i])
-      adamw_compact_update(part, options_.master, moments, model.grads_bf16() + g, step, &scalars_->clip_scale,
-                           &scalars_->apply, seed, stream_);
-    else
-      adamw_compact_update(part, options_.master, moments, model.grads() + g, step, &scalars_->clip_scale,
-                           &scalars_->apply, seed, stream_);
+    x.seed = (uint32_t)mix64(options_.seed ^ mix64((uint64_t)t * 1000003u + i));
+    parts[int(tensor_moments(i))].push_back(x);
   }
-  for (MomentKind moments : {MomentKind::fp32, MomentKind::q8})  // one table, reused in stream order
-    if (!tables[int(moments)].empty())
-      adamw_compact_update_many(adamw_table_, tables[int(moments)], options_.master, moments, &scalars_->clip_scale,
-                                &scalars_->apply, stream_);
+  constexpr MomentKind kinds[2] = {MomentKind::fp32, MomentKind::q8};
+  AdamWTableUpload tables[2];
+  if (options_.paths.adamw_multi_tensor)
+    for (MomentKind moments : kinds)
+      tables[int(moments)] =
+          adamw_compact_upload_many(adamw_tables_[int(moments)], parts[int(moments)], options_.master, moments, stream_);
+  // The norm, the clip factor and the decision: the same launches for the same max_grad_norm.
+  uint32_t max_norm_bits;
+  const float max_norm = (float)update.max_grad_norm;
+  std::memcpy(&max_norm_bits, &max_norm, sizeof(max_norm_bits));
+  run_graphed(norm_graphs_.get(), GraphKey{{max_norm_bits}}, [&] {
+    if (model.grads_bf16()) {  // --grads bf16, one rank (data_parallel_unsupported): the norm over both buffers
+      grad_norm_accumulate(norm_partials_, model.grads(), grads.fp32_elements, false, stream_);
+      grad_norm_accumulate(norm_partials_, model.grads_bf16(), grads.bf16_elements, true, stream_);
+    } else {
+      ranks_->norm_partials(norm_partials_, model.grads(), &scalars_->nonfinite_loss);
+    }
+    grad_norm_finish(&scalars_->grad_norm, &scalars_->clip_scale, &scalars_->apply, norm_partials_, max_norm,
+                     &scalars_->nonfinite_loss, stream_);
+  });
+  have_update_ = true;
+  enqueue_results_copy();  // before AdamW: take_results need not wait for the update
+  if (timer_) timer_->mark(Phase::optimizer);
+  // AdamW: the same launches for the same tables (under --cuda-graph always the tables: cuda_graph_paths).
+  GraphKey adamw_key;
+  for (const AdamWTableUpload& u : tables)
+    adamw_key.values.insert(adamw_key.values.end(), {(int64_t)(uintptr_t)u.device, u.tensors, (int64_t)u.blocks});
+  run_graphed(adamw_graphs_.get(), adamw_key, [&] {
+    for (MomentKind moments : kinds) {
+      if (options_.paths.adamw_multi_tensor) {
+        adamw_compact_launch_many(tables[int(moments)], &scalars_->clip_scale, &scalars_->apply, stream_);
+        continue;
+      }
+      for (const AdamWTensor& x : parts[int(moments)]) {
+        if (x.grads_bf16)
+          adamw_compact_update(x.state, options_.master, moments, x.grads_bf16, x.step, &scalars_->clip_scale,
+                               &scalars_->apply, x.seed, stream_);
+        else
+          adamw_compact_update(x.state, options_.master, moments, x.grads, x.step, &scalars_->clip_scale,
+                               &scalars_->apply, x.seed, stream_);
+      }
+    }
+  });
   ranks_->gather_params(model.params());
   if (step_open_) {
     open_step_.end = take_event();
@@ -678,6 +725,11 @@ void CudaEngine::q8_copy(Q8MomentState& host, cudaMemcpyKind kind) {
   copy(m_absmax_, host.m_absmax.data(), q8_layout_.blocks * sizeof(float));
   copy(v_absmax_, host.v_absmax.data(), q8_layout_.blocks * sizeof(float));
   cudaCheck(cudaStreamSynchronize(stream_));
+}
+
+std::string CudaEngine::graph_summary() const {
+  if (!norm_graphs_) return "";
+  return model_->graph_summary() + "; " + norm_graphs_->summary() + "; " + adamw_graphs_->summary();
 }
 
 std::string CudaEngine::description() const {

@@ -52,6 +52,7 @@
 #include "model/model.h"        // defines: CpuModel, ModelConfig
 #include "model/ops/adamw.h"    // defines: AdamWState, MasterKind, MomentKind
 #include "train/adamw.h"        // defines: Q8MomentLayout
+#include "train/cuda_graph.h"   // defines: CudaGraphs
 #include "train/cuda_model.h"   // defines: CudaModel, AttentionPath
 #include "train/cuda_zero.h"    // defines: CudaZero, Collective
 #include "train/engine.h"       // defines: Engine
@@ -83,6 +84,9 @@ struct CudaEngineOptions {
   // (train/cuda_zero.h), rather than in one call in optimizer_step. Off by default until a GPU run has validated it.
   bool zero_overlap = false;
 };
+
+// The step paths an engine with these runs: --cuda-graph implies device_embedding_index and adamw_multi_tensor.
+StepPaths cuda_graph_paths(StepPaths paths);
 
 // What the engine will allocate for micro-batches of `batch_size` pairs of `max_length` tokens, as the planner's
 // input: its flags and the kernels' workspaces sized by their own functions (memory_plan(config, input) gives
@@ -142,9 +146,13 @@ class CudaEngine : public Engine {
   // Bytes in use on the device now, minus what was in use before this engine (and the CUDA context) existed.
   double device_bytes_in_use();
   cudaStream_t stream() const { return stream_; }
-  // Marks the phases of every step on `timer` from now on (nullptr: off); train/cuda_phase_timer.h.
+  // Marks the phases of every step on `timer` from now on (nullptr: off); train/cuda_phase_timer.h. Refused with
+  // --cuda-graph.
   void set_phase_timer(PhaseTimer* timer);
   double peak_tflops() const { return options_.peak_tflops; }  // 0 when the device is not in the table
+  // --cuda-graph's counts per captured piece (train/graph_cache.h's summary), "" without it; also printed to stderr
+  // when the engine goes.
+  std::string graph_summary() const;
 
  private:
   // Written on the device by the step's kernels; copied to the host with the step's results.
@@ -214,7 +222,8 @@ class CudaEngine : public Engine {
   int batch_sequence_capacity_ = 0;
   float *dseq_ = nullptr, *reference_logps_ = nullptr, *dprompt_ = nullptr;  // (2B); dprompt_: dℓ/dP (prompt NLL)
   HostStaging staging_;
-  AdamWTensorTable adamw_table_;  // options.paths.adamw_multi_tensor's table of tensors
+  AdamWTensorTable adamw_tables_[2];  // options.paths.adamw_multi_tensor's tables, by MomentKind (fp32, q8)
+  std::unique_ptr<CudaGraphs> norm_graphs_, adamw_graphs_;  // --cuda-graph (paths.cuda_graph), else null
   // Results of the pairs since the last take_results: device slots, their pinned copies, and what the host
   // knows of each pair (its id and reference log-probs, 0 without).
   PairSlots slots_, host_slots_;

@@ -35,6 +35,10 @@ inline void add_step_path_flags(CLI::App& app, StepPaths& paths) {
                "shape once and keep the fastest (kernels/matmul.h; the last bits may then differ between runs)");
   app.add_flag("--fused-projections", paths.fused_projections, "one GEMM for each layer's q, k, v projections and one "
                "for gate and up, forward and backward (train/cuda_model.h; off: a GEMM per projection)");
+  app.add_flag("--cuda-graph", paths.cuda_graph, "capture the model's forward and backward of a micro-batch and the "
+               "optimizer's norm and AdamW into CUDA graphs per shape, replayed when the shape repeats (train/"
+               "cuda_graph.h; implies --device-embedding-index and --adamw-multi-tensor; not with --phases, "
+               "--attention cudnn or data parallel)");
 }
 
 }  // namespace stapo

@@ -30,6 +30,7 @@ std::string StepPaths::description() const {
   if (adamw_multi_tensor) out += ", AdamW in one launch";
   if (matmul_autotune) out += ", cuBLASLt algorithms timed per shape";
   if (fused_projections) out += ", q‖k‖v and gate‖up projections fused";
+  if (cuda_graph) out += ", CUDA graphs of forward, backward and optimizer";
   return out;
 }
 
@@ -79,8 +80,19 @@ CudaModel::CudaModel(const ModelConfig& config, const CudaModelOptions& options,
     const std::string refused = fused_projections_unsupported(c, options.grads);
     STAPO_CHECK(refused.empty(), "--fused-projections: ", refused);
   }
+  if (options.paths.cuda_graph) {
+    // The host-built index's group count sets the embedding backward's grid: a host value per batch.
+    STAPO_CHECK(options.paths.device_embedding_index, "CudaModel: paths.cuda_graph needs "
+                "paths.device_embedding_index (the engine sets it with --cuda-graph)");
+    forward_graphs_ = std::make_unique<CudaGraphs>("forward", stream_);
+    backward_graphs_ = std::make_unique<CudaGraphs>("backward", stream_);
+  }
   if (options.max_tokens > 0) ensure_tokens(options.max_tokens);
   cudaCheck(cudaStreamSynchronize(stream_));  // inv_freq's pageable source goes out of scope
+}
+
+std::string CudaModel::graph_summary() const {
+  return forward_graphs_ ? forward_graphs_->summary() + "; " + backward_graphs_->summary() : "";
 }
 
 CudaModel::~CudaModel() {
@@ -109,6 +121,8 @@ void CudaModel::ensure_tokens(int N) {
   if (arena_) cudaCheck(cudaFree(arena_));
   arena_ = nullptr;
   capacity_ = 0;
+  for (CudaGraphs* graphs : {forward_graphs_.get(), backward_graphs_.get()})
+    if (graphs) graphs->clear();  // they read the old arena and embedding index
   cudaError_t err = cudaMalloc(&arena_, layout.bytes);
   if (err != cudaSuccess) {
     cudaGetLastError();
@@ -334,8 +348,14 @@ void CudaModel::forward(const PairBatch& batch, bool chosen_prompts) {
 #ifdef STAPO_HAVE_CUDNN
   if (cudnn_attention_) cudnn_attention_->set_rows(t.segments, t.rows, t.T, stream_);
 #endif
+  run_graphed(forward_graphs_.get(), GraphKey{{t.rows, t.T, response_rows_, chosen_prompts}},
+              [&] { forward_enqueue(); });
+  have_forward_ = true;
+}
 
-  const int C = c.hidden_size, L = c.num_hidden_layers, M = response_rows_;
+void CudaModel::forward_enqueue() {
+  const ModelConfig& c = config_;
+  const int N = rows_ * T_, C = c.hidden_size, L = c.num_hidden_layers, M = response_rows_;
   phase(Phase::embedding);
   embedding_forward(acts_[0].resid, tokens_, w_.globals.embed, N, C, stream_);
   for (int l = 0; l < L; ++l) layer_forward(l, false);
@@ -346,13 +366,20 @@ void CudaModel::forward(const PairBatch& batch, bool chosen_prompts) {
   rows_gather(response_h_, final_norm_, response_index_, M, C, stream_);
   lm_head_forward(matmul_, lm_head_ws_, logp_, entropy_, response_lse_, response_h_, w_.globals.lm_head,
                   response_targets_, M, C, c.vocab_size, stream_);
-  have_forward_ = true;
 }
 
 // ---- backward ----
 
 void CudaModel::backward() {
   STAPO_CHECK(have_forward_, "CudaModel::backward called before forward");
+  const bool first = grads_pending_zero_;  // a lazy zero_grad: this backward writes the gradients (below)
+  grads_pending_zero_ = false;
+  // grads_done's hook runs on the host during a capture, not at a replay: it must enqueue nothing then (data
+  // parallel's overlap, which --cuda-graph refuses).
+  run_graphed(backward_graphs_.get(), GraphKey{{rows_, T_, response_rows_, first}}, [&] { backward_enqueue(first); });
+}
+
+void CudaModel::backward_enqueue(bool first) {
   const ModelConfig& c = config_;
   const int N = rows_ * T_, C = c.hidden_size, F = c.intermediate_size, D = c.head_dim, V = c.vocab_size;
   const int H = c.num_attention_heads, Hkv = c.num_key_value_heads, M = response_rows_;
@@ -363,8 +390,7 @@ void CudaModel::backward() {
   // β = 0 for the weight GEMMs, dweight = for the RMSNorms, the lm_head's first token chunk. The embedding's
   // backward adds into the rows of this batch's tokens only, so its tensor is zeroed first, unless it is tied to
   // the lm_head, whose backward has written all of it by then (when there are response rows).
-  const bool first = grads_pending_zero_, fused = options_.paths.fused_projections;
-  grads_pending_zero_ = false;
+  const bool fused = options_.paths.fused_projections;
   const bool tied = g.lm_head == g.embed;
   const float beta = first ? 0.0f : 1.0f;
   const RmsnormBackwardKernel norm_kernel = options_.paths.rmsnorm_warp && rmsnorm_backward_warp_supported(C)

@@ -39,6 +39,7 @@
 #include "kernels/staging.h"          // defines: HostStaging
 #include "model/batch.h"              // defines: PairBatch
 #include "model/params.h"             // defines: ParamSpec, LayerParams, GlobalParams
+#include "train/cuda_graph.h"         // defines: CudaGraphs
 #include "train/cuda_phase_timer.h"   // defines: PhaseTimer, Phase
 #include "train/memory_plan.h"        // defines: GradKind, GradLayout
 
@@ -84,9 +85,13 @@ struct StepPaths {
   // q‖k‖v rows; gate‖up rows stay side by side (SwiGLU reads them with a row stride of 2F). Off: a GEMM per
   // projection.
   bool fused_projections = false;
+  // The model's forward and backward of a micro-batch (after its uploads) and the optimizer's norm and AdamW
+  // captured into CUDA graphs per shape and replayed (train/cuda_graph.h); implies device_embedding_index and
+  // adamw_multi_tensor (train/cuda_engine.h says why). Off: every kernel launched from the host each time.
+  bool cuda_graph = false;
   bool any() const {
     return grad_first_write || rmsnorm_warp || device_embedding_index || adamw_multi_tensor || matmul_autotune ||
-           fused_projections;
+           fused_projections || cuda_graph;
   }
   std::string description() const;  // ", gradients first written without a memset, ..." ("" with none)
 };
@@ -150,6 +155,8 @@ class CudaModel {
   void set_grads_ready(std::function<void(int bucket)> hook) { grads_ready_ = std::move(hook); }
   // Marks each phase of forward and backward on `timer` (nullptr: off; dev/bench/gpu_step --phases).
   void set_phase_timer(PhaseTimer* timer) { timer_ = timer; }
+  // --cuda-graph's counts for the forward and the backward ("" without it).
+  std::string graph_summary() const;
 
  private:
   // What one layer's forward writes; several layers share a buffer where the recompute level allows.
@@ -166,6 +173,10 @@ class CudaModel {
   }
   void copy_rows(__nv_bfloat16* to, size_t to_stride, const __nv_bfloat16* from, size_t from_stride, int rows,
                  int width);
+  // The launches of forward and backward once the batch is on the device: the same for the same key
+  // (--cuda-graph's, in forward() and backward()).
+  void forward_enqueue();
+  void backward_enqueue(bool first);
   void layer_forward(int l, bool recompute);
   void layer_restore(int l);  // makes acts_[l] whole again before its backward
   void attention_forward_any(const LayerActs& a, const AttentionShape& shape);
@@ -192,6 +203,7 @@ class CudaModel {
 #ifdef STAPO_HAVE_CUDNN
   std::unique_ptr<CudnnAttention> cudnn_attention_;  // set with AttentionPath::cudnn
 #endif
+  std::unique_ptr<CudaGraphs> forward_graphs_, backward_graphs_;  // paths.cuda_graph, else null
 
   std::vector<ParamSpec> specs_;
   std::vector<size_t> offsets_;

@@ -20,7 +20,7 @@
 //     [--master fp32|split|none] [--moments fp32|8bit] [--grads fp32|bf16] [--recompute 0|1|2]
 //     [--attention flash2|flash2-atomic|flash|cudnn] [--memory-cap-gib G] [--phases N] [--grad-first-write]
 //     [--rmsnorm-warp] [--device-embedding-index] [--adamw-multi-tensor]
-//     [--matmul-autotune] [--min-seconds S]
+//     [--matmul-autotune] [--fused-projections] [--cuda-graph] [--min-seconds S]
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -112,6 +112,9 @@ int main(int argc, char** argv) {
   STAPO_PARSE_CLI(app, argc, argv);
   return stapo::run_main([&] {
     options.attention = stapo::attention_path(attention);
+    // Refused by the engine too, but only once the timed steps are done.
+    STAPO_CHECK(phase_steps == 0 || !options.paths.cuda_graph, "--phases with --cuda-graph: the phase timer's events "
+                "are not replayed by CUDA graphs; time the phases in a run without --cuda-graph");
     nlohmann::json bench;
     try {
       bench = nlohmann::json::parse(stapo::read_text_file(config_path));
@@ -237,6 +240,8 @@ int main(int argc, char** argv) {
     result["device_embedding_index"] = options.paths.device_embedding_index;
     result["adamw_multi_tensor"] = options.paths.adamw_multi_tensor;
     result["matmul_autotune"] = options.paths.matmul_autotune;
+    result["cuda_graph"] = options.paths.cuda_graph;
+    if (options.paths.cuda_graph) result["cuda_graphs"] = engine.graph_summary();  // captured, replayed, evicted
     result["loss"] = last_loss;
     if (phase_steps > 0) {
       const stapo::PhaseTotals totals = phase_timer.collect();

@@ -793,6 +793,79 @@ TEST(CudaEngine, RecomputeLevelsGiveTheSameTrajectory) {
                          compact_options(2, MasterKind::split, MomentKind::q8), 4, "recompute 0 vs 2");
 }
 
+// --cuda-graph replays the launches it captured: the same trajectory bit for bit as launching them (the plain
+// engine: the device-built embedding index and AdamW's table it implies are the host build's and the per-tensor
+// launches' bit for bit). Two micro-batches of different shapes per step (two keys per model piece), 6 steps
+// (eager, captured, then replays), a learning rate that changes every step (AdamW's constants must reach the replayed
+// launch through its table). Cases: the defaults; and bf16 weights with stochastic rounding (fresh seeds per step),
+// 8-bit moments (two AdamW tables), bf16 gradients, first-write gradients (a key of its own for the step's first
+// backward), recompute 2. The graph counts show the replays happened.
+TEST(CudaEngine, CudaGraphEqualsLaunchingEachKernel) {
+  STAPO_REQUIRE_GPU();
+  const ModelConfig config = test::engine_test_config(false);
+  auto model = test::engine_test_model(false, 1234);
+  CudaEngineOptions lean = compact_options(2, MasterKind::none, MomentKind::q8);
+  lean.grads = GradKind::bf16;
+  lean.paths.grad_first_write = true;
+  for (const CudaEngineOptions& eager_options : {engine_options(1, false), lean}) {
+    CudaEngineOptions graph_options = eager_options;
+    graph_options.paths.cuda_graph = true;
+    CudaEngine eager(*model, eager_options), graphed(*model, graph_options);
+    const std::string what = cat("--cuda-graph", eager_options.paths.description());
+    const int steps = 6;
+    for (int64_t t = 1; t <= steps; ++t) {
+      const std::vector<PairBatch> batches = {check_batch(config.vocab_size, 3000 + t, true),
+                                              check_batch(config.vocab_size, 4000 + t, false)};
+      AdamWConfig adamw;
+      adamw.weight_decay = 0.1;
+      const OptimizerUpdate update{1e-3 * double(t), 1.0, adamw, t};
+      double loss[2], norm[2];
+      int e = 0;
+      for (Engine* engine : {(Engine*)&eager, (Engine*)&graphed}) {
+        engine->zero_grad();
+        run_micro_batches(*engine, batches, check_loss(), true);
+        engine->optimizer_step(update);
+        const StepResults results = engine->take_results();
+        EXPECT_TRUE(results.updated) << what << ", step " << t;
+        MetricSums sums;
+        for (const PairResult& p : results.pairs) sums.add(p, check_loss());
+        loss[e] = sums.loss(check_loss());
+        norm[e++] = results.grad_norm;
+      }
+      EXPECT_EQ(loss[0], loss[1]) << what << ": loss of step " << t;
+      EXPECT_EQ(norm[0], norm[1]) << what << ": gradient norm of step " << t;
+    }
+    for (size_t i = 0; i < eager.num_tensors(); ++i) {
+      const std::vector<float> x = eager.parameter_to_host(i, true), y = graphed.parameter_to_host(i, true);
+      EXPECT_EQ(std::memcmp(x.data(), y.data(), x.size() * sizeof(float)), 0) << what << ": gradient of tensor " << i;
+    }
+    EXPECT_EQ(differing_elements(eager, graphed), 0u) << what << ": weights";
+    // The model's pieces: 2 keys (the batch shapes), but the second shape's first forward (step 1) grows the
+    // activation arena, which drops the graphs of the first (they read the old arena): the first shape runs eagerly
+    // again at step 2, is captured at step 3; the second is captured at step 2. The optimizer's: 1 key.
+    const std::string summary = graphed.graph_summary();
+    printf("%s: %s\n", what.c_str(), summary.c_str());
+    EXPECT_EQ(summary, "forward: 2 captured, 7 replays, 3 eager runs, 0 evicted (at most 8 keys); "
+                       "backward: 2 captured, 7 replays, 3 eager runs, 0 evicted (at most 8 keys); "
+                       "gradient norm: 1 captured, 4 replays, 1 eager runs, 0 evicted (at most 8 keys); "
+                       "AdamW update: 1 captured, 4 replays, 1 eager runs, 0 evicted (at most 8 keys)");
+    PhaseTimer timer(graphed.stream());
+    EXPECT_THROW(graphed.set_phase_timer(&timer), Error) << "--phases with --cuda-graph";
+  }
+}
+
+// --cuda-graph refuses what it cannot capture, before anything is allocated (no device needed): cuDNN's attention.
+TEST(CudaEngine, CudaGraphRefusesCudnnAttention) {
+  CudaEngineOptions options = engine_options(1, false, AttentionPath::cudnn);
+  options.paths.cuda_graph = true;
+  try {
+    CudaEngine engine(test::engine_test_config(false), options);
+    FAIL() << "--cuda-graph with --attention cudnn was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--cuda-graph and --attention cudnn"), std::string::npos) << e.what();
+  }
+}
+
 // Save after 3 steps, resume into a new engine, 3 more steps: the same weights as 6 steps in one go, for every
 // master and moment kind (the split master saves its exact fp32 value, 8-bit moments their codes and absmax).
 TEST(CudaEngine, ResumeWithCompactStateIsExact) {
