@@ -441,8 +441,8 @@ void CudaEngine::optimizer_step(const OptimizerUpdate& update) {
   AdamWTableUpload tables[2];
   if (options_.paths.adamw_multi_tensor)
     for (MomentKind moments : kinds)
-      tables[int(moments)] =
-          adamw_compact_upload_many(adamw_tables_[int(moments)], parts[int(moments)], options_.master, moments, stream_);
+      tables[int(moments)] = adamw_compact_upload_many(adamw_tables_[int(moments)], parts[int(moments)],
+                                                       options_.master, moments, stream_);
   // The norm, the clip factor and the decision: the same launches for the same max_grad_norm.
   uint32_t max_norm_bits;
   const float max_norm = (float)update.max_grad_norm;

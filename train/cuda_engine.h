@@ -36,6 +36,22 @@
 // neither gathered for checkpoints nor cut at 2048-element block boundaries, and bf16 gradients are not reduced.
 // save_model and save_optimizer are then collective (rank 0 writes files that do not depend on W) and
 // weights_to_cpu / parameter_to_host give the bf16 weights where this rank holds only part of the master copy.
+//
+// CUDA graphs (paths.cuda_graph, --cuda-graph; train/cuda_graph.h): four pieces of the step are captured per key and
+// replayed — the model's forward of a micro-batch after its uploads (key: rows, T, lm_head rows, chosen prompts),
+// its backward (the same shape and whether it is the step's first write of the gradients), the optimizer's norm
+// and clip decision (max_grad_norm) and AdamW (its tables' device addresses and sizes). The loss between forward and
+// backward, the results copy and the uploads stay eager. What a replay cannot see must not be inside a piece: the
+// per-batch host values are moved before it (the batch's uploads; AdamW's step constants, lr, bias corrections and
+// seeds, travel in its table, uploaded before the norm) or taken off the host — so --cuda-graph implies
+// device_embedding_index (the host-built index's group count sizes the embedding backward's grid) and
+// adamw_multi_tensor (the per-tensor launches take the step's constants as kernel arguments), both bit for bit the
+// paths they replace. Refused: data parallel (collectives and --zero-overlap's host hooks in the backward), --attention
+// cudnn (its padding memsets are sized from host lengths per batch; its workspace grows as it goes) and a phase
+// timer (--phases). A key runs eagerly first, so lazy allocations and cuBLASLt autotuning happen outside a capture;
+// a regrown activation arena drops the model's graphs. Ran on an H200 (CudaEngine.CudaGraphEqualsLaunchingEachKernel:
+// bit for bit the engine without graphs over 6 steps); its effect on step time has not been measured beyond one
+// short gpu_step run (docs/benchmarks.md).
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
