@@ -49,7 +49,10 @@
 // paths they replace. Refused: data parallel (collectives and --zero-overlap's host hooks in the backward), --attention
 // cudnn (its padding memsets are sized from host lengths per batch; its workspace grows as it goes) and a phase
 // timer (--phases). A key runs eagerly first, so lazy allocations and cuBLASLt autotuning happen outside a capture;
-// a regrown activation arena drops the model's graphs. Ran on an H200 (CudaEngine.CudaGraphEqualsLaunchingEachKernel:
+// a regrown activation arena drops the model's graphs. The lm_head's row count M (the batch's response positions,
+// model/batch.h's logp_rows) is in the model's keys: fixed-shape batches (gpu_step's) replay every step, but
+// training batches whose M differs batch to batch get a new key nearly every time and so run eagerly (a key looked
+// up, nothing captured); rounding M up to buckets of padding rows would be the next step. Ran on an H200 (CudaEngine.CudaGraphEqualsLaunchingEachKernel:
 // bit for bit the engine without graphs over 6 steps); its effect on step time has not been measured beyond one
 // short gpu_step run (docs/benchmarks.md).
 #pragma once
