@@ -343,7 +343,8 @@ out = sys.argv[1]
 IMPLS = ("ours", "ours_simt", "ours_atomic", "ours_paths", "ours_bf16", "ours_lowmem", "ours_lean", "ours_cudnn",
          "torch_pure_bf16", "torch_amp", "torch_amp_compile", "ours_long", "torch_amp_long")
 SWITCHES = tuple("ours_" + s for s in ("grad_first_write", "rmsnorm_warp", "device_embedding_index",
-                                        "adamw_multi_tensor", "matmul_autotune", "fused_projections"))
+                                        "adamw_multi_tensor", "matmul_autotune", "fused_projections",
+                                        "cuda_graph", "cuda_graph_base"))
 rows = []
 for impl in IMPLS:
     path = os.path.join(out, f"bench_{impl}.json")
@@ -374,7 +375,8 @@ for impl, base, goal in (("ours", "torch_amp", 1.5), ("ours", "torch_amp_compile
                          ("ours_bf16", "torch_pure_bf16", None),
                          ("ours_lowmem", "torch_pure_bf16", None),
                          ("ours_lowmem", "torch_amp", None), ("ours_lean", "torch_amp", None),
-                         ("ours_paths", "ours", None)) + tuple((switch, "ours", None) for switch in SWITCHES):
+                         ("ours_paths", "ours", None), ("ours_cuda_graph", "ours_cuda_graph_base", None)) + tuple(
+                             (switch, "ours", None) for switch in SWITCHES):
     r, b = results.get(impl), results.get(base)
     if r and b and b.get("peak_memory_gib") and r.get("peak_memory_gib"):
         rows.append(f"{impl} / {base}: tokens/s x{r['tokens_per_s'] / b['tokens_per_s']:.2f}"
