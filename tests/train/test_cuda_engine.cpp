@@ -24,6 +24,8 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
+#include <utility>
 
 #include "kernels/cuda_common.h"
 #include "tests/gpu_test_util.h"
@@ -864,6 +866,63 @@ TEST(CudaEngine, CudaGraphRefusesCudnnAttention) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("--cuda-graph and --attention cudnn"), std::string::npos) << e.what();
   }
+}
+
+// CudaGraphs (train/cuda_graph.h) on its own: a captured piece replays the launch it recorded (a memset's value is
+// the capture's, whatever the host holds later); a piece that waits for the stream or allocates fails its capture
+// with an error naming the piece and --cuda-graph, and leaves the stream usable.
+TEST(CudaEngine, CudaGraphsReplayTheCaptureAndRefuseForbiddenCalls) {
+  STAPO_REQUIRE_GPU();
+  cudaStream_t stream;
+  cudaCheck(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  uint8_t* x = device_alloc_zeroed<uint8_t>(16, stream);
+  auto read = [&] {
+    uint8_t host[16];
+    cudaCheck(cudaMemcpyAsync(host, x, 16, cudaMemcpyDeviceToHost, stream));
+    cudaCheck(cudaStreamSynchronize(stream));
+    return std::vector<int>(host, host + 16);
+  };
+  {
+    CudaGraphs graphs("test piece", stream);
+    int value = 3;
+    auto fill = [&] { cudaCheck(cudaMemsetAsync(x, value, 16, stream)); };
+    graphs.run(GraphKey{{0}}, fill);  // eager
+    EXPECT_EQ(read(), std::vector<int>(16, 3));
+    value = 4;
+    graphs.run(GraphKey{{0}}, fill);  // captured with 4, launched
+    EXPECT_EQ(read(), std::vector<int>(16, 4));
+    value = 5;
+    cudaCheck(cudaMemsetAsync(x, 0, 16, stream));
+    graphs.run(GraphKey{{0}}, fill);  // replayed: the captured 4
+    EXPECT_EQ(read(), std::vector<int>(16, 4)) << "a replay runs the captured launch, not the host code";
+    const std::vector<std::pair<const char*, std::function<void()>>> forbidden = {
+        {"a stream synchronisation", [&] { cudaCheck(cudaStreamSynchronize(stream)); }},
+        {"an allocation", [&] {
+           void* p = nullptr;
+           cudaCheck(cudaMalloc(&p, 16));
+           cudaCheck(cudaFree(p));
+         }}};
+    for (size_t i = 0; i < forbidden.size(); ++i) {
+      const GraphKey key{{1 + (int64_t)i}};
+      auto work = [&] {
+        fill();
+        forbidden[i].second();
+      };
+      graphs.run(key, work);  // eager: allowed
+      try {
+        graphs.run(key, work);
+        ADD_FAILURE() << forbidden[i].first << " inside a capture was accepted";
+      } catch (const Error& e) {
+        printf("%s inside a capture: %s\n", forbidden[i].first, e.what());
+        EXPECT_NE(std::string(e.what()).find("--cuda-graph: capturing the test piece failed"), std::string::npos);
+      }
+      value = 6 + (int)i;
+      fill();  // the stream works after the failed capture
+      EXPECT_EQ(read(), std::vector<int>(16, value)) << "after " << forbidden[i].first;
+    }
+  }
+  cudaCheck(cudaFree(x));
+  cudaCheck(cudaStreamDestroy(stream));
 }
 
 // Save after 3 steps, resume into a new engine, 3 more steps: the same weights as 6 steps in one go, for every
