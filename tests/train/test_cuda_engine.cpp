@@ -20,7 +20,9 @@
 // recompute levels 1 and 2 reproducing level 0's gradients exactly. The tolerances below are about twice those
 // (the old ones, set before any GPU run, were 0.03, 0.03, 0.02, 0.05, 0.08, 0.1 and 1e-3). Checks that did not
 // exist then (accumulation, the stochastic-rounding update) state their reasoning and are to be calibrated on the
-// first GPU run: every test prints its measured errors.
+// first GPU run: every test prints its measured errors. Since ed08a16 the tests run the tensor-core attention
+// (flash2) by default; on the H200 (2026-11-29) that raised the gradient norm's error above the H100's twice (9e-3),
+// and kGradNormTol is twice the new measurement; the other errors stayed within their tolerances.
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -41,7 +43,9 @@ namespace {
 constexpr double kLogpPerTokenTol = 0.02;     // nats per response token (H100: 1.01e-2)
 constexpr double kEntropyPerTokenTol = 2e-3;  // nats per response token (H100: 9.96e-4)
 constexpr double kLossTol = 5e-3;             // relative, absolute below 1 (H100: 2.27e-3)
-constexpr double kGradNormTol = 9e-3;         // relative (H100: 4.35e-3)
+// relative. H100 (SIMT attention): 4.35e-3. H200 (2026-11-29, the tensor-core attention, whose P and dS are rounded
+// to bf16 before their products): 1.19e-2 (accumulation), 1.13e-2 (bf16 weights).
+constexpr double kGradNormTol = 0.025;
 constexpr double kGradTol = 0.06;             // relative L2, worst tensor (H100: 2.81e-2)
 constexpr double kUpdateTol = 0.06;           // relative L2, worst tensor (H100: 2.83e-2)
 // k micro-batches that are copies of one batch: each adds exactly 1/k of that batch's gradient (the 1/P scale is
