@@ -213,7 +213,7 @@ racecheck() {
 }
 
 # Hardware counters of the attention kernels inside the 1B step (Nsight Compute; not a default part): ours (the
-# tensor-core forward, dK/dV and dQ kernels) and PyTorch's FlashAttention-2 (pure_bf16), one launch of each kernel
+# tensor-core forward, dK/dV and dQ kernels) and PyTorch's FlashAttention-2 (amp), one launch of each kernel
 # from the last layer of the first step (skipping the first 15 forward launches: every layer's shapes are the
 # same), sections for speed of light, occupancy, launch, warp stalls, scheduler, compute and memory (shared-memory
 # bank conflicts in its tables). The measured basis for the next attention change: the playground gives rates, this
@@ -229,8 +229,10 @@ profile() {
   local ncu=(ncu --clock-control none --launch-skip 15 --launch-count 3 "${sections[@]}")
   timeout 240 "${ncu[@]}" -k regex:'flash2_(forward|dkv|dq)_kernel' "$build/dev/bench/gpu_step" \
     --config dev/bench/gpu_step_config.json >"$out/profile_ours.txt" 2>&1 || status=1
-  PYTHONUNBUFFERED=1 timeout 240 "${ncu[@]}" -k regex:'flash_(fwd|bwd)' python3 dev/bench/torch_baseline.py \
-    --config dev/bench/gpu_step_config.json --baseline pure_bf16 --out "$out/profile_torch.json" \
+  # amp forces FlashAttention (pure_bf16's SDPA may pick another backend: the first profile, on pure_bf16 with only
+  # flash_fwd|flash_bwd in the pattern, matched no kernel).
+  PYTHONUNBUFFERED=1 timeout 240 "${ncu[@]}" -k regex:'flash_(fwd|bwd)|fmha|sdpa' python3 dev/bench/torch_baseline.py \
+    --config dev/bench/gpu_step_config.json --baseline amp --out "$out/profile_torch.json" \
     >"$out/profile_torch.txt" 2>&1 || status=1
   local report
   for report in "$out/profile_ours.txt" "$out/profile_torch.txt"; do
