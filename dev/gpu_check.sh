@@ -3,8 +3,8 @@
 # says which): versions -> configure + build of every binary with GPU tests (Release, sm_90a, all cores) -> every
 # `gpu`-labelled test -> the CUDA engine's tests again with their measured errors printed
 # (tests/train/test_cuda_engine.cpp) -> the benchmarks (ours with the tensor-core attention, the default, with its
-# atomic backward and with the SIMT one, with every StepPaths switch on and with each alone, each with its per-phase
-# table; ours with bf16 weights, least-memory and lean; ours on cuDNN's attention where that path is built;
+# atomic backward and with the SIMT one, without the default StepPaths switches, with every switch on and with one
+# changed at a time, each with its per-phase table; ours with bf16 weights, least-memory and lean; ours on cuDNN's attention where that path is built;
 # PyTorch's baselines pure_bf16 and amp with their phases, then amp under torch.compile) -> ours and amp for at
 # least a minute each (bench_long: the MFU claim) -> the 8B benchmark under an 80 GB cap (ours vs PyTorch's
 # pure_bf16 and amp, dev/bench/gpu_step_8b.json) -> the dev/cuda playgrounds (attention versions 2, 5, 6 and
@@ -289,21 +289,22 @@ want engine_tests && run_part engine_tests engine_tests
 if want bench; then
   run_part bench_ours bench_ours ours --phases 3  # the default: tensor-core attention (flash2)
   run_part bench_simt bench_ours ours_simt --attention flash --phases 3
-  # The tensor-core attention with FlashAttention-2's atomic backward (not yet timed): against "ours".
+  # The tensor-core attention with FlashAttention-2's atomic backward (H200, 2026-11-29: 137.5 against 136.7 ms, no
+  # gain): against "ours".
   run_part bench_atomic bench_ours ours_atomic --attention flash2-atomic --phases 3
-  # Every faster step path of train/cuda_model.h's StepPaths on (each off by default until measured): against "ours".
-  run_part bench_paths bench_ours ours_paths --grad-first-write --rmsnorm-warp --device-embedding-index \
-    --adamw-multi-tensor --matmul-autotune --fused-projections --phases 3
-  # And each alone (a few seconds each): which phase each one moves, and by how much.
-  for step_path in grad-first-write rmsnorm-warp device-embedding-index adamw-multi-tensor matmul-autotune \
-    fused-projections; do
+  # The default runs four StepPaths switches (train/cuda_model.h); the baseline code without them, and every path on
+  # (the two that stay off by default too): each against "ours".
+  run_part bench_baseline bench_ours ours_baseline --no-grad-first-write --no-rmsnorm-warp \
+    --no-device-embedding-index --no-adamw-multi-tensor --phases 3
+  run_part bench_paths bench_ours ours_paths --matmul-autotune --fused-projections --phases 3
+  # And one switch at a time (a few seconds each): the default without each of its four, with each of the others.
+  for step_path in no-grad-first-write no-rmsnorm-warp no-device-embedding-index no-adamw-multi-tensor \
+    matmul-autotune fused-projections; do
     run_part "bench_$step_path" bench_ours "ours_${step_path//-/_}" "--$step_path" --phases 3
   done
-  # CUDA graphs of the step (never measured before this run): alone, without --phases (its events are not replayed,
-  # so the engine refuses the pair; for the same reason not in bench_paths), and the two paths it implies without
-  # graphs, which is what it is to be compared with.
+  # CUDA graphs of the step: without --phases (its events are not replayed, so the engine refuses the pair; for the
+  # same reason not in bench_paths); the default already runs the two paths it implies.
   run_part bench_cuda-graph bench_ours ours_cuda_graph --cuda-graph
-  run_part bench_cuda-graph-base bench_ours ours_cuda_graph_base --device-embedding-index --adamw-multi-tensor
   # bf16 weights with stochastic rounding: the like-for-like of PyTorch's pure_bf16 baseline.
   run_part bench_bf16 bench_ours ours_bf16 --bf16-params
   # The least-memory configuration: bf16 weights with stochastic rounding, every layer recomputed.
@@ -342,11 +343,12 @@ echo "== benchmark (dev/bench/gpu_step_config.json)"
 python3 - "$out" <<'PY'
 import json, os, sys
 out = sys.argv[1]
-IMPLS = ("ours", "ours_simt", "ours_atomic", "ours_paths", "ours_bf16", "ours_lowmem", "ours_lean", "ours_cudnn",
+IMPLS = ("ours", "ours_simt", "ours_atomic", "ours_baseline", "ours_paths", "ours_bf16", "ours_lowmem", "ours_lean",
+         "ours_cudnn",
          "torch_pure_bf16", "torch_amp", "torch_amp_compile", "ours_long", "torch_amp_long")
-SWITCHES = tuple("ours_" + s for s in ("grad_first_write", "rmsnorm_warp", "device_embedding_index",
-                                        "adamw_multi_tensor", "matmul_autotune", "fused_projections",
-                                        "cuda_graph", "cuda_graph_base"))
+SWITCHES = tuple("ours_" + s for s in ("no_grad_first_write", "no_rmsnorm_warp", "no_device_embedding_index",
+                                        "no_adamw_multi_tensor", "matmul_autotune", "fused_projections",
+                                        "cuda_graph"))
 rows = []
 for impl in IMPLS:
     path = os.path.join(out, f"bench_{impl}.json")
@@ -377,7 +379,7 @@ for impl, base, goal in (("ours", "torch_amp", 1.5), ("ours", "torch_amp_compile
                          ("ours_bf16", "torch_pure_bf16", None),
                          ("ours_lowmem", "torch_pure_bf16", None),
                          ("ours_lowmem", "torch_amp", None), ("ours_lean", "torch_amp", None),
-                         ("ours_paths", "ours", None), ("ours_cuda_graph", "ours_cuda_graph_base", None)) + tuple(
+                         ("ours_paths", "ours", None), ("ours_baseline", "ours", None)) + tuple(
                              (switch, "ours", None) for switch in SWITCHES):
     r, b = results.get(impl), results.get(base)
     if r and b and b.get("peak_memory_gib") and r.get("peak_memory_gib"):

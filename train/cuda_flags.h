@@ -21,16 +21,18 @@ inline void add_attention_option(CLI::App& app, std::string& name) {
       ->check(CLI::IsMember({"flash2", "flash2-atomic", "flash", "cudnn"}));
 }
 
-// The StepPaths switches, each off by default until the combination with flash2 has been timed on a GPU.
+// The StepPaths switches. The four on by default (measured on an H200, docs/benchmarks.md) take --no-NAME to run the
+// baseline code instead; the others are off until given.
 inline void add_step_path_flags(CLI::App& app, StepPaths& paths) {
-  app.add_flag("--grad-first-write", paths.grad_first_write, "the step's first backward writes the gradients "
-               "instead of a memset before it (train/cuda_model.h)");
-  app.add_flag("--rmsnorm-warp", paths.rmsnorm_warp, "RMSNorm backward with one warp per row where the hidden size "
-               "is at most 2048 (kernels/rmsnorm.h; off: one block per row)");
-  app.add_flag("--device-embedding-index", paths.device_embedding_index, "build the embedding gradient's index on "
-               "the device (kernels/embedding.h; off: sorted on the host and uploaded)");
-  app.add_flag("--adamw-multi-tensor", paths.adamw_multi_tensor, "AdamW as one launch over a table of every tensor "
-               "(kernels/adamw_compact.h; off: a launch per tensor)");
+  app.add_flag("--grad-first-write,!--no-grad-first-write", paths.grad_first_write, "default on: the step's first "
+               "backward writes the gradients instead of a memset before it (train/cuda_model.h)");
+  app.add_flag("--rmsnorm-warp,!--no-rmsnorm-warp", paths.rmsnorm_warp, "default on: RMSNorm backward with one warp "
+               "per row where the hidden size is at most 2048 (kernels/rmsnorm.h; off: one block per row)");
+  app.add_flag("--device-embedding-index,!--no-device-embedding-index", paths.device_embedding_index, "default on: "
+               "build the embedding gradient's index on the device (kernels/embedding.h; off: sorted on the host and "
+               "uploaded)");
+  app.add_flag("--adamw-multi-tensor,!--no-adamw-multi-tensor", paths.adamw_multi_tensor, "default on: AdamW as one "
+               "launch over a table of every tensor (kernels/adamw_compact.h; off: a launch per tensor)");
   app.add_flag("--matmul-autotune", paths.matmul_autotune, "time the cuBLASLt heuristic's first 8 algorithms per "
                "shape once and keep the fastest (kernels/matmul.h; the last bits may then differ between runs)");
   app.add_flag("--fused-projections", paths.fused_projections, "one GEMM for each layer's q, k, v projections and one "

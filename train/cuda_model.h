@@ -58,23 +58,26 @@ inline AttentionPath attention_path(const std::string& name) {
 }
 
 // Faster code paths of the training step (issue #15), each computing the same as the baseline (to fp32 summation
-// order). The first five together took 5 ms off a 222 ms step on an H200 with the SIMT attention (docs/benchmarks.md);
-// each stays off until its combination with flash2 has been timed: train_stapo's and gpu_step's flags
-// (train/cuda_flags.h) turn them on.
+// order). Measured on an H200 (docs/benchmarks.md): the first five took 5 ms off a 222 ms step with the SIMT
+// attention and, with fused_projections, 4.7 ms off 136.7 with flash2. The four deterministic ones that moved a
+// phase are on by default (grad_first_write, rmsnorm_warp, device_embedding_index, adamw_multi_tensor); the others
+// stay off: matmul_autotune makes the last bits vary between runs, fused_projections alone measured no gain, and
+// cuda_graph rarely replays on real batches. train_stapo's and gpu_step's flags (train/cuda_flags.h) set each;
+// baseline() is every switch off, the code the others are tested against.
 struct StepPaths {
   // The first backward after zero_grad writes the gradients (β = 0 GEMMs, RMSNorm dweight =, the lm_head's first
   // chunk =) instead of adding to a memset buffer; only the embedding's (a scatter into the rows of the batch's
   // tokens) is still zeroed, one tensor. Off: zero_grad memsets both gradient buffers.
-  bool grad_first_write = false;
+  bool grad_first_write = true;
   // RMSNorm backward with one warp per row (kernels/rmsnorm.h) where the hidden size allows (C ≤ 2048). Off: one
   // block per row.
-  bool rmsnorm_warp = false;
+  bool rmsnorm_warp = true;
   // The embedding gradient's index (positions grouped by token) built on the device from the uploaded tokens
   // (kernels/embedding.h). Off: sorted on the host and uploaded every backward.
-  bool device_embedding_index = false;
+  bool device_embedding_index = true;
   // The engine's AdamW: one launch over a table of every tensor (kernels/adamw_compact.h), bit for bit the per-tensor
   // launches. Off: a launch per tensor (~150 for a 16-layer model).
-  bool adamw_multi_tensor = false;
+  bool adamw_multi_tensor = true;
   // cuBLASLt: each new shape times the heuristic's first kMatmulAutotuneCandidates algorithms once and keeps the
   // fastest (kernels/matmul.h; the choice, and so the last bits, may differ between runs). Off: its first.
   bool matmul_autotune = false;
@@ -89,9 +92,14 @@ struct StepPaths {
   // captured into CUDA graphs per shape and replayed (train/cuda_graph.h); implies device_embedding_index and
   // adamw_multi_tensor (train/cuda_engine.h says why). Off: every kernel launched from the host each time.
   bool cuda_graph = false;
-  bool any() const {
-    return grad_first_write || rmsnorm_warp || device_embedding_index || adamw_multi_tensor || matmul_autotune ||
-           fused_projections || cuda_graph;
+  static StepPaths baseline() {
+    StepPaths none;
+    none.grad_first_write = none.rmsnorm_warp = none.device_embedding_index = none.adamw_multi_tensor = false;
+    return none;
+  }
+  bool is_baseline() const {
+    return !(grad_first_write || rmsnorm_warp || device_embedding_index || adamw_multi_tensor || matmul_autotune ||
+             fused_projections || cuda_graph);
   }
   std::string description() const;  // ", gradients first written without a memset, ..." ("" with none)
 };

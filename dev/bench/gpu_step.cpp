@@ -240,6 +240,7 @@ int main(int argc, char** argv) {
     result["device_embedding_index"] = options.paths.device_embedding_index;
     result["adamw_multi_tensor"] = options.paths.adamw_multi_tensor;
     result["matmul_autotune"] = options.paths.matmul_autotune;
+    result["fused_projections"] = options.paths.fused_projections;
     result["cuda_graph"] = options.paths.cuda_graph;
     if (options.paths.cuda_graph) result["cuda_graphs"] = engine.graph_summary();  // captured, replayed, evicted
     result["loss"] = last_loss;

@@ -34,7 +34,10 @@ cat >"$W/model/config.json" <<'JSON'
  "bos_token_id": 128000, "eos_token_id": 128001}
 JSON
 # --data and --out are never opened by a dry run.
-RUN=("$B/train_stapo" --dry-run --model "$W/model" --data "$W/none.bin" --out "$W/out" --max-length 2048)
+# --no-device-embedding-index: the hand-computed totals are test_memory_plan's, whose workspaces are the engine's
+# without that step path's (on by default since the H200 run); default_paths below checks what it adds.
+RUN=("$B/train_stapo" --dry-run --model "$W/model" --data "$W/none.bin" --out "$W/out" --max-length 2048
+     --no-device-embedding-index)
 
 for grads in bf16:78863104052 fp32:92821747764; do
   "${RUN[@]}" --batch-size 4 --master split --moments 8bit --grads "${grads%%:*}" --recompute 2 >"$W/plan.log" 2>&1
@@ -57,6 +60,19 @@ if [ $rc = 0 ] && grep -q "total .*(78863104052 bytes)" "$W/fused.log"; then
   pass fused_projections_plan
 else
   fail fused_projections_plan "exit $rc or not the plan's total without the flag, 78863104052 bytes"
+fi
+# The default step paths add the device-built embedding index's workspace ((2N + 1) int32 and CUB's sort storage,
+# bounded by 16 N + 1 MiB bytes; N = 16,384 tokens here: at most 1.38 MiB more) and nothing else; --no-device-embedding-index (above) leaves it out.
+"$B/train_stapo" --dry-run --model "$W/model" --data "$W/none.bin" --out "$W/out" --max-length 2048 --batch-size 4 \
+  --master split --moments 8bit --grads bf16 --recompute 2 >"$W/default_paths.log" 2>&1
+rc=$?
+with=$(sed -n 's/.*total .*(\([0-9]*\) bytes).*/\1/p' "$W/default_paths.log")
+if [ $rc = 0 ] && grep -q "embedding index, device build" "$W/default_paths.log" \
+   && ! grep -q "embedding index, device build" "$W/fused.log" && [ -n "$with" ] \
+   && [ "$with" -gt 78863104052 ] && [ "$with" -le $((78863104052 + (2 * 16384 + 1) * 4 + 16 * 16384 + 1048576)) ]; then
+  pass default_paths
+else
+  fail default_paths "exit $rc, or the device index workspace not listed, or the total $with not within its bound"
 fi
 mkdir -p "$W/odd"
 sed 's/"hidden_size": 4096, "intermediate_size": 14336/"hidden_size": 72, "intermediate_size": 40/; s/"num_attention_heads": 32/"num_attention_heads": 8/; s/"num_key_value_heads": 8/"num_key_value_heads": 2/; s/"head_dim": 128/"head_dim": 16/' \
