@@ -98,7 +98,7 @@ struct CudaEngineOptions {
   uint64_t memory_cap_bytes = 0;
   Collective* data_parallel = nullptr;  // the job's ranks, kept by reference (null: one process)
   bool zero1 = true;                    // under data_parallel: ZeRO-1, else all-reduced gradients
-  StepPaths paths;  // faster code paths of the step, each off until measured (train/cuda_model.h)
+  StepPaths paths;  // faster code paths of the step: four on by default, as measured (train/cuda_model.h)
   // Under data_parallel: reduce the gradients bucket by bucket during the step's last backward, on a second stream
   // (train/cuda_zero.h), rather than in one call in optimizer_step. Off by default until a GPU run has validated it.
   bool zero_overlap = false;

@@ -15,7 +15,7 @@ inline void add_attention_option(CLI::App& app, std::string& name) {
   app.add_option("--attention", name,
                  "attention kernels: flash2 (ours on tensor cores, FlashAttention-2's design; default), "
                  "flash2-atomic (the same with FlashAttention-2's atomic backward: dq accumulated in fp32 with atomic "
-                 "adds, 5 tile products instead of 7, dq's last bits vary run to run; not yet timed on a GPU), flash "
+                 "adds, 5 tile products instead of 7, dq's last bits vary run to run; on an H200 no faster), flash "
                  "(ours, SIMT, slower) or cudnn (cuDNN's fused SDPA, for comparison: builds with cuDNN only, one "
                  "sequence per row, so no --pack)")
       ->check(CLI::IsMember({"flash2", "flash2-atomic", "flash", "cudnn"}));
