@@ -154,14 +154,14 @@ playground_blas_flags() {
 # atomic backward (6, `--attention flash2-atomic`) and cuDNN in one table. The WMMA version 4 was measured on the
 # H200 (docs/kernels.md) and is left out: `./attention 4` times it.
 playgrounds() {
-  local blas=() attention_flags=() versions="2 5 6"
+  local blas=() attention_flags=() versions="2 5 6 7"
   mapfile -t blas < <(playground_blas_flags)
   if cudnn_built; then
     local lib include
     lib=$(dirname "$(grep "^STAPO_CUDNN_LIB:FILEPATH=" "$build/CMakeCache.txt" | cut -d= -f2)")
     include=$(grep "^STAPO_CUDNN_INCLUDE_DIR:PATH=" "$build/CMakeCache.txt" | cut -d= -f2)
     attention_flags=(CUDNN=1 "CUDNN_DIRS=-I$include -L$lib -Xlinker -rpath=$lib")
-    versions="2 3 5 6"
+    versions="2 3 5 6 7"
   fi
   rm -f dev/cuda/attention  # the binary does not depend on CUDNN: rebuild it with this call's choice
   make -C dev/cuda -j "$jobs" "${blas[@]}" "${attention_flags[@]}" || return 1
@@ -185,7 +185,7 @@ attention() {
   cat "$log"
   gtest_ran "$log" || status=4
   mapfile -t blas < <(playground_blas_flags)
-  make -C dev/cuda attention "${blas[@]}" && timeout 120 dev/cuda/attention 2 5 6 || status=1
+  make -C dev/cuda attention "${blas[@]}" && timeout 120 dev/cuda/attention 2 5 6 7 || status=1
   return $status
 }
 

@@ -1,6 +1,6 @@
 // Playground: causal GQA attention with packed rows and a sliding window (kernels/attention.cu,
 // kernels/attention_flash2.cu).
-// Build: make attention (CUDNN=1 adds version 3)   Run: ./attention [version ...]   (default: 2 5 6)
+// Build: make attention (CUDNN=1 adds version 3)   Run: ./attention [version ...]   (default: 2 5 6 7)
 // Versions:
 //   1: naive: one warp per (query, head) streaming every visible key with an online softmax, no tiling.
 //      Correct and obvious; a baseline for what tiling buys (forward only: its backward is version 2's).
@@ -20,6 +20,8 @@
 //      attention_flash2_backward_atomic, train_stapo's --attention flash2-atomic): the dk/dv kernel also adds each
 //      query tile's dS·K to an fp32 dq accumulator with atomic adds, then a small kernel converts it; 5 tile
 //      products instead of 7, dq's last bits vary run to run.
+//   7: version 5's kernels asking for more resident blocks per SM (launch bounds; below), trading spills for
+//      occupancy: the dK/dV kernel was latency-bound at 2 blocks per SM on the H200.
 // Validates each chosen version (forward and backward) against the CPU twin on two small packed batches (exit 1
 // on a mismatch), then times each on the Llama-3-8B- and Llama-3.2-1B-shaped batches and on the
 // FlashAttention-3 paper's setting, and prints one markdown table of ms and TFLOP/s (causal: half the dense
@@ -469,6 +471,80 @@ void attention_backward_tc(bf16* dq, bf16* dk, bf16* dv, float* delta, const bf1
 
 }  // namespace tensor_core
 
+// ---- version 7: version 5's block code under launch bounds that ask for more blocks per SM ----
+// Nsight Compute on the H200 (1B shape, D = 64): version 5's dK/dV kernel runs 2 blocks (8 warps) per SM at 211
+// registers, issues in 22% of cycles and has no eligible warp in 73%; its dQ kernel and forward run 3 blocks. Here
+// the same kernels ask ptxas for more resident blocks (__launch_bounds__'s second argument): at D = 64 dK/dV 3 (168
+// registers, 60 bytes spilled), dQ and the forward 4 (128 registers, 16 and 88 bytes spilled); at D = 128 dK/dV and
+// dQ 3 (588 and 0 bytes spilled) and the forward 2, the most its 87.5 KB of shared memory allow (nvcc 13.0.88,
+// sm_90a). Whether occupancy pays for the spills is what its timing says.
+namespace occupancy {
+
+namespace flash2 = stapo::flash2;
+using stapo::allow_smem;
+using stapo::ceil_div;
+template <int D>
+constexpr int kForwardBlocks = D == 64 ? 4 : 2;
+template <int D>
+constexpr int kDqBlocks = D == 64 ? 4 : 3;
+constexpr int kDkvBlocks = 3;
+
+template <int D>
+__global__ void __launch_bounds__(flash2::THREADS, kForwardBlocks<D>) forward_kernel(flash2::Params p) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  flash2::forward_block<D>(p, smem, gridDim.x - 1 - blockIdx.x, blockIdx.y, blockIdx.z);
+}
+
+template <int D>
+__global__ void __launch_bounds__(flash2::THREADS, kDkvBlocks) dkv_kernel(flash2::Params p) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  flash2::dkv_block<D, false>(p, smem, blockIdx.x, blockIdx.y, blockIdx.z);
+}
+
+template <int D>
+__global__ void __launch_bounds__(flash2::THREADS, kDqBlocks<D>) dq_kernel(flash2::Params p) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  flash2::dq_block<D>(p, smem, gridDim.x - 1 - blockIdx.x, blockIdx.y, blockIdx.z);
+}
+
+template <int D>
+void forward(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v, const stapo::AttentionShape& s,
+             const int32_t* segments) {
+  stapo::attention_check(s, "occupancy::forward", {{"out", out}, {"q", q}, {"k", k}, {"v", v}});
+  flash2::Params p = stapo::flash2_params(s, q, k, v, segments);
+  p.out = out;
+  p.lse_out = lse;
+  using L = flash2::ForwardTiles<D>;
+  allow_smem(forward_kernel<D>, L::bytes);
+  forward_kernel<D><<<dim3(ceil_div(s.T, L::BQ), s.H, s.rows), flash2::THREADS, L::bytes>>>(p);
+  cudaCheck(cudaGetLastError());
+}
+
+template <int D>
+void backward(bf16* dq, bf16* dk, bf16* dv, float* scratch, const bf16* dout, const bf16* out, const float* lse,
+              const bf16* q, const bf16* k, const bf16* v, const stapo::AttentionShape& s, const int32_t* segments) {
+  stapo::attention_check(s, "occupancy::backward",
+                         {{"dq", dq}, {"dk", dk}, {"dv", dv}, {"dout", dout}, {"q", q}, {"k", k}, {"v", v}});
+  stapo::attention_delta(scratch, dout, out, s, 0);
+  flash2::Params p = stapo::flash2_params(s, q, k, v, segments);
+  p.lse = lse;
+  p.dout = dout;
+  p.delta = scratch;
+  p.dq = dq;
+  p.dk = dk;
+  p.dv = dv;
+  using Lkv = flash2::DkvTiles<D, false>;
+  using Lq = flash2::DqTiles<D>;
+  allow_smem(dkv_kernel<D>, Lkv::bytes);
+  allow_smem(dq_kernel<D>, Lq::bytes);
+  dkv_kernel<D><<<dim3(ceil_div(s.T, Lkv::BK), s.Hkv, s.rows), flash2::THREADS, Lkv::bytes>>>(p);
+  cudaCheck(cudaGetLastError());
+  dq_kernel<D><<<dim3(ceil_div(s.T, Lq::BQ), s.H, s.rows), flash2::THREADS, Lq::bytes>>>(p);
+  cudaCheck(cudaGetLastError());
+}
+
+}  // namespace occupancy
+
 // One version's forward and backward on one shape's device buffers. Version 1 has no backward of its own (it
 // runs version 2's); version 3 takes one sequence per row.
 struct Buffers {
@@ -489,6 +565,10 @@ void forward_version(int version, const Buffers& b, const stapo::AttentionShape&
     tensor_core::attention_forward_tc<128>(b.out, b.lse, b.q, b.k, b.v, s, b.segments);
   } else if (version == 5 || version == 6) {
     stapo::attention_flash2_forward(b.out, b.lse, b.q, b.k, b.v, s, b.segments, 0);
+  } else if (version == 7 && s.D == 64) {
+    occupancy::forward<64>(b.out, b.lse, b.q, b.k, b.v, s, b.segments);
+  } else if (version == 7) {
+    occupancy::forward<128>(b.out, b.lse, b.q, b.k, b.v, s, b.segments);
   } else {
     stapo::attention_forward(b.out, b.lse, b.q, b.k, b.v, s, b.segments, 0);
   }
@@ -504,6 +584,10 @@ void backward_version(int version, const Buffers& b, const stapo::AttentionShape
   else if (version == 5)
     stapo::attention_flash2_backward(b.dq, b.dk, b.dv, b.scratch, b.dout, b.out, b.lse, b.q, b.k, b.v, s, b.segments,
                                      0);
+  else if (version == 7 && s.D == 64)
+    occupancy::backward<64>(b.dq, b.dk, b.dv, b.scratch, b.dout, b.out, b.lse, b.q, b.k, b.v, s, b.segments);
+  else if (version == 7)
+    occupancy::backward<128>(b.dq, b.dk, b.dv, b.scratch, b.dout, b.out, b.lse, b.q, b.k, b.v, s, b.segments);
   else if (version == 6)
     stapo::attention_flash2_backward_atomic(b.dq, b.dk, b.dv, b.scratch, b.dout, b.out, b.lse, b.q, b.k, b.v, s,
                                             b.segments, 0);
@@ -521,10 +605,10 @@ struct BenchShape {
 int main(int argc, char** argv) {
   std::vector<int> versions;
   for (int i = 1; i < argc; ++i) versions.push_back(std::atoi(argv[i]));
-  if (versions.empty()) versions = {2, 5, 6};
+  if (versions.empty()) versions = {2, 5, 6, 7};
   for (int v : versions)
-    if (v < 1 || v > 6) {
-      std::printf("usage: %s [version ...]   versions 1-6 (default: 2 5 6; 3 needs make attention CUDNN=1)\n",
+    if (v < 1 || v > 7) {
+      std::printf("usage: %s [version ...]   versions 1-7 (default: 2 5 6 7; 3 needs make attention CUDNN=1)\n",
                   argv[0]);
       return 2;
     }
