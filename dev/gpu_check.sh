@@ -7,7 +7,7 @@
 # changed at a time, each with its per-phase table; ours with bf16 weights, least-memory and lean; ours on cuDNN's attention where that path is built;
 # PyTorch's baselines pure_bf16 and amp with their phases, then amp under torch.compile) -> ours and amp for at
 # least a minute each (bench_long: the MFU claim) -> the 8B benchmark under an 80 GB cap (ours vs PyTorch's
-# pure_bf16 and amp, dev/bench/gpu_step_8b.json) -> the dev/cuda playgrounds (attention versions 2, 5, 6 and
+# pure_bf16 and amp, dev/bench/gpu_step_8b.json) -> the dev/cuda playgrounds (attention versions 2, 5, 6, 7 and
 # cuDNN's 3 in one table) -> a short `make demo` on the GPU -> compute-sanitizer memcheck over the kernel and
 # engine tests -> racecheck over the tensor-core attention tests -> a summary table, printed last. GPU_CHECK_PARTS selects parts.
 # It keeps going after a failure, bounds each part with a timeout, and reports each part. A part whose tests were
@@ -177,7 +177,7 @@ playgrounds() {
 }
 
 # Only the attention (not a default part: gpu_tests and playgrounds cover it): its GPU tests on both
-# implementations and the atomic backward, then the playground's versions 2, 5 and 6. For a short first call on the
+# implementations and the atomic backward, then the playground's versions 2, 5, 6 and 7. For a short first call on the
 # tensor-core kernels: GPU_CHECK_PARTS="attention racecheck".
 attention() {
   local log="$out/attention.gtest.log" status=0 blas=()
