@@ -13,8 +13,8 @@
 // element. fp32 in shared memory and registers; D ∈ {64, 128}.
 //
 // Two implementations with one interface: attention_forward / attention_backward are the SIMT kernels above
-// (kernels/attention.cu, what train_stapo runs unless --attention says otherwise); attention_flash2_forward /
-// attention_flash2_backward compute the same on tensor cores, FlashAttention-2's design (bf16 mma.sync with fp32
+// (kernels/attention.cu, train_stapo's --attention flash); attention_flash2_forward / attention_flash2_backward
+// (the default) compute the same on tensor cores, FlashAttention-2's design (bf16 mma.sync with fp32
 // accumulation, P and dS rounded to bf16 before their products; kernels/attention_flash2.cuh), same tensors,
 // scratch and masking rule.
 //

@@ -27,8 +27,8 @@
 namespace {
 
 // Prints the plan for the model's config and the flags (one rank's of `ranks`), and returns whether to train (not
-// with --dry-run). Refuses flags data parallel does not take, --fused-projections where the model's tensor sizes
-// do not allow it, and a plan larger than the device's free memory or the
+// with --dry-run). Refuses flags data parallel does not take (--cuda-graph among them), --fused-projections where
+// the model's tensor sizes do not allow it, and a plan larger than the device's free memory or the
 // cap (--dry-run: the cap alone), naming the cheapest flags that fit.
 bool plan_fits(const stapo::CudaEngineOptions& options, const stapo::TrainFlags& flags, bool dry_run, int ranks,
                bool print) {
@@ -39,6 +39,9 @@ bool plan_fits(const stapo::CudaEngineOptions& options, const stapo::TrainFlags&
   in.ranks = ranks;  // --dry-run has no collective: the world size of mpirun/srun's environment
   const std::string refused = stapo::data_parallel_unsupported(in);
   if (!refused.empty()) stapo::fail(refused);
+  if (ranks > 1 && options.paths.cuda_graph)  // the engine refuses it too; a dry run under mpirun has no engine
+    stapo::fail("--cuda-graph and data parallel over ", ranks, " ranks: the gradient reduction is not captured; drop "
+                "--cuda-graph or run one process");
   if (options.paths.fused_projections) {
     const std::string why = stapo::fused_projections_unsupported(config, options.grads);
     if (!why.empty()) stapo::fail("--fused-projections: ", why);

@@ -14,7 +14,7 @@
 #   - a bad --master or --moments exits 2 naming the flag;
 #   - under mpirun's environment (OMPI_COMM_WORLD_SIZE=2; a dry run starts no collective) the plan is one GPU's of
 #     two, the master weights and moments halved by ZeRO-1 (test_memory_plan's DataParallelPlanIsOneRanks), and
-#     the flags data parallel does not take are refused (exit 1), each named.
+#     the flags data parallel does not take are refused (exit 1), each named, --cuda-graph too.
 #   tests/train/dry_run_cli.sh [BIN_DIR]    (registered with ctest as dry_run_cli)
 # Ends with "N passed, N failed".
 set -uo pipefail
@@ -127,6 +127,13 @@ if [ $rc = 1 ] && grep -q "^error: data parallel over 2 ranks takes" "$W/dp_refu
   pass data_parallel_refused
 else
   fail data_parallel_refused "exit $rc (expected 1), or the refused flags not named"
+fi
+"${DP[@]}" "${RUN[@]}" --batch-size 1 --cuda-graph >"$W/dp_graph.log" 2>&1
+rc=$?
+if [ $rc = 1 ] && grep -q "^error: --cuda-graph and data parallel over 2 ranks" "$W/dp_graph.log"; then
+  pass data_parallel_cuda_graph_refused
+else
+  fail data_parallel_cuda_graph_refused "exit $rc (expected 1), or --cuda-graph not named"
 fi
 echo "$passed passed, $failed failed"
 [ $failed = 0 ]
