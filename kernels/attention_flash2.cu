@@ -81,10 +81,10 @@ void backward_launch(const flash2::Params& p, const AttentionShape& s, cudaStrea
   cudaCheck(cudaGetLastError());
 }
 
-// Both backwards: δ into `delta`, then the launches above (atomic: dq_accum zeroed first).
-void flash2_backward(const char* op, float* dq_accum, float* delta, bf16* dq, bf16* dk, bf16* dv, const bf16* dout,
-                     const bf16* out, const float* lse, const bf16* q, const bf16* k, const bf16* v,
-                     const AttentionShape& shape, const int32_t* segments, cudaStream_t stream) {
+// What every backward starts with (the playground's versions too): the checks, δ into `delta`, the parameters.
+flash2::Params flash2_backward_params(const char* op, float* delta, bf16* dq, bf16* dk, bf16* dv, const bf16* dout,
+                                      const bf16* out, const float* lse, const bf16* q, const bf16* k, const bf16* v,
+                                      const AttentionShape& shape, const int32_t* segments, cudaStream_t stream) {
   attention_check(shape, op, {{"dq", dq}, {"dk", dk}, {"dv", dv}, {"dout", dout}, {"q", q}, {"k", k}, {"v", v}});
   attention_delta(delta, dout, out, shape, stream);
   flash2::Params p = flash2_params(shape, q, k, v, segments);
@@ -94,6 +94,15 @@ void flash2_backward(const char* op, float* dq_accum, float* delta, bf16* dq, bf
   p.dq = dq;
   p.dk = dk;
   p.dv = dv;
+  return p;
+}
+
+// Both backwards: the above, then the launches (atomic: dq_accum zeroed first).
+void flash2_backward(const char* op, float* dq_accum, float* delta, bf16* dq, bf16* dk, bf16* dv, const bf16* dout,
+                     const bf16* out, const float* lse, const bf16* q, const bf16* k, const bf16* v,
+                     const AttentionShape& shape, const int32_t* segments, cudaStream_t stream) {
+  flash2::Params p =
+      flash2_backward_params(op, delta, dq, dk, dv, dout, out, lse, q, k, v, shape, segments, stream);
   p.dq_accum = dq_accum;
   if (dq_accum) {
     cudaCheck(cudaMemsetAsync(dq_accum, 0, sizeof(float) * shape.rows * shape.T * shape.H * shape.D, stream));

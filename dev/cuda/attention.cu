@@ -523,16 +523,8 @@ void forward(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v,
 template <int D>
 void backward(bf16* dq, bf16* dk, bf16* dv, float* scratch, const bf16* dout, const bf16* out, const float* lse,
               const bf16* q, const bf16* k, const bf16* v, const stapo::AttentionShape& s, const int32_t* segments) {
-  stapo::attention_check(s, "occupancy::backward",
-                         {{"dq", dq}, {"dk", dk}, {"dv", dv}, {"dout", dout}, {"q", q}, {"k", k}, {"v", v}});
-  stapo::attention_delta(scratch, dout, out, s, 0);
-  flash2::Params p = stapo::flash2_params(s, q, k, v, segments);
-  p.lse = lse;
-  p.dout = dout;
-  p.delta = scratch;
-  p.dq = dq;
-  p.dk = dk;
-  p.dv = dv;
+  const flash2::Params p = stapo::flash2_backward_params("occupancy::backward", scratch, dq, dk, dv, dout, out, lse,
+                                                         q, k, v, s, segments, 0);
   using Lkv = flash2::DkvTiles<D, false>;
   using Lq = flash2::DqTiles<D>;
   allow_smem(dkv_kernel<D>, Lkv::bytes);
