@@ -1001,7 +1001,7 @@ TEST(CudaEngine, MemoryCapLeavesNoMoreThanTheCap) {
 // micro-batches with both weight modes, ZeRO-1 on and off, and the gradients reduced after the backward or bucket
 // by bucket during the last one (zero_overlap: ncclReduce of each bucket's pieces on a second stream; step 2 does
 // not mark its last micro-batch, so the buckets are reduced in optimizer_step instead), then a checkpoint after
-// step 2 resumed into a fresh engine for step 3. Several ranks: dev/multi_gpu_check.sh.
+// step 2 resumed into a fresh engine for step 3; with the default step paths. Several ranks: dev/multi_gpu_check.sh.
 TEST(CudaEngine, NcclOneRankEqualsOneProcess) {
   STAPO_REQUIRE_GPU();
   test::TempDir dir;
@@ -1036,12 +1036,14 @@ TEST(CudaEngine, NcclOneRankEqualsOneProcess) {
         const std::string what = cat(bf16_params ? "bf16 weights" : "fp32 master", zero1 ? ", ZeRO-1" : ", all-reduce",
                                      overlap ? ", overlapped" : "");
         const std::unique_ptr<Collective> ranks = collective_nccl(DistributedEnv{}, NcclOptions{});
-        CudaEngineOptions parallel = engine_options(1, bf16_params);
+        CudaEngineOptions single = engine_options(1, bf16_params);
+        single.paths = StepPaths{};  // the default paths, what a data-parallel run takes unless told otherwise
+        CudaEngineOptions parallel = single;
         parallel.data_parallel = ranks.get();
         parallel.zero1 = zero1;
         parallel.zero_overlap = overlap;
         const auto model = test::engine_test_model(false, 1234);
-        CudaEngine one(*model, engine_options(1, bf16_params)), nccl(*model, parallel);
+        CudaEngine one(*model, single), nccl(*model, parallel);
         const std::string saved =
             dir.path + "/" + std::to_string(int(bf16_params)) + std::to_string(int(zero1)) + std::to_string(int(overlap));
         for (int64_t t = 1; t <= 3; ++t) {
