@@ -7,7 +7,7 @@
 # changed at a time, each with its per-phase table; ours with bf16 weights, least-memory and lean; ours on cuDNN's attention where that path is built;
 # PyTorch's baselines pure_bf16 and amp with their phases, then amp under torch.compile) -> ours and amp for at
 # least a minute each (bench_long: the MFU claim) -> the 8B benchmark under an 80 GB cap (ours vs PyTorch's
-# pure_bf16 and amp, dev/bench/gpu_step_8b.json) -> the dev/cuda playgrounds (attention versions 2, 5, 6, 7 and
+# pure_bf16 and amp, dev/bench/gpu_step_8b.json) -> the dev/cuda playgrounds (attention versions 2, 5 to 8 and
 # cuDNN's 3 in one table) -> a short `make demo` on the GPU -> compute-sanitizer memcheck over the kernel and
 # engine tests -> racecheck over the tensor-core attention tests -> a summary table, printed last. GPU_CHECK_PARTS selects parts.
 # It keeps going after a failure, bounds each part with a timeout, and reports each part. A part whose tests were
@@ -154,21 +154,21 @@ playground_blas_flags() {
 # atomic backward (6, `--attention flash2-atomic`) and cuDNN in one table. The WMMA version 4 was measured on the
 # H200 (docs/kernels.md) and is left out: `./attention 4` times it.
 playgrounds() {
-  local blas=() attention_flags=() versions="2 5 6 7"
+  local blas=() attention_flags=() versions="2 5 6 7 8"
   mapfile -t blas < <(playground_blas_flags)
   if cudnn_built; then
     local lib include
     lib=$(dirname "$(grep "^STAPO_CUDNN_LIB:FILEPATH=" "$build/CMakeCache.txt" | cut -d= -f2)")
     include=$(grep "^STAPO_CUDNN_INCLUDE_DIR:PATH=" "$build/CMakeCache.txt" | cut -d= -f2)
     attention_flags=(CUDNN=1 "CUDNN_DIRS=-I$include -L$lib -Xlinker -rpath=$lib")
-    versions="2 3 5 6 7"
+    versions="2 3 5 6 7 8"
   fi
   rm -f dev/cuda/attention  # the binary does not depend on CUDNN: rebuild it with this call's choice
   make -C dev/cuda -j "$jobs" "${blas[@]}" "${attention_flags[@]}" || return 1
   local failed=0 playground
   echo "-- attention $versions"
   # shellcheck disable=SC2086
-  timeout 180 dev/cuda/attention $versions || failed=1
+  timeout 300 dev/cuda/attention $versions || failed=1
   for playground in embedding lm_head rmsnorm rope swiglu adamw; do
     echo "-- $playground"
     timeout 60 "dev/cuda/$playground" || failed=1
@@ -177,7 +177,7 @@ playgrounds() {
 }
 
 # Only the attention (not a default part: gpu_tests and playgrounds cover it): its GPU tests on both
-# implementations and the atomic backward, then the playground's versions 2, 5, 6 and 7. For a short first call on the
+# implementations and the atomic backward, then the playground's versions 2 and 5 to 8. For a short first call on the
 # tensor-core kernels: GPU_CHECK_PARTS="attention racecheck".
 attention() {
   local log="$out/attention.gtest.log" status=0 blas=()
@@ -185,7 +185,7 @@ attention() {
   cat "$log"
   gtest_ran "$log" || status=4
   mapfile -t blas < <(playground_blas_flags)
-  make -C dev/cuda attention "${blas[@]}" && timeout 120 dev/cuda/attention 2 5 6 7 || status=1
+  make -C dev/cuda attention "${blas[@]}" && timeout 240 dev/cuda/attention 2 5 6 7 8 || status=1
   return $status
 }
 

@@ -71,9 +71,10 @@ struct ForwardTiles {
 };
 
 // BK keys are the block's; query tiles of BQ stream through two stages. With DQ_ATOMIC, also dSᵀ (BK, BQ + 8) bf16.
-template <int D, bool DQ_ATOMIC = false>
+// QUERY_TILE: BQ, 64 at D = 64 and 32 at D = 128 unless given (the playground's version 8 tries 32 at D = 64).
+template <int D, bool DQ_ATOMIC = false, int QUERY_TILE = (D == 64 ? 64 : 32)>
 struct DkvTiles {
-  static constexpr int BK = WARP_ROWS * WARPS, BQ = D == 64 ? 64 : 32, LD = D + 8, LDS = BQ + 8;
+  static constexpr int BK = WARP_ROWS * WARPS, BQ = QUERY_TILE, LD = D + 8, LDS = BQ + 8;
   static constexpr size_t k = 0, v = k + tile_bytes(BK, D), q = v + tile_bytes(BK, D), dout = q + 2 * tile_bytes(BQ, D),
                           lse = dout + 2 * tile_bytes(BQ, D), delta = lse + 2 * align128(sizeof(float) * BQ),
                           seg = delta + 2 * align128(sizeof(float) * BQ), ds = seg + 2 * align128(sizeof(int32_t) * BQ),
@@ -502,9 +503,10 @@ __device__ __forceinline__ void dq_tile_atomic(const Params& p, unsigned char* s
   }
 }
 
-template <int D, bool DQ_ATOMIC = false>
+template <int D, bool DQ_ATOMIC = false, int QUERY_TILE = DkvTiles<D>::BQ>
 __device__ void dkv_block(const Params& p, unsigned char* smem, int k_tile, int hk, int row) {
-  using L = DkvTiles<D, DQ_ATOMIC>;
+  using L = DkvTiles<D, DQ_ATOMIC, QUERY_TILE>;
+  static_assert(!DQ_ATOMIC || QUERY_TILE == DkvTiles<D>::BQ, "the atomic dQ step takes the default query tile");
   constexpr int BK = L::BK, BQ = L::BQ, LD = L::LD, NT = BQ / 8, DT = D / 8;
   const bf16* k_s = reinterpret_cast<const bf16*>(smem + L::k);  // (BK, LD)
   const bf16* v_s = reinterpret_cast<const bf16*>(smem + L::v);  // (BK, LD)

@@ -1,6 +1,6 @@
 // Playground: causal GQA attention with packed rows and a sliding window (kernels/attention.cu,
 // kernels/attention_flash2.cu).
-// Build: make attention (CUDNN=1 adds version 3)   Run: ./attention [version ...]   (default: 2 5 6 7)
+// Build: make attention (CUDNN=1 adds version 3)   Run: ./attention [version ...]   (default: 2 5 6 7 8)
 // Versions:
 //   1: naive: one warp per (query, head) streaming every visible key with an online softmax, no tiling.
 //      Correct and obvious; a baseline for what tiling buys (forward only: its backward is version 2's).
@@ -22,6 +22,7 @@
 //      products instead of 7, dq's last bits vary run to run.
 //   7: version 5's kernels asking for more resident blocks per SM (launch bounds; below), trading spills for
 //      occupancy: the dK/dV kernel was latency-bound at 2 blocks per SM on the H200.
+//   8: version 5 with 32-query tiles in the dK/dV blocks at D = 64 (as at 128): 3 blocks per SM without spills.
 // Validates each chosen version (forward and backward) against the CPU twin on two small packed batches (exit 1
 // on a mismatch), then times each on the Llama-3-8B- and Llama-3.2-1B-shaped batches and on the
 // FlashAttention-3 paper's setting, and prints one markdown table of ms and TFLOP/s (causal: half the dense
@@ -520,22 +521,51 @@ void forward(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v,
   cudaCheck(cudaGetLastError());
 }
 
-template <int D>
-void backward(bf16* dq, bf16* dk, bf16* dv, float* scratch, const bf16* dout, const bf16* out, const float* lse,
-              const bf16* q, const bf16* k, const bf16* v, const stapo::AttentionShape& s, const int32_t* segments) {
-  const flash2::Params p = stapo::flash2_backward_params("occupancy::backward", scratch, dq, dk, dv, dout, out, lse,
+// Version 5's backward with other dK/dV and dQ kernels (Lkv, Lq: their shared-memory layouts).
+template <typename Lkv, typename Lq>
+void backward_with(void (*dkv)(flash2::Params), void (*dq_grid)(flash2::Params), bf16* dq, bf16* dk, bf16* dv,
+                   float* scratch, const bf16* dout, const bf16* out, const float* lse, const bf16* q, const bf16* k,
+                   const bf16* v, const stapo::AttentionShape& s, const int32_t* segments) {
+  const flash2::Params p = stapo::flash2_backward_params("playground backward", scratch, dq, dk, dv, dout, out, lse,
                                                          q, k, v, s, segments, 0);
-  using Lkv = flash2::DkvTiles<D, false>;
-  using Lq = flash2::DqTiles<D>;
-  allow_smem(dkv_kernel<D>, Lkv::bytes);
-  allow_smem(dq_kernel<D>, Lq::bytes);
-  dkv_kernel<D><<<dim3(ceil_div(s.T, Lkv::BK), s.Hkv, s.rows), flash2::THREADS, Lkv::bytes>>>(p);
+  allow_smem(dkv, Lkv::bytes);
+  allow_smem(dq_grid, Lq::bytes);
+  dkv<<<dim3(ceil_div(s.T, Lkv::BK), s.Hkv, s.rows), flash2::THREADS, Lkv::bytes>>>(p);
   cudaCheck(cudaGetLastError());
-  dq_kernel<D><<<dim3(ceil_div(s.T, Lq::BQ), s.H, s.rows), flash2::THREADS, Lq::bytes>>>(p);
+  dq_grid<<<dim3(ceil_div(s.T, Lq::BQ), s.H, s.rows), flash2::THREADS, Lq::bytes>>>(p);
   cudaCheck(cudaGetLastError());
 }
 
+template <int D>
+void backward(bf16* dq, bf16* dk, bf16* dv, float* scratch, const bf16* dout, const bf16* out, const float* lse,
+              const bf16* q, const bf16* k, const bf16* v, const stapo::AttentionShape& s, const int32_t* segments) {
+  backward_with<flash2::DkvTiles<D>, flash2::DqTiles<D>>(dkv_kernel<D>, dq_kernel<D>, dq, dk, dv, scratch, dout, out,
+                                                         lse, q, k, v, s, segments);
+}
+
 }  // namespace occupancy
+
+// ---- version 8: version 5 with 32-query tiles in the dK/dV blocks at D = 64, as at D = 128 ----
+// Version 5 streams 64-query tiles through them at D = 64 (211 registers: 2 blocks per SM). With 32: 168 registers,
+// no spill and 36.8 KiB of shared memory (ptxas, nvcc 13.0.88), so 3 blocks per SM without a launch bound; twice the
+// iterations, each with half the products and its own barrier. At D = 128 version 8 is version 5.
+namespace narrow {
+
+template <int D>
+__global__ void __launch_bounds__(stapo::flash2::THREADS) dkv_kernel(stapo::flash2::Params p) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  stapo::flash2::dkv_block<D, false, 32>(p, smem, blockIdx.x, blockIdx.y, blockIdx.z);
+}
+
+void backward(bf16* dq, bf16* dk, bf16* dv, float* scratch, const bf16* dout, const bf16* out, const float* lse,
+              const bf16* q, const bf16* k, const bf16* v, const stapo::AttentionShape& s, const int32_t* segments) {
+  if (s.D != 64)
+    return stapo::attention_flash2_backward(dq, dk, dv, scratch, dout, out, lse, q, k, v, s, segments, 0);
+  occupancy::backward_with<stapo::flash2::DkvTiles<64, false, 32>, stapo::flash2::DqTiles<64>>(
+      dkv_kernel<64>, stapo::flash2_dq_kernel<64>, dq, dk, dv, scratch, dout, out, lse, q, k, v, s, segments);
+}
+
+}  // namespace narrow
 
 // One version's forward and backward on one shape's device buffers. Version 1 has no backward of its own (it
 // runs version 2's); version 3 takes one sequence per row.
@@ -555,7 +585,7 @@ void forward_version(int version, const Buffers& b, const stapo::AttentionShape&
     tensor_core::attention_forward_tc<64>(b.out, b.lse, b.q, b.k, b.v, s, b.segments);
   } else if (version == 4) {
     tensor_core::attention_forward_tc<128>(b.out, b.lse, b.q, b.k, b.v, s, b.segments);
-  } else if (version == 5 || version == 6) {
+  } else if (version == 5 || version == 6 || version == 8) {
     stapo::attention_flash2_forward(b.out, b.lse, b.q, b.k, b.v, s, b.segments, 0);
   } else if (version == 7 && s.D == 64) {
     occupancy::forward<64>(b.out, b.lse, b.q, b.k, b.v, s, b.segments);
@@ -580,6 +610,8 @@ void backward_version(int version, const Buffers& b, const stapo::AttentionShape
     occupancy::backward<64>(b.dq, b.dk, b.dv, b.scratch, b.dout, b.out, b.lse, b.q, b.k, b.v, s, b.segments);
   else if (version == 7)
     occupancy::backward<128>(b.dq, b.dk, b.dv, b.scratch, b.dout, b.out, b.lse, b.q, b.k, b.v, s, b.segments);
+  else if (version == 8)
+    narrow::backward(b.dq, b.dk, b.dv, b.scratch, b.dout, b.out, b.lse, b.q, b.k, b.v, s, b.segments);
   else if (version == 6)
     stapo::attention_flash2_backward_atomic(b.dq, b.dk, b.dv, b.scratch, b.dout, b.out, b.lse, b.q, b.k, b.v, s,
                                             b.segments, 0);
@@ -597,10 +629,10 @@ struct BenchShape {
 int main(int argc, char** argv) {
   std::vector<int> versions;
   for (int i = 1; i < argc; ++i) versions.push_back(std::atoi(argv[i]));
-  if (versions.empty()) versions = {2, 5, 6, 7};
+  if (versions.empty()) versions = {2, 5, 6, 7, 8};
   for (int v : versions)
-    if (v < 1 || v > 7) {
-      std::printf("usage: %s [version ...]   versions 1-7 (default: 2 5 6 7; 3 needs make attention CUDNN=1)\n",
+    if (v < 1 || v > 8) {
+      std::printf("usage: %s [version ...]   versions 1-8 (default: 2 5 6 7 8; 3 needs make attention CUDNN=1)\n",
                   argv[0]);
       return 2;
     }

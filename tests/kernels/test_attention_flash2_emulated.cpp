@@ -52,9 +52,9 @@ EmulatorStats run_flash2(flash2::Params& p, const AttentionShape& s, const Emula
       [&](int x, int y, int z, unsigned char* smem) { flash2::forward_block<D>(p, smem, x, y, z); }, options);
 }
 
-// The deterministic backward's two grids, or the atomic one's dk, dv grid (p.dq_accum zeroed first, as the
-// launcher's memset) and the conversion's.
-template <int D>
+// The deterministic backward's two grids (its dk, dv blocks streaming query tiles of QUERY_TILE), or the atomic
+// one's dk, dv grid (p.dq_accum zeroed first, as the launcher's memset) and the conversion's.
+template <int D, int QUERY_TILE = flash2::DkvTiles<D>::BQ>
 EmulatorStats run_flash2_backward(flash2::Params& p, const AttentionShape& s, const EmulatorOptions& options,
                                   bool atomic) {
   using flash2::ceil_div;
@@ -71,10 +71,11 @@ EmulatorStats run_flash2_backward(flash2::Params& p, const AttentionShape& s, co
                    [&](int x, int, int, unsigned char*) { flash2::dq_convert_block(p, count, x); }, options));
     return total;
   }
-  using Kv = flash2::DkvTiles<D>;
+  using Kv = flash2::DkvTiles<D, false, QUERY_TILE>;
   EmulatorStats total = emulate_grid(
       ceil_div(s.T, Kv::BK), s.Hkv, s.rows, flash2::THREADS, Kv::bytes,
-      [&](int x, int y, int z, unsigned char* smem) { flash2::dkv_block<D>(p, smem, x, y, z); }, options);
+      [&](int x, int y, int z, unsigned char* smem) { flash2::dkv_block<D, false, QUERY_TILE>(p, smem, x, y, z); },
+      options);
   add(total, emulate_grid(
                  ceil_div(s.T, Q::BQ), s.H, s.rows, flash2::THREADS, Q::bytes,
                  [&](int x, int y, int z, unsigned char* smem) { flash2::dq_block<D>(p, smem, x, y, z); }, options));
@@ -82,8 +83,10 @@ EmulatorStats run_flash2_backward(flash2::Params& p, const AttentionShape& s, co
 }
 
 // Every case of attention_cases(): the forward, then the deterministic or the atomic backward, against the twin.
-void check_cases(bool atomic) {
-  uint64_t salt = atomic ? 200 : 100;
+// narrow_query_tiles: the deterministic backward with 32-query tiles in the dk, dv blocks at D = 64 too (the
+// playground's version 8; D = 128 uses 32 anyway).
+void check_cases(bool atomic, bool narrow_query_tiles = false) {
+  uint64_t salt = atomic ? 200 : narrow_query_tiles ? 300 : 100;
   int index = 0;
   for (const AttentionCase& c : attention_cases()) {
     const AttentionShape& s = c.shape;
@@ -143,8 +146,9 @@ void check_cases(bool atomic) {
       for (int d = 0; d < s.D; ++d) sum += dout[head * s.D + d] * out[head * s.D + d];
       delta[head] = sum;
     }
-    const EmulatorStats backward =
-        s.D == 64 ? run_flash2_backward<64>(p, s, options, atomic) : run_flash2_backward<128>(p, s, options, atomic);
+    const EmulatorStats backward = s.D == 128          ? run_flash2_backward<128>(p, s, options, atomic)
+                                   : narrow_query_tiles ? run_flash2_backward<64, 32>(p, s, options, atomic)
+                                                        : run_flash2_backward<64>(p, s, options, atomic);
     add(stats, backward);
     EXPECT_EQ(backward.atomics > 0, atomic) << describe(s);
     const double cancel_scale = 1e-3 * rms(ref_dv);  // as test_attention.cpp: single-key queries cancel to ~0
@@ -156,7 +160,7 @@ void check_cases(bool atomic) {
     std::printf("%s (%s, %s backward): out %.2e, dq %.2e, dk %.2e, dv %.2e; %lld mma, %lld ldmatrix phases (%lld "
                 "with bank conflicts), %lld atomic adds\n",
                 describe(s).c_str(), options.copies_land_at_issue ? "copies land at issue" : "copies land at wait",
-                atomic ? "atomic" : "deterministic", relative_error(out.data(), ref_out.data(), nq),
+                atomic ? "atomic" : narrow_query_tiles ? "32-query dk/dv tiles" : "deterministic", relative_error(out.data(), ref_out.data(), nq),
                 relative_error_bf16(dq_h, ref_dq), relative_error_bf16(dk_h, ref_dk), relative_error_bf16(dv_h, ref_dv),
                 stats.mma, stats.ldmatrix_phases, stats.ldmatrix_conflicted_phases, stats.atomics);
   }
@@ -165,6 +169,8 @@ void check_cases(bool atomic) {
 TEST(Flash2Emulated, ForwardAndBackwardMatchCpu) { check_cases(false); }
 
 TEST(Flash2Emulated, AtomicBackwardMatchesCpu) { check_cases(true); }
+
+TEST(Flash2Emulated, NarrowQueryTilesMatchCpu) { check_cases(false, true); }
 
 // The emulator's own check: an atomic add outside the declared memory is an error naming the instruction.
 TEST(Flash2Emulated, AtomicOutsideDeclaredMemoryFails) {
