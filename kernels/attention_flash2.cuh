@@ -81,9 +81,11 @@ struct DkvTiles {
                           bytes = ds + (DQ_ATOMIC ? tile_bytes(BK, BQ) : 0);
 };
 
-template <int D>
-struct DqTiles {  // BQ queries are the block's; key tiles of BK stream through two stages
-  static constexpr int BQ = WARP_ROWS * WARPS, BK = D == 64 ? 64 : 32, LD = D + 8;
+// BQ queries are the block's; key tiles of BK stream through two stages. KEY_TILE: BK, 64 at D = 64 and 32 at
+// D = 128 unless given (the playground's version 8 tries 32 at D = 64).
+template <int D, int KEY_TILE = (D == 64 ? 64 : 32)>
+struct DqTiles {
+  static constexpr int BQ = WARP_ROWS * WARPS, BK = KEY_TILE, LD = D + 8;
   static constexpr size_t q = 0, dout = q + tile_bytes(BQ, D), k = dout + tile_bytes(BQ, D),
                           v = k + 2 * tile_bytes(BK, D), seg = v + 2 * tile_bytes(BK, D),
                           bytes = seg + 2 * align128(sizeof(int32_t) * BK);
@@ -612,9 +614,9 @@ __device__ void dkv_block(const Params& p, unsigned char* smem, int k_tile, int 
 
 // ---- backward: dq ----
 
-template <int D>
+template <int D, int KEY_TILE = DqTiles<D>::BK>
 __device__ void dq_block(const Params& p, unsigned char* smem, int q_tile, int h, int row) {
-  using L = DqTiles<D>;
+  using L = DqTiles<D, KEY_TILE>;
   constexpr int BQ = L::BQ, BK = L::BK, LD = L::LD, NT = BK / 8, DT = D / 8;
   const bf16* q_s = reinterpret_cast<const bf16*>(smem + L::q);     // (BQ, LD)
   const bf16* do_s = reinterpret_cast<const bf16*>(smem + L::dout);  // (BQ, LD)

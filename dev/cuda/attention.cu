@@ -22,7 +22,8 @@
 //      products instead of 7, dq's last bits vary run to run.
 //   7: version 5's kernels asking for more resident blocks per SM (launch bounds; below), trading spills for
 //      occupancy: the dK/dV kernel was latency-bound at 2 blocks per SM on the H200.
-//   8: version 5 with 32-query tiles in the dK/dV blocks at D = 64 (as at 128): 3 blocks per SM without spills.
+//   8: version 5 with 32-row tiles streamed through both backward kernels at D = 64 (as at 128): 3 dK/dV and 4
+//      dQ blocks per SM without spills.
 // Validates each chosen version (forward and backward) against the CPU twin on two small packed batches (exit 1
 // on a mismatch), then times each on the Llama-3-8B- and Llama-3.2-1B-shaped batches and on the
 // FlashAttention-3 paper's setting, and prints one markdown table of ms and TFLOP/s (causal: half the dense
@@ -545,10 +546,11 @@ void backward(bf16* dq, bf16* dk, bf16* dv, float* scratch, const bf16* dout, co
 
 }  // namespace occupancy
 
-// ---- version 8: version 5 with 32-query tiles in the dK/dV blocks at D = 64, as at D = 128 ----
-// Version 5 streams 64-query tiles through them at D = 64 (211 registers: 2 blocks per SM). With 32: 168 registers,
-// no spill and 36.8 KiB of shared memory (ptxas, nvcc 13.0.88), so 3 blocks per SM without a launch bound; twice the
-// iterations, each with half the products and its own barrier. At D = 128 version 8 is version 5.
+// ---- version 8: version 5 with 32-row tiles streamed through both backward kernels at D = 64, as at D = 128 ----
+// Version 5 streams 64-query tiles through the dK/dV blocks at D = 64 (211 registers: 2 blocks per SM) and 64-key
+// tiles through the dQ blocks (166: 3). With 32 (ptxas, nvcc 13.0.88, no spill): dK/dV 168 registers and 36.8 KiB of
+// shared memory, 3 blocks per SM; dQ 126 registers, 4 blocks; no launch bound. Twice the iterations, each with half
+// the products and its own barrier. At D = 128 version 8 is version 5.
 namespace narrow {
 
 template <int D>
@@ -557,12 +559,18 @@ __global__ void __launch_bounds__(stapo::flash2::THREADS) dkv_kernel(stapo::flas
   stapo::flash2::dkv_block<D, false, 32>(p, smem, blockIdx.x, blockIdx.y, blockIdx.z);
 }
 
+template <int D>
+__global__ void __launch_bounds__(stapo::flash2::THREADS) dq_kernel(stapo::flash2::Params p) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  stapo::flash2::dq_block<D, 32>(p, smem, gridDim.x - 1 - blockIdx.x, blockIdx.y, blockIdx.z);
+}
+
 void backward(bf16* dq, bf16* dk, bf16* dv, float* scratch, const bf16* dout, const bf16* out, const float* lse,
               const bf16* q, const bf16* k, const bf16* v, const stapo::AttentionShape& s, const int32_t* segments) {
   if (s.D != 64)
     return stapo::attention_flash2_backward(dq, dk, dv, scratch, dout, out, lse, q, k, v, s, segments, 0);
-  occupancy::backward_with<stapo::flash2::DkvTiles<64, false, 32>, stapo::flash2::DqTiles<64>>(
-      dkv_kernel<64>, stapo::flash2_dq_kernel<64>, dq, dk, dv, scratch, dout, out, lse, q, k, v, s, segments);
+  occupancy::backward_with<stapo::flash2::DkvTiles<64, false, 32>, stapo::flash2::DqTiles<64, 32>>(
+      dkv_kernel<64>, dq_kernel<64>, dq, dk, dv, scratch, dout, out, lse, q, k, v, s, segments);
 }
 
 }  // namespace narrow
