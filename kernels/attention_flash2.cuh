@@ -63,9 +63,10 @@ struct Params {
 __host__ __device__ constexpr size_t align128(size_t bytes) { return (bytes + 127) / 128 * 128; }
 __host__ __device__ constexpr size_t tile_bytes(int rows, int D) { return align128(sizeof(bf16) * rows * (D + 8)); }
 
-template <int D>
+// KEY_TILE: BK, 64 unless given (the playground's version 8 tries 32).
+template <int D, int KEY_TILE = 64>
 struct ForwardTiles {
-  static constexpr int BQ = WARP_ROWS * WARPS, BK = 64, LD = D + 8;
+  static constexpr int BQ = WARP_ROWS * WARPS, BK = KEY_TILE, LD = D + 8;
   static constexpr size_t q = 0, k = q + tile_bytes(BQ, D), v = k + 2 * tile_bytes(BK, D),
                           seg = v + 2 * tile_bytes(BK, D), bytes = seg + 2 * align128(sizeof(int32_t) * BK);
 };
@@ -349,9 +350,9 @@ struct KeyTileStream {
   }
 };
 
-template <int D>
+template <int D, int KEY_TILE = ForwardTiles<D>::BK>
 __device__ void forward_block(const Params& p, unsigned char* smem, int q_tile, int h, int row) {
-  using L = ForwardTiles<D>;
+  using L = ForwardTiles<D, KEY_TILE>;
   constexpr int BQ = L::BQ, BK = L::BK, LD = L::LD, NT = BK / 8, DT = D / 8;
   using Keys = KeyTileStream<D, L>;
   const bf16* q_s = reinterpret_cast<const bf16*>(smem + L::q);  // (BQ, LD); K, V: 2 stages of (BK, LD) each,

@@ -22,8 +22,8 @@
 //      products instead of 7, dq's last bits vary run to run.
 //   7: version 5's kernels asking for more resident blocks per SM (launch bounds; below), trading spills for
 //      occupancy: the dK/dV kernel was latency-bound at 2 blocks per SM on the H200.
-//   8: version 5 with 32-row tiles streamed through both backward kernels at D = 64 (as at 128): 3 dK/dV and 4
-//      dQ blocks per SM without spills.
+//   8: version 5 with 32-row tiles streamed through every kernel (the backward's already are at D = 128): more
+//      blocks per SM without spills.
 // Validates each chosen version (forward and backward) against the CPU twin on two small packed batches (exit 1
 // on a mismatch), then times each on the Llama-3-8B- and Llama-3.2-1B-shaped batches and on the
 // FlashAttention-3 paper's setting, and prints one markdown table of ms and TFLOP/s (causal: half the dense
@@ -509,17 +509,23 @@ __global__ void __launch_bounds__(flash2::THREADS, kDqBlocks<D>) dq_kernel(flash
   flash2::dq_block<D>(p, smem, gridDim.x - 1 - blockIdx.x, blockIdx.y, blockIdx.z);
 }
 
-template <int D>
-void forward(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v, const stapo::AttentionShape& s,
-             const int32_t* segments) {
-  stapo::attention_check(s, "occupancy::forward", {{"out", out}, {"q", q}, {"k", k}, {"v", v}});
+// Version 5's forward with another kernel (L: its shared-memory layout).
+template <typename L>
+void forward_with(void (*kernel)(flash2::Params), bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v,
+                  const stapo::AttentionShape& s, const int32_t* segments) {
+  stapo::attention_check(s, "playground forward", {{"out", out}, {"q", q}, {"k", k}, {"v", v}});
   flash2::Params p = stapo::flash2_params(s, q, k, v, segments);
   p.out = out;
   p.lse_out = lse;
-  using L = flash2::ForwardTiles<D>;
-  allow_smem(forward_kernel<D>, L::bytes);
-  forward_kernel<D><<<dim3(ceil_div(s.T, L::BQ), s.H, s.rows), flash2::THREADS, L::bytes>>>(p);
+  allow_smem(kernel, L::bytes);
+  kernel<<<dim3(ceil_div(s.T, L::BQ), s.H, s.rows), flash2::THREADS, L::bytes>>>(p);
   cudaCheck(cudaGetLastError());
+}
+
+template <int D>
+void forward(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v, const stapo::AttentionShape& s,
+             const int32_t* segments) {
+  forward_with<flash2::ForwardTiles<D>>(forward_kernel<D>, out, lse, q, k, v, s, segments);
 }
 
 // Version 5's backward with other dK/dV and dQ kernels (Lkv, Lq: their shared-memory layouts).
@@ -546,12 +552,25 @@ void backward(bf16* dq, bf16* dk, bf16* dv, float* scratch, const bf16* dout, co
 
 }  // namespace occupancy
 
-// ---- version 8: version 5 with 32-row tiles streamed through both backward kernels at D = 64, as at D = 128 ----
-// Version 5 streams 64-query tiles through the dK/dV blocks at D = 64 (211 registers: 2 blocks per SM) and 64-key
-// tiles through the dQ blocks (166: 3). With 32 (ptxas, nvcc 13.0.88, no spill): dK/dV 168 registers and 36.8 KiB of
-// shared memory, 3 blocks per SM; dQ 126 registers, 4 blocks; no launch bound. Twice the iterations, each with half
-// the products and its own barrier. At D = 128 version 8 is version 5.
+// ---- version 8: version 5 with 32-row tiles streamed through every kernel (the backward's are 32 at D = 128) ----
+// Version 5 streams 64-key tiles through the forward (D = 64 / 128: 136 / 185 registers, 3 / 2 blocks per SM), and at
+// D = 64 64-query tiles through the dK/dV blocks (211: 2) and 64-key tiles through the dQ blocks (166: 3). With 32
+// (ptxas, nvcc 13.0.88, no launch bound, no spill): the forward 127 / 166 registers, 4 / 3 blocks; dK/dV 168
+// registers and 36.8 KiB of shared memory, 3 blocks; dQ 126, 4 blocks. Twice the iterations, each with half the
+// products and its own barrier; finer tiles also skip more of the masked-out work.
 namespace narrow {
+
+template <int D>
+__global__ void __launch_bounds__(stapo::flash2::THREADS) forward_kernel(stapo::flash2::Params p) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  stapo::flash2::forward_block<D, 32>(p, smem, gridDim.x - 1 - blockIdx.x, blockIdx.y, blockIdx.z);
+}
+
+template <int D>
+void forward(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v, const stapo::AttentionShape& s,
+             const int32_t* segments) {
+  occupancy::forward_with<stapo::flash2::ForwardTiles<D, 32>>(forward_kernel<D>, out, lse, q, k, v, s, segments);
+}
 
 template <int D>
 __global__ void __launch_bounds__(stapo::flash2::THREADS) dkv_kernel(stapo::flash2::Params p) {
@@ -593,8 +612,12 @@ void forward_version(int version, const Buffers& b, const stapo::AttentionShape&
     tensor_core::attention_forward_tc<64>(b.out, b.lse, b.q, b.k, b.v, s, b.segments);
   } else if (version == 4) {
     tensor_core::attention_forward_tc<128>(b.out, b.lse, b.q, b.k, b.v, s, b.segments);
-  } else if (version == 5 || version == 6 || version == 8) {
+  } else if (version == 5 || version == 6) {
     stapo::attention_flash2_forward(b.out, b.lse, b.q, b.k, b.v, s, b.segments, 0);
+  } else if (version == 8 && s.D == 64) {
+    narrow::forward<64>(b.out, b.lse, b.q, b.k, b.v, s, b.segments);
+  } else if (version == 8) {
+    narrow::forward<128>(b.out, b.lse, b.q, b.k, b.v, s, b.segments);
   } else if (version == 7 && s.D == 64) {
     occupancy::forward<64>(b.out, b.lse, b.q, b.k, b.v, s, b.segments);
   } else if (version == 7) {

@@ -43,13 +43,14 @@ void add(EmulatorStats& total, const EmulatorStats& s) {
 }
 
 // The three grids of kernels/attention_flash2.cu, one block at a time.
-template <int D>
+template <int D, int KEY_TILE = flash2::ForwardTiles<D>::BK>
 EmulatorStats run_flash2(flash2::Params& p, const AttentionShape& s, const EmulatorOptions& options) {
   using flash2::ceil_div;
-  using F = flash2::ForwardTiles<D>;
+  using F = flash2::ForwardTiles<D, KEY_TILE>;
   return emulate_grid(
       ceil_div(s.T, F::BQ), s.H, s.rows, flash2::THREADS, F::bytes,
-      [&](int x, int y, int z, unsigned char* smem) { flash2::forward_block<D>(p, smem, x, y, z); }, options);
+      [&](int x, int y, int z, unsigned char* smem) { flash2::forward_block<D, KEY_TILE>(p, smem, x, y, z); },
+      options);
 }
 
 // The deterministic backward's two grids (its dk, dv blocks streaming query tiles of QUERY_TILE, its dq blocks key
@@ -85,8 +86,8 @@ EmulatorStats run_flash2_backward(flash2::Params& p, const AttentionShape& s, co
 }
 
 // Every case of attention_cases(): the forward, then the deterministic or the atomic backward, against the twin.
-// narrow_tiles: the deterministic backward with 32-query tiles in the dk, dv blocks and 32-key tiles in the dq blocks
-// at D = 64 too (the playground's version 8; D = 128 uses 32 anyway).
+// narrow_tiles: 32-key tiles in the forward, and the deterministic backward with 32-query tiles in the dk, dv blocks
+// and 32-key tiles in the dq blocks at D = 64 too (the playground's version 8; the backward's are 32 at D = 128).
 void check_cases(bool atomic, bool narrow_tiles = false) {
   uint64_t salt = atomic ? 200 : narrow_tiles ? 300 : 100;
   int index = 0;
@@ -137,7 +138,9 @@ void check_cases(bool atomic, bool narrow_tiles = false) {
     p.window = s.window;
     p.scale = 1.0f / std::sqrt((float)s.D);
 
-    EmulatorStats stats = s.D == 64 ? run_flash2<64>(p, s, options) : run_flash2<128>(p, s, options);
+    EmulatorStats stats = s.D == 64 ? narrow_tiles ? run_flash2<64, 32>(p, s, options) : run_flash2<64>(p, s, options)
+                          : narrow_tiles ? run_flash2<128, 32>(p, s, options)
+                                         : run_flash2<128>(p, s, options);
     const std::vector<float> out = from_bf16(out_h);
     EXPECT_TRUE(bf16_close(out, ref_out, 1e-2)) << "out " << describe(s);
     EXPECT_TRUE(all_close(finite_lse(lse), finite_lse(ref_lse), 1e-4, 1e-4)) << "lse " << describe(s);
@@ -157,7 +160,7 @@ void check_cases(bool atomic, bool narrow_tiles = false) {
     EXPECT_TRUE(bf16_close(from_bf16(dq_h), ref_dq, 2e-2, cancel_scale)) << "dq " << describe(s);
     EXPECT_TRUE(bf16_close(from_bf16(dk_h), ref_dk, 2e-2, cancel_scale)) << "dk " << describe(s);
     EXPECT_TRUE(bf16_close(from_bf16(dv_h), ref_dv, 2e-2)) << "dv " << describe(s);
-    const char* backward_kind = atomic ? "atomic" : narrow_tiles ? "32-row dk/dv and dq tiles" : "deterministic";
+    const char* backward_kind = atomic ? "atomic" : narrow_tiles ? "32-row tiles" : "deterministic";
     // Padded rows of 16 bytes put the 8 rows of every ldmatrix phase in 8 different bank groups.
     EXPECT_EQ(stats.ldmatrix_conflicted_phases, 0) << describe(s);
     std::printf("%s (%s, %s backward): out %.2e, dq %.2e, dk %.2e, dv %.2e; %lld mma, %lld ldmatrix phases (%lld "
