@@ -1,6 +1,7 @@
 // kernels/grad_norm.cu against its CPU twin in train/grad_clip.h, run in double. (AdamW's kernel,
 // kernels/adamw_compact.cu, is tested against its CPU twin in test_adamw_compact.cpp.)
 #include <cmath>
+#include <iterator>
 
 #include "kernels/grad_norm.h"
 #include "tests/gpu_test_util.h"
@@ -12,12 +13,13 @@ namespace {
 
 TEST(KernelGradNorm, NormOverSeveralTensorsAndClipScale) {
   STAPO_REQUIRE_GPU();
-  // Sizes with every n % 4 tail, one smaller than a block, one larger than the whole grid. fp32 gradients (as
-  // accumulated over micro-batches), so the norm is checked to fp32 summation error.
-  const size_t sizes[] = {1, 7, 1003, 1000003};
+  // Sizes with every n % 4 tail, one smaller than a block, one that the grid's first round of unrolled loads
+  // covers but for part of its last load, one that takes several rounds. fp32 gradients (as accumulated over
+  // micro-batches), so the norm is checked to fp32 summation error.
+  const size_t sizes[] = {1, 6, 1003, 1000004, 5000011};
   std::vector<std::unique_ptr<DeviceArray<float>>> grads;
   double total = 0;
-  for (size_t i = 0; i < 4; ++i) {
+  for (size_t i = 0; i < std::size(sizes); ++i) {
     auto g = random_normal(sizes[i], 0.01f, i);
     total += grad_sum_squares(g.data(), g.size());
     grads.push_back(std::make_unique<DeviceArray<float>>(g));
