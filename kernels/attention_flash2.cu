@@ -13,18 +13,25 @@ static_assert(flash2::ForwardTiles<128>::bytes <= MAX_BLOCK_SMEM &&
                   flash2::DkvTiles<128, true>::bytes <= MAX_BLOCK_SMEM && flash2::DqTiles<128>::bytes <= MAX_BLOCK_SMEM,
               "flash2 tiles exceed shared memory");
 
-// Causal work grows with the query tile: the last tiles are launched first, so the long blocks start early
-// (FlashAttention-2's order). The dk/dv blocks are longest for the first key tiles, their natural order.
+// This block's place in a (tiles, heads, rows) grid, the longest blocks launched first (flash2::longest_first).
+template <bool TILE0_LONGEST>
+__device__ __forceinline__ flash2::BlockPlace place_longest_first() {
+  const unsigned index = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+  return flash2::longest_first(index, gridDim.x, gridDim.y, gridDim.z, TILE0_LONGEST);
+}
+
 template <int D>
 __global__ void __launch_bounds__(flash2::THREADS) flash2_forward_kernel(flash2::Params p) {
   extern __shared__ __align__(128) unsigned char flash2_smem[];
-  flash2::forward_block<D>(p, flash2_smem, gridDim.x - 1 - blockIdx.x, blockIdx.y, blockIdx.z);
+  const flash2::BlockPlace b = place_longest_first<false>();
+  flash2::forward_block<D>(p, flash2_smem, b.tile, b.head, b.row);
 }
 
 template <int D, bool DQ_ATOMIC>
 __global__ void __launch_bounds__(flash2::THREADS) flash2_dkv_kernel(flash2::Params p) {
   extern __shared__ __align__(128) unsigned char flash2_smem[];
-  flash2::dkv_block<D, DQ_ATOMIC>(p, flash2_smem, blockIdx.x, blockIdx.y, blockIdx.z);
+  const flash2::BlockPlace b = place_longest_first<true>();
+  flash2::dkv_block<D, DQ_ATOMIC>(p, flash2_smem, b.tile, b.head, b.row);
 }
 
 __global__ void __launch_bounds__(flash2::THREADS) flash2_dq_convert_kernel(flash2::Params p, size_t count) {
@@ -34,7 +41,8 @@ __global__ void __launch_bounds__(flash2::THREADS) flash2_dq_convert_kernel(flas
 template <int D>
 __global__ void __launch_bounds__(flash2::THREADS) flash2_dq_kernel(flash2::Params p) {
   extern __shared__ __align__(128) unsigned char flash2_smem[];
-  flash2::dq_block<D>(p, flash2_smem, gridDim.x - 1 - blockIdx.x, blockIdx.y, blockIdx.z);
+  const flash2::BlockPlace b = place_longest_first<false>();
+  flash2::dq_block<D>(p, flash2_smem, b.tile, b.head, b.row);
 }
 
 // What both directions read; the caller adds the outputs (and the backward's inputs).

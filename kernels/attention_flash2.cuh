@@ -32,6 +32,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/warp_mma.cuh"
 
@@ -98,6 +99,27 @@ __host__ __device__ constexpr int imin(int a, int b) { return a < b ? a : b; }
 __host__ __device__ constexpr int imax(int a, int b) { return a > b ? a : b; }
 __host__ __device__ constexpr int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
+// ---- launch order ----
+
+// Where a block works: its tile (of queries in the forward and dq grids, of keys in the dk, dv grid), head, row.
+struct BlockPlace {
+  int tile, head, row;
+};
+
+// Causal blocks differ in length by their tile alone: a dk, dv block of key tile kt visits the query tiles from kt
+// on, a forward or dq block of query tile qt the key tiles up to qt (16 to 1 at T = 1024). A grid's blocks start in
+// index order, x fastest, so with the tile as x every wave mixed all lengths and the last wave's long blocks ran on
+// alone (Nsight Compute's "partial wave" on the dk, dv grid). Numbered tile-major, longest tile first, every long
+// block starts before any shorter one (the longest-processing-time-first rule) and the last wave is short blocks;
+// dev/cuda/launch_order.py models both orders. `index`: the block's place in launch order over a grid of
+// tiles × heads × rows; tile 0 is the longest when tile0_longest (dk, dv), else the last tile (forward, dq).
+__host__ __device__ constexpr BlockPlace longest_first(unsigned index, int tiles, int heads, int rows,
+                                                       bool tile0_longest) {
+  const unsigned per_tile = (unsigned)heads * (unsigned)rows, rank = index / per_tile, rest = index % per_tile;
+  return {tile0_longest ? (int)rank : tiles - 1 - (int)rank, (int)(rest % (unsigned)heads),
+          (int)(rest / (unsigned)heads)};
+}
+
 __device__ __forceinline__ int lane_id() { return warp::thread_index() % 32; }
 __device__ __forceinline__ int warp_id() { return warp::thread_index() / 32; }
 
@@ -124,12 +146,18 @@ __device__ __forceinline__ void load_rows_async(bf16* dst, const bf16* src, size
   }
 }
 
-// count 4-byte values src[i·stride] into dst[i]; i ≥ valid zero-filled without being read.
+// count 4-byte values src[i·stride] into dst[i]; i ≥ valid zero-filled without being read. The loop steps from 0 by
+// the block, not from the thread's index (as segment_range's by the warp): count is the caller's tile constant, so
+// the trip count is one too and the loop becomes straight code, without a branch and convergence barrier per visit.
+// (The same form for load_rows_async lets the compiler keep every chunk's offset across the tile loop: 60 bytes
+// spilled in the atomic dk, dv kernel at D = 128.)
 template <typename T>
 __device__ __forceinline__ void load_values_async(T* dst, const T* src, size_t stride, int count, int valid) {
-  for (int i = warp::thread_index(); i < count; i += THREADS) {
+#pragma unroll
+  for (int first = 0; first < count; first += THREADS) {
+    const int i = first + warp::thread_index();
     const bool in = i < valid;
-    warp::cp_async_4(dst + i, src + (size_t)(in ? i : 0) * stride, in);
+    if (i < count) warp::cp_async_4(dst + i, src + (size_t)(in ? i : 0) * stride, in);
   }
 }
 
@@ -147,7 +175,10 @@ __device__ __forceinline__ SegmentRange segment_range(const int32_t* seg, int st
   const int first = start < T ? seg[start] : -1;
   int lo = INT_MAX, hi = -1;
   bool uniform = first >= 0;
-  for (int i = lane_id(); i < count; i += 32) {
+#pragma unroll
+  for (int base = 0; base < count; base += 32) {
+    const int i = base + lane_id();
+    if (i >= count) break;
     const int s = start + i < T ? seg[start + i] : -1;
     if (s >= 0) {
       lo = imin(lo, s);
@@ -419,7 +450,7 @@ __device__ void forward_block(const Params& p, unsigned char* smem, int q_tile, 
       tile_max = fmaxf(tile_max, warp::shfl_xor(tile_max, 2));
       const float m_new = fmaxf(m[half], tile_max);
       const float m_use = m_new == -INFINITY ? 0.0f : m_new;  // nothing visible yet: exp2(−inf) = 0, no NaN
-      const float correction = exp2f((m[half] - m_use) * scale_log2), offset = m_use * scale_log2;
+      const float correction = warp::exp2_approx((m[half] - m_use) * scale_log2), offset = m_use * scale_log2;
       m[half] = m_new;
       l[half] *= correction;
 #pragma unroll
@@ -431,7 +462,7 @@ __device__ void forward_block(const Params& p, unsigned char* smem, int q_tile, 
       for (int n = 0; n < NT; ++n)
 #pragma unroll
         for (int e = 2 * half; e < 2 * half + 2; ++e) {
-          s[n][e] = exp2f(s[n][e] * scale_log2 - offset);
+          s[n][e] = warp::exp2_approx(s[n][e] * scale_log2 - offset);
           l[half] += s[n][e];
         }
     }
@@ -586,17 +617,33 @@ __device__ void dkv_block(const Params& p, unsigned char* smem, int k_tile, int 
     zero<NT>(dpt);
     mma_smem_bt<D, NT, LD>(st, k_s, w * WARP_ROWS, qs);    // Sᵀ = K·Qᵀ
     mma_smem_bt<D, NT, LD>(dpt, v_s, w * WARP_ROWS, dos);  // dPᵀ = V·dOᵀ
+    // Pᵀ = exp(Sᵀ − lse), dSᵀ = Pᵀ∘(dPᵀ − δ): a thread's query columns come in pairs, whose lse and δ are read
+    // once. A full tile takes the loop without the mask; a masked one selects after the exponential, so no element
+    // branches (a query past T reads lse 0 and may overflow there: the select drops it).
+    const auto probabilities = [&](auto masked) {
 #pragma unroll
-    for (int n = 0; n < NT; ++n)
+      for (int n = 0; n < NT; ++n) {
+        const int c = 8 * n + 2 * t;
+        const float2 lse = *reinterpret_cast<const float2*>(lse_s + c);
+        const float2 delta = *reinterpret_cast<const float2*>(delta_s + c);
+        const float lse_log2[2] = {lse.x * LOG2E, lse.y * LOG2E}, delta_c[2] = {delta.x, delta.y};
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int c = 8 * n + 2 * t + e % 2, i = q0 + c, j = k0 + w * WARP_ROWS + g + 8 * (e / 2);
-        // Queries past T are zero-filled (segment 0; q, dO and δ 0: they would add exactly 0): the bound says so.
-        const bool keep = step.full || (i < T && visible(i, j, seg_q[c], seg_k[e / 2], window));
-        const float prob = keep ? exp2f(st[n][e] * scale_log2 - lse_s[c] * LOG2E) : 0.0f;
-        st[n][e] = prob;
-        dpt[n][e] = prob * (dpt[n][e] - delta_s[c]);
+        for (int e = 0; e < 4; ++e) {
+          float prob = warp::exp2_approx(st[n][e] * scale_log2 - lse_log2[e % 2]);
+          if constexpr (decltype(masked)::value) {
+            // Queries past T are zero-filled (segment 0; q, dO and δ 0): the bound says so.
+            const int i = q0 + c + e % 2, j = k0 + w * WARP_ROWS + g + 8 * (e / 2);
+            prob = i < T && visible(i, j, seg_q[c + e % 2], seg_k[e / 2], window) ? prob : 0.0f;
+          }
+          st[n][e] = prob;
+          dpt[n][e] = prob * (dpt[n][e] - delta_c[e % 2]);
+        }
       }
+    };
+    if (step.full)
+      probabilities(std::false_type{});
+    else
+      probabilities(std::true_type{});
     uint32_t pa[BQ / 16][4], da[BQ / 16][4];
     scores_to_a<NT>(pa, st);
     scores_to_a<NT>(da, dpt);
@@ -669,16 +716,25 @@ __device__ void dq_block(const Params& p, unsigned char* smem, int q_tile, int h
     zero<NT>(dp);
     mma_smem_bt<D, NT, LD>(s, q_s, w * WARP_ROWS, ks);    // S = Q·Kᵀ
     mma_smem_bt<D, NT, LD>(dp, do_s, w * WARP_ROWS, vs);  // dP = dO·Vᵀ
+    // dS = P∘(dP − δ), P = exp(S − lse); as in the dk, dv block, a full tile without the mask, a masked one
+    // selecting after the exponential (a padding row's lse is −inf, its exp2 inf: the select drops it).
+    const auto gradients = [&](auto masked) {
 #pragma unroll
-    for (int n = 0; n < NT; ++n)
+      for (int n = 0; n < NT; ++n)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int c = 8 * n + 2 * t + e % 2, i = q0 + w * WARP_ROWS + g + 8 * (e / 2);
-        const bool keep = tile.full || visible(i, k0 + c, seg_q[e / 2], segs[c], window);
-        // A padding row's lse is −inf: its exp2 would be inf, so the mask selects rather than multiplies.
-        const float prob = keep ? exp2f(s[n][e] * scale_log2 - lse_log2[e / 2]) : 0.0f;
-        s[n][e] = prob * (dp[n][e] - delta_q[e / 2]);
-      }
+        for (int e = 0; e < 4; ++e) {
+          float prob = warp::exp2_approx(s[n][e] * scale_log2 - lse_log2[e / 2]);
+          if constexpr (decltype(masked)::value) {
+            const int c = 8 * n + 2 * t + e % 2, i = q0 + w * WARP_ROWS + g + 8 * (e / 2);
+            prob = visible(i, k0 + c, seg_q[e / 2], segs[c], window) ? prob : 0.0f;
+          }
+          s[n][e] = prob * (dp[n][e] - delta_q[e / 2]);
+        }
+    };
+    if (tile.full)
+      gradients(std::false_type{});
+    else
+      gradients(std::true_type{});
     uint32_t da[BK / 16][4];
     scores_to_a<NT>(da, s);
     mma_a_b<BK, DT, LD>(dq, da, ks);  // dQ += dS·K (·scale below)

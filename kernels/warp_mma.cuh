@@ -1,6 +1,7 @@
 // The warp-level instructions the tensor-core attention kernels (kernels/attention_flash2.cuh) are made of:
 // bf16 mma.sync m16n8k16 with fp32 accumulation, ldmatrix (plain and transposed), cp.async with zero fill,
-// shuffles, votes, block barriers and fp32 atomic adds to global memory (the atomic backward's dQ). On the device each is one PTX instruction (or an intrinsic). Compiled
+// shuffles, votes, block barriers, fp32 atomic adds to global memory (the atomic backward's dQ) and the fast 2^x.
+// On the device each is one PTX instruction (or an intrinsic). Compiled
 // with STAPO_WARP_EMULATION (a host compiler, no nvcc), they are only declared here: the host emulation in
 // tests/kernels/warp_emulator.cpp defines them, so the kernels' own source runs on the CPU, one fiber per
 // thread, and tests/kernels/test_attention_flash2_emulated.cpp checks it against the CPU twin without a GPU.
@@ -16,6 +17,8 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <cfloat>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -30,6 +33,13 @@ __host__ __device__ inline uint32_t pack_bf16x2(float lo, float hi) {
 }
 
 #if defined(STAPO_WARP_EMULATION)
+
+// 2^x as ex2.approx.ftz.f32 gives it (within 2 ulp): a result below the least normal float is 0, as the device
+// flushes it; 2^−inf = 0.
+inline float exp2_approx(float x) {
+  const float y = std::exp2(x);
+  return y < FLT_MIN ? 0.0f : y;
+}
 
 int thread_index();                  // threadIdx.x
 void block_sync();                   // __syncthreads()
@@ -102,6 +112,14 @@ __device__ __forceinline__ void mma_bf16_16816(float d[4], const uint32_t a[4], 
       "{%0, %1, %2, %3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// One MUFU.EX2: exp2f proper adds a range test and two multiplies around it to keep results below 2^−126 (none
+// that matters to a probability) and costs a branch where the compiler cannot predicate it.
+__device__ __forceinline__ float exp2_approx(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
 }
 
 // red, not atom: no old value comes back, so the warp does not wait for the add.

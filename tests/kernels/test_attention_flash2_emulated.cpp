@@ -4,9 +4,12 @@
 // layouts, masking, tile skipping and the cp.async pipeline's ordering without a GPU; timing, occupancy and the
 // hardware's own mma rounding are left to the GPU tests. Also fails on shared-memory bank conflicts in ldmatrix.
 // Both backwards: the deterministic one (dk, dv and dq blocks) and the atomic one (dk, dv blocks adding dq into an
-// fp32 accumulator, then its conversion), whose atomics may only touch that accumulator.
+// fp32 accumulator, then its conversion), whose atomics may only touch that accumulator. Also the launchers' block
+// numbering (longest causal blocks first).
 #include <cuda_bf16.h>
 
+#include <array>
+#include <climits>
 #include <cstdio>
 #include <vector>
 
@@ -177,6 +180,29 @@ TEST(Flash2Emulated, ForwardAndBackwardMatchCpu) { check_cases(false); }
 TEST(Flash2Emulated, AtomicBackwardMatchesCpu) { check_cases(true); }
 
 TEST(Flash2Emulated, NarrowTilesMatchCpu) { check_cases(false, true); }
+
+// The launchers' block numbering: every (tile, head, row) of the grid exactly once, tiles in order of causal length
+// (the longest first), and within a tile the heads of one row next to each other (GQA groups share their keys).
+TEST(Flash2LaunchOrder, LongestFirstVisitsEveryBlockOnceLongestTileFirst) {
+  for (const bool tile0_longest : {true, false})
+    for (const auto& [tiles, heads, rows] : {std::array<int, 3>{16, 32, 8}, {1, 3, 5}, {7, 1, 1}, {5, 4, 3}}) {
+      std::vector<int> seen((size_t)tiles * heads * rows, 0);
+      int previous_length = INT_MAX;
+      for (unsigned index = 0; index < seen.size(); ++index) {
+        const flash2::BlockPlace b = flash2::longest_first(index, tiles, heads, rows, tile0_longest);
+        ASSERT_TRUE(b.tile >= 0 && b.tile < tiles && b.head >= 0 && b.head < heads && b.row >= 0 && b.row < rows)
+            << index;
+        ++seen[((size_t)b.row * heads + b.head) * tiles + b.tile];
+        const int length = tile0_longest ? tiles - b.tile : b.tile + 1;  // causal tiles visited
+        EXPECT_LE(length, previous_length) << "block " << index << " of " << tiles << "x" << heads << "x" << rows;
+        previous_length = length;
+        if (index > 0 && index % heads != 0) {
+          EXPECT_EQ(flash2::longest_first(index - 1, tiles, heads, rows, tile0_longest).head, b.head - 1);
+        }
+      }
+      for (int count : seen) EXPECT_EQ(count, 1);
+    }
+}
 
 // The emulator's own check: an atomic add outside the declared memory is an error naming the instruction.
 TEST(Flash2Emulated, AtomicOutsideDeclaredMemoryFails) {
