@@ -1,6 +1,6 @@
 // Playground: causal GQA attention with packed rows and a sliding window (kernels/attention.cu,
 // kernels/attention_flash2.cu).
-// Build: make attention (CUDNN=1 adds version 3)   Run: ./attention [version ...]   (default: 2 5 6 7 8)
+// Build: make attention (CUDNN=1 adds version 3)   Run: ./attention [version ...]   (default: 2 5 6 7 8 9)
 // Versions:
 //   1: naive: one warp per (query, head) streaming every visible key with an online softmax, no tiling.
 //      Correct and obvious; a baseline for what tiling buys (forward only: its backward is version 2's).
@@ -24,6 +24,8 @@
 //      occupancy: the dK/dV kernel was latency-bound at 2 blocks per SM on the H200.
 //   8: version 5 with 32-row tiles streamed through every kernel (the backward's already are at D = 128): more
 //      blocks per SM without spills.
+//   9: version 5's kernels in the launch order they had before (the tile as blockIdx.x: every wave mixes long and
+//      short causal blocks); 5 to 8 launch the longest blocks first.
 // Validates each chosen version (forward and backward) against the CPU twin on two small packed batches (exit 1
 // on a mismatch), then times each on the Llama-3-8B- and Llama-3.2-1B-shaped batches and on the
 // FlashAttention-3 paper's setting, and prints one markdown table of ms and TFLOP/s (causal: half the dense
@@ -494,19 +496,22 @@ constexpr int kDkvBlocks = 3;
 template <int D>
 __global__ void __launch_bounds__(flash2::THREADS, kForwardBlocks<D>) forward_kernel(flash2::Params p) {
   extern __shared__ __align__(128) unsigned char smem[];
-  flash2::forward_block<D>(p, smem, gridDim.x - 1 - blockIdx.x, blockIdx.y, blockIdx.z);
+  const flash2::BlockPlace b = stapo::place_longest_first<false>();
+  flash2::forward_block<D>(p, smem, b.tile, b.head, b.row);
 }
 
 template <int D>
 __global__ void __launch_bounds__(flash2::THREADS, kDkvBlocks) dkv_kernel(flash2::Params p) {
   extern __shared__ __align__(128) unsigned char smem[];
-  flash2::dkv_block<D, false>(p, smem, blockIdx.x, blockIdx.y, blockIdx.z);
+  const flash2::BlockPlace b = stapo::place_longest_first<true>();
+  flash2::dkv_block<D, false>(p, smem, b.tile, b.head, b.row);
 }
 
 template <int D>
 __global__ void __launch_bounds__(flash2::THREADS, kDqBlocks<D>) dq_kernel(flash2::Params p) {
   extern __shared__ __align__(128) unsigned char smem[];
-  flash2::dq_block<D>(p, smem, gridDim.x - 1 - blockIdx.x, blockIdx.y, blockIdx.z);
+  const flash2::BlockPlace b = stapo::place_longest_first<false>();
+  flash2::dq_block<D>(p, smem, b.tile, b.head, b.row);
 }
 
 // Version 5's forward with another kernel (L: its shared-memory layout).
@@ -563,7 +568,8 @@ namespace narrow {
 template <int D>
 __global__ void __launch_bounds__(stapo::flash2::THREADS) forward_kernel(stapo::flash2::Params p) {
   extern __shared__ __align__(128) unsigned char smem[];
-  stapo::flash2::forward_block<D, 32>(p, smem, gridDim.x - 1 - blockIdx.x, blockIdx.y, blockIdx.z);
+  const stapo::flash2::BlockPlace b = stapo::place_longest_first<false>();
+  stapo::flash2::forward_block<D, 32>(p, smem, b.tile, b.head, b.row);
 }
 
 template <int D>
@@ -575,13 +581,15 @@ void forward(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v,
 template <int D>
 __global__ void __launch_bounds__(stapo::flash2::THREADS) dkv_kernel(stapo::flash2::Params p) {
   extern __shared__ __align__(128) unsigned char smem[];
-  stapo::flash2::dkv_block<D, false, 32>(p, smem, blockIdx.x, blockIdx.y, blockIdx.z);
+  const stapo::flash2::BlockPlace b = stapo::place_longest_first<true>();
+  stapo::flash2::dkv_block<D, false, 32>(p, smem, b.tile, b.head, b.row);
 }
 
 template <int D>
 __global__ void __launch_bounds__(stapo::flash2::THREADS) dq_kernel(stapo::flash2::Params p) {
   extern __shared__ __align__(128) unsigned char smem[];
-  stapo::flash2::dq_block<D, 32>(p, smem, gridDim.x - 1 - blockIdx.x, blockIdx.y, blockIdx.z);
+  const stapo::flash2::BlockPlace b = stapo::place_longest_first<false>();
+  stapo::flash2::dq_block<D, 32>(p, smem, b.tile, b.head, b.row);
 }
 
 void backward(bf16* dq, bf16* dk, bf16* dv, float* scratch, const bf16* dout, const bf16* out, const float* lse,
@@ -593,6 +601,45 @@ void backward(bf16* dq, bf16* dk, bf16* dv, float* scratch, const bf16* dout, co
 }
 
 }  // namespace narrow
+
+// ---- version 9: version 5's kernels in grid order, the launch order before longest-first ----
+// The tile as blockIdx.x (the forward's and dq's reversed, so that within each (head, row) the longest starts
+// first), as the trainer launched them up to the second H200 lease: each wave mixes every length. Measures what the
+// longest-first numbering (flash2::longest_first) buys; dev/cuda/launch_order.py predicts it.
+namespace grid_order {
+
+template <int D>
+__global__ void __launch_bounds__(stapo::flash2::THREADS) forward_kernel(stapo::flash2::Params p) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  stapo::flash2::forward_block<D>(p, smem, gridDim.x - 1 - blockIdx.x, blockIdx.y, blockIdx.z);
+}
+
+template <int D>
+__global__ void __launch_bounds__(stapo::flash2::THREADS) dkv_kernel(stapo::flash2::Params p) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  stapo::flash2::dkv_block<D, false>(p, smem, blockIdx.x, blockIdx.y, blockIdx.z);
+}
+
+template <int D>
+__global__ void __launch_bounds__(stapo::flash2::THREADS) dq_kernel(stapo::flash2::Params p) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  stapo::flash2::dq_block<D>(p, smem, gridDim.x - 1 - blockIdx.x, blockIdx.y, blockIdx.z);
+}
+
+template <int D>
+void forward(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v, const stapo::AttentionShape& s,
+             const int32_t* segments) {
+  occupancy::forward_with<stapo::flash2::ForwardTiles<D>>(forward_kernel<D>, out, lse, q, k, v, s, segments);
+}
+
+template <int D>
+void backward(bf16* dq, bf16* dk, bf16* dv, float* scratch, const bf16* dout, const bf16* out, const float* lse,
+              const bf16* q, const bf16* k, const bf16* v, const stapo::AttentionShape& s, const int32_t* segments) {
+  occupancy::backward_with<stapo::flash2::DkvTiles<D>, stapo::flash2::DqTiles<D>>(
+      dkv_kernel<D>, dq_kernel<D>, dq, dk, dv, scratch, dout, out, lse, q, k, v, s, segments);
+}
+
+}  // namespace grid_order
 
 // One version's forward and backward on one shape's device buffers. Version 1 has no backward of its own (it
 // runs version 2's); version 3 takes one sequence per row.
@@ -614,6 +661,10 @@ void forward_version(int version, const Buffers& b, const stapo::AttentionShape&
     tensor_core::attention_forward_tc<128>(b.out, b.lse, b.q, b.k, b.v, s, b.segments);
   } else if (version == 5 || version == 6) {
     stapo::attention_flash2_forward(b.out, b.lse, b.q, b.k, b.v, s, b.segments, 0);
+  } else if (version == 9 && s.D == 64) {
+    grid_order::forward<64>(b.out, b.lse, b.q, b.k, b.v, s, b.segments);
+  } else if (version == 9) {
+    grid_order::forward<128>(b.out, b.lse, b.q, b.k, b.v, s, b.segments);
   } else if (version == 8 && s.D == 64) {
     narrow::forward<64>(b.out, b.lse, b.q, b.k, b.v, s, b.segments);
   } else if (version == 8) {
@@ -641,6 +692,10 @@ void backward_version(int version, const Buffers& b, const stapo::AttentionShape
     occupancy::backward<64>(b.dq, b.dk, b.dv, b.scratch, b.dout, b.out, b.lse, b.q, b.k, b.v, s, b.segments);
   else if (version == 7)
     occupancy::backward<128>(b.dq, b.dk, b.dv, b.scratch, b.dout, b.out, b.lse, b.q, b.k, b.v, s, b.segments);
+  else if (version == 9 && s.D == 64)
+    grid_order::backward<64>(b.dq, b.dk, b.dv, b.scratch, b.dout, b.out, b.lse, b.q, b.k, b.v, s, b.segments);
+  else if (version == 9)
+    grid_order::backward<128>(b.dq, b.dk, b.dv, b.scratch, b.dout, b.out, b.lse, b.q, b.k, b.v, s, b.segments);
   else if (version == 8)
     narrow::backward(b.dq, b.dk, b.dv, b.scratch, b.dout, b.out, b.lse, b.q, b.k, b.v, s, b.segments);
   else if (version == 6)
@@ -660,10 +715,10 @@ struct BenchShape {
 int main(int argc, char** argv) {
   std::vector<int> versions;
   for (int i = 1; i < argc; ++i) versions.push_back(std::atoi(argv[i]));
-  if (versions.empty()) versions = {2, 5, 6, 7, 8};
+  if (versions.empty()) versions = {2, 5, 6, 7, 8, 9};
   for (int v : versions)
-    if (v < 1 || v > 8) {
-      std::printf("usage: %s [version ...]   versions 1-8 (default: 2 5 6 7 8; 3 needs make attention CUDNN=1)\n",
+    if (v < 1 || v > 9) {
+      std::printf("usage: %s [version ...]   versions 1-9 (default: 2 5 6 7 8 9; 3 needs make attention CUDNN=1)\n",
                   argv[0]);
       return 2;
     }
