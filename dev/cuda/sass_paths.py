@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+# Instructions one warp executes per tile step of each flash2 kernel, read from the compiled SASS: the step is the
+# code between the main loop's two block barriers (the pair with the most HMMA), and its branches form a graph
+# without cycles; the shortest path through it is a tile without the mask (every pair visible), the longest a
+# masked tile, where no element branches (code that branches per element, as before 4408818, has shorter paths:
+# the masked-out elements'). Counts instructions, not cycles: a static measure of what a change removed, for
+# reading beside the profiler's issue rates (docs/kernels.md).
+# Run: cuobjdump -sass kernels.o > k.sass && python3 dev/cuda/sass_paths.py k.sass
+#      (cuobjdump ships with the CUDA toolkit; without it, pip's nvidia-cuda-cuobjdump has it)
+import re
+import sys
+
+KERNEL = re.compile(r"Function : \S*?\dflash2_(\w+?)_kernelILi(\d+)E(Lb([01])E)?E")
+INSTRUCTION = re.compile(r"\s*/\*([0-9a-f]{4,})\*/\s*(.*?)\s*;")
+BRANCH = re.compile(r"^(@!?U?P\w+\s+)?BRA\s+(?:\S+\s+)?0x([0-9a-f]+)$")
+
+
+def kernels(text):
+    name, code = None, {}
+    for line in text.splitlines():
+        header = KERNEL.search(line)
+        if header:
+            variant = {None: "", "0": " (deterministic)", "1": " (atomic: its dQ barrier splits the step)"}
+            name = f"{header.group(1)} D = {header.group(2)}{variant[header.group(4)]}"
+            code[name] = []
+        elif name and (m := INSTRUCTION.match(line)):
+            code[name].append((int(m.group(1), 16), m.group(2)))
+    return code
+
+
+def step_paths(code):
+    barriers = [i for i, (_, text) in enumerate(code) if text.startswith("BAR.SYNC")]
+    pairs = list(zip(barriers, barriers[1:]))
+    if not pairs:
+        return None
+    first, last = max(pairs, key=lambda p: sum("HMMA" in text for _, text in code[p[0]:p[1]]))
+    index = {address: i for i, (address, _) in enumerate(code)}
+    shortest = {first: 1}
+    longest = {first: 1}
+    for i in range(first, last):  # forward edges only: node order is a topological order
+        if i not in shortest:
+            continue
+        m = BRANCH.match(code[i][1])
+        successors = []
+        if not (m and not m.group(1)):  # falls through unless the branch is unconditional
+            successors.append(i + 1)
+        if m and (target := index.get(int(m.group(2), 16))) is not None and first < target <= last:
+            successors.append(target)
+        for j in successors:
+            shortest[j] = min(shortest.get(j, 1 << 30), shortest[i] + 1)
+            longest[j] = max(longest.get(j, 0), longest[i] + 1)
+    hmma = sum("HMMA" in text for _, text in code[first:last])
+    return shortest.get(last), longest.get(last), last - first + 1, hmma
+
+
+text = open(sys.argv[1]).read() if len(sys.argv) > 1 else sys.exit(__doc__ or "usage: sass_paths.py FILE.sass")
+print("| kernel | full tile (shortest path) | masked tile (longest) | step code | HMMA in it |")
+print("|---|---:|---:|---:|---:|")
+for name, code in kernels(text).items():
+    paths = step_paths(code)
+    if paths and paths[3]:
+        print(f"| {name} | {paths[0]} | {paths[1]} | {paths[2]} | {paths[3]} |")
