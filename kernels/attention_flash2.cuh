@@ -502,8 +502,8 @@ __device__ __forceinline__ void dq_tile_atomic(const Params& p, unsigned char* s
                                                size_t row_base) {
   using L = DkvTiles<D, true>;
   constexpr int BK = L::BK, BQ = L::BQ, LD = L::LD, LDS = L::LDS;
-  constexpr int ROW_GROUPS = BQ / WARP_ROWS, SPLIT = WARPS / ROW_GROUPS, DC = D / SPLIT, NT = DC / 8;
-  static_assert(ROW_GROUPS * SPLIT == WARPS && DC % 16 == 0, "dq_tile_atomic: the warps do not tile dQ");
+  constexpr int ROW_GROUPS = BQ / WARP_ROWS, SPLIT = WARPS / ROW_GROUPS, DC = D / SPLIT, NT = 4;
+  static_assert(ROW_GROUPS * SPLIT == WARPS && DC % (8 * NT) == 0, "dq_tile_atomic: the warps do not tile dQ");
   bf16* ds = reinterpret_cast<bf16*>(smem + L::ds);  // dSᵀ (BK, LDS)
   const bf16* k_s = reinterpret_cast<const bf16*>(smem + L::k);
   const int lane = lane_id(), w = warp_id(), g = lane / 4, t = lane % 4;
@@ -515,24 +515,29 @@ __device__ __forceinline__ void dq_tile_atomic(const Params& p, unsigned char* s
           da[kk][r];
   warp::block_sync();
 
-  const int r0 = (w % ROW_GROUPS) * WARP_ROWS, c0 = (w / ROW_GROUPS) * DC;
-  float acc[NT][4];
-  zero<NT>(acc);
+  // The warp's DC columns in passes of 32: the dk, dv accumulators are live throughout, and 8 n-tiles of dQ on top
+  // of them spilled at D = 128.
+  const int r0 = (w % ROW_GROUPS) * WARP_ROWS;
 #pragma unroll
-  for (int kk = 0; kk < BK / 16; ++kk) {
-    uint32_t a[4];
-    load_a_transposed<LDS>(a, ds, r0, 16 * kk);
-    mma_k_step<NT, LD, false>(acc, a, k_s + c0, 16 * kk);  // dQ (16 × DC) += dS·K (·scale in dq_convert_block)
-  }
+  for (int c0 = (w / ROW_GROUPS) * DC, c_end = c0 + DC; c0 < c_end; c0 += 8 * NT) {
+    float acc[NT][4];
+    zero<NT>(acc);
 #pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const int i = q0 + r0 + g + 8 * half;
-    if (i >= p.T) continue;
-    float* dst = p.dq_accum + ((row_base + i) * p.H + h) * D + c0 + 2 * t;
+    for (int kk = 0; kk < BK / 16; ++kk) {
+      uint32_t a[4];
+      load_a_transposed<LDS>(a, ds, r0, 16 * kk);
+      mma_k_step<NT, LD, false>(acc, a, k_s + c0, 16 * kk);  // dQ (16 × 32) += dS·K (·scale in dq_convert_block)
+    }
 #pragma unroll
-    for (int n = 0; n < NT; ++n) {
-      warp::red_add(dst + 8 * n, acc[n][2 * half]);
-      warp::red_add(dst + 8 * n + 1, acc[n][2 * half + 1]);
+    for (int half = 0; half < 2; ++half) {
+      const int i = q0 + r0 + g + 8 * half;
+      if (i >= p.T) continue;
+      float* dst = p.dq_accum + ((row_base + i) * p.H + h) * D + c0 + 2 * t;
+#pragma unroll
+      for (int n = 0; n < NT; ++n) {
+        warp::red_add(dst + 8 * n, acc[n][2 * half]);
+        warp::red_add(dst + 8 * n + 1, acc[n][2 * half + 1]);
+      }
     }
   }
 }
@@ -553,21 +558,27 @@ __device__ void dkv_block(const Params& p, unsigned char* smem, int k_tile, int 
   const int k0 = k_tile * BK, k_valid = imin(BK, T - k0);
 
   // Queries from the key tile's own query tile (causal) up to the last one inside the window; the steps run over
-  // those tiles for each query head of the group in turn.
+  // those tiles for each query head of the group in turn, counted as (head, tile) rather than one index, which
+  // would cost two integer divisions per step.
   const SegmentRange k_range = segment_range(seg, k0, BK, T);
   const int qt_first = k0 / BQ;
   const int qt_end = ceil_div(window > 0 ? imin(T, k0 + k_valid - 1 + window) : T, BQ);
-  const int tiles = qt_end - qt_first, steps = group * tiles;
-  auto next_visible = [&](int step) {
-    for (; step < steps; ++step) {
-      const int q0 = (qt_first + step % tiles) * BQ;
-      const TileKind kind = tile_kind(q0, BQ, segment_range(seg, q0, BQ, T), k0, BK, k_range, window);
-      if (kind.any) return VisibleTile{step, kind.full};
-    }
-    return VisibleTile{steps, false};
+  const int tiles = qt_end - qt_first;
+  struct QueryStep {
+    int head, tile;  // head within the group (group: no step left), tile from qt_first
+    bool full;
   };
-  auto issue = [&](int step, int stage) {
-    const int h = hk * group + step / tiles, q0 = (qt_first + step % tiles) * BQ, valid = imin(BQ, T - q0);
+  auto next_visible = [&](int head, int tile) {  // the first visible step at or after (head, tile)
+    for (; head < group; ++head, tile = 0)
+      for (; tile < tiles; ++tile) {
+        const int q0 = (qt_first + tile) * BQ;
+        const TileKind kind = tile_kind(q0, BQ, segment_range(seg, q0, BQ, T), k0, BK, k_range, window);
+        if (kind.any) return QueryStep{head, tile, kind.full};
+      }
+    return QueryStep{group, 0, false};
+  };
+  auto issue = [&](const QueryStep& step, int stage) {
+    const int h = hk * group + step.head, q0 = (qt_first + step.tile) * BQ, valid = imin(BQ, T - q0);
     const size_t first = (row_base + q0) * q_stride + (size_t)h * D;
     load_rows_async<D>(reinterpret_cast<bf16*>(smem + L::q + stage * Q_STAGE), p.q + first, q_stride, BQ, valid);
     load_rows_async<D>(reinterpret_cast<bf16*>(smem + L::dout + stage * Q_STAGE), p.dout + first, q_stride, BQ,
@@ -582,8 +593,8 @@ __device__ void dkv_block(const Params& p, unsigned char* smem, int k_tile, int 
                      kv_stride, BK, k_valid);
   load_rows_async<D>(reinterpret_cast<bf16*>(smem + L::v), p.v + (row_base + k0) * kv_stride + (size_t)hk * D,
                      kv_stride, BK, k_valid);
-  VisibleTile step = next_visible(0);
-  if (step.index < steps) issue(step.index, 0);
+  QueryStep step = next_visible(0, 0);
+  if (step.head < group) issue(step, 0);
   warp::cp_async_commit();
   warp::cp_async_wait<0>();
   warp::block_sync();
@@ -599,14 +610,14 @@ __device__ void dkv_block(const Params& p, unsigned char* smem, int k_tile, int 
   zero<DT>(dk);
   zero<DT>(dv);
 
-  for (int stage = 0; step.index < steps; stage ^= 1) {
-    const VisibleTile next = next_visible(step.index + 1);
-    if (next.index < steps) issue(next.index, stage ^ 1);
+  for (int stage = 0; step.head < group; stage ^= 1) {
+    const QueryStep next = next_visible(step.head, step.tile + 1);
+    if (next.head < group) issue(next, stage ^ 1);
     warp::cp_async_commit();
     warp::cp_async_wait<1>();
     warp::block_sync();
 
-    const int q0 = (qt_first + step.index % tiles) * BQ;
+    const int q0 = (qt_first + step.tile) * BQ;
     const bf16* qs = reinterpret_cast<const bf16*>(smem + L::q + stage * Q_STAGE);
     const bf16* dos = reinterpret_cast<const bf16*>(smem + L::dout + stage * Q_STAGE);
     const float* lse_s = reinterpret_cast<const float*>(smem + L::lse + stage * VALUE_STAGE);
@@ -649,7 +660,7 @@ __device__ void dkv_block(const Params& p, unsigned char* smem, int k_tile, int 
     scores_to_a<NT>(da, dpt);
     mma_a_b<BQ, DT, LD>(dv, pa, dos);  // dV += Pᵀ·dO
     mma_a_b<BQ, DT, LD>(dk, da, qs);   // dK += dSᵀ·Q (·scale below)
-    if constexpr (DQ_ATOMIC) dq_tile_atomic<D>(p, smem, da, q0, hk * group + step.index / tiles, row_base);
+    if constexpr (DQ_ATOMIC) dq_tile_atomic<D>(p, smem, da, q0, hk * group + step.head, row_base);
     warp::block_sync();
     step = next;
   }
