@@ -147,7 +147,7 @@ __device__ __forceinline__ void load_rows_async(bf16* dst, const bf16* src, size
 }
 
 // count 4-byte values src[i·stride] into dst[i]; i ≥ valid zero-filled without being read. The loop steps from 0 by
-// the block, not from the thread's index (as segment_range's by the warp): count is the caller's tile constant, so
+// the block, not from the thread's index (as load_segments' by the warp): count is the caller's tile constant, so
 // the trip count is one too and the loop becomes straight code, without a branch and convergence barrier per visit.
 // (The same form for load_rows_async lets the compiler keep every chunk's offset across the tile loop: 60 bytes
 // spilled in the atomic dk, dv kernel at D = 128.)
@@ -163,35 +163,54 @@ __device__ __forceinline__ void load_values_async(T* dst, const T* src, size_t s
 
 // ---- which tiles to visit ----
 
-// The segment ids at positions start .. start+count−1 of one row (positions ≥ T count as padding): the least and
-// greatest id ≥ 0 (lo > hi: none) and whether all count positions are one sequence. A whole warp computes it
-// with shuffles, and every warp gets the same answer.
+// The segment ids at positions start .. start+COUNT−1 of one row (positions ≥ T count as padding): the least and
+// greatest id ≥ 0 (lo > hi: none) and whether all COUNT positions are one sequence. A whole warp computes it
+// with shuffles, and every warp gets the same answer. The loads (load_segments: COUNT/32 ids per lane) and the
+// reduction are apart, so that a caller can put other work between them while the loads are in flight.
 struct SegmentRange {
   int lo, hi;
   bool uniform;
 };
 
-__device__ __forceinline__ SegmentRange segment_range(const int32_t* seg, int start, int count, int T) {
-  const int first = start < T ? seg[start] : -1;
-  int lo = INT_MAX, hi = -1;
-  bool uniform = first >= 0;
+template <int COUNT>
+struct SegmentIds {
+  static_assert(COUNT % 32 == 0, "segment ids are read 32 per warp");
+  int id[COUNT / 32];  // lane l: positions start + l, start + 32 + l, …
+};
+
+template <int COUNT>
+__device__ __forceinline__ SegmentIds<COUNT> load_segments(const int32_t* seg, int start, int T) {
+  SegmentIds<COUNT> ids;
 #pragma unroll
-  for (int base = 0; base < count; base += 32) {
-    const int i = base + lane_id();
-    if (i >= count) break;
-    const int s = start + i < T ? seg[start + i] : -1;
-    if (s >= 0) {
-      lo = imin(lo, s);
-      hi = imax(hi, s);
-    }
-    uniform = uniform && s == first;
+  for (int k = 0; k < COUNT / 32; ++k) {
+    const int i = start + 32 * k + lane_id();
+    ids.id[k] = i < T ? seg[i] : -1;
+  }
+  return ids;
+}
+
+template <int COUNT>
+__device__ __forceinline__ SegmentRange segment_range(const SegmentIds<COUNT>& ids) {
+  int lo = INT_MAX, hi = -1;
+  bool all_sequence = true;  // no padding position
+#pragma unroll
+  for (int k = 0; k < COUNT / 32; ++k) {
+    const int s = ids.id[k];
+    lo = s >= 0 ? imin(lo, s) : lo;
+    hi = imax(hi, s);
+    all_sequence = all_sequence && s >= 0;
   }
 #pragma unroll
   for (int mask = 16; mask > 0; mask >>= 1) {
     lo = imin(lo, warp::shfl_xor(lo, mask));
     hi = imax(hi, warp::shfl_xor(hi, mask));
   }
-  return {lo, hi, warp::warp_all(uniform)};
+  return {lo, hi, warp::warp_all(all_sequence) && lo == hi};
+}
+
+template <int COUNT>
+__device__ __forceinline__ SegmentRange segment_range(const int32_t* seg, int start, int T) {
+  return segment_range(load_segments<COUNT>(seg, start, T));
 }
 
 // A tile of queries [q0, q0+BQ) × keys [k0, k0+BK): `any` when some pair may be visible (their segment ranges
@@ -358,18 +377,28 @@ struct KeyTileStream {
         window(p.window),
         q0(q_tile * L::BQ),
         end(ceil_div(imin(q0 + L::BQ, p.T), L::BK)),
-        q_range(segment_range(seg, q0, L::BQ, p.T)) {}
+        q_range(segment_range<L::BQ>(seg, q0, p.T)) {}
 
   // The first visible tile at or after kt (end when none); the first of all from first_visible_key.
   __device__ VisibleTile next_visible(int kt) const {
     for (; kt < end; ++kt) {
       const TileKind kind =
-          tile_kind(q0, L::BQ, q_range, kt * L::BK, L::BK, segment_range(seg, kt * L::BK, L::BK, T), window);
+          tile_kind(q0, L::BQ, q_range, kt * L::BK, L::BK, segment_range<L::BK>(seg, kt * L::BK, T), window);
       if (kind.any) return VisibleTile{kt, kind.full};
     }
     return VisibleTile{end, false};
   }
   __device__ VisibleTile first() const { return next_visible(first_visible_key(q0, window) / L::BK); }
+  // Whether tile kt is visible, in two halves around other work (as the dk, dv block's steps): its segment ids
+  // loaded (nothing read when kt ≥ end), then reduced, searching on from kt + 1 if it is not.
+  __device__ SegmentIds<L::BK> load_candidate(int kt) const {
+    return load_segments<L::BK>(seg, kt * L::BK, kt < end ? T : 0);
+  }
+  __device__ VisibleTile visible_from(int kt, const SegmentIds<L::BK>& ids) const {
+    if (kt >= end) return VisibleTile{end, false};
+    const TileKind kind = tile_kind(q0, L::BQ, q_range, kt * L::BK, L::BK, segment_range(ids), window);
+    return kind.any ? VisibleTile{kt, kind.full} : next_visible(kt + 1);
+  }
 
   __device__ void issue(unsigned char* smem, int kt, int stage) const {
     const int k0 = kt * L::BK, valid = imin(L::BK, T - k0);
@@ -417,12 +446,14 @@ __device__ void forward_block(const Params& p, unsigned char* smem, int q_tile, 
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, o[DT][4];
   zero<DT>(o);
 
+  VisibleTile next = tile.index < keys.end ? keys.next_visible(tile.index + 1) : tile;
   for (int stage = 0; tile.index < keys.end; stage ^= 1) {
-    const VisibleTile next = keys.next_visible(tile.index + 1);
     if (next.index < keys.end) keys.issue(smem, next.index, stage ^ 1);
     warp::cp_async_commit();  // possibly empty: the wait below always leaves exactly the newest group in flight
     warp::cp_async_wait<1>();
     warp::block_sync();  // this tile's K, V and segments have landed for every thread
+    // The tile after `next`: its segment ids in flight during this tile's products, reduced after them.
+    const SegmentIds<BK> candidate_ids = keys.load_candidate(next.index + 1);
 
     const int k0 = tile.index * BK;
     const bf16* ks = reinterpret_cast<const bf16*>(smem + L::k + stage * Keys::K_STAGE);
@@ -469,8 +500,10 @@ __device__ void forward_block(const Params& p, unsigned char* smem, int q_tile, 
     uint32_t pa[BK / 16][4];
     scores_to_a<NT>(pa, s);
     mma_a_b<BK, DT, LD>(o, pa, vs);  // O += P·V
+    const VisibleTile after_next = keys.visible_from(next.index + 1, candidate_ids);
     warp::block_sync();  // this stage is refilled two tiles on
     tile = next;
+    next = after_next;
   }
 
   float inv_l[2];
@@ -560,7 +593,7 @@ __device__ void dkv_block(const Params& p, unsigned char* smem, int k_tile, int 
   // Queries from the key tile's own query tile (causal) up to the last one inside the window; the steps run over
   // those tiles for each query head of the group in turn, counted as (head, tile) rather than one index, which
   // would cost two integer divisions per step.
-  const SegmentRange k_range = segment_range(seg, k0, BK, T);
+  const SegmentRange k_range = segment_range<BK>(seg, k0, T);
   const int qt_first = k0 / BQ;
   const int qt_end = ceil_div(window > 0 ? imin(T, k0 + k_valid - 1 + window) : T, BQ);
   const int tiles = qt_end - qt_first;
@@ -572,10 +605,13 @@ __device__ void dkv_block(const Params& p, unsigned char* smem, int k_tile, int 
     for (; head < group; ++head, tile = 0)
       for (; tile < tiles; ++tile) {
         const int q0 = (qt_first + tile) * BQ;
-        const TileKind kind = tile_kind(q0, BQ, segment_range(seg, q0, BQ, T), k0, BK, k_range, window);
+        const TileKind kind = tile_kind(q0, BQ, segment_range<BQ>(seg, q0, T), k0, BK, k_range, window);
         if (kind.any) return QueryStep{head, tile, kind.full};
       }
     return QueryStep{group, 0, false};
+  };
+  auto successor = [&](const QueryStep& step) {  // the step after `step`, visible or not
+    return step.tile + 1 < tiles ? QueryStep{step.head, step.tile + 1, false} : QueryStep{step.head + 1, 0, false};
   };
   auto issue = [&](const QueryStep& step, int stage) {
     const int h = hk * group + step.head, q0 = (qt_first + step.tile) * BQ, valid = imin(BQ, T - q0);
@@ -610,12 +646,18 @@ __device__ void dkv_block(const Params& p, unsigned char* smem, int k_tile, int 
   zero<DT>(dk);
   zero<DT>(dv);
 
+  QueryStep next = step.head < group ? next_visible(step.head, step.tile + 1) : step;
   for (int stage = 0; step.head < group; stage ^= 1) {
-    const QueryStep next = next_visible(step.head, step.tile + 1);
     if (next.head < group) issue(next, stage ^ 1);
     warp::cp_async_commit();
     warp::cp_async_wait<1>();
     warp::block_sync();
+    // Whether the step after `next` is visible: its query tile's segment ids are loaded now and reduced after this
+    // step's products, which hide the loads' latency (with T = 0 nothing is read: no step is left). A row of one
+    // sequence needs no more; in packed rows an invisible tile sends the search on, its loads in the open.
+    const QueryStep candidate = next.head < group ? successor(next) : QueryStep{group, 0, false};
+    const SegmentIds<BQ> candidate_ids =
+        load_segments<BQ>(seg, (qt_first + candidate.tile) * BQ, candidate.head < group ? T : 0);
 
     const int q0 = (qt_first + step.tile) * BQ;
     const bf16* qs = reinterpret_cast<const bf16*>(smem + L::q + stage * Q_STAGE);
@@ -661,8 +703,16 @@ __device__ void dkv_block(const Params& p, unsigned char* smem, int k_tile, int 
     mma_a_b<BQ, DT, LD>(dv, pa, dos);  // dV += Pᵀ·dO
     mma_a_b<BQ, DT, LD>(dk, da, qs);   // dK += dSᵀ·Q (·scale below)
     if constexpr (DQ_ATOMIC) dq_tile_atomic<D>(p, smem, da, q0, hk * group + step.head, row_base);
+    QueryStep after_next{group, 0, false};
+    if (candidate.head < group) {
+      const TileKind kind = tile_kind((qt_first + candidate.tile) * BQ, BQ, segment_range(candidate_ids), k0, BK,
+                                      k_range, window);
+      after_next = kind.any ? QueryStep{candidate.head, candidate.tile, kind.full}
+                            : next_visible(candidate.head, candidate.tile + 1);
+    }
     warp::block_sync();
     step = next;
+    next = after_next;
   }
 
   const float dk_scale[2] = {p.scale, p.scale}, one[2] = {1.0f, 1.0f};
@@ -711,12 +761,13 @@ __device__ void dq_block(const Params& p, unsigned char* smem, int q_tile, int h
   float dq[DT][4];
   zero<DT>(dq);
 
+  VisibleTile next = tile.index < keys.end ? keys.next_visible(tile.index + 1) : tile;
   for (int stage = 0; tile.index < keys.end; stage ^= 1) {
-    const VisibleTile next = keys.next_visible(tile.index + 1);
     if (next.index < keys.end) keys.issue(smem, next.index, stage ^ 1);
     warp::cp_async_commit();
     warp::cp_async_wait<1>();
     warp::block_sync();
+    const SegmentIds<BK> candidate_ids = keys.load_candidate(next.index + 1);  // as the forward's
 
     const int k0 = tile.index * BK;
     const bf16* ks = reinterpret_cast<const bf16*>(smem + L::k + stage * Keys::K_STAGE);
@@ -749,8 +800,10 @@ __device__ void dq_block(const Params& p, unsigned char* smem, int q_tile, int h
     uint32_t da[BK / 16][4];
     scores_to_a<NT>(da, s);
     mma_a_b<BK, DT, LD>(dq, da, ks);  // dQ += dS·K (·scale below)
+    const VisibleTile after_next = keys.visible_from(next.index + 1, candidate_ids);
     warp::block_sync();
     tile = next;
+    next = after_next;
   }
 
   const float dq_scale[2] = {p.scale, p.scale};

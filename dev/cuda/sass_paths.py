@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-# Instructions one warp executes per tile step of each flash2 kernel, read from the compiled SASS: the step is the
-# code between the main loop's two block barriers (the pair with the most HMMA), and its branches form a graph
-# without cycles; the shortest path through it is a tile without the mask (every pair visible), the longest a
-# masked tile, where no element branches (code that branches per element, as before 4408818, has shorter paths:
-# the masked-out elements'). Counts instructions, not cycles: a static measure of what a change removed, for
-# reading beside the profiler's issue rates (docs/kernels.md).
+# Instructions one warp executes per tile step of each flash2 kernel, read from the compiled SASS. The step's core is
+# the code between the main loop's two block barriers (the pair with the most HMMA): its shortest path is a tile
+# without the mask (every pair visible) when no element branches (code that branched per element, as before
+# 4408818, has shorter paths: the masked-out elements'). Beside it, the static size of the whole tile loop (from
+# the target of its back edge to the back edge: the core, choosing the next tile, issuing its loads). Counts
+# instructions, not cycles: a static measure of what a change removed, for reading beside the profiler's issue
+# rates (docs/kernels.md).
 # Run: cuobjdump -sass kernels.o > k.sass && python3 dev/cuda/sass_paths.py k.sass
 #      (cuobjdump ships with the CUDA toolkit; without it, pip's nvidia-cuda-cuobjdump has it)
 import re
@@ -36,25 +37,24 @@ def step_paths(code):
     first, last = max(pairs, key=lambda p: sum("HMMA" in text for _, text in code[p[0]:p[1]]))
     index = {address: i for i, (address, _) in enumerate(code)}
     shortest = {first: 1}
-    longest = {first: 1}
-    for i in range(first, last):  # forward edges only: node order is a topological order
-        if i not in shortest:
-            continue
-        m = BRANCH.match(code[i][1])
-        successors = []
-        if not (m and not m.group(1)):  # falls through unless the branch is unconditional
-            successors.append(i + 1)
-        if m and (target := index.get(int(m.group(2), 16))) is not None and first < target <= last:
-            successors.append(target)
-        for j in successors:
-            shortest[j] = min(shortest.get(j, 1 << 30), shortest[i] + 1)
-            longest[j] = max(longest.get(j, 0), longest[i] + 1)
+    loop = None
+    for i, (address, text) in enumerate(code):
+        m = BRANCH.match(text)
+        target = index.get(int(m.group(2), 16)) if m else None
+        if target is not None and target <= first and i >= last:  # a back edge around the step: the innermost is
+            loop = min(loop or 1 << 30, i - target + 1)             # the tile loop
+        if first <= i < last and i in shortest:  # forward edges only: node order is a topological order
+            successors = [] if m and not m.group(1) else [i + 1]  # no fall-through after an unconditional branch
+            if target is not None and first < target <= last:
+                successors.append(target)
+            for j in successors:
+                shortest[j] = min(shortest.get(j, 1 << 30), shortest[i] + 1)
     hmma = sum("HMMA" in text for _, text in code[first:last])
-    return shortest.get(last), longest.get(last), last - first + 1, hmma
+    return shortest.get(last), last - first + 1, loop, hmma
 
 
-text = open(sys.argv[1]).read() if len(sys.argv) > 1 else sys.exit(__doc__ or "usage: sass_paths.py FILE.sass")
-print("| kernel | full tile (shortest path) | masked tile (longest) | step code | HMMA in it |")
+text = open(sys.argv[1]).read() if len(sys.argv) > 1 else sys.exit("usage: sass_paths.py FILE.sass")
+print("| kernel | full tile: shortest path between the barriers | code between them | tile loop code | HMMA |")
 print("|---|---:|---:|---:|---:|")
 for name, code in kernels(text).items():
     paths = step_paths(code)

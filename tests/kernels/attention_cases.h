@@ -1,7 +1,9 @@
 // The attention test cases every implementation is checked on (the SIMT and tensor-core kernels on the GPU in
 // test_attention.cpp, the tensor-core kernels' source under the CPU emulation in
 // test_attention_flash2_emulated.cpp): causal, GQA and MQA, sliding windows, packed rows and padding, lengths
-// that are not multiples of the tiles, and tiles wholly visible (the unmasked path) as well as masked ones.
+// that are not multiples of the tiles, and tiles wholly visible (the unmasked path) as well as masked ones; and one
+// sequence id that comes back after another's (the masking rule allows it: equal ids see each other), which puts an
+// invisible key tile between visible ones.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -16,6 +18,7 @@ namespace stapo::test {
 struct AttentionCase {
   AttentionShape shape;
   std::vector<int> lengths;  // packed sequence lengths per row; the rest of the row is padding
+  std::vector<int> ids = {};  // their segment ids (empty: 0, 1, 2, …)
 };
 
 // rows, T, H, Hkv, D, window.
@@ -29,6 +32,7 @@ inline std::vector<AttentionCase> attention_cases() {
       {{2, 257, 2, 1, 128, 100}, {257}},           // window spanning several tiles, one tile of a single row
       {{1, 192, 2, 1, 64, 0}, {192}},              // one sequence: tiles wholly below the diagonal (no mask)
       {{1, 160, 4, 2, 128, 0}, {150}},             // the same at D = 128, then padding
+      {{1, 256, 2, 1, 64, 0}, {128, 64, 64}, {0, 1, 0}},  // key tile 2 hidden from query tile 3, tiles 0, 1, 3 not
   };
 }
 
@@ -37,7 +41,8 @@ inline std::vector<int32_t> packed_segments(const AttentionCase& c) {
   for (int r = 0; r < c.shape.rows; ++r) {
     int p = 0;
     for (size_t s = 0; s < c.lengths.size(); ++s)
-      for (int i = 0; i < c.lengths[s] && p < c.shape.T; ++i) seg[(size_t)r * c.shape.T + p++] = (int32_t)s;
+      for (int i = 0; i < c.lengths[s] && p < c.shape.T; ++i)
+        seg[(size_t)r * c.shape.T + p++] = (int32_t)(c.ids.empty() ? s : c.ids[s]);
   }
   return seg;
 }
