@@ -54,14 +54,25 @@ __device__ inline void adamw_block(const AdamWState& s, const G* grads, const Ad
     m_old_absmax = s.m_absmax[block];
     v_old_absmax = s.v_absmax[block];
   }
+  // Every read of the thread's elements first, then the updates and stores: read and update element by element,
+  // a thread had one element's reads in flight at a time (a store may alias a later read), and the step ran at
+  // about 72% of the H200's bandwidth.
+  AdamWInputs in[kPerThread];
+  float g[kPerThread];
+#pragma unroll
+  for (int k = 0; k < kPerThread; ++k) {
+    const size_t i = begin + threadIdx.x + (size_t)k * kThreads;
+    if (i >= s.n) continue;
+    in[k] = adamw_read<K, Q>(s, i, m_value, v_value, m_old_absmax, v_old_absmax);
+    g[k] = grad_value(grads, i) * clip;
+  }
   float m_new[kPerThread], v_new[kPerThread], m_absmax = 0.0f, v_absmax = 0.0f;
 #pragma unroll
   for (int k = 0; k < kPerThread; ++k) {
     const size_t i = begin + threadIdx.x + (size_t)k * kThreads;
     m_new[k] = v_new[k] = 0.0f;
     if (i >= s.n) continue;
-    adamw_element<K, Q>(s, i, grad_value(grads, i) * clip, m_value, v_value, m_old_absmax, v_old_absmax, step, seed,
-                        m_new[k], v_new[k]);
+    adamw_write<K, Q>(s, i, g[k], in[k], step, seed, m_new[k], v_new[k]);
     m_absmax = fmaxf(m_absmax, fabsf(m_new[k]));
     v_absmax = fmaxf(v_absmax, v_new[k]);
   }

@@ -48,8 +48,8 @@ void compact_update(const AdamWState& s, const float* grads, const AdamWStep<flo
     for (size_t i = begin; i < end; i++) {
       float& m = m_new[i - begin];
       float& v = v_new[i - begin];
-      adamw_element<K, Q>(s, i, grads[i] * clip, m_map.value, v_map.value, m_old_absmax, v_old_absmax, step, seed, m,
-                          v);
+      const AdamWInputs in = adamw_read<K, Q>(s, i, m_map.value, v_map.value, m_old_absmax, v_old_absmax);
+      adamw_write<K, Q>(s, i, grads[i] * clip, in, step, seed, m, v);
       m_absmax = fmaxf(m_absmax, fabsf(m));
       v_absmax = fmaxf(v_absmax, v);
     }

@@ -182,7 +182,7 @@ void optimizer_state_read_q8(const std::string& path, const std::vector<ParamSpe
   size_t code = 0, block = 0;  // the tensor's first code and block in the file
   for (size_t i = 0; i < specs.size(); ++i) {
     const size_t n = specs[i].numel, to = layout.offset[i];
-    if (layout.kind[i] == MomentKind::fp32) {  // decoded as model/ops/adamw.h's adamw_element decodes
+    if (layout.kind[i] == MomentKind::fp32) {  // decoded as model/ops/adamw.h's adamw_read decodes
       for (size_t e = 0; e < n; ++e) {
         s.m[to + e] = m_map.value[file_m[code + e]] * m_absmax[block + e / kQuantBlock];
         s.v[to + e] = v_map.value[file_v[code + e]] * v_absmax[block + e / kQuantBlock];

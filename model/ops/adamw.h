@@ -259,43 +259,56 @@ inline void adamw_state_check(const AdamWState& s, MasterKind master, MomentKind
               ": MomentKind::q8 needs state.m_code, v_code, m_absmax and v_absmax");
 }
 
-// The weight update of element i from the new moments (fp32 values). `seed`: MasterKind::none's rounding.
-template <MasterKind K>
-STAPO_HD inline void adamw_weight_update(const AdamWState& s, size_t i, float m, float v, const AdamWStep<float>& step,
-                                         uint32_t seed) {
+// What one element's step reads: its moments (fp32, or q8 decoded with the block's absmax of the previous step,
+// `m_value`, `v_value` being the maps' values) and its weight in fp32 (the master, the split master joined, or the
+// bf16 weight). Apart from the update (adamw_write) so that the kernel can have a thread's reads of all its
+// elements in flight before its first store, which the compiler may not move a read past (the arrays may alias).
+struct AdamWInputs {
+  float m, v, p;
+};
+
+template <MasterKind K, MomentKind Q>
+STAPO_HD inline AdamWInputs adamw_read(const AdamWState& s, size_t i, const float* m_value, const float* v_value,
+                                       float m_absmax, float v_absmax) {
+  AdamWInputs in;
+  if (Q == MomentKind::fp32) {
+    in.m = s.m[i];
+    in.v = s.v[i];
+  } else {
+    in.m = m_value[s.m_code[i]] * m_absmax;
+    in.v = v_value[s.v_code[i]] * v_absmax;
+  }
+  if (K == MasterKind::fp32)
+    in.p = s.master[i];
+  else if (K == MasterKind::split)
+    in.p = split_join(s.weights[i], s.low[i]);
+  else
+    in.p = bf16_bits_to_float(s.weights[i]);
+  return in;
+}
+
+// The step of element i from what adamw_read gave and g (the clipped gradient): the moments updated, the weight
+// updated from them; fp32 moments are stored, q8 ones returned in m, v for adamw_encode once the block's new absmax
+// is known. `seed`: MasterKind::none's rounding.
+template <MasterKind K, MomentKind Q>
+STAPO_HD inline void adamw_write(const AdamWState& s, size_t i, float g, const AdamWInputs& in,
+                                 const AdamWStep<float>& step, uint32_t seed, float& m, float& v) {
+  m = in.m;
+  v = in.v;
+  adamw_moments(g, m, v, step);
+  const float p = adamw_apply(in.p, m, v, step);
   if (K == MasterKind::fp32) {
-    const float p = adamw_apply(s.master[i], m, v, step);
     s.master[i] = p;
     // The split master's high half (nearest, ties away from zero): the same bf16 weights as MasterKind::split,
     // so an engine's whole trajectory is the same with either master.
     if (s.weights) s.weights[i] = split_high(p);
   } else if (K == MasterKind::split) {
-    const float p = adamw_apply(split_join(s.weights[i], s.low[i]), m, v, step);
     s.weights[i] = split_high(p);
     s.low[i] = split_low(p);
   } else {
-    const float p = adamw_apply(bf16_bits_to_float(s.weights[i]), m, v, step);
     // The low 32 bits of index_base + i, added in 32 bits (the 64-bit sum cost the kernel a register spill).
     s.weights[i] = bf16_round_stochastic(p, hash_index(seed, uint32_t(s.index_base) + uint32_t(i)));
   }
-}
-
-// One element of a step: its moments read (fp32) or decoded with the block's absmax of the previous step (q8),
-// updated with g (the clipped gradient), the weight updated from them; fp32 moments are stored, q8 ones returned
-// in m, v for adamw_encode once the block's new absmax is known. `m_value`, `v_value`: the maps' values (q8).
-template <MasterKind K, MomentKind Q>
-STAPO_HD inline void adamw_element(const AdamWState& s, size_t i, float g, const float* m_value, const float* v_value,
-                                   float m_absmax, float v_absmax, const AdamWStep<float>& step, uint32_t seed, float& m,
-                                   float& v) {
-  if (Q == MomentKind::fp32) {
-    m = s.m[i];
-    v = s.v[i];
-  } else {
-    m = m_value[s.m_code[i]] * m_absmax;
-    v = v_value[s.v_code[i]] * v_absmax;
-  }
-  adamw_moments(g, m, v, step);
-  adamw_weight_update<K>(s, i, m, v, step, seed);
   if (Q == MomentKind::fp32) {
     s.m[i] = m;
     s.v[i] = v;
