@@ -7,7 +7,7 @@
 # changed at a time, each with its per-phase table; ours with bf16 weights, least-memory and lean; ours on cuDNN's attention where that path is built;
 # PyTorch's baselines pure_bf16 and amp with their phases, then amp under torch.compile) -> ours and amp for at
 # least a minute each (bench_long: the MFU claim) -> the 8B benchmark under an 80 GB cap (ours vs PyTorch's
-# pure_bf16 and amp, dev/bench/gpu_step_8b.json) -> the dev/cuda playgrounds (attention versions 2, 5 to 8 and
+# pure_bf16 and amp, dev/bench/gpu_step_8b.json) -> the dev/cuda playgrounds (attention versions 5 to 9 and
 # cuDNN's 3 in one table) -> a short `make demo` on the GPU -> compute-sanitizer memcheck over the kernel and
 # engine tests -> racecheck over the tensor-core attention tests -> a summary table, printed last. GPU_CHECK_PARTS selects parts.
 # It keeps going after a failure, bounds each part with a timeout, and reports each part. A part whose tests were
@@ -308,6 +308,9 @@ if want bench; then
     matmul-autotune fused-projections; do
     run_part "bench_$step_path" bench_ours "ours_${step_path//-/_}" "--$step_path" --phases 3
   done
+  # The default's --recompute auto takes 0 where the plan fits (3 GiB more at this shape): level 1, the default
+  # before it, against "ours".
+  run_part bench_recompute-1 bench_ours ours_recompute_1 --recompute 1 --phases 3
   # CUDA graphs of the step: without --phases (its events are not replayed, so the engine refuses the pair; for the
   # same reason not in bench_paths); the default already runs the two paths it implies.
   run_part bench_cuda-graph bench_ours ours_cuda_graph --cuda-graph
@@ -354,7 +357,7 @@ IMPLS = ("ours", "ours_simt", "ours_atomic", "ours_baseline", "ours_paths", "our
          "torch_pure_bf16", "torch_amp", "torch_amp_compile", "ours_long", "torch_amp_long")
 SWITCHES = tuple("ours_" + s for s in ("no_grad_first_write", "no_rmsnorm_warp", "no_device_embedding_index",
                                         "no_adamw_multi_tensor", "matmul_autotune", "fused_projections",
-                                        "cuda_graph"))
+                                        "cuda_graph", "recompute_1"))
 rows = []
 for impl in IMPLS:
     path = os.path.join(out, f"bench_{impl}.json")

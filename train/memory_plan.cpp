@@ -339,4 +339,12 @@ std::optional<MemoryPlanInput> memory_plan_fit(const ModelConfig& c, const Memor
   return best;
 }
 
+std::optional<int> memory_plan_recompute_auto(const ModelConfig& config, MemoryPlanInput input, uint64_t available) {
+  for (int level = 0; level <= 2; ++level) {
+    input.recompute = level;
+    if (memory_plan(config, input).total() <= available) return level;
+  }
+  return std::nullopt;
+}
+
 }  // namespace stapo

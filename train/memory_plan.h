@@ -162,4 +162,11 @@ std::string memory_plan_flags(const MemoryPlanInput& from, const MemoryPlanInput
 std::optional<MemoryPlanInput> memory_plan_fit(const ModelConfig& config, const MemoryPlanInput& input,
                                                uint64_t available);
 
+// --recompute auto (train_stapo's and gpu_step's default): the least recomputation whose plan fits in `available`
+// bytes with the input's other flags: 0, else 1, else 2; nothing when none does (the caller then refuses as at
+// level 1, naming memory_plan_fit's flags). The levels give the same gradients bit for bit (the engine's tests),
+// so the choice trades memory for time only: level 0 saves the backward's re-run of the RMSNorm and SwiGLU
+// forwards (2.3–2.5 ms of a 1B step on an H200) for their activations (3 GiB there).
+std::optional<int> memory_plan_recompute_auto(const ModelConfig& config, MemoryPlanInput input, uint64_t available);
+
 }  // namespace stapo

@@ -12,6 +12,7 @@
 // test_cuda_engine.cpp; dev/gpu_check.sh runs them).
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "common/cli.h"         // defines: STAPO_PARSE_CLI, run_main
@@ -27,16 +28,33 @@
 namespace {
 
 // Prints the plan for the model's config and the flags (one rank's of `ranks`), and returns whether to train (not
-// with --dry-run). Refuses flags data parallel does not take (--cuda-graph among them), --fused-projections where
-// the model's tensor sizes do not allow it, and a plan larger than the device's free memory or the
-// cap (--dry-run: the cap alone), naming the cheapest flags that fit.
-bool plan_fits(const stapo::CudaEngineOptions& options, const stapo::TrainFlags& flags, bool dry_run, int ranks,
+// with --dry-run). Resolves --recompute auto (options.recompute < 0) to the least recomputation that fits, level 1
+// where none does or nothing is known to compare with. Refuses flags data parallel does not take (--cuda-graph
+// among them), --fused-projections where the model's tensor sizes do not allow it, and a plan larger than the
+// device's free memory or the cap (--dry-run: the cap alone), naming the cheapest flags that fit.
+bool plan_fits(stapo::CudaEngineOptions& options, const stapo::TrainFlags& flags, bool dry_run, int ranks,
                bool print) {
   const stapo::ModelConfig config = stapo::config_load(flags.model_dir + "/config.json");
   const int pairs = flags.loader.pairs_per_batch, T = flags.loader.row_length;
+  // --dry-run compares with the cap alone (0: none); a run with what the device has free.
+  const uint64_t available =
+      dry_run ? options.memory_cap_bytes : stapo::cuda_engine_available_bytes(options.memory_cap_bytes);
+  const bool recompute_auto = options.recompute < 0;
+  if (recompute_auto) options.recompute = 1;  // the plan's input needs a level; the choice is below
   stapo::MemoryPlanInput in = stapo::cuda_engine_plan_input(config, options, pairs, T);
   in.grad_accum = flags.trainer.grad_accum;
   in.ranks = ranks;  // --dry-run has no collective: the world size of mpirun/srun's environment
+  if (recompute_auto) {
+    const std::optional<int> level =
+        available ? stapo::memory_plan_recompute_auto(config, in, available) : std::nullopt;
+    options.recompute = in.recompute = level.value_or(1);
+    if (print)
+      fprintf(stderr, "--recompute auto: %s\n",
+              level       ? stapo::cat(*level, ", the least recomputation whose plan fits").c_str()
+              : available ? "no level fits; the plan below is level 1's"
+                          : "without a device or --memory-cap-gib to compare with, the plan below is level 1's (a "
+                            "run takes the least recomputation that fits)");
+  }
   const std::string refused = stapo::data_parallel_unsupported(in);
   if (!refused.empty()) stapo::fail(refused);
   if (ranks > 1 && options.paths.cuda_graph)  // the engine refuses it too; a dry run under mpirun has no engine
@@ -47,9 +65,6 @@ bool plan_fits(const stapo::CudaEngineOptions& options, const stapo::TrainFlags&
     if (!why.empty()) stapo::fail("--fused-projections: ", why);
   }
   const stapo::MemoryPlan plan = stapo::memory_plan(config, in);
-  // --dry-run compares with the cap alone (0: none); a run with what the device has free.
-  const uint64_t available =
-      dry_run ? options.memory_cap_bytes : stapo::cuda_engine_available_bytes(options.memory_cap_bytes);
   if (print)
     fprintf(stderr, "device memory plan (train/memory_plan.h; %d pairs x %d tokens per micro-batch%s):\n%s", pairs, T,
             ranks > 1 ? stapo::cat(", one GPU of ", ranks).c_str() : "",
@@ -99,10 +114,12 @@ int main(int argc, char** argv) {
   app.add_flag("--dry-run", dry_run,
                "print the device memory plan for these flags and exit: reads only --model's config.json, needs no "
                "device");
-  app.add_option("--recompute", options.recompute,
-                 "activations recomputed in backward: 0 none, 1 RMSNorm outputs and SwiGLU (default), 2 every "
-                 "layer's forward (least memory)")
-      ->check(CLI::Range(0, 2));
+  std::string recompute = "auto";
+  app.add_option("--recompute", recompute,
+                 "activations recomputed in backward: 0 none, 1 RMSNorm outputs and SwiGLU, 2 every layer's forward "
+                 "(least memory), auto (default) the least of these whose memory plan fits the device (the same "
+                 "gradients at every level)")
+      ->check(CLI::IsMember({"auto", "0", "1", "2"}));
   std::string attention;
   stapo::add_attention_option(app, attention);
   stapo::add_step_path_flags(app, options.paths);
@@ -125,6 +142,7 @@ int main(int argc, char** argv) {
   STAPO_PARSE_CLI(app, argc, argv);
   return stapo::run_main([&] {
     options.attention = stapo::attention_path(attention);
+    options.recompute = recompute == "auto" ? -1 : std::stoi(recompute);  // -1: plan_fits chooses
     options.max_tokens = 2 * flags.loader.pairs_per_batch * flags.loader.row_length;
     options.seed = flags.trainer.seed;
     options.master = bf16_params ? stapo::MasterKind::none : stapo::master_from_name(master);

@@ -10,14 +10,15 @@
 // peak memory is what the engine brought into use on the device (cudaMemGetInfo, the CUDA context excluded,
 // like torch.cuda.max_memory_allocated), beside the planner's prediction (train/memory_plan.h) for the same
 // configuration. A config's optional `engine` object sets train_stapo's engine flags (master, moments, grads,
-// recompute; the command line overrides them) and `memory_cap_gib` caps the device memory the engine may use (as
-// --memory-cap-gib): a plan above the cap is refused, and an allocation past it fails as on the smaller card.
+// recompute: without it, auto as in train_stapo; the command line overrides them) and `memory_cap_gib` caps the
+// device memory the engine may use (as --memory-cap-gib): a plan above the cap is refused, and an allocation past
+// it fails as on the smaller card.
 // --phases N then runs N more steps with a CUDA event at every phase boundary (train/cuda_phase_timer.h) and
 // prints the per-phase table (ms per step, % of step; the same phase names as torch_baseline.py --phases), also
 // as "phases_ms" in the JSON; the timed steps above run without those events.
 //
 //   build-gpu/dev/bench/gpu_step --config dev/bench/gpu_step_config.json --out result.json [--bf16-params]
-//     [--master fp32|split|none] [--moments fp32|8bit] [--grads fp32|bf16] [--recompute 0|1|2]
+//     [--master fp32|split|none] [--moments fp32|8bit] [--grads fp32|bf16] [--recompute 0|1|2|auto]
 //     [--attention flash2|flash2-atomic|flash|cudnn] [--memory-cap-gib G] [--phases N] [--grad-first-write]
 //     [--rmsnorm-warp] [--device-embedding-index] [--adamw-multi-tensor]
 //     [--matmul-autotune] [--fused-projections] [--cuda-graph] [--min-seconds S]
@@ -84,7 +85,7 @@ int main(int argc, char** argv) {
   app.add_option("--config", config_path, "the benchmark config shared with dev/bench/torch_baseline.py");
   app.add_option("--out", out_path, "also write the result JSON here");
   std::string master, moments, grads;
-  int recompute = -1;
+  std::string recompute;
   double cap_gib = -1;
   bool bf16_params = false;
   app.add_flag("--bf16-params", bf16_params, "bf16 weights with stochastic rounding, no fp32 master copy "
@@ -95,8 +96,9 @@ int main(int argc, char** argv) {
                  "engine.moments, else fp32)")->check(CLI::IsMember({"fp32", "8bit"}));
   app.add_option("--grads", grads, "gradients fp32 or bf16 (train_stapo's; default: the config's engine.grads, else "
                  "fp32)")->check(CLI::IsMember({"fp32", "bf16"}));
-  app.add_option("--recompute", recompute, "activation recomputation level 0, 1 or 2 (train_stapo's; default: the "
-                 "config's engine.recompute, else 1)")->check(CLI::Range(0, 2));
+  app.add_option("--recompute", recompute, "activation recomputation level 0, 1, 2 or auto (train_stapo's; default: "
+                 "the config's engine.recompute, else auto: the least whose memory plan fits the device)")
+      ->check(CLI::IsMember({"auto", "0", "1", "2"}));
   app.add_option("--memory-cap-gib", cap_gib, "device memory cap in GiB (default: the config's memory_cap_gib, "
                  "else none)")->check(CLI::NonNegativeNumber);
   std::string attention;
@@ -152,16 +154,31 @@ int main(int argc, char** argv) {
                                                            config_path + " engine.master");
     options.moments = stapo::moments_from_name(moments.empty() ? engine_flags.value("moments", "fp32") : moments,
                                                config_path + " engine.moments");
-    options.recompute = recompute >= 0 ? recompute : engine_flags.value("recompute", 1);
+    if (recompute.empty() && engine_flags.contains("recompute")) {
+      const nlohmann::json& level = engine_flags["recompute"];
+      recompute = level.is_string() ? level.get<std::string>() : level.dump();
+      STAPO_CHECK(recompute == "auto" || recompute == "0" || recompute == "1" || recompute == "2", config_path,
+                  ": engine.recompute is ", recompute, ", not 0, 1, 2 or \"auto\"");
+    }
+    if (recompute.empty()) recompute = "auto";
     options.grads = stapo::grads_from_name(grads.empty() ? engine_flags.value("grads", "fp32") : grads,
                                            config_path + " engine.grads");
     if (cap_gib < 0) cap_gib = bench.value("memory_cap_gib", 0.0);
     options.memory_cap_bytes = (uint64_t)(cap_gib * double(1ull << 30));
     const stapo::PairBatch batch = bench_batch(pairs, seq_len, prompt_len, config.vocab_size);
     options.max_tokens = batch.tokens.rows * seq_len;
+    const uint64_t available = stapo::cuda_engine_available_bytes(options.memory_cap_bytes);
+    if (recompute == "auto") {  // as train_stapo: the least recomputation whose plan fits, else level 1's plan
+      options.recompute = 1;
+      options.recompute = stapo::memory_plan_recompute_auto(
+                              config, stapo::cuda_engine_plan_input(config, options, pairs, seq_len), available)
+                              .value_or(1);
+      fprintf(stderr, "--recompute auto: %d\n", options.recompute);
+    } else {
+      options.recompute = std::stoi(recompute);
+    }
     const uint64_t planned =
         stapo::memory_plan(config, stapo::cuda_engine_plan_input(config, options, pairs, seq_len)).total();
-    const uint64_t available = stapo::cuda_engine_available_bytes(options.memory_cap_bytes);
     fprintf(stderr, "planned device memory %s, available %s%s\n", stapo::gib(planned).c_str(),
             stapo::gib(available).c_str(), options.memory_cap_bytes ? " (capped)" : "");
     STAPO_CHECK(planned <= available, "gpu_step: the plan needs ", stapo::gib(planned), ", only ",

@@ -11,7 +11,9 @@
 #   - the same with the suggested flags fits (exit 0);
 #   - --fused-projections plans the same total, and is refused (exit 1, the tensor named) for a model whose tensor
 #     sizes keep q, k, v or gate, up apart;
-#   - a bad --master or --moments exits 2 naming the flag;
+#   - --recompute auto (the default) takes the least level whose plan fits a cap (2 at 79.6 GiB with the suggested
+#     flags, 0 at 300 GiB), and says that an uncapped dry run's plan is level 1's;
+#   - a bad --master, --moments, --grads or --recompute exits 2 naming the flag;
 #   - under mpirun's environment (OMPI_COMM_WORLD_SIZE=2; a dry run starts no collective) the plan is one GPU's of
 #     two, the master weights and moments halved by ZeRO-1 (test_memory_plan's DataParallelPlanIsOneRanks), and
 #     the flags data parallel does not take are refused (exit 1), each named, --cuda-graph too.
@@ -106,7 +108,29 @@ else
   fail refused "exit $rc (expected 1), or not 184.07 GiB needed, or the flags named are not: $expected"
 fi
 
-for bad in "--master fp16" "--moments 4bit" "--grads fp8"; do
+# --recompute auto (the default): under a cap the least level whose plan fits (the suggested flags above needed 2;
+# a 300 GiB cap takes 0); without a cap, level 1's plan, said so.
+for case in 79.6:2 300:0; do
+  "${RUN[@]}" --batch-size 4 --grad-accum 2 --master split --moments 8bit --grads bf16 --memory-cap-gib "${case%%:*}" \
+    >"$W/auto.log" 2>&1
+  rc=$?
+  if [ $rc = 0 ] && grep -q "^--recompute auto: ${case##*:}, the least recomputation whose plan fits" "$W/auto.log" \
+     && grep -q "kept per layer (--recompute ${case##*:})\|one layer's, refilled in backward" "$W/auto.log"; then
+    pass "recompute_auto_${case%%:*}"
+  else
+    fail "recompute_auto_${case%%:*}" "exit $rc, or auto did not take level ${case##*:}"
+  fi
+done
+"${RUN[@]}" --batch-size 4 >"$W/auto_uncapped.log" 2>&1
+rc=$?
+if [ $rc = 0 ] && grep -q "^--recompute auto: without a device or --memory-cap-gib" "$W/auto_uncapped.log" \
+   && grep -q "kept per layer (--recompute 1)" "$W/auto_uncapped.log"; then
+  pass recompute_auto_uncapped
+else
+  fail recompute_auto_uncapped "exit $rc, or not level 1's plan with a note saying so"
+fi
+
+for bad in "--master fp16" "--moments 4bit" "--grads fp8" "--recompute 3"; do
   # shellcheck disable=SC2086
   "${RUN[@]}" --batch-size 4 $bad >"$W/bad.log" 2>&1
   rc=$?

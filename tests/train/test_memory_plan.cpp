@@ -1,5 +1,6 @@
 // The device memory plan (train/memory_plan.h) against totals computed by hand (the arithmetic is in the
-// comments), the activation arena's layout rules, and the cheapest flags that make Llama-3-8B fit in 79.6 GiB.
+// comments), the activation arena's layout rules, the cheapest flags that make Llama-3-8B fit in 79.6 GiB, and
+// --recompute auto's choice.
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -390,6 +391,30 @@ TEST(MemoryPlan, CheapestFlagsThatFit) {
   printf("Mistral-7B, %s, 8 pairs × 2048\n%s", memory_plan_flags(MemoryPlanInput{}, mistral).c_str(),
          memory_plan_table(plan, cap).c_str());
   EXPECT_LE(plan.total(), cap);
+}
+
+// --recompute auto: the least recomputation that fits, whatever the other flags; nothing below level 2's plan.
+TEST(MemoryPlan, RecomputeAutoTakesTheLeastRecomputationThatFits) {
+  MemoryPlanInput in;
+  in.batch_size = 4;
+  in.max_length = 2048;
+  in.master = MasterKind::split;
+  in.workspaces = workspaces_8b();
+  const ModelConfig c = llama3_8b();
+  uint64_t total[3];
+  for (int level = 0; level <= 2; ++level) {
+    in.recompute = level;
+    total[level] = memory_plan(c, in).total();
+  }
+  ASSERT_GT(total[0], total[1]);
+  ASSERT_GT(total[1], total[2]);
+  in.recompute = 2;  // the input's own level does not matter
+  EXPECT_EQ(memory_plan_recompute_auto(c, in, total[0]), 0);
+  EXPECT_EQ(memory_plan_recompute_auto(c, in, total[0] - 1), 1);
+  EXPECT_EQ(memory_plan_recompute_auto(c, in, total[1]), 1);
+  EXPECT_EQ(memory_plan_recompute_auto(c, in, total[1] - 1), 2);
+  EXPECT_EQ(memory_plan_recompute_auto(c, in, total[2]), 2);
+  EXPECT_FALSE(memory_plan_recompute_auto(c, in, total[2] - 1).has_value());
 }
 
 }  // namespace
