@@ -61,11 +61,22 @@ flash2::Params flash2_params(const AttentionShape& s, const bf16* q, const bf16*
   return p;
 }
 
+// A layout's shared memory at this T (its tile flags grow with T), refused with the op named past what a block has.
+template <typename L>
+size_t flash2_smem_bytes(const AttentionShape& s, const char* op) {
+  const size_t bytes = L::smem_bytes(s.T);
+  STAPO_CHECK(bytes <= MAX_BLOCK_SMEM, op, ": T = ", s.T, " needs ", bytes, " bytes of shared memory per block (with ",
+              "its tile flags, one byte per tile of the row), more than the ", MAX_BLOCK_SMEM, " a block may have: ",
+              "use shorter rows");
+  return bytes;
+}
+
 template <int D>
 void forward_launch(const flash2::Params& p, const AttentionShape& s, cudaStream_t stream) {
   using L = flash2::ForwardTiles<D>;
-  allow_smem(flash2_forward_kernel<D>, L::bytes);
-  flash2_forward_kernel<D><<<dim3(ceil_div(s.T, L::BQ), s.H, s.rows), flash2::THREADS, L::bytes, stream>>>(p);
+  const size_t smem = flash2_smem_bytes<L>(s, "attention_flash2_forward");
+  allow_smem(flash2_forward_kernel<D>, smem);
+  flash2_forward_kernel<D><<<dim3(ceil_div(s.T, L::BQ), s.H, s.rows), flash2::THREADS, smem, stream>>>(p);
   cudaCheck(cudaGetLastError());
 }
 
@@ -73,9 +84,10 @@ void forward_launch(const flash2::Params& p, const AttentionShape& s, cudaStream
 template <int D, bool DQ_ATOMIC>
 void backward_launch(const flash2::Params& p, const AttentionShape& s, cudaStream_t stream) {
   using Lkv = flash2::DkvTiles<D, DQ_ATOMIC>;
-  allow_smem(flash2_dkv_kernel<D, DQ_ATOMIC>, Lkv::bytes);
+  const size_t smem_dkv = flash2_smem_bytes<Lkv>(s, "attention_flash2_backward");
+  allow_smem(flash2_dkv_kernel<D, DQ_ATOMIC>, smem_dkv);
   flash2_dkv_kernel<D, DQ_ATOMIC>
-      <<<dim3(ceil_div(s.T, Lkv::BK), s.Hkv, s.rows), flash2::THREADS, Lkv::bytes, stream>>>(p);
+      <<<dim3(ceil_div(s.T, Lkv::BK), s.Hkv, s.rows), flash2::THREADS, smem_dkv, stream>>>(p);
   cudaCheck(cudaGetLastError());
   if constexpr (DQ_ATOMIC) {
     const size_t count = (size_t)s.rows * s.T * s.H * D;
@@ -83,8 +95,9 @@ void backward_launch(const flash2::Params& p, const AttentionShape& s, cudaStrea
                                stream>>>(p, count);
   } else {
     using Lq = flash2::DqTiles<D>;
-    allow_smem(flash2_dq_kernel<D>, Lq::bytes);
-    flash2_dq_kernel<D><<<dim3(ceil_div(s.T, Lq::BQ), s.H, s.rows), flash2::THREADS, Lq::bytes, stream>>>(p);
+    const size_t smem_dq = flash2_smem_bytes<Lq>(s, "attention_flash2_backward");
+    allow_smem(flash2_dq_kernel<D>, smem_dq);
+    flash2_dq_kernel<D><<<dim3(ceil_div(s.T, Lq::BQ), s.H, s.rows), flash2::THREADS, smem_dq, stream>>>(p);
   }
   cudaCheck(cudaGetLastError());
 }

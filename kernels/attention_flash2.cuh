@@ -59,10 +59,19 @@ struct Params {
   float scale;               // 1/√D
 };
 
+// ---- small helpers (host-compilable: the emulation builds them with a host compiler) ----
+
+__host__ __device__ constexpr int imin(int a, int b) { return a < b ? a : b; }
+__host__ __device__ constexpr int imax(int a, int b) { return a > b ? a : b; }
+__host__ __device__ constexpr int ceil_div(int a, int b) { return (a + b - 1) / b; }
+
 // ---- tile geometry: every shared-memory region starts on a 128-byte boundary ----
 
 __host__ __device__ constexpr size_t align128(size_t bytes) { return (bytes + 127) / 128 * 128; }
 __host__ __device__ constexpr size_t tile_bytes(int rows, int D) { return align128(sizeof(bf16) * rows * (D + 8)); }
+// After a layout's fixed regions (`bytes`), one byte per tile a block may visit (build_tile_flags): their number
+// depends on T, so a launch asks for the layout's smem_bytes(T).
+__host__ __device__ constexpr size_t tile_flags_bytes(int T, int tile) { return align128((size_t)ceil_div(T, tile)); }
 
 // KEY_TILE: BK, 64 unless given (the playground's version 8 tries 32).
 template <int D, int KEY_TILE = 64>
@@ -70,6 +79,7 @@ struct ForwardTiles {
   static constexpr int BQ = WARP_ROWS * WARPS, BK = KEY_TILE, LD = D + 8;
   static constexpr size_t q = 0, k = q + tile_bytes(BQ, D), v = k + 2 * tile_bytes(BK, D),
                           seg = v + 2 * tile_bytes(BK, D), bytes = seg + 2 * align128(sizeof(int32_t) * BK);
+  __host__ __device__ static constexpr size_t smem_bytes(int T) { return bytes + tile_flags_bytes(T, BK); }
 };
 
 // BK keys are the block's; query tiles of BQ stream through two stages. With DQ_ATOMIC, also dSᵀ (BK, BQ + 8) bf16.
@@ -81,6 +91,7 @@ struct DkvTiles {
                           lse = dout + 2 * tile_bytes(BQ, D), delta = lse + 2 * align128(sizeof(float) * BQ),
                           seg = delta + 2 * align128(sizeof(float) * BQ), ds = seg + 2 * align128(sizeof(int32_t) * BQ),
                           bytes = ds + (DQ_ATOMIC ? tile_bytes(BK, BQ) : 0);
+  __host__ __device__ static constexpr size_t smem_bytes(int T) { return bytes + tile_flags_bytes(T, BQ); }
 };
 
 // BQ queries are the block's; key tiles of BK stream through two stages. KEY_TILE: BK, 64 at D = 64 and 32 at
@@ -91,13 +102,8 @@ struct DqTiles {
   static constexpr size_t q = 0, dout = q + tile_bytes(BQ, D), k = dout + tile_bytes(BQ, D),
                           v = k + 2 * tile_bytes(BK, D), seg = v + 2 * tile_bytes(BK, D),
                           bytes = seg + 2 * align128(sizeof(int32_t) * BK);
+  __host__ __device__ static constexpr size_t smem_bytes(int T) { return bytes + tile_flags_bytes(T, BK); }
 };
-
-// ---- small helpers (host-compilable: the emulation builds them with a host compiler) ----
-
-__host__ __device__ constexpr int imin(int a, int b) { return a < b ? a : b; }
-__host__ __device__ constexpr int imax(int a, int b) { return a > b ? a : b; }
-__host__ __device__ constexpr int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
 // ---- launch order ----
 
@@ -166,7 +172,7 @@ __device__ __forceinline__ void load_values_async(T* dst, const T* src, size_t s
 // The segment ids at positions start .. start+COUNT−1 of one row (positions ≥ T count as padding): the least and
 // greatest id ≥ 0 (lo > hi: none) and whether all COUNT positions are one sequence. A whole warp computes it
 // with shuffles, and every warp gets the same answer. The loads (load_segments: COUNT/32 ids per lane) and the
-// reduction are apart, so that a caller can put other work between them while the loads are in flight.
+// reduction are apart, so that build_tile_flags can have several tiles' loads in flight at once.
 struct SegmentRange {
   int lo, hi;
   bool uniform;
@@ -228,6 +234,38 @@ __device__ __forceinline__ TileKind tile_kind(int q0, int BQ, const SegmentRange
   kind.full = kind.any && qs.uniform && ks.uniform && qs.lo == ks.lo && k_last <= q0 &&
               (window <= 0 || q_last - k0 < window);
   return kind;
+}
+
+// Which tiles a block visits, decided before its loop: flags[k] for tiles first + k, k < count (tiles of TILE
+// positions of `seg`), TILE_ANY when some pair may be visible and TILE_FULL when every pair is, from kind(tile,
+// its segment range). The block's warps take UNROLL tiles each at a time, their segment loads in flight together:
+// a search tile by tile, each load waited for before the next, put one memory latency per skipped tile into the
+// loop (in packed rows most tiles are another sequence's). Every thread calls it; the caller syncs the block
+// before reading the flags.
+constexpr uint8_t TILE_ANY = 1, TILE_FULL = 2;
+
+template <int TILE, typename Kind>
+__device__ __forceinline__ void build_tile_flags(uint8_t* flags, const int32_t* seg, int T, int first, int count,
+                                                 const Kind& kind) {
+  constexpr int UNROLL = 4;
+  for (int base = warp_id() * UNROLL; base < count; base += WARPS * UNROLL) {
+    SegmentIds<TILE> ids[UNROLL];
+#pragma unroll
+    for (int u = 0; u < UNROLL; ++u)  // past count: T = 0 reads nothing
+      ids[u] = load_segments<TILE>(seg, (first + base + u) * TILE, base + u < count ? T : 0);
+#pragma unroll
+    for (int u = 0; u < UNROLL; ++u) {
+      if (base + u >= count) break;  // the same for the whole warp
+      const TileKind k = kind(first + base + u, segment_range(ids[u]));
+      if (lane_id() == 0) flags[base + u] = uint8_t((k.any ? TILE_ANY : 0) | (k.full ? TILE_FULL : 0));
+    }
+  }
+}
+
+// The first k ≥ from with TILE_ANY, else count.
+__device__ __forceinline__ int next_flagged(const uint8_t* flags, int from, int count) {
+  while (from < count && !(flags[from] & TILE_ANY)) ++from;
+  return from;
 }
 
 // ---- warp products (16 rows per warp; n-tiles of 8 columns; k-steps of 16) ----
@@ -357,18 +395,21 @@ struct VisibleTile {
   bool full;
 };
 
-// The key tiles a block of L::BQ queries streams (forward and dq): which of them to visit, and their K, V and
-// segment ids copied into stage 0 or 1 of the layout's k, v and seg regions. Constructed by the whole block.
+// The key tiles a block of L::BQ queries streams (forward and dq): which of them to visit (flags after the layout's
+// regions: build, by the whole block, then a block sync, before first()), and their K, V and segment ids copied
+// into stage 0 or 1 of the layout's k, v and seg regions. Constructed by the whole block.
 template <int D, typename L>
 struct KeyTileStream {
   static constexpr size_t K_STAGE = tile_bytes(L::BK, D), SEG_STAGE = align128(sizeof(int32_t) * L::BK);
   const int32_t* seg;         // (T) this row's segment ids
   const bf16 *k_row, *v_row;  // key 0 of this row and kv head
   size_t kv_stride;
-  int T, window, q0, end;     // end: one past the last key tile (causal: no key after the tile's last query)
-  SegmentRange q_range;
+  int T, window, q0;
+  int start, end;             // the key tiles that may be visible: from the window's first key to the last tile
+                              // holding a key ≤ the block's last query (causal)
+  const uint8_t* flags;       // flags[kt − start]
 
-  __device__ KeyTileStream(const Params& p, int q_tile, int h, int row)
+  __device__ KeyTileStream(const Params& p, const unsigned char* smem, int q_tile, int h, int row)
       : seg(p.segments + (size_t)row * p.T),
         k_row(p.k + (size_t)row * p.T * p.Hkv * D + (size_t)(h / (p.H / p.Hkv)) * D),
         v_row(p.v + (size_t)row * p.T * p.Hkv * D + (size_t)(h / (p.H / p.Hkv)) * D),
@@ -376,29 +417,22 @@ struct KeyTileStream {
         T(p.T),
         window(p.window),
         q0(q_tile * L::BQ),
+        start(first_visible_key(q0, p.window) / L::BK),
         end(ceil_div(imin(q0 + L::BQ, p.T), L::BK)),
-        q_range(segment_range<L::BQ>(seg, q0, p.T)) {}
+        flags(smem + L::bytes) {}
 
-  // The first visible tile at or after kt (end when none); the first of all from first_visible_key.
+  __device__ void build(unsigned char* smem) const {
+    const SegmentRange q_range = segment_range<L::BQ>(seg, q0, T);
+    build_tile_flags<L::BK>(smem + L::bytes, seg, T, start, end - start, [&](int kt, const SegmentRange& k_range) {
+      return tile_kind(q0, L::BQ, q_range, kt * L::BK, L::BK, k_range, window);
+    });
+  }
+  // The first visible tile at or after kt (end when none).
   __device__ VisibleTile next_visible(int kt) const {
-    for (; kt < end; ++kt) {
-      const TileKind kind =
-          tile_kind(q0, L::BQ, q_range, kt * L::BK, L::BK, segment_range<L::BK>(seg, kt * L::BK, T), window);
-      if (kind.any) return VisibleTile{kt, kind.full};
-    }
-    return VisibleTile{end, false};
+    const int k = next_flagged(flags, kt - start, end - start);
+    return k < end - start ? VisibleTile{start + k, (flags[k] & TILE_FULL) != 0} : VisibleTile{end, false};
   }
-  __device__ VisibleTile first() const { return next_visible(first_visible_key(q0, window) / L::BK); }
-  // Whether tile kt is visible, in two halves around other work (as the dk, dv block's steps): its segment ids
-  // loaded (nothing read when kt ≥ end), then reduced, searching on from kt + 1 if it is not.
-  __device__ SegmentIds<L::BK> load_candidate(int kt) const {
-    return load_segments<L::BK>(seg, kt * L::BK, kt < end ? T : 0);
-  }
-  __device__ VisibleTile visible_from(int kt, const SegmentIds<L::BK>& ids) const {
-    if (kt >= end) return VisibleTile{end, false};
-    const TileKind kind = tile_kind(q0, L::BQ, q_range, kt * L::BK, L::BK, segment_range(ids), window);
-    return kind.any ? VisibleTile{kt, kind.full} : next_visible(kt + 1);
-  }
+  __device__ VisibleTile first() const { return next_visible(start); }
 
   __device__ void issue(unsigned char* smem, int kt, int stage) const {
     const int k0 = kt * L::BK, valid = imin(L::BK, T - k0);
@@ -423,10 +457,12 @@ __device__ void forward_block(const Params& p, unsigned char* smem, int q_tile, 
   const size_t row_base = (size_t)row * T, q_stride = (size_t)H * D;
   const int32_t* seg = p.segments + row_base;
   const int q0 = q_tile * BQ, q_valid = imin(BQ, T - q0);
-  const Keys keys(p, q_tile, h, row);
+  const Keys keys(p, smem, q_tile, h, row);
 
   load_rows_async<D>(reinterpret_cast<bf16*>(smem + L::q), p.q + (row_base + q0) * q_stride + (size_t)h * D, q_stride,
                      BQ, q_valid);
+  keys.build(smem);
+  warp::block_sync();
   VisibleTile tile = keys.first();
   if (tile.index < keys.end) keys.issue(smem, tile.index, 0);
   warp::cp_async_commit();
@@ -446,14 +482,12 @@ __device__ void forward_block(const Params& p, unsigned char* smem, int q_tile, 
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, o[DT][4];
   zero<DT>(o);
 
-  VisibleTile next = tile.index < keys.end ? keys.next_visible(tile.index + 1) : tile;
   for (int stage = 0; tile.index < keys.end; stage ^= 1) {
+    const VisibleTile next = keys.next_visible(tile.index + 1);
     if (next.index < keys.end) keys.issue(smem, next.index, stage ^ 1);
     warp::cp_async_commit();  // possibly empty: the wait below always leaves exactly the newest group in flight
     warp::cp_async_wait<1>();
     warp::block_sync();  // this tile's K, V and segments have landed for every thread
-    // The tile after `next`: its segment ids in flight during this tile's products, reduced after them.
-    const SegmentIds<BK> candidate_ids = keys.load_candidate(next.index + 1);
 
     const int k0 = tile.index * BK;
     const bf16* ks = reinterpret_cast<const bf16*>(smem + L::k + stage * Keys::K_STAGE);
@@ -500,10 +534,8 @@ __device__ void forward_block(const Params& p, unsigned char* smem, int q_tile, 
     uint32_t pa[BK / 16][4];
     scores_to_a<NT>(pa, s);
     mma_a_b<BK, DT, LD>(o, pa, vs);  // O += P·V
-    const VisibleTile after_next = keys.visible_from(next.index + 1, candidate_ids);
     warp::block_sync();  // this stage is refilled two tiles on
     tile = next;
-    next = after_next;
   }
 
   float inv_l[2];
@@ -592,26 +624,22 @@ __device__ void dkv_block(const Params& p, unsigned char* smem, int k_tile, int 
 
   // Queries from the key tile's own query tile (causal) up to the last one inside the window; the steps run over
   // those tiles for each query head of the group in turn, counted as (head, tile) rather than one index, which
-  // would cost two integer divisions per step.
-  const SegmentRange k_range = segment_range<BK>(seg, k0, T);
+  // would cost two integer divisions per step. Which tiles are visible is the same for every head: flags, built
+  // once (build_tile_flags) after the layout's regions.
   const int qt_first = k0 / BQ;
   const int qt_end = ceil_div(window > 0 ? imin(T, k0 + k_valid - 1 + window) : T, BQ);
   const int tiles = qt_end - qt_first;
+  uint8_t* flags = smem + L::bytes;  // flags[tile]
   struct QueryStep {
     int head, tile;  // head within the group (group: no step left), tile from qt_first
     bool full;
   };
   auto next_visible = [&](int head, int tile) {  // the first visible step at or after (head, tile)
-    for (; head < group; ++head, tile = 0)
-      for (; tile < tiles; ++tile) {
-        const int q0 = (qt_first + tile) * BQ;
-        const TileKind kind = tile_kind(q0, BQ, segment_range<BQ>(seg, q0, T), k0, BK, k_range, window);
-        if (kind.any) return QueryStep{head, tile, kind.full};
-      }
+    for (; head < group; ++head, tile = 0) {
+      tile = next_flagged(flags, tile, tiles);
+      if (tile < tiles) return QueryStep{head, tile, (flags[tile] & TILE_FULL) != 0};
+    }
     return QueryStep{group, 0, false};
-  };
-  auto successor = [&](const QueryStep& step) {  // the step after `step`, visible or not
-    return step.tile + 1 < tiles ? QueryStep{step.head, step.tile + 1, false} : QueryStep{step.head + 1, 0, false};
   };
   auto issue = [&](const QueryStep& step, int stage) {
     const int h = hk * group + step.head, q0 = (qt_first + step.tile) * BQ, valid = imin(BQ, T - q0);
@@ -629,6 +657,11 @@ __device__ void dkv_block(const Params& p, unsigned char* smem, int k_tile, int 
                      kv_stride, BK, k_valid);
   load_rows_async<D>(reinterpret_cast<bf16*>(smem + L::v), p.v + (row_base + k0) * kv_stride + (size_t)hk * D,
                      kv_stride, BK, k_valid);
+  const SegmentRange k_range = segment_range<BK>(seg, k0, T);
+  build_tile_flags<BQ>(flags, seg, T, qt_first, tiles, [&](int qt, const SegmentRange& q_range) {
+    return tile_kind(qt * BQ, BQ, q_range, k0, BK, k_range, window);
+  });
+  warp::block_sync();
   QueryStep step = next_visible(0, 0);
   if (step.head < group) issue(step, 0);
   warp::cp_async_commit();
@@ -646,18 +679,12 @@ __device__ void dkv_block(const Params& p, unsigned char* smem, int k_tile, int 
   zero<DT>(dk);
   zero<DT>(dv);
 
-  QueryStep next = step.head < group ? next_visible(step.head, step.tile + 1) : step;
   for (int stage = 0; step.head < group; stage ^= 1) {
+    const QueryStep next = next_visible(step.head, step.tile + 1);
     if (next.head < group) issue(next, stage ^ 1);
     warp::cp_async_commit();
     warp::cp_async_wait<1>();
     warp::block_sync();
-    // Whether the step after `next` is visible: its query tile's segment ids are loaded now and reduced after this
-    // step's products, which hide the loads' latency (with T = 0 nothing is read: no step is left). A row of one
-    // sequence needs no more; in packed rows an invisible tile sends the search on, its loads in the open.
-    const QueryStep candidate = next.head < group ? successor(next) : QueryStep{group, 0, false};
-    const SegmentIds<BQ> candidate_ids =
-        load_segments<BQ>(seg, (qt_first + candidate.tile) * BQ, candidate.head < group ? T : 0);
 
     const int q0 = (qt_first + step.tile) * BQ;
     const bf16* qs = reinterpret_cast<const bf16*>(smem + L::q + stage * Q_STAGE);
@@ -703,16 +730,8 @@ __device__ void dkv_block(const Params& p, unsigned char* smem, int k_tile, int 
     mma_a_b<BQ, DT, LD>(dv, pa, dos);  // dV += Pᵀ·dO
     mma_a_b<BQ, DT, LD>(dk, da, qs);   // dK += dSᵀ·Q (·scale below)
     if constexpr (DQ_ATOMIC) dq_tile_atomic<D>(p, smem, da, q0, hk * group + step.head, row_base);
-    QueryStep after_next{group, 0, false};
-    if (candidate.head < group) {
-      const TileKind kind = tile_kind((qt_first + candidate.tile) * BQ, BQ, segment_range(candidate_ids), k0, BK,
-                                      k_range, window);
-      after_next = kind.any ? QueryStep{candidate.head, candidate.tile, kind.full}
-                            : next_visible(candidate.head, candidate.tile + 1);
-    }
     warp::block_sync();
     step = next;
-    next = after_next;
   }
 
   const float dk_scale[2] = {p.scale, p.scale}, one[2] = {1.0f, 1.0f};
@@ -736,11 +755,13 @@ __device__ void dq_block(const Params& p, unsigned char* smem, int q_tile, int h
   const size_t row_base = (size_t)row * T, q_stride = (size_t)H * D;
   const int32_t* seg = p.segments + row_base;
   const int q0 = q_tile * BQ, q_valid = imin(BQ, T - q0);
-  const Keys keys(p, q_tile, h, row);
+  const Keys keys(p, smem, q_tile, h, row);
 
   const size_t first = (row_base + q0) * q_stride + (size_t)h * D;
   load_rows_async<D>(reinterpret_cast<bf16*>(smem + L::q), p.q + first, q_stride, BQ, q_valid);
   load_rows_async<D>(reinterpret_cast<bf16*>(smem + L::dout), p.dout + first, q_stride, BQ, q_valid);
+  keys.build(smem);
+  warp::block_sync();
   VisibleTile tile = keys.first();
   if (tile.index < keys.end) keys.issue(smem, tile.index, 0);
   warp::cp_async_commit();
@@ -761,13 +782,12 @@ __device__ void dq_block(const Params& p, unsigned char* smem, int q_tile, int h
   float dq[DT][4];
   zero<DT>(dq);
 
-  VisibleTile next = tile.index < keys.end ? keys.next_visible(tile.index + 1) : tile;
   for (int stage = 0; tile.index < keys.end; stage ^= 1) {
+    const VisibleTile next = keys.next_visible(tile.index + 1);
     if (next.index < keys.end) keys.issue(smem, next.index, stage ^ 1);
     warp::cp_async_commit();
     warp::cp_async_wait<1>();
     warp::block_sync();
-    const SegmentIds<BK> candidate_ids = keys.load_candidate(next.index + 1);  // as the forward's
 
     const int k0 = tile.index * BK;
     const bf16* ks = reinterpret_cast<const bf16*>(smem + L::k + stage * Keys::K_STAGE);
@@ -800,10 +820,8 @@ __device__ void dq_block(const Params& p, unsigned char* smem, int q_tile, int h
     uint32_t da[BK / 16][4];
     scores_to_a<NT>(da, s);
     mma_a_b<BK, DT, LD>(dq, da, ks);  // dQ += dS·K (·scale below)
-    const VisibleTile after_next = keys.visible_from(next.index + 1, candidate_ids);
     warp::block_sync();
     tile = next;
-    next = after_next;
   }
 
   const float dq_scale[2] = {p.scale, p.scale};

@@ -522,8 +522,9 @@ void forward_with(void (*kernel)(flash2::Params), bf16* out, float* lse, const b
   flash2::Params p = stapo::flash2_params(s, q, k, v, segments);
   p.out = out;
   p.lse_out = lse;
-  allow_smem(kernel, L::bytes);
-  kernel<<<dim3(ceil_div(s.T, L::BQ), s.H, s.rows), flash2::THREADS, L::bytes>>>(p);
+  const size_t smem = stapo::flash2_smem_bytes<L>(s, "playground forward");
+  allow_smem(kernel, smem);
+  kernel<<<dim3(ceil_div(s.T, L::BQ), s.H, s.rows), flash2::THREADS, smem>>>(p);
   cudaCheck(cudaGetLastError());
 }
 
@@ -540,11 +541,13 @@ void backward_with(void (*dkv)(flash2::Params), void (*dq_grid)(flash2::Params),
                    const bf16* v, const stapo::AttentionShape& s, const int32_t* segments) {
   const flash2::Params p = stapo::flash2_backward_params("playground backward", scratch, dq, dk, dv, dout, out, lse,
                                                          q, k, v, s, segments, 0);
-  allow_smem(dkv, Lkv::bytes);
-  allow_smem(dq_grid, Lq::bytes);
-  dkv<<<dim3(ceil_div(s.T, Lkv::BK), s.Hkv, s.rows), flash2::THREADS, Lkv::bytes>>>(p);
+  const size_t smem_dkv = stapo::flash2_smem_bytes<Lkv>(s, "playground backward"),
+               smem_dq = stapo::flash2_smem_bytes<Lq>(s, "playground backward");
+  allow_smem(dkv, smem_dkv);
+  allow_smem(dq_grid, smem_dq);
+  dkv<<<dim3(ceil_div(s.T, Lkv::BK), s.Hkv, s.rows), flash2::THREADS, smem_dkv>>>(p);
   cudaCheck(cudaGetLastError());
-  dq_grid<<<dim3(ceil_div(s.T, Lq::BQ), s.H, s.rows), flash2::THREADS, Lq::bytes>>>(p);
+  dq_grid<<<dim3(ceil_div(s.T, Lq::BQ), s.H, s.rows), flash2::THREADS, smem_dq>>>(p);
   cudaCheck(cudaGetLastError());
 }
 

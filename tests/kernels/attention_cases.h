@@ -33,6 +33,7 @@ inline std::vector<AttentionCase> attention_cases() {
       {{1, 192, 2, 1, 64, 0}, {192}},              // one sequence: tiles wholly below the diagonal (no mask)
       {{1, 160, 4, 2, 128, 0}, {150}},             // the same at D = 128, then padding
       {{1, 256, 2, 1, 64, 0}, {128, 64, 64}, {0, 1, 0}},  // key tile 2 hidden from query tile 3, tiles 0, 1, 3 not
+      {{1, 600, 2, 1, 128, 0}, {250, 350}},        // 19 tiles of 32: more than the 16 a block's tile flags take per round
   };
 }
 

@@ -51,7 +51,7 @@ EmulatorStats run_flash2(flash2::Params& p, const AttentionShape& s, const Emula
   using flash2::ceil_div;
   using F = flash2::ForwardTiles<D, KEY_TILE>;
   return emulate_grid(
-      ceil_div(s.T, F::BQ), s.H, s.rows, flash2::THREADS, F::bytes,
+      ceil_div(s.T, F::BQ), s.H, s.rows, flash2::THREADS, F::smem_bytes(s.T),
       [&](int x, int y, int z, unsigned char* smem) { flash2::forward_block<D, KEY_TILE>(p, smem, x, y, z); },
       options);
 }
@@ -69,7 +69,7 @@ EmulatorStats run_flash2_backward(flash2::Params& p, const AttentionShape& s, co
     const size_t count = (size_t)s.rows * s.T * s.H * D;
     std::fill(p.dq_accum, p.dq_accum + count, 0.0f);
     EmulatorStats total = emulate_grid(
-        ceil_div(s.T, Kv::BK), s.Hkv, s.rows, flash2::THREADS, Kv::bytes,
+        ceil_div(s.T, Kv::BK), s.Hkv, s.rows, flash2::THREADS, Kv::smem_bytes(s.T),
         [&](int x, int y, int z, unsigned char* smem) { flash2::dkv_block<D, true>(p, smem, x, y, z); }, options);
     add(total, emulate_grid(
                    ceil_div((int)(count / 8), flash2::THREADS), 1, 1, flash2::THREADS, 0,
@@ -78,11 +78,11 @@ EmulatorStats run_flash2_backward(flash2::Params& p, const AttentionShape& s, co
   }
   using Kv = flash2::DkvTiles<D, false, QUERY_TILE>;
   EmulatorStats total = emulate_grid(
-      ceil_div(s.T, Kv::BK), s.Hkv, s.rows, flash2::THREADS, Kv::bytes,
+      ceil_div(s.T, Kv::BK), s.Hkv, s.rows, flash2::THREADS, Kv::smem_bytes(s.T),
       [&](int x, int y, int z, unsigned char* smem) { flash2::dkv_block<D, false, QUERY_TILE>(p, smem, x, y, z); },
       options);
   add(total, emulate_grid(
-                 ceil_div(s.T, Q::BQ), s.H, s.rows, flash2::THREADS, Q::bytes,
+                 ceil_div(s.T, Q::BQ), s.H, s.rows, flash2::THREADS, Q::smem_bytes(s.T),
                  [&](int x, int y, int z, unsigned char* smem) { flash2::dq_block<D, KEY_TILE>(p, smem, x, y, z); },
                  options));
   return total;
