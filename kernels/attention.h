@@ -24,6 +24,11 @@
 // S and dP). The adds land in any order, so dq's last bits vary from run to run (dk, dv do not): train_stapo runs
 // it only under --attention flash2-atomic, never where bit-equal recomputation is relied on. Its scratch is the
 // accumulator then δ: attention_flash2_backward_atomic_scratch_floats, N·H·(D + 1), 16-byte aligned.
+//
+// attention_flash2_narrow_forward / _backward are the tensor-core kernels with 32-row tiles streamed through all
+// three (32-key tiles in the forward and dq, 32-query tiles in dk, dv; at D = 128 the backward's already are):
+// fewer registers, so more blocks per SM, for twice the steps (train_stapo's --attention flash2-narrow, an
+// experiment until timed; dev/cuda/attention.cu's version 8). Same tensors and scratch as attention_flash2_*.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -56,6 +61,15 @@ void attention_flash2_backward(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat
                                const __nv_bfloat16* dout, const __nv_bfloat16* out, const float* lse,
                                const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,
                                const AttentionShape& shape, const int32_t* segments, cudaStream_t stream);
+
+void attention_flash2_narrow_forward(__nv_bfloat16* out, float* lse, const __nv_bfloat16* q, const __nv_bfloat16* k,
+                                     const __nv_bfloat16* v, const AttentionShape& shape, const int32_t* segments,
+                                     cudaStream_t stream);
+
+void attention_flash2_narrow_backward(__nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* dv, float* scratch,
+                                      const __nv_bfloat16* dout, const __nv_bfloat16* out, const float* lse,
+                                      const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,
+                                      const AttentionShape& shape, const int32_t* segments, cudaStream_t stream);
 
 size_t attention_flash2_backward_atomic_scratch_floats(const AttentionShape& shape);  // N·H·(D + 1)
 

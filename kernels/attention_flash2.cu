@@ -20,29 +20,38 @@ __device__ __forceinline__ flash2::BlockPlace place_longest_first() {
   return flash2::longest_first(index, gridDim.x, gridDim.y, gridDim.z, TILE0_LONGEST);
 }
 
-template <int D>
+// The tiles each kernel streams: the layouts' defaults, or with NARROW (attention_flash2_narrow_*) 32 rows in all
+// three (at D = 128 the backward's already are).
+template <int D, bool NARROW>
+using ForwardLayout = flash2::ForwardTiles<D, NARROW ? 32 : flash2::ForwardTiles<D>::BK>;
+template <int D, bool DQ_ATOMIC, bool NARROW>
+using DkvLayout = flash2::DkvTiles<D, DQ_ATOMIC, NARROW ? 32 : flash2::DkvTiles<D>::BQ>;
+template <int D, bool NARROW>
+using DqLayout = flash2::DqTiles<D, NARROW ? 32 : flash2::DqTiles<D>::BK>;
+
+template <int D, bool NARROW>
 __global__ void __launch_bounds__(flash2::THREADS) flash2_forward_kernel(flash2::Params p) {
   extern __shared__ __align__(128) unsigned char flash2_smem[];
   const flash2::BlockPlace b = place_longest_first<false>();
-  flash2::forward_block<D>(p, flash2_smem, b.tile, b.head, b.row);
+  flash2::forward_block<D, ForwardLayout<D, NARROW>::BK>(p, flash2_smem, b.tile, b.head, b.row);
 }
 
-template <int D, bool DQ_ATOMIC>
+template <int D, bool DQ_ATOMIC, bool NARROW>
 __global__ void __launch_bounds__(flash2::THREADS) flash2_dkv_kernel(flash2::Params p) {
   extern __shared__ __align__(128) unsigned char flash2_smem[];
   const flash2::BlockPlace b = place_longest_first<true>();
-  flash2::dkv_block<D, DQ_ATOMIC>(p, flash2_smem, b.tile, b.head, b.row);
+  flash2::dkv_block<D, DQ_ATOMIC, DkvLayout<D, DQ_ATOMIC, NARROW>::BQ>(p, flash2_smem, b.tile, b.head, b.row);
 }
 
 __global__ void __launch_bounds__(flash2::THREADS) flash2_dq_convert_kernel(flash2::Params p, size_t count) {
   flash2::dq_convert_block(p, count, blockIdx.x);
 }
 
-template <int D>
+template <int D, bool NARROW>
 __global__ void __launch_bounds__(flash2::THREADS) flash2_dq_kernel(flash2::Params p) {
   extern __shared__ __align__(128) unsigned char flash2_smem[];
   const flash2::BlockPlace b = place_longest_first<false>();
-  flash2::dq_block<D>(p, flash2_smem, b.tile, b.head, b.row);
+  flash2::dq_block<D, DqLayout<D, NARROW>::BK>(p, flash2_smem, b.tile, b.head, b.row);
 }
 
 // What both directions read; the caller adds the outputs (and the backward's inputs).
@@ -71,22 +80,23 @@ size_t flash2_smem_bytes(const AttentionShape& s, const char* op) {
   return bytes;
 }
 
-template <int D>
+template <int D, bool NARROW>
 void forward_launch(const flash2::Params& p, const AttentionShape& s, cudaStream_t stream) {
-  using L = flash2::ForwardTiles<D>;
+  using L = ForwardLayout<D, NARROW>;
   const size_t smem = flash2_smem_bytes<L>(s, "attention_flash2_forward");
-  allow_smem(flash2_forward_kernel<D>, smem);
-  flash2_forward_kernel<D><<<dim3(ceil_div(s.T, L::BQ), s.H, s.rows), flash2::THREADS, smem, stream>>>(p);
+  allow_smem(flash2_forward_kernel<D, NARROW>, smem);
+  flash2_forward_kernel<D, NARROW><<<dim3(ceil_div(s.T, L::BQ), s.H, s.rows), flash2::THREADS, smem, stream>>>(p);
   cudaCheck(cudaGetLastError());
 }
 
 // The dk, dv grid, then the dq grid or (DQ_ATOMIC: p.dq_accum zeroed by the caller) the accumulator's conversion.
-template <int D, bool DQ_ATOMIC>
+template <int D, bool DQ_ATOMIC, bool NARROW>
 void backward_launch(const flash2::Params& p, const AttentionShape& s, cudaStream_t stream) {
-  using Lkv = flash2::DkvTiles<D, DQ_ATOMIC>;
+  static_assert(!(DQ_ATOMIC && NARROW), "the atomic dQ step takes the default query tile");
+  using Lkv = DkvLayout<D, DQ_ATOMIC, NARROW>;
   const size_t smem_dkv = flash2_smem_bytes<Lkv>(s, "attention_flash2_backward");
-  allow_smem(flash2_dkv_kernel<D, DQ_ATOMIC>, smem_dkv);
-  flash2_dkv_kernel<D, DQ_ATOMIC>
+  allow_smem(flash2_dkv_kernel<D, DQ_ATOMIC, NARROW>, smem_dkv);
+  flash2_dkv_kernel<D, DQ_ATOMIC, NARROW>
       <<<dim3(ceil_div(s.T, Lkv::BK), s.Hkv, s.rows), flash2::THREADS, smem_dkv, stream>>>(p);
   cudaCheck(cudaGetLastError());
   if constexpr (DQ_ATOMIC) {
@@ -94,10 +104,10 @@ void backward_launch(const flash2::Params& p, const AttentionShape& s, cudaStrea
     flash2_dq_convert_kernel<<<(unsigned)((count / 8 + flash2::THREADS - 1) / flash2::THREADS), flash2::THREADS, 0,
                                stream>>>(p, count);
   } else {
-    using Lq = flash2::DqTiles<D>;
+    using Lq = DqLayout<D, NARROW>;
     const size_t smem_dq = flash2_smem_bytes<Lq>(s, "attention_flash2_backward");
-    allow_smem(flash2_dq_kernel<D>, smem_dq);
-    flash2_dq_kernel<D><<<dim3(ceil_div(s.T, Lq::BQ), s.H, s.rows), flash2::THREADS, smem_dq, stream>>>(p);
+    allow_smem(flash2_dq_kernel<D, NARROW>, smem_dq);
+    flash2_dq_kernel<D, NARROW><<<dim3(ceil_div(s.T, Lq::BQ), s.H, s.rows), flash2::THREADS, smem_dq, stream>>>(p);
   }
   cudaCheck(cudaGetLastError());
 }
@@ -118,45 +128,67 @@ flash2::Params flash2_backward_params(const char* op, float* delta, bf16* dq, bf
   return p;
 }
 
-// Both backwards: the above, then the launches (atomic: dq_accum zeroed first).
+// The backwards: the above, then the launches (atomic: dq_accum zeroed first; never NARROW).
+template <bool NARROW>
 void flash2_backward(const char* op, float* dq_accum, float* delta, bf16* dq, bf16* dk, bf16* dv, const bf16* dout,
                      const bf16* out, const float* lse, const bf16* q, const bf16* k, const bf16* v,
                      const AttentionShape& shape, const int32_t* segments, cudaStream_t stream) {
   flash2::Params p =
       flash2_backward_params(op, delta, dq, dk, dv, dout, out, lse, q, k, v, shape, segments, stream);
   p.dq_accum = dq_accum;
-  if (dq_accum) {
-    cudaCheck(cudaMemsetAsync(dq_accum, 0, sizeof(float) * shape.rows * shape.T * shape.H * shape.D, stream));
-    if (shape.D == 64)
-      backward_launch<64, true>(p, shape, stream);
-    else
-      backward_launch<128, true>(p, shape, stream);
-  } else if (shape.D == 64) {
-    backward_launch<64, false>(p, shape, stream);
-  } else {
-    backward_launch<128, false>(p, shape, stream);
+  if constexpr (!NARROW) {
+    if (dq_accum) {
+      cudaCheck(cudaMemsetAsync(dq_accum, 0, sizeof(float) * shape.rows * shape.T * shape.H * shape.D, stream));
+      if (shape.D == 64)
+        backward_launch<64, true, false>(p, shape, stream);
+      else
+        backward_launch<128, true, false>(p, shape, stream);
+      return;
+    }
   }
+  if (shape.D == 64)
+    backward_launch<64, false, NARROW>(p, shape, stream);
+  else
+    backward_launch<128, false, NARROW>(p, shape, stream);
+}
+
+template <bool NARROW>
+void flash2_forward(const char* op, bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v,
+                    const AttentionShape& shape, const int32_t* segments, cudaStream_t stream) {
+  attention_check(shape, op, {{"out", out}, {"q", q}, {"k", k}, {"v", v}});
+  flash2::Params p = flash2_params(shape, q, k, v, segments);
+  p.out = out;
+  p.lse_out = lse;
+  if (shape.D == 64)
+    forward_launch<64, NARROW>(p, shape, stream);
+  else
+    forward_launch<128, NARROW>(p, shape, stream);
 }
 
 }  // namespace
 
 void attention_flash2_forward(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v,
                               const AttentionShape& shape, const int32_t* segments, cudaStream_t stream) {
-  attention_check(shape, "attention_flash2_forward", {{"out", out}, {"q", q}, {"k", k}, {"v", v}});
-  flash2::Params p = flash2_params(shape, q, k, v, segments);
-  p.out = out;
-  p.lse_out = lse;
-  if (shape.D == 64)
-    forward_launch<64>(p, shape, stream);
-  else
-    forward_launch<128>(p, shape, stream);
+  flash2_forward<false>("attention_flash2_forward", out, lse, q, k, v, shape, segments, stream);
 }
 
 void attention_flash2_backward(bf16* dq, bf16* dk, bf16* dv, float* scratch, const bf16* dout, const bf16* out,
                                const float* lse, const bf16* q, const bf16* k, const bf16* v,
                                const AttentionShape& shape, const int32_t* segments, cudaStream_t stream) {
-  flash2_backward("attention_flash2_backward", nullptr, scratch, dq, dk, dv, dout, out, lse, q, k, v, shape, segments,
-                  stream);
+  flash2_backward<false>("attention_flash2_backward", nullptr, scratch, dq, dk, dv, dout, out, lse, q, k, v, shape,
+                         segments, stream);
+}
+
+void attention_flash2_narrow_forward(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v,
+                                     const AttentionShape& shape, const int32_t* segments, cudaStream_t stream) {
+  flash2_forward<true>("attention_flash2_narrow_forward", out, lse, q, k, v, shape, segments, stream);
+}
+
+void attention_flash2_narrow_backward(bf16* dq, bf16* dk, bf16* dv, float* scratch, const bf16* dout,
+                                      const bf16* out, const float* lse, const bf16* q, const bf16* k, const bf16* v,
+                                      const AttentionShape& shape, const int32_t* segments, cudaStream_t stream) {
+  flash2_backward<true>("attention_flash2_narrow_backward", nullptr, scratch, dq, dk, dv, dout, out, lse, q, k, v,
+                        shape, segments, stream);
 }
 
 size_t attention_flash2_backward_atomic_scratch_floats(const AttentionShape& shape) {
@@ -167,9 +199,9 @@ void attention_flash2_backward_atomic(bf16* dq, bf16* dk, bf16* dv, float* scrat
                                       const float* lse, const bf16* q, const bf16* k, const bf16* v,
                                       const AttentionShape& shape, const int32_t* segments, cudaStream_t stream) {
   check_aligned16(scratch, "attention_flash2_backward_atomic", "scratch");  // the conversion reads it as float4
-  flash2_backward("attention_flash2_backward_atomic", scratch,
-                  scratch + attention_backward_scratch_floats(shape) * shape.D, dq, dk, dv, dout, out, lse, q, k, v,
-                  shape, segments, stream);
+  flash2_backward<false>("attention_flash2_backward_atomic", scratch,
+                         scratch + attention_backward_scratch_floats(shape) * shape.D, dq, dk, dv, dout, out, lse, q,
+                         k, v, shape, segments, stream);
 }
 
 }  // namespace stapo

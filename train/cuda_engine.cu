@@ -748,6 +748,8 @@ std::string CudaEngine::description() const {
              : options_.attention == AttentionPath::flash2 ? ", tensor-core attention (flash2)"
              : options_.attention == AttentionPath::flash2_atomic
                  ? ", tensor-core attention with the atomic backward (flash2-atomic)"
+             : options_.attention == AttentionPath::flash2_narrow
+                 ? ", tensor-core attention on 32-row tiles (flash2-narrow)"
                  : ", SIMT attention (flash)",
              ", ", count, " parameters, ", cuda_device_description(), ranks_->description());
 }

@@ -15,10 +15,11 @@ inline void add_attention_option(CLI::App& app, std::string& name) {
   app.add_option("--attention", name,
                  "attention kernels: flash2 (ours on tensor cores, FlashAttention-2's design; default), "
                  "flash2-atomic (the same with FlashAttention-2's atomic backward: dq accumulated in fp32 with atomic "
-                 "adds, 5 tile products instead of 7, dq's last bits vary run to run; on an H200 no faster), flash "
-                 "(ours, SIMT, slower) or cudnn (cuDNN's fused SDPA, for comparison: builds with cuDNN only, one "
-                 "sequence per row, so no --pack)")
-      ->check(CLI::IsMember({"flash2", "flash2-atomic", "flash", "cudnn"}));
+                 "adds, 5 tile products instead of 7, dq's last bits vary run to run; on an H200 no faster), "
+                 "flash2-narrow (the same kernels streaming 32-row tiles: fewer registers, more blocks per SM, "
+                 "twice the steps; not yet timed), flash (ours, SIMT, slower) or cudnn (cuDNN's fused SDPA, for "
+                 "comparison: builds with cuDNN only, one sequence per row, so no --pack)")
+      ->check(CLI::IsMember({"flash2", "flash2-atomic", "flash2-narrow", "flash", "cudnn"}));
 }
 
 // The StepPaths switches. The four on by default (measured on an H200, docs/benchmarks.md) take --no-NAME to run the

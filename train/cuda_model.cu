@@ -235,6 +235,8 @@ void CudaModel::attention_forward_any(const LayerActs& a, const AttentionShape& 
 #endif
   if (options_.attention == AttentionPath::flash2 || options_.attention == AttentionPath::flash2_atomic)
     attention_flash2_forward(a.att, a.lse, a.q, a.k, a.v, shape, segments_, stream_);
+  else if (options_.attention == AttentionPath::flash2_narrow)
+    attention_flash2_narrow_forward(a.att, a.lse, a.q, a.k, a.v, shape, segments_, stream_);
   else
     attention_forward(a.att, a.lse, a.q, a.k, a.v, shape, segments_, stream_);
 }
@@ -249,6 +251,9 @@ void CudaModel::attention_backward_any(const LayerActs& a, const AttentionShape&
                               segments_, stream_);
   else if (options_.attention == AttentionPath::flash2_atomic)
     attention_flash2_backward_atomic(d_q_, d_k_, d_v_, attention_scratch_, d_att_, a.att, a.lse, a.q, a.k, a.v, shape,
+                                     segments_, stream_);
+  else if (options_.attention == AttentionPath::flash2_narrow)
+    attention_flash2_narrow_backward(d_q_, d_k_, d_v_, attention_scratch_, d_att_, a.att, a.lse, a.q, a.k, a.v, shape,
                                      segments_, stream_);
   else
     attention_backward(d_q_, d_k_, d_v_, attention_scratch_, d_att_, a.att, a.lse, a.q, a.k, a.v, shape, segments_,

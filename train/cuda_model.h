@@ -46,14 +46,17 @@
 namespace stapo {
 
 // Which attention kernels run: ours (kernels/attention.h: flash2, the tensor-core ones and the default; flash2_atomic,
-// the same forward with the atomic backward, whose dq is not bit-reproducible; or flash, the SIMT ones) or cuDNN's
-// fused SDPA (kernels/attention_cudnn.h: builds with cuDNN only; one sequence per row, so no --pack).
-enum class AttentionPath { flash, flash2, flash2_atomic, cudnn };
-// --attention's value: "flash", "flash2", "flash2-atomic" or "cudnn" (the command lines check the name first).
+// the same forward with the atomic backward, whose dq is not bit-reproducible; flash2_narrow, the tensor-core ones
+// with 32-row tiles; or flash, the SIMT ones) or cuDNN's fused SDPA (kernels/attention_cudnn.h: builds with cuDNN
+// only; one sequence per row, so no --pack).
+enum class AttentionPath { flash, flash2, flash2_atomic, flash2_narrow, cudnn };
+// --attention's value: "flash", "flash2", "flash2-atomic", "flash2-narrow" or "cudnn" (the command lines check the
+// name first).
 inline AttentionPath attention_path(const std::string& name) {
   return name == "cudnn"           ? AttentionPath::cudnn
          : name == "flash2"        ? AttentionPath::flash2
          : name == "flash2-atomic" ? AttentionPath::flash2_atomic
+         : name == "flash2-narrow" ? AttentionPath::flash2_narrow
                                    : AttentionPath::flash;
 }
 

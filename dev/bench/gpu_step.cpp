@@ -19,7 +19,7 @@
 //
 //   build-gpu/dev/bench/gpu_step --config dev/bench/gpu_step_config.json --out result.json [--bf16-params]
 //     [--master fp32|split|none] [--moments fp32|8bit] [--grads fp32|bf16] [--recompute 0|1|2|auto]
-//     [--attention flash2|flash2-atomic|flash|cudnn] [--memory-cap-gib G] [--phases N] [--grad-first-write]
+//     [--attention flash2|flash2-atomic|flash2-narrow|flash|cudnn] [--memory-cap-gib G] [--phases N] [--grad-first-write]
 //     [--rmsnorm-warp] [--device-embedding-index] [--adamw-multi-tensor]
 //     [--matmul-autotune] [--fused-projections] [--cuda-graph] [--min-seconds S]
 #include <algorithm>

@@ -23,7 +23,8 @@
 //   7: version 5's kernels asking for more resident blocks per SM (launch bounds; below), trading spills for
 //      occupancy: the dK/dV kernel was latency-bound at 2 blocks per SM on the H200.
 //   8: version 5 with 32-row tiles streamed through every kernel (the backward's already are at D = 128): more
-//      blocks per SM without spills.
+//      blocks per SM without spills (kernels/attention_flash2.cu's attention_flash2_narrow_*, train_stapo's
+//      --attention flash2-narrow).
 //   9: version 5's kernels in the launch order they had before (the tile as blockIdx.x: every wave mixes long and
 //      short causal blocks); 5 to 8 launch the longest blocks first.
 // Validates each chosen version (forward and backward) against the CPU twin on two small packed batches (exit 1
@@ -560,51 +561,6 @@ void backward(bf16* dq, bf16* dk, bf16* dv, float* scratch, const bf16* dout, co
 
 }  // namespace occupancy
 
-// ---- version 8: version 5 with 32-row tiles streamed through every kernel (the backward's are 32 at D = 128) ----
-// Version 5 streams 64-key tiles through the forward (D = 64 / 128: 136 / 185 registers, 3 / 2 blocks per SM), and at
-// D = 64 64-query tiles through the dK/dV blocks (211: 2) and 64-key tiles through the dQ blocks (166: 3). With 32
-// (ptxas, nvcc 13.0.88, no launch bound, no spill): the forward 127 / 166 registers, 4 / 3 blocks; dK/dV 168
-// registers and 36.8 KiB of shared memory, 3 blocks; dQ 126, 4 blocks. Twice the iterations, each with half the
-// products and its own barrier; finer tiles also skip more of the masked-out work.
-namespace narrow {
-
-template <int D>
-__global__ void __launch_bounds__(stapo::flash2::THREADS) forward_kernel(stapo::flash2::Params p) {
-  extern __shared__ __align__(128) unsigned char smem[];
-  const stapo::flash2::BlockPlace b = stapo::place_longest_first<false>();
-  stapo::flash2::forward_block<D, 32>(p, smem, b.tile, b.head, b.row);
-}
-
-template <int D>
-void forward(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v, const stapo::AttentionShape& s,
-             const int32_t* segments) {
-  occupancy::forward_with<stapo::flash2::ForwardTiles<D, 32>>(forward_kernel<D>, out, lse, q, k, v, s, segments);
-}
-
-template <int D>
-__global__ void __launch_bounds__(stapo::flash2::THREADS) dkv_kernel(stapo::flash2::Params p) {
-  extern __shared__ __align__(128) unsigned char smem[];
-  const stapo::flash2::BlockPlace b = stapo::place_longest_first<true>();
-  stapo::flash2::dkv_block<D, false, 32>(p, smem, b.tile, b.head, b.row);
-}
-
-template <int D>
-__global__ void __launch_bounds__(stapo::flash2::THREADS) dq_kernel(stapo::flash2::Params p) {
-  extern __shared__ __align__(128) unsigned char smem[];
-  const stapo::flash2::BlockPlace b = stapo::place_longest_first<false>();
-  stapo::flash2::dq_block<D, 32>(p, smem, b.tile, b.head, b.row);
-}
-
-void backward(bf16* dq, bf16* dk, bf16* dv, float* scratch, const bf16* dout, const bf16* out, const float* lse,
-              const bf16* q, const bf16* k, const bf16* v, const stapo::AttentionShape& s, const int32_t* segments) {
-  if (s.D != 64)
-    return stapo::attention_flash2_backward(dq, dk, dv, scratch, dout, out, lse, q, k, v, s, segments, 0);
-  occupancy::backward_with<stapo::flash2::DkvTiles<64, false, 32>, stapo::flash2::DqTiles<64, 32>>(
-      dkv_kernel<64>, dq_kernel<64>, dq, dk, dv, scratch, dout, out, lse, q, k, v, s, segments);
-}
-
-}  // namespace narrow
-
 // ---- version 9: version 5's kernels in grid order, the launch order before longest-first ----
 // The tile as blockIdx.x (the forward's and dq's reversed, so that within each (head, row) the longest starts
 // first), as the trainer launched them up to the second H200 lease: each wave mixes every length. Measures what the
@@ -668,10 +624,8 @@ void forward_version(int version, const Buffers& b, const stapo::AttentionShape&
     grid_order::forward<64>(b.out, b.lse, b.q, b.k, b.v, s, b.segments);
   } else if (version == 9) {
     grid_order::forward<128>(b.out, b.lse, b.q, b.k, b.v, s, b.segments);
-  } else if (version == 8 && s.D == 64) {
-    narrow::forward<64>(b.out, b.lse, b.q, b.k, b.v, s, b.segments);
   } else if (version == 8) {
-    narrow::forward<128>(b.out, b.lse, b.q, b.k, b.v, s, b.segments);
+    stapo::attention_flash2_narrow_forward(b.out, b.lse, b.q, b.k, b.v, s, b.segments, 0);
   } else if (version == 7 && s.D == 64) {
     occupancy::forward<64>(b.out, b.lse, b.q, b.k, b.v, s, b.segments);
   } else if (version == 7) {
@@ -700,7 +654,8 @@ void backward_version(int version, const Buffers& b, const stapo::AttentionShape
   else if (version == 9)
     grid_order::backward<128>(b.dq, b.dk, b.dv, b.scratch, b.dout, b.out, b.lse, b.q, b.k, b.v, s, b.segments);
   else if (version == 8)
-    narrow::backward(b.dq, b.dk, b.dv, b.scratch, b.dout, b.out, b.lse, b.q, b.k, b.v, s, b.segments);
+    stapo::attention_flash2_narrow_backward(b.dq, b.dk, b.dv, b.scratch, b.dout, b.out, b.lse, b.q, b.k, b.v, s,
+                                            b.segments, 0);
   else if (version == 6)
     stapo::attention_flash2_backward_atomic(b.dq, b.dk, b.dv, b.scratch, b.dout, b.out, b.lse, b.q, b.k, b.v, s,
                                             b.segments, 0);

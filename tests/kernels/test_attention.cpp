@@ -15,8 +15,9 @@ namespace stapo::test {
 namespace {
 
 // The implementations behind kernels/attention.h's one interface: the SIMT kernels (attention_forward /
-// attention_backward), the tensor-core ones (attention_flash2_*, the trainer's default) and the tensor cores with
-// the atomic backward (attention_flash2_backward_atomic, its own scratch size).
+// attention_backward), the tensor-core ones (attention_flash2_*, the trainer's default), the tensor cores with
+// the atomic backward (attention_flash2_backward_atomic, its own scratch size) and on 32-row tiles
+// (attention_flash2_narrow_*).
 struct AttentionKernels {
   const char* name;
   void (*forward)(bf16* out, float* lse, const bf16* q, const bf16* k, const bf16* v, const AttentionShape& shape,
@@ -121,7 +122,9 @@ INSTANTIATE_TEST_SUITE_P(
         AttentionKernels{"flash2", attention_flash2_forward, attention_flash2_backward,
                          attention_backward_scratch_floats},
         AttentionKernels{"flash2_atomic", attention_flash2_forward, attention_flash2_backward_atomic,
-                         attention_flash2_backward_atomic_scratch_floats}),
+                         attention_flash2_backward_atomic_scratch_floats},
+        AttentionKernels{"flash2_narrow", attention_flash2_narrow_forward, attention_flash2_narrow_backward,
+                         attention_backward_scratch_floats}),
                          [](const ::testing::TestParamInfo<AttentionKernels>& info) { return info.param.name; });
 
 // The atomic backward against the deterministic one on the same inputs (the forward's own out and lse), twice:

@@ -300,8 +300,8 @@ void print_row(const std::string& name, const Agreement& a, const Worst& update,
 }
 
 // The --device-check cases: each recompute level, a Mistral, both on the SIMT attention (flash), both on the
-// tensor-core attention's atomic backward (flash2-atomic) and (cuDNN builds) both on cuDNN's attention; the rest on
-// the default tensor-core attention (flash2).
+// tensor-core attention's atomic backward (flash2-atomic), both on its 32-row tiles (flash2-narrow) and (cuDNN
+// builds) both on cuDNN's attention; the rest on the default tensor-core attention (flash2).
 // Recompute levels 1 and 2 recompute the same values with the same kernels: their gradients equal level 0's bit
 // for bit (H100, SIMT attention: exactly; flash2 has no atomics either; flash2-atomic has, and is left out of that).
 TEST(CudaEngine, OneStepMatchesCpuReference) {
@@ -320,6 +320,8 @@ TEST(CudaEngine, OneStepMatchesCpuReference) {
                              {"mistral SIMT window", true, engine_options(1, false, AttentionPath::flash)},
                              {"llama atomic attention", false, engine_options(1, false, AttentionPath::flash2_atomic)},
                              {"mistral atomic window", true, engine_options(1, false, AttentionPath::flash2_atomic)},
+                             {"llama narrow tiles", false, engine_options(1, false, AttentionPath::flash2_narrow)},
+                             {"mistral narrow window", true, engine_options(1, false, AttentionPath::flash2_narrow)},
                              {"llama step paths", false, with_step_paths(engine_options(1, false))},
                              {"mistral tied step paths", true, with_step_paths(engine_options(1, false))}};
 #ifdef STAPO_HAVE_CUDNN
