@@ -407,9 +407,9 @@ struct KeyTileStream {
   int T, window, q0;
   int start, end;             // the key tiles that may be visible: from the window's first key to the last tile
                               // holding a key ≤ the block's last query (causal)
-  const uint8_t* flags;       // flags[kt − start]
+  uint8_t* flags;             // flags[kt − start], after the layout's regions
 
-  __device__ KeyTileStream(const Params& p, const unsigned char* smem, int q_tile, int h, int row)
+  __device__ KeyTileStream(const Params& p, unsigned char* smem, int q_tile, int h, int row)
       : seg(p.segments + (size_t)row * p.T),
         k_row(p.k + (size_t)row * p.T * p.Hkv * D + (size_t)(h / (p.H / p.Hkv)) * D),
         v_row(p.v + (size_t)row * p.T * p.Hkv * D + (size_t)(h / (p.H / p.Hkv)) * D),
@@ -421,9 +421,9 @@ struct KeyTileStream {
         end(ceil_div(imin(q0 + L::BQ, p.T), L::BK)),
         flags(smem + L::bytes) {}
 
-  __device__ void build(unsigned char* smem) const {
+  __device__ void build() const {
     const SegmentRange q_range = segment_range<L::BQ>(seg, q0, T);
-    build_tile_flags<L::BK>(smem + L::bytes, seg, T, start, end - start, [&](int kt, const SegmentRange& k_range) {
+    build_tile_flags<L::BK>(flags, seg, T, start, end - start, [&](int kt, const SegmentRange& k_range) {
       return tile_kind(q0, L::BQ, q_range, kt * L::BK, L::BK, k_range, window);
     });
   }
@@ -461,7 +461,7 @@ __device__ void forward_block(const Params& p, unsigned char* smem, int q_tile, 
 
   load_rows_async<D>(reinterpret_cast<bf16*>(smem + L::q), p.q + (row_base + q0) * q_stride + (size_t)h * D, q_stride,
                      BQ, q_valid);
-  keys.build(smem);
+  keys.build();
   warp::block_sync();
   VisibleTile tile = keys.first();
   if (tile.index < keys.end) keys.issue(smem, tile.index, 0);
@@ -760,7 +760,7 @@ __device__ void dq_block(const Params& p, unsigned char* smem, int q_tile, int h
   const size_t first = (row_base + q0) * q_stride + (size_t)h * D;
   load_rows_async<D>(reinterpret_cast<bf16*>(smem + L::q), p.q + first, q_stride, BQ, q_valid);
   load_rows_async<D>(reinterpret_cast<bf16*>(smem + L::dout), p.dout + first, q_stride, BQ, q_valid);
-  keys.build(smem);
+  keys.build();
   warp::block_sync();
   VisibleTile tile = keys.first();
   if (tile.index < keys.end) keys.issue(smem, tile.index, 0);
