@@ -11,7 +11,7 @@
 import re
 import sys
 
-KERNEL = re.compile(r"Function : \S*?\dflash2_(\w+?)_kernelILi(\d+)E(Lb([01])E)?E")
+KERNEL = re.compile(r"Function : \S*?\dflash2_(\w+?)_kernelILi(\d+)E((?:Lb[01]E)*)E")
 INSTRUCTION = re.compile(r"\s*/\*([0-9a-f]{4,})\*/\s*(.*?)\s*;")
 BRANCH = re.compile(r"^(@!?U?P\w+\s+)?BRA\s+(?:\S+\s+)?0x([0-9a-f]+)$")
 
@@ -21,8 +21,13 @@ def kernels(text):
     for line in text.splitlines():
         header = KERNEL.search(line)
         if header:
-            variant = {None: "", "0": " (deterministic)", "1": " (atomic: its dQ barrier splits the step)"}
-            name = f"{header.group(1)} D = {header.group(2)}{variant[header.group(4)]}"
+            flags = [b == "1" for b in re.findall(r"Lb([01])E", header.group(3))]
+            if header.group(1) == "dkv":  # <D, DQ_ATOMIC, NARROW>
+                atomic, narrow = flags
+            else:  # <D, NARROW>
+                atomic, narrow = False, flags[0]
+            name = (f"{header.group(1)} D = {header.group(2)}" + (" atomic (its dQ barrier splits the step)" if atomic
+                                                                   else "") + (" 32-row tiles" if narrow else ""))
             code[name] = []
         elif name and (m := INSTRUCTION.match(line)):
             code[name].append((int(m.group(1), 16), m.group(2)))
