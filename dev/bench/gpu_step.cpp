@@ -21,7 +21,7 @@
 //     [--master fp32|split|none] [--moments fp32|8bit] [--grads fp32|bf16] [--recompute 0|1|2|auto]
 //     [--attention flash2|flash2-atomic|flash2-narrow|flash|cudnn] [--memory-cap-gib G] [--phases N] [--grad-first-write]
 //     [--rmsnorm-warp] [--device-embedding-index] [--adamw-multi-tensor]
-//     [--matmul-autotune] [--fused-projections] [--cuda-graph] [--min-seconds S]
+//     [--matmul-autotune] [--fused-projections] [--cuda-graph] [--min-seconds S] [--lm-head-chunk-rows R]
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -101,6 +101,10 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"auto", "0", "1", "2"}));
   app.add_option("--memory-cap-gib", cap_gib, "device memory cap in GiB (default: the config's memory_cap_gib, "
                  "else none)")->check(CLI::NonNegativeNumber);
+  app.add_option("--lm-head-chunk-rows", options.lm_head_chunk_rows,
+                 "response rows per lm_head chunk (the engine's default 2048; its workspace grows with it): a "
+                 "benchmark knob, not a train_stapo flag")
+      ->check(CLI::Range(1, 1 << 20));
   std::string attention;
   stapo::add_attention_option(app, attention);
   stapo::add_step_path_flags(app, options.paths);
