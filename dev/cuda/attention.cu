@@ -28,9 +28,9 @@
 //   9: version 5's kernels in the launch order they had before (the tile as blockIdx.x: every wave mixes long and
 //      short causal blocks); 5 to 8 launch the longest blocks first.
 // Validates each chosen version (forward and backward) against the CPU twin on two small packed batches (exit 1
-// on a mismatch), then times each on the Llama-3-8B- and Llama-3.2-1B-shaped batches and on the
-// FlashAttention-3 paper's setting, and prints one markdown table of ms and TFLOP/s (causal: half the dense
-// FLOPs) with the paper's published forward figure beside it.
+// on a mismatch), then times each on the Llama-3-8B- and Llama-3.2-1B-shaped batches (the latter also packed) and
+// on the FlashAttention-3 paper's setting, and prints one markdown table of ms and TFLOP/s (causal: half the dense
+// FLOPs of the visible pairs) with the paper's published forward figure beside it.
 #include <mma.h>
 
 #include <functional>
@@ -668,6 +668,7 @@ struct BenchShape {
   stapo::AttentionShape shape;
   const char* what;
   double fa3_forward_tflops;  // 0: no published figure at this shape
+  int packed = 0;             // > 0: each row packed with sequences of this many tokens (not cuDNN's: one per row)
 };
 
 int main(int argc, char** argv) {
@@ -693,11 +694,13 @@ int main(int argc, char** argv) {
   // Validation at both head dims (a packed row with a window; and padding), rows, T, H, Hkv, D, window. Version 3
   // gets one sequence then padding per row.
   const stapo::AttentionShape validation[] = {{2, 300, 8, 2, 128, 100}, {2, 300, 4, 1, 64, 0}};
-  // Timing: the Llama-3-8B- and the benchmark's Llama-3.2-1B-shaped batches (GQA), then the FlashAttention-3
-  // paper's setting (MHA, 16k tokens, H·D = 2048, causal) with its published forward rates on an H100 SXM5.
+  // Timing: the Llama-3-8B- and the benchmark's Llama-3.2-1B-shaped batches (GQA; the latter also as rows packed
+  // with short sequences, what --pack makes of preference data), then the FlashAttention-3 paper's setting (MHA,
+  // 16k tokens, H·D = 2048, causal) with its published forward rates on an H100 SXM5.
   const BenchShape bench[] = {
       {{4, 2048, 32, 8, 128, 0}, "Llama-3-8B, 8k tokens", 0},
       {{8, 1024, 32, 8, 64, 0}, "gpu_step (Llama-3.2-1B)", 0},
+      {{8, 2048, 32, 8, 64, 0}, "Llama-3.2-1B, rows packed with 256-token sequences", 0, 256},
       {{16, 1024, 32, 32, 64, 0}, "FA3 setting", 265},
       {{8, 2048, 32, 32, 64, 0}, "FA3 setting", 371},
       {{4, 4096, 32, 32, 64, 0}, "FA3 setting", 420},
@@ -717,11 +720,13 @@ int main(int argc, char** argv) {
       Buffers b{to_device_bf16(q), to_device_bf16(k), to_device_bf16(v), to_device_bf16(dout), device_alloc<bf16>(nq),
                 device_alloc<bf16>(nq), device_alloc<bf16>(nkv), device_alloc<bf16>(nkv), device_alloc<float>(N * s.H),
                 device_alloc<float>(stapo::attention_flash2_backward_atomic_scratch_floats(s)), nullptr};
+      const int packed = pass == 1 ? bench[si].packed : 0;
       for (int version : versions) {
+        if (packed && version == 3) continue;  // cuDNN's path takes one sequence per row
         std::vector<int32_t> segments(N);
         for (size_t i = 0; i < N; ++i) {  // validation: two packed sequences then padding (version 3: one)
           const int p = (int)(i % s.T);
-          segments[i] = pass == 1 ? 0 : p < 120 ? 0 : p < 280 ? (version == 3 ? 0 : 1) : -1;
+          segments[i] = pass == 1 ? (packed ? p / packed : 0) : p < 120 ? 0 : p < 280 ? (version == 3 ? 0 : 1) : -1;
         }
         b.segments = to_device(segments);
         std::function<void()> forward = [&] { forward_version(version, b, s); };
@@ -750,9 +755,10 @@ int main(int argc, char** argv) {
           validate("dv", from_device_bf16(b.dv, nkv), dv, 2e-2);
         } else {
           const float fwd = time_ms(forward, 10), bwd = time_ms(backward, 10);
-          // Causal: half of 4·N·T·H·D (QKᵀ and PV); the backward as 2.5× the forward (FlashAttention's count;
-          // versions 2, 4 and 5 recompute QKᵀ and dO·Vᵀ in both of their kernels, which is not counted).
-          const double flops = 4.0 * N * s.T * s.H * s.D / 2;
+          // Causal: half of 4·N·L·H·D (QKᵀ and PV; L = T, or a packed sequence's length: the pairs that are
+          // visible); the backward as 2.5× the forward (FlashAttention's count; versions 2, 4 and 5 recompute QKᵀ
+          // and dO·Vᵀ in both of their kernels, which is not counted).
+          const double flops = 4.0 * N * (packed ? packed : s.T) * s.H * s.D / 2;
           char line[256];
           std::snprintf(line, sizeof(line), "| %d | %d | %d | %d/%d | %d | %.3f | %.1f | %.3f | %.1f | %s |", version,
                         s.rows, s.T, s.H, s.Hkv, s.D, fwd, flops / fwd / 1e9, bwd, 2.5 * flops / bwd / 1e9,
