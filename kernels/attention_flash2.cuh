@@ -22,9 +22,11 @@
 // atomic adds (zeroed before; dq_convert_block turns it into bf16 dq, scaled); dq_block does not run. The adds of
 // different key tiles and heads land in any order: dq's last bits vary from run to run.
 // Tiles: a key (or query) tile is visited only if some pair in it may be visible. That is decided from the
-// range of segment ids on each side (computed per warp with shuffles, so every warp agrees and the block stays
-// together), the causal bound and the window; a tile whose every pair is visible (one sequence on both sides,
-// wholly below the diagonal and inside the window) skips the per-element mask.
+// range of segment ids on each side, the causal bound and the window, for all of a block's tiles at its start
+// (build_tile_flags: one flag byte per tile in shared memory, the block's warps in parallel); a tile whose every
+// pair is visible (one sequence on both sides, wholly below the diagonal and inside the window) skips the
+// per-element mask. Grids start their longest blocks first (longest_first). With QUERY_TILE / KEY_TILE of 32 (the
+// launchers' narrow variant) the blocks stream 32-row tiles.
 #pragma once
 #include <cuda_bf16.h>
 
@@ -73,7 +75,7 @@ __host__ __device__ constexpr size_t tile_bytes(int rows, int D) { return align1
 // depends on T, so a launch asks for the layout's smem_bytes(T).
 __host__ __device__ constexpr size_t tile_flags_bytes(int T, int tile) { return align128((size_t)ceil_div(T, tile)); }
 
-// KEY_TILE: BK, 64 unless given (the playground's version 8 tries 32).
+// KEY_TILE: BK, 64 unless given (the narrow variant, --attention flash2-narrow: 32).
 template <int D, int KEY_TILE = 64>
 struct ForwardTiles {
   static constexpr int BQ = WARP_ROWS * WARPS, BK = KEY_TILE, LD = D + 8;
@@ -83,7 +85,7 @@ struct ForwardTiles {
 };
 
 // BK keys are the block's; query tiles of BQ stream through two stages. With DQ_ATOMIC, also dSᵀ (BK, BQ + 8) bf16.
-// QUERY_TILE: BQ, 64 at D = 64 and 32 at D = 128 unless given (the playground's version 8 tries 32 at D = 64).
+// QUERY_TILE: BQ, 64 at D = 64 and 32 at D = 128 unless given (the narrow variant: 32 at D = 64 too).
 template <int D, bool DQ_ATOMIC = false, int QUERY_TILE = (D == 64 ? 64 : 32)>
 struct DkvTiles {
   static constexpr int BK = WARP_ROWS * WARPS, BQ = QUERY_TILE, LD = D + 8, LDS = BQ + 8;
@@ -95,7 +97,7 @@ struct DkvTiles {
 };
 
 // BQ queries are the block's; key tiles of BK stream through two stages. KEY_TILE: BK, 64 at D = 64 and 32 at
-// D = 128 unless given (the playground's version 8 tries 32 at D = 64).
+// D = 128 unless given (the narrow variant: 32 at D = 64 too).
 template <int D, int KEY_TILE = (D == 64 ? 64 : 32)>
 struct DqTiles {
   static constexpr int BQ = WARP_ROWS * WARPS, BK = KEY_TILE, LD = D + 8;
