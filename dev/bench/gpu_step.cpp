@@ -173,7 +173,6 @@ int main(int argc, char** argv) {
     options.max_tokens = batch.tokens.rows * seq_len;
     const uint64_t available = stapo::cuda_engine_available_bytes(options.memory_cap_bytes);
     if (recompute == "auto") {  // as train_stapo: the least recomputation whose plan fits, else level 1's plan
-      options.recompute = 1;
       options.recompute = stapo::memory_plan_recompute_auto(
                               config, stapo::cuda_engine_plan_input(config, options, pairs, seq_len), available)
                               .value_or(1);
