@@ -3,8 +3,8 @@
 #   dev/plot_runs.sh OUT.svg RUN_DIR [RUN_DIR...]
 # Reads RUN_DIR/log.jsonl of each run (train_stapo_cpu / train_stapo: one line per step, one "eval/..." line per
 # evaluation; sample lines are skipped) and draws one panel per key of $PLOT_KEYS that any run logged, over the
-# step, one curve per run. Keys no run logged are left out (older logs lack the delta/ quantiles, runs without
-# --eval-data the eval/ keys). Plain bash + POSIX awk, no Python.
+# step, one curve per run. Keys no run logged are left out (runs without --eval-data lack the eval/ keys,
+# among them the Δ quantiles, which only evaluations compute). Plain bash + POSIX awk, no Python.
 set -euo pipefail
 if [ $# -lt 2 ]; then
   echo "usage: dev/plot_runs.sh OUT.svg RUN_DIR [RUN_DIR...]   (keys: \$PLOT_KEYS, see docs/training.md)" >&2
@@ -13,7 +13,7 @@ fi
 out=$1
 shift
 keys=${PLOT_KEYS:-"loss eval/loss rewards/accuracies eval/rewards/accuracies z/mean z/max eval/z/mean \
-delta/p05 delta/p25 delta/p50 delta/p75 delta/p95 entropy/chosen entropy/rejected eval/entropy/chosen \
+eval/delta/p05 eval/delta/p25 eval/delta/p50 eval/delta/p75 eval/delta/p95 entropy/chosen entropy/rejected eval/entropy/chosen \
 logps/chosen logps/rejected eval/logps/chosen nll/chosen lr grad_norm"}
 logs=()
 for run in "$@"; do
