@@ -4,7 +4,7 @@
 // or change dtype, and by dev/reference/make_model_fixtures.py --roundtrip to show transformers loads what we
 // write.
 // Without --dtype an HF checkpoint keeps every value exactly (BF16 stays BF16, F32 and F16 become F32): a
-// downcast happens only when asked for. The output directory must not be the input (its files would be
+// downcast happens only when asked for, but for F64, rounded to F32 with a note. The output directory must not be the input (its files would be
 // replaced while the input is still being read).
 // With a GGUF file as --in (llama.cpp's format, recognised by its magic), it writes the HF directory
 // transformers would build from that file: weights dequantised to fp32 (the default dtype there), config.json,
@@ -26,11 +26,17 @@ static bool is_gguf(const std::string& path) {
   return std::fread(magic, 1, 4, f.get()) == 4 && std::memcmp(magic, "GGUF", 4) == 0;
 }
 
-// The narrowest dtype that holds every tensor of an HF checkpoint exactly.
+// The narrowest output dtype that holds every tensor of an HF checkpoint exactly: BF16 when all are, else F32.
+// F64 (the double CPU engine's checkpoints) is the exception: the model is loaded as fp32, so it is said, not hidden.
 static stapo::DType lossless_dtype(const std::string& dir) {
-  for (const auto& [name, tensor] : stapo::SafetensorsReader(dir).tensors())
-    if (tensor.dtype != stapo::DType::BF16) return stapo::DType::F32;
-  return stapo::DType::BF16;
+  bool all_bf16 = true, any_f64 = false;
+  const stapo::SafetensorsReader reader(dir);  // named: tensors() is a reference into it
+  for (const auto& [name, tensor] : reader.tensors()) {
+    all_bf16 &= tensor.dtype == stapo::DType::BF16;
+    any_f64 |= tensor.dtype == stapo::DType::F64;
+  }
+  if (any_f64) fprintf(stderr, "model_convert: the checkpoint's F64 values are rounded to F32 (models load as fp32)\n");
+  return all_bf16 ? stapo::DType::BF16 : stapo::DType::F32;
 }
 
 int main(int argc, char** argv) {
