@@ -182,7 +182,7 @@ std::string rendezvous_share(const std::string& dir, const DistributedEnv& env, 
     STAPO_CHECK(waited < timeout_s, "rank ", env.rank, " of ", env.world_size, " waited ", timeout_s,
                 " s for rank 0's rendezvous file ", path, " and it did not appear. Is ", dir,
                 " one directory that every node sees (the same path on a shared filesystem)? Did rank 0 fail (see its "
-                "error)? A slow start needs a longer --rendezvous-timeout");
+                "error)? A slow start needs a longer --collective-timeout");
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   std::istringstream in(read_text_file(path));

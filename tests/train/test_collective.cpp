@@ -253,7 +253,7 @@ TEST(Collective, FileRendezvousTimesOutNamingTheFile) {
   EXPECT_NE(msg.find("rank 3 of 4 waited 0.3 s for rank 0's rendezvous file " + dir.path + "/stapo-rendezvous-77.0"),
             std::string::npos) << msg;
   EXPECT_NE(msg.find("shared filesystem"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("--rendezvous-timeout"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("--collective-timeout"), std::string::npos) << msg;
   EXPECT_GE(waited, 0.3);
   EXPECT_LT(waited, 5.0);
 }
