@@ -36,9 +36,11 @@ bool plan_fits(stapo::CudaEngineOptions& options, const stapo::TrainFlags& flags
                bool print) {
   const stapo::ModelConfig config = stapo::config_load(flags.model_dir + "/config.json");
   const int pairs = flags.loader.pairs_per_batch, T = flags.loader.row_length;
-  // --dry-run compares with the cap alone (0: none); a run with what the device has free.
+  // --dry-run compares with the cap alone (none without one); a run with what the device has free, which is 0 when
+  // the cap is below what is already in use (the CUDA context): refused below, not taken for "no cap".
   const uint64_t available =
       dry_run ? options.memory_cap_bytes : stapo::cuda_engine_available_bytes(options.memory_cap_bytes);
+  const bool compare = !dry_run || options.memory_cap_bytes > 0;
   const bool recompute_auto = options.recompute < 0;
   if (recompute_auto) options.recompute = 1;  // the plan's input needs a level; the choice is below
   stapo::MemoryPlanInput in = stapo::cuda_engine_plan_input(config, options, pairs, T);
@@ -46,12 +48,12 @@ bool plan_fits(stapo::CudaEngineOptions& options, const stapo::TrainFlags& flags
   in.ranks = ranks;  // --dry-run has no collective: the world size of mpirun/srun's environment
   if (recompute_auto) {
     const std::optional<int> level =
-        available ? stapo::memory_plan_recompute_auto(config, in, available) : std::nullopt;
+        compare ? stapo::memory_plan_recompute_auto(config, in, available) : std::nullopt;
     options.recompute = in.recompute = level.value_or(1);
     if (print)
       fprintf(stderr, "--recompute auto: %s\n",
               level       ? stapo::cat(*level, ", the least recomputation whose plan fits").c_str()
-              : available ? "no level fits; the plan below is level 1's"
+              : compare   ? "no level fits; the plan below is level 1's"
                           : "without a device or --memory-cap-gib to compare with, the plan below is level 1's (a "
                             "run takes the least recomputation that fits)");
   }
@@ -69,7 +71,10 @@ bool plan_fits(stapo::CudaEngineOptions& options, const stapo::TrainFlags& flags
     fprintf(stderr, "device memory plan (train/memory_plan.h; %d pairs x %d tokens per micro-batch%s):\n%s", pairs, T,
             ranks > 1 ? stapo::cat(", one GPU of ", ranks).c_str() : "",
             stapo::memory_plan_table(plan, available).c_str());
-  if (available == 0 || plan.total() <= available) return !dry_run;
+  if (!compare || plan.total() <= available) return !dry_run;
+  if (available == 0)
+    stapo::fail("--memory-cap-gib: a card of ", stapo::gib(options.memory_cap_bytes), " leaves nothing beyond what "
+                "the device already holds (the CUDA context, other processes); give a larger cap");
   const auto fit = stapo::memory_plan_fit(config, in, available);
   const std::string need =
       stapo::cat("the plan needs ", stapo::gib(plan.total()), ", ", stapo::gib(available), " are available");
