@@ -262,6 +262,7 @@ int main(int argc, char** argv) {
     result["matmul_autotune"] = options.paths.matmul_autotune;
     result["fused_projections"] = options.paths.fused_projections;
     result["cuda_graph"] = options.paths.cuda_graph;
+    result["lm_head_chunk_rows"] = options.lm_head_chunk_rows;
     if (options.paths.cuda_graph) result["cuda_graphs"] = engine.graph_summary();  // captured, replayed, evicted
     result["loss"] = last_loss;
     if (phase_steps > 0) {
