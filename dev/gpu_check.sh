@@ -3,18 +3,24 @@
 # says which): versions -> configure + build of every binary with GPU tests (Release, sm_90a, all cores) -> every
 # `gpu`-labelled test -> the CUDA engine's tests again with their measured errors printed
 # (tests/train/test_cuda_engine.cpp) -> the benchmarks (ours with the tensor-core attention, the default, with its
-# atomic backward and with the SIMT one, without the default StepPaths switches, with every switch on and with one
-# changed at a time, each with its per-phase table; ours with bf16 weights, least-memory and lean; ours on cuDNN's attention where that path is built;
+# atomic backward and on 32-row tiles, without the default StepPaths switches, with every switch on and with one
+# changed at a time, each with its per-phase table; --recompute 1 and the lm_head in one chunk against the default;
+# ours with bf16 weights, least-memory and lean; ours on cuDNN's attention where that path is built;
 # PyTorch's baselines pure_bf16 and amp with their phases, then amp under torch.compile) -> ours and amp for at
 # least a minute each (bench_long: the MFU claim) -> the 8B benchmark under an 80 GB cap (ours vs PyTorch's
 # pure_bf16 and amp, dev/bench/gpu_step_8b.json) -> the dev/cuda playgrounds (attention versions 5 to 9 and
 # cuDNN's 3 in one table) -> a short `make demo` on the GPU -> compute-sanitizer memcheck over the kernel and
 # engine tests -> racecheck over the tensor-core attention tests -> a summary table, printed last. GPU_CHECK_PARTS selects parts.
-# It keeps going after a failure, bounds each part with a timeout, and reports each part. A part whose tests were
+# It keeps going after a failure, bounds each part with a timeout, and reports each part; stopped by a signal (an
+# outer timeout), it stops the part running then too, archives (GPU_CHECK_TAR, below) and exits. A part whose tests were
 # all skipped (no usable device) fails: skipped is never ok here. Results go to the folder given as $1, else
 # $OUT, else ./out/gpu_check.
 #
 #   dev/gpu_check.sh [OUTDIR]
+#
+# GPU_CHECK_TAR=FILE (under the device tool: $OUT/gc.tgz) archives OUTDIR into FILE after every part and at the end:
+# the tool brings back a few files, only from $OUT (also of a command it stops at its time limit), so a call cut
+# short still returns every part that finished.
 #
 # On a machine without this project's Debian build packages (the lent GPU machines have CUDA, CMake and
 # PyTorch but no GoogleTest, nlohmann-json, CLI11, PCRE2 or OpenBLAS), run `dev/device_deps.sh download`
@@ -39,7 +45,42 @@ run_part() {
   if "$@" >"$out/$name.log" 2>&1; then status=ok; else status="FAIL (exit $?)"; fi
   tail -n 15 "$out/$name.log"
   summary+=("$(printf '%-14s %-16s %5ss' "$name" "$status" $((SECONDS - start)))")
+  snapshot
 }
+
+# snapshot: OUTDIR into $GPU_CHECK_TAR when it is set (written beside it, then renamed: a kill mid-archive leaves the
+# previous one whole).
+snapshot() {
+  [ -n "${GPU_CHECK_TAR:-}" ] || return 0
+  tar czf "$GPU_CHECK_TAR.part" -C "$(dirname "$out")" "$(basename "$out")" &&
+    mv -f "$GPU_CHECK_TAR.part" "$GPU_CHECK_TAR"
+}
+
+# limit SECONDS COMMAND...: COMMAND under timeout (KILL 10 s after its TERM), started in the background and waited
+# for, so that a signal to this script (an outer `timeout`, the device tool) runs `stop` at once. timeout puts COMMAND
+# in a process group of its own, which a signal to this script's group misses: without `stop` the part kept running
+# on the GPU after the script was gone (into the next call's benchmarks).
+running=""
+limit() {
+  local status=0
+  timeout -k 10 "$@" &
+  running=$!
+  wait "$running" || status=$?
+  running=""
+  return $status
+}
+
+stop() {
+  trap - TERM INT HUP
+  echo "gpu_check: stopped by a signal${running:+; stopping the running part}" >&2
+  if [ -n "$running" ]; then
+    kill -TERM "$running" 2>/dev/null
+    wait "$running"
+  fi
+  snapshot
+  exit 143
+}
+trap stop TERM INT HUP
 
 versions() {
   nvidia-smi
@@ -110,7 +151,7 @@ gpu_tests() {
 # itself, so that the measured errors of every case are in the log.
 engine_tests() {
   local log="$out/engine_tests.gtest.log" status=0
-  timeout 300 "$build/tests/train/test_cuda_engine" >"$log" 2>&1 || status=$?
+  limit 300 "$build/tests/train/test_cuda_engine" >"$log" 2>&1 || status=$?
   cat "$log"
   gtest_ran "$log" || return $?
   return $status
@@ -121,7 +162,7 @@ bench_ours() {
   local name=$1
   shift
   if [ -x "$build/dev/bench/gpu_step" ]; then
-    timeout 150 "$build/dev/bench/gpu_step" --config dev/bench/gpu_step_config.json --out "$out/bench_$name.json" "$@"
+    limit 150 "$build/dev/bench/gpu_step" --config dev/bench/gpu_step_config.json --out "$out/bench_$name.json" "$@"
   else
     echo "dev/bench/gpu_step is not built in this version"
     return 3
@@ -137,7 +178,7 @@ cudnn_built() {
 demo_gpu() {
   rm -rf /tmp/stapo-demo-gpu
   DEVICE=gpu BUILD="$build" PAIRS=300 EVAL=30 SFT_EPOCHS=2 EPOCHS=1 OUT=/tmp/stapo-demo-gpu \
-    timeout 300 bash dev/demo.sh && cp /tmp/stapo-demo-gpu/summary.md "$out/demo_summary.md"
+    limit 300 bash dev/demo.sh && cp /tmp/stapo-demo-gpu/summary.md "$out/demo_summary.md"
 }
 
 # make -C dev/cuda's flags for the sysroot's OpenBLAS, one per line (none without a sysroot).
@@ -169,10 +210,10 @@ playgrounds() {
   local failed=0 playground
   echo "-- attention $versions"
   # shellcheck disable=SC2086
-  timeout 300 dev/cuda/attention $versions || failed=1
+  limit 300 dev/cuda/attention $versions || failed=1
   for playground in embedding lm_head rmsnorm rope swiglu adamw; do
     echo "-- $playground"
-    timeout 60 "dev/cuda/$playground" || failed=1
+    limit 60 "dev/cuda/$playground" || failed=1
   done
   return $failed
 }
@@ -182,11 +223,11 @@ playgrounds() {
 # tensor-core kernels: GPU_CHECK_PARTS="attention racecheck".
 attention() {
   local log="$out/attention.gtest.log" status=0 blas=()
-  timeout 120 "$build/tests/kernels/test_kernels" --gtest_filter='*Attention*' >"$log" 2>&1 || status=$?
+  limit 120 "$build/tests/kernels/test_kernels" --gtest_filter='*Attention*' >"$log" 2>&1 || status=$?
   cat "$log"
   gtest_ran "$log" || status=4
   mapfile -t blas < <(playground_blas_flags)
-  make -C dev/cuda attention "${blas[@]}" && timeout 240 dev/cuda/attention 5 6 7 8 9 || status=1
+  make -C dev/cuda attention "${blas[@]}" && limit 240 dev/cuda/attention 5 6 7 8 9 || status=1
   return $status
 }
 
@@ -199,7 +240,7 @@ sanitizer() {
                    [tests/train/test_cuda_engine]='CudaEngine.OneStepMatchesCpuReference:CudaEngine.CudaGraph*:CudaEngine.MemoryPlanBoundsWhatIsAllocated')
   for binary in tests/kernels/test_kernels tests/train/test_cuda_engine; do
     log="$out/sanitizer.$(basename "$binary").log"
-    timeout 240 compute-sanitizer --tool memcheck --error-exitcode 1 "$build/$binary" \
+    limit 240 compute-sanitizer --tool memcheck --error-exitcode 1 "$build/$binary" \
       --gtest_filter="${filter[$binary]}" >"$log" 2>&1 || status=1
     grep -E "ERROR SUMMARY|tests? from .* ran|PASSED|FAILED|SKIPPED" "$log"
     gtest_ran "$log" || status=1
@@ -211,7 +252,7 @@ sanitizer() {
 # test_kernels under racecheck.
 racecheck() {
   local log="$out/racecheck.test_kernels.log" status=0
-  timeout 240 compute-sanitizer --tool racecheck --error-exitcode 1 "$build/tests/kernels/test_kernels" \
+  limit 240 compute-sanitizer --tool racecheck --error-exitcode 1 "$build/tests/kernels/test_kernels" \
     --gtest_filter='*KernelAttention*flash2*' >"$log" 2>&1 || status=1
   grep -E "RACECHECK SUMMARY|ERROR SUMMARY|tests? from .* ran|PASSED|FAILED|SKIPPED" "$log"
   gtest_ran "$log" || status=1
@@ -233,11 +274,11 @@ profile() {
     sections+=(--section "$section")
   done
   local ncu=(ncu --clock-control none --launch-skip 15 --launch-count 3 "${sections[@]}")
-  timeout 240 "${ncu[@]}" -k regex:'flash2_(forward|dkv|dq)_kernel' "$build/dev/bench/gpu_step" \
+  limit 240 "${ncu[@]}" -k regex:'flash2_(forward|dkv|dq)_kernel' "$build/dev/bench/gpu_step" \
     --config dev/bench/gpu_step_config.json >"$out/profile_ours.txt" 2>&1 || status=1
   # amp forces FlashAttention (pure_bf16's SDPA may pick another backend: the first profile, on pure_bf16 with only
   # flash_fwd|flash_bwd in the pattern, matched no kernel).
-  PYTHONUNBUFFERED=1 timeout 240 "${ncu[@]}" -k regex:'flash_(fwd|bwd)|fmha|sdpa' python3 dev/bench/torch_baseline.py \
+  PYTHONUNBUFFERED=1 limit 240 "${ncu[@]}" -k regex:'flash_(fwd|bwd)|fmha|sdpa' python3 dev/bench/torch_baseline.py \
     --config dev/bench/gpu_step_config.json --baseline amp --out "$out/profile_torch.json" \
     >"$out/profile_torch.txt" 2>&1 || status=1
   local report
@@ -253,7 +294,7 @@ profile() {
 bench_torch() {
   local name=$1 baseline=$2
   shift 2
-  PYTHONUNBUFFERED=1 timeout 240 python3 dev/bench/torch_baseline.py --config dev/bench/gpu_step_config.json \
+  PYTHONUNBUFFERED=1 limit 240 python3 dev/bench/torch_baseline.py --config dev/bench/gpu_step_config.json \
     --baseline "$baseline" --out "$out/bench_torch_$name.json" "$@"
 }
 
@@ -263,7 +304,7 @@ bench_torch() {
 # config (capped the same way) are expected to run out of memory: their JSON then records where and what they held.
 bench_8b() {
   [ -x "$build/dev/bench/gpu_step" ] || { echo "dev/bench/gpu_step is not built"; return 3; }
-  timeout 420 "$build/dev/bench/gpu_step" --config dev/bench/gpu_step_8b.json --out "$out/bench_8b.json" || return $?
+  limit 420 "$build/dev/bench/gpu_step" --config dev/bench/gpu_step_8b.json --out "$out/bench_8b.json" || return $?
   python3 - "$out/bench_8b.json" dev/bench/gpu_step_8b.json <<'PY'
 import json, sys
 r, cap = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))["memory_cap_gib"]
@@ -275,7 +316,7 @@ PY
 
 # bench_torch_8b BASELINE: writes $out/bench_torch_8b_BASELINE.json.
 bench_torch_8b() {
-  PYTHONUNBUFFERED=1 timeout 300 python3 dev/bench/torch_baseline.py --config dev/bench/gpu_step_8b.json \
+  PYTHONUNBUFFERED=1 limit 300 python3 dev/bench/torch_baseline.py --config dev/bench/gpu_step_8b.json \
     --baseline "$1" --out "$out/bench_torch_8b_$1.json"
 }
 
@@ -428,4 +469,5 @@ print("\n".join(rows))
 PY
 echo
 echo "== summary ($out)"
-printf '%s\n' "${summary[@]}"
+printf '%s\n' "${summary[@]}" | tee "$out/summary.txt"
+snapshot
