@@ -81,9 +81,9 @@ size_t flash2_smem_bytes(const AttentionShape& s, const char* op) {
 }
 
 template <int D, bool NARROW>
-void forward_launch(const flash2::Params& p, const AttentionShape& s, cudaStream_t stream) {
+void forward_launch(const char* op, const flash2::Params& p, const AttentionShape& s, cudaStream_t stream) {
   using L = ForwardLayout<D, NARROW>;
-  const size_t smem = flash2_smem_bytes<L>(s, "attention_flash2_forward");
+  const size_t smem = flash2_smem_bytes<L>(s, op);
   allow_smem(flash2_forward_kernel<D, NARROW>, smem);
   flash2_forward_kernel<D, NARROW><<<dim3(ceil_div(s.T, L::BQ), s.H, s.rows), flash2::THREADS, smem, stream>>>(p);
   cudaCheck(cudaGetLastError());
@@ -91,10 +91,10 @@ void forward_launch(const flash2::Params& p, const AttentionShape& s, cudaStream
 
 // The dk, dv grid, then the dq grid or (DQ_ATOMIC: p.dq_accum zeroed by the caller) the accumulator's conversion.
 template <int D, bool DQ_ATOMIC, bool NARROW>
-void backward_launch(const flash2::Params& p, const AttentionShape& s, cudaStream_t stream) {
+void backward_launch(const char* op, const flash2::Params& p, const AttentionShape& s, cudaStream_t stream) {
   static_assert(!(DQ_ATOMIC && NARROW), "the atomic dQ step takes the default query tile");
   using Lkv = DkvLayout<D, DQ_ATOMIC, NARROW>;
-  const size_t smem_dkv = flash2_smem_bytes<Lkv>(s, "attention_flash2_backward");
+  const size_t smem_dkv = flash2_smem_bytes<Lkv>(s, op);
   allow_smem(flash2_dkv_kernel<D, DQ_ATOMIC, NARROW>, smem_dkv);
   flash2_dkv_kernel<D, DQ_ATOMIC, NARROW>
       <<<dim3(ceil_div(s.T, Lkv::BK), s.Hkv, s.rows), flash2::THREADS, smem_dkv, stream>>>(p);
@@ -105,7 +105,7 @@ void backward_launch(const flash2::Params& p, const AttentionShape& s, cudaStrea
                                stream>>>(p, count);
   } else {
     using Lq = DqLayout<D, NARROW>;
-    const size_t smem_dq = flash2_smem_bytes<Lq>(s, "attention_flash2_backward");
+    const size_t smem_dq = flash2_smem_bytes<Lq>(s, op);
     allow_smem(flash2_dq_kernel<D, NARROW>, smem_dq);
     flash2_dq_kernel<D, NARROW><<<dim3(ceil_div(s.T, Lq::BQ), s.H, s.rows), flash2::THREADS, smem_dq, stream>>>(p);
   }
@@ -140,16 +140,16 @@ void flash2_backward(const char* op, float* dq_accum, float* delta, bf16* dq, bf
     if (dq_accum) {
       cudaCheck(cudaMemsetAsync(dq_accum, 0, sizeof(float) * shape.rows * shape.T * shape.H * shape.D, stream));
       if (shape.D == 64)
-        backward_launch<64, true, false>(p, shape, stream);
+        backward_launch<64, true, false>(op, p, shape, stream);
       else
-        backward_launch<128, true, false>(p, shape, stream);
+        backward_launch<128, true, false>(op, p, shape, stream);
       return;
     }
   }
   if (shape.D == 64)
-    backward_launch<64, false, NARROW>(p, shape, stream);
+    backward_launch<64, false, NARROW>(op, p, shape, stream);
   else
-    backward_launch<128, false, NARROW>(p, shape, stream);
+    backward_launch<128, false, NARROW>(op, p, shape, stream);
 }
 
 template <bool NARROW>
@@ -160,9 +160,9 @@ void flash2_forward(const char* op, bf16* out, float* lse, const bf16* q, const 
   p.out = out;
   p.lse_out = lse;
   if (shape.D == 64)
-    forward_launch<64, NARROW>(p, shape, stream);
+    forward_launch<64, NARROW>(op, p, shape, stream);
   else
-    forward_launch<128, NARROW>(p, shape, stream);
+    forward_launch<128, NARROW>(op, p, shape, stream);
 }
 
 }  // namespace

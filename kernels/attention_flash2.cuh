@@ -701,7 +701,8 @@ __device__ void dkv_block(const Params& p, unsigned char* smem, int k_tile, int 
     mma_smem_bt<D, NT, LD>(dpt, v_s, w * WARP_ROWS, dos);  // dPᵀ = V·dOᵀ
     // Pᵀ = exp(Sᵀ − lse), dSᵀ = Pᵀ∘(dPᵀ − δ): a thread's query columns come in pairs, whose lse and δ are read
     // once. A full tile takes the loop without the mask; a masked one selects after the exponential, so no element
-    // branches (a query past T reads lse 0 and may overflow there: the select drops it).
+    // branches (a padding query's lse is −inf, so its exp2 is inf; a masked pair's may overflow too: the select
+    // drops them, as a product with 0 would not).
     const auto probabilities = [&](auto masked) {
 #pragma unroll
       for (int n = 0; n < NT; ++n) {
