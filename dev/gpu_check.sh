@@ -2,11 +2,12 @@
 # ONE command for all GPU verification, in parts that a 15-minute lease takes in two calls or more (docs/benchmarks.md
 # says which): versions -> configure + build of every binary with GPU tests (Release, sm_90a, all cores) -> every
 # `gpu`-labelled test -> the CUDA engine's tests again with their measured errors printed
-# (tests/train/test_cuda_engine.cpp) -> the benchmarks (ours with the tensor-core attention, the default, with its
-# atomic backward and on 32-row tiles, without the default StepPaths switches, with every switch on and with one
-# changed at a time, each with its per-phase table; --recompute 1 and the lm_head in one chunk against the default;
-# ours with bf16 weights, least-memory and lean; ours on cuDNN's attention where that path is built;
-# PyTorch's baselines pure_bf16 and amp with their phases, then amp under torch.compile) -> ours and amp for at
+# (tests/train/test_cuda_engine.cpp) -> the benchmarks (ours with the tensor-core attention, the default; PyTorch's
+# amp baseline with its phases and amp under torch.compile; ours on 32-row tiles and with the atomic backward,
+# without the default StepPaths switches, with every switch on and with one changed at a time, each with its
+# per-phase table; --recompute 1 and the lm_head in one chunk against the default; ours with bf16 weights,
+# least-memory and lean; ours on cuDNN's attention where that path is built; PyTorch's pure_bf16 baseline with its
+# phases) -> ours and amp for at
 # least a minute each (bench_long: the MFU claim) -> the 8B benchmark under an 80 GB cap (ours vs PyTorch's
 # pure_bf16 and amp, dev/bench/gpu_step_8b.json) -> the dev/cuda playgrounds (attention versions 5 to 9 and
 # cuDNN's 3 in one table) -> a short `make demo` on the GPU -> compute-sanitizer memcheck over the kernel and
@@ -334,13 +335,17 @@ fi
 want gpu_tests && run_part gpu_tests gpu_tests
 want engine_tests && run_part engine_tests engine_tests
 if want bench; then
+  # Rows in the order a call cut short should keep them (GPU_CHECK_TAR saves each): our default, the two baselines of
+  # issue #15's ratios, the 32-row tiles, then the rest.
   run_part bench_ours bench_ours ours --phases 3  # the default: tensor-core attention (flash2)
+  run_part bench_torch_amp bench_torch amp amp --phases
+  run_part bench_compile bench_torch amp_compile amp_compile
   # (The SIMT attention, --attention flash, ran in both H200 leases, 1.6x slower per step: left out to fit a lease.)
+  # The same kernels on 32-row tiles (more blocks per SM; the playground's version 8): against "ours".
+  run_part bench_narrow bench_ours ours_narrow --attention flash2-narrow --phases 3
   # The tensor-core attention with FlashAttention-2's atomic backward (H200, 2026-11-29: 137.5 against 136.7 ms, no
   # gain): against "ours".
   run_part bench_atomic bench_ours ours_atomic --attention flash2-atomic --phases 3
-  # The same kernels on 32-row tiles (more blocks per SM; the playground's version 8): against "ours".
-  run_part bench_narrow bench_ours ours_narrow --attention flash2-narrow --phases 3
   # The default runs four StepPaths switches (train/cuda_model.h); the baseline code without them, and every path on
   # (the two that stay off by default too): each against "ours".
   run_part bench_baseline bench_ours ours_baseline --no-grad-first-write --no-rmsnorm-warp \
@@ -369,8 +374,6 @@ if want bench; then
   run_part bench_lean bench_ours ours_lean --bf16-params --recompute 2 --moments 8bit --phases 3
   if cudnn_built; then run_part bench_cudnn bench_ours ours_cudnn --attention cudnn; fi
   run_part bench_torch bench_torch pure_bf16 pure_bf16 --phases
-  run_part bench_torch_amp bench_torch amp amp --phases
-  run_part bench_compile bench_torch amp_compile amp_compile
 fi
 # The issue's MFU claim needs a run of at least a minute: our default and PyTorch's like-for-like baseline (2).
 if want bench_long; then
