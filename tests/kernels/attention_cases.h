@@ -3,7 +3,7 @@
 // test_attention_flash2_emulated.cpp): causal, GQA and MQA, sliding windows, packed rows and padding, lengths
 // that are not multiples of the tiles, and tiles wholly visible (the unmasked path) as well as masked ones; and one
 // sequence id that comes back after another's (the masking rule allows it: equal ids see each other), which puts an
-// invisible key tile between visible ones.
+// invisible key tile between visible ones, alone and under a sliding window.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -34,6 +34,7 @@ inline std::vector<AttentionCase> attention_cases() {
       {{1, 160, 4, 2, 128, 0}, {150}},             // the same at D = 128, then padding
       {{1, 256, 2, 1, 64, 0}, {128, 64, 64}, {0, 1, 0}},  // key tile 2 hidden from query tile 3, tiles 0, 1, 3 not
       {{1, 600, 2, 1, 128, 0}, {250, 350}},        // 19 tiles of 32: more than the 16 a block's tile flags take per round
+      {{1, 300, 2, 1, 64, 100}, {80, 60, 100, 50}, {0, 1, 0, 2}},  // a window reaching back into the id that returns
   };
 }
 
