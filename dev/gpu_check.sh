@@ -57,27 +57,13 @@ snapshot() {
     mv -f "$GPU_CHECK_TAR.part" "$GPU_CHECK_TAR"
 }
 
-# limit SECONDS COMMAND...: COMMAND under timeout (KILL 10 s after its TERM), started in the background and waited
-# for, so that a signal to this script (an outer `timeout`, the device tool) runs `stop` at once. timeout puts COMMAND
-# in a process group of its own, which a signal to this script's group misses: without `stop` the part kept running
-# on the GPU after the script was gone (into the next call's benchmarks).
-running=""
-limit() {
-  local status=0
-  timeout -k 10 "$@" &
-  running=$!
-  wait "$running" || status=$?
-  running=""
-  return $status
-}
+# shellcheck source=dev/part_limit.sh
+source dev/part_limit.sh  # defines: limit, stop_running_part
 
 stop() {
   trap - TERM INT HUP
-  echo "gpu_check: stopped by a signal${running:+; stopping the running part}" >&2
-  if [ -n "$running" ]; then
-    kill -TERM "$running" 2>/dev/null
-    wait "$running"
-  fi
+  echo "gpu_check: stopped by a signal" >&2
+  stop_running_part
   snapshot
   exit 143
 }

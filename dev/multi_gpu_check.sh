@@ -23,18 +23,25 @@ cd "$(dirname "$0")/.." || exit 1
 out=${1:-${OUT:-./out/multi_gpu_check}}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
-build=build-gpu
+build="build-gpu"
 summary=()
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1  # lent machines run as root
 gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
 mpirun_bin=mpirun
 
-# run_part NAME SECONDS COMMAND...: output in $out/NAME.log (tail echoed), status and time recorded.
+# shellcheck source=dev/part_limit.sh
+source dev/part_limit.sh  # defines: limit, stop_running_part
+trap 'trap - TERM INT HUP; echo "multi_gpu_check: stopped by a signal" >&2; stop_running_part; exit 143' TERM INT HUP
+
+# run_part NAME SECONDS FUNCTION: output in $out/NAME.log (tail echoed), status and time recorded. The function runs in
+# a child bash under `limit` (timeout runs programs, not shell functions), which is given this script's functions
+# and the variables they read.
 run_part() {
-  local name=$1 limit=$2 start=$SECONDS status
+  local name=$1 seconds=$2 start=$SECONDS status
   shift 2
   echo "== $name: $*"
-  if timeout -s KILL "$limit" "$@" >"$out/$name.log" 2>&1; then status=ok; else status="FAIL (exit $?)"; fi
+  if limit "$seconds" bash -c "$(declare -f); $(declare -p build out gpus mpirun_bin W TRAIN); \"\$@\"" "$name" "$@" \
+    >"$out/$name.log" 2>&1; then status=ok; else status="FAIL (exit $?)"; fi
   tail -n 12 "$out/$name.log"
   summary+=("$(printf '%-18s %-16s %5ss' "$name" "$status" $((SECONDS - start)))")
 }
@@ -152,6 +159,11 @@ scaling() {
 # Limits add up to 7.9 minutes, the build's being most of it.
 run_part versions 15 versions
 run_part build 225 configure_and_build
+# The later parts need the environment the build part set up in its child (the sysroot's libraries and MPI).
+if [ -f .sysroot/env.sh ]; then
+  # shellcheck disable=SC1091
+  source .sysroot/env.sh
+fi
 run_part nccl_w1 60 nccl_w1
 run_part busbw 40 busbw
 run_part train_equiv 75 train_equivalence
