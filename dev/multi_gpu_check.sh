@@ -159,10 +159,13 @@ scaling() {
 # Limits add up to 7.9 minutes, the build's being most of it.
 run_part versions 15 versions
 run_part build 225 configure_and_build
-# The later parts need the environment the build part set up in its child (the sysroot's libraries and MPI).
+# The later parts need the environment the build part set up in its child (the sysroot's libraries and MPI), and the
+# sysroot's launcher, the one the binaries were linked for: its Debian package has mpirun.openmpi, not `mpirun`
+# (an alternatives link, which unpacking does not make), so on a node without OpenMPI `mpirun` is not found.
 if [ -f .sysroot/env.sh ]; then
   # shellcheck disable=SC1091
   source .sysroot/env.sh
+  mpirun_bin=$STAPO_MPIRUN
 fi
 run_part nccl_w1 60 nccl_w1
 run_part busbw 40 busbw
