@@ -137,8 +137,11 @@ train_equivalence() {
   return $bad
 }
 
-# Weak scaling: 8 pairs of 1024 tokens per GPU per step on a ~1B-shaped model, tokens/s of steps 3-10; the largest
-# W again with --zero-overlap 1 (the overlapped reduction's gain).
+# Weak scaling: 8 pairs per GPU per step on a ~1B-shaped model, tokens/s of steps 3-10; the largest W again with
+# --zero-overlap 1 (the overlapped reduction's gain). The digit task's pairs are ~25 tokens (rows are padded to the
+# batch's longest, not to --max-length), so a step is little compute beside the 1B-parameter reduction: the worst
+# case for scaling. Each run's final/ (F32 weights and AdamW moments, 11.7 GB here) is deleted once read: five of
+# them would fill a 64 GB disk.
 scaling() {
   local w top=1 flags name
   ./make_synthetic_data --out "$W/big-data" --pairs 2048 --eval 8 --seed 5 --model-out "$W/big" --layers 16 \
@@ -153,6 +156,7 @@ scaling() {
     grep '"tokens_per_s"' "$W/$name/log.jsonl" | tail -n 8 |
       sed -E 's/.*"tokens_per_s":([^,]+).*/\1/' | awk -v w="$w" -v how="${flags[*]}" '{ s += $1; n++ }
         END { printf "W=%d%s: %.0f tokens/s (%.0f per GPU)\n", w, how == "" ? "" : " " how, s / n, s / n / w }'
+    rm -rf "$W/$name/final"
   done
 }
 
