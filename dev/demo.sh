@@ -190,8 +190,10 @@ run_loss() {
   # --ref precompute writes into the shard: each loss gets its own copy.
   cp "$pairs_dir/train.shard" "$OUT/$loss.train.shard"
   cp "$pairs_dir/eval.shard" "$OUT/$loss.eval.shard"
+  # --overwrite: a second `make demo` (EPOCHS=8 LR=2e-3 make demo) replaces this loss's earlier run in $OUT, which
+  # the trainer otherwise refuses.
   train "$loss" "$OUT" "$EPOCHS" "$LR" "$OUT/$loss.train.shard" "$OUT/$loss.eval.shard" --model "$sft" \
-    "${extra[@]}" --eval-every "$steps_per_epoch" --save-every "$steps_per_epoch"
+    "${extra[@]}" --eval-every "$steps_per_epoch" --save-every "$steps_per_epoch" --overwrite
   grep -E "^(warning|  above|  Δ|  z )" "$OUT/$loss.train.log" | sed 's/^/   /' || true
   grep "^sample at step $(( EPOCHS * steps_per_epoch )):" "$OUT/$loss.train.log" | sed 's/^/   /' || true
   for epoch in $(seq 0 "$EPOCHS"); do
