@@ -50,10 +50,13 @@ run_part() {
 }
 
 # snapshot: OUTDIR into $GPU_CHECK_TAR when it is set (written beside it, then renamed: a kill mid-archive leaves the
-# previous one whole).
+# previous one whole). Without an OUTDIR argument under the device tool OUTDIR is $OUT, the archive's own folder: the
+# archive and its .part are left out (each snapshot held the one before and itself half-written).
 snapshot() {
   [ -n "${GPU_CHECK_TAR:-}" ] || return 0
-  tar czf "$GPU_CHECK_TAR.part" -C "$(dirname "$out")" "$(basename "$out")" &&
+  local self
+  self=$(basename "$GPU_CHECK_TAR")
+  tar czf "$GPU_CHECK_TAR.part" --exclude="$self" --exclude="$self.part" -C "$(dirname "$out")" "$(basename "$out")" &&
     mv -f "$GPU_CHECK_TAR.part" "$GPU_CHECK_TAR"
 }
 
