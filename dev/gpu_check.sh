@@ -400,10 +400,29 @@ SWITCHES = tuple("ours_" + s for s in ("no_grad_first_write", "no_rmsnorm_warp",
                                         "no_adamw_multi_tensor", "matmul_autotune", "fused_projections",
                                         "cuda_graph", "recompute_1", "lm_head_rows"))
 rows = []
-for impl in IMPLS:
+
+
+def load(impl):
+    """A row's result dict; None when it is missing, or unreadable (a run cut off mid-write: said, not fatal)."""
     path = os.path.join(out, f"bench_{impl}.json")
-    if os.path.exists(path):
+    if not os.path.exists(path):
+        return None
+    try:
         r = json.load(open(path))
+    except ValueError as e:
+        rows.append(f"{impl:17s} unreadable {path}: {e}")
+        return None
+    if not isinstance(r, dict):
+        rows.append(f"{impl:17s} unreadable {path}: not a JSON object")
+        return None
+    return r
+
+
+results = {impl: r for impl in IMPLS + SWITCHES + ("8b", "torch_8b_pure_bf16", "torch_8b_amp")
+           if (r := load(impl)) is not None}
+for impl in IMPLS:
+    r = results.get(impl)
+    if r:
         mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") else "?"
         # The count before engine v2 (the lm_head on every token), for comparison with earlier runs.
         mfu_all = f"{100 * r['mfu_all_tokens']:.1f}%" if r.get("mfu_all_tokens") else "?"
@@ -412,11 +431,6 @@ for impl in IMPLS:
                     f"(all-token count {mfu_all:>6s})  peak {mem}")
     else:
         rows.append(f"{impl:17s} (no result)")
-results = {}
-for impl in IMPLS + SWITCHES:
-    path = os.path.join(out, f"bench_{impl}.json")
-    if os.path.exists(path):
-        results[impl] = json.load(open(path))
 torch_r = results.get("torch_amp") or results.get("torch_pure_bf16")
 ours_r = results.get("ours")
 if ours_r and torch_r and abs(ours_r["model_tflops_per_step"] / torch_r["model_tflops_per_step"] - 1) > 1e-9:
@@ -437,11 +451,10 @@ for impl, base, goal in (("ours", "torch_amp", 1.5), ("ours", "torch_amp_compile
                     + (f" (goal >= {goal})" if goal else "")
                     + f", peak memory x{r['peak_memory_gib'] / b['peak_memory_gib']:.2f}")
 for impl in ("8b", "torch_8b_pure_bf16", "torch_8b_amp"):  # dev/bench/gpu_step_8b.json
-    path = os.path.join(out, f"bench_{impl}.json")
-    if not os.path.exists(path):
+    r = results.get(impl)
+    if not r:
         rows.append(f"{impl:18s} (no result)")
         continue
-    r = json.load(open(path))
     if r.get("oom"):
         rows.append(f"{impl:18s} out of memory during {r.get('oom_during')} (held "
                     f"{r.get('allocated_gib_at_oom', 0):.1f} GiB)")
