@@ -32,8 +32,9 @@
 // StepScale::last marks), and under ZeRO-1 a rank keeps master weights and moments for its
 // shard of the parameters only (2 + 4 + 12/W bytes per parameter, or 2 + 4 + 8/W with --master none): AdamW runs
 // on each tensor's part in the shard. With more than one rank the engine takes --master fp32|none, --moments fp32
-// and --grads fp32 only (cuda_engine_check_data_parallel): the split master's low halves and 8-bit moments are
-// neither gathered for checkpoints nor cut at 2048-element block boundaries, and bf16 gradients are not reduced.
+// and --grads fp32 only (train/memory_plan.h's data_parallel_unsupported): the split master's low halves and 8-bit
+// moments are neither gathered for checkpoints nor cut at 2048-element block boundaries, and bf16 gradients are not
+// reduced.
 // save_model and save_optimizer are then collective (rank 0 writes files that do not depend on W) and
 // weights_to_cpu / parameter_to_host give the bf16 weights where this rank holds only part of the master copy.
 //

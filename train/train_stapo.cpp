@@ -164,7 +164,15 @@ int main(int argc, char** argv) {
     options.data_parallel = ranks.get();
     const bool writer = !ranks || ranks->rank() == 0;
     if (!writer) options.report_every_s = 0;  // rank 0 speaks for the job
-    if (!plan_fits(options, flags, false, env.world_size, writer)) return;
+    // Each rank compares the plan with its own GPU's free memory, so one rank may refuse where the others go on: it
+    // ends the job, as train_run does for later errors. Returning instead would leave the others in their first
+    // collective (under mpirun MPI's barrier, with no timeout) and this rank in MPI_Finalize, waiting for them.
+    try {
+      plan_fits(options, flags, false, env.world_size, writer);
+    } catch (const std::exception& e) {
+      if (!ranks) throw;
+      ranks->abort(e.what());
+    }
     auto make_engine = [&](const std::string& dir) -> std::unique_ptr<stapo::Engine> {
       return std::make_unique<stapo::CudaEngine>(*stapo::model_load_hf<float>(dir), options);
     };

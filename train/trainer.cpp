@@ -265,9 +265,13 @@ std::string Trainer::save_checkpoint(const std::string& name) {
   }
   // Collective under data parallel (every rank calls them, rank 0 writes): a ZeRO-1 engine gathers its shards.
   engine_.save_model(tmp);
+  wait_for_writer();  // rank 0 writes the model files before the optimizer's gather
   engine_.save_optimizer(tmp + "/optimizer.bin");
   state_.last_checkpoint = final_dir;
-  if (!writer()) return final_dir;
+  if (!writer()) {
+    wait_for_writer();
+    return final_dir;
+  }
   if (!config_.tokenizer_dir.empty()) copy_tokenizer_files(config_.tokenizer_dir, tmp);
   ordered_json state;
   state["format"] = "stapo-trainer-state";
@@ -292,7 +296,17 @@ std::string Trainer::save_checkpoint(const std::string& name) {
   state["settings"] = settings_;
   write_file_atomic(tmp + "/trainer_state.json", state.dump(2) + "\n");
   replace_directory(tmp, final_dir);
+  wait_for_writer();
   return final_dir;
+}
+
+void Trainer::wait_for_writer() {
+  if (ranks_) ranks_->barrier();
+}
+
+void Trainer::log_eval_samples() {
+  if (writer()) log(eval_samples());
+  wait_for_writer();
 }
 
 // Every log line carries "step"; a line that does not parse (a crash mid-write) goes too, and is counted.
@@ -371,9 +385,10 @@ void Trainer::train() {
   const int64_t warmup = lr_warmup_steps(config_.warmup_ratio, total);
   if (state_.step == 0) {
     step0_diagnostics();
+    wait_for_writer();
     // With periodic evaluation the curves start at the initial model (epoch 0), so drift is measured from there.
     if (config_.eval_every > 0 && eval_loader_) log(evaluate());
-    if (config_.eval_every > 0 && sampler_ && writer()) log(eval_samples());
+    if (config_.eval_every > 0 && sampler_) log_eval_samples();
   }
   std::unique_ptr<Progress> progress = writer() ? std::make_unique<Progress>("train", total) : nullptr;
   std::vector<PairBatch> micro(config_.grad_accum);
@@ -434,7 +449,7 @@ void Trainer::train() {
     }
     const bool eval_due = (config_.eval_every > 0 && state_.step % config_.eval_every == 0) || last;
     if (eval_due && eval_loader_) log(evaluate());
-    if (eval_due && sampler_ && writer()) log(eval_samples());
+    if (eval_due && sampler_) log_eval_samples();
   }
   if (progress) progress->finish();
   STAPO_CHECK(double(state_.skipped_nonfinite) <= config_.max_skipped_fraction * double(state_.step), "skipped ",

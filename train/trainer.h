@@ -145,6 +145,11 @@ class Trainer {
  private:
   void log(const nlohmann::ordered_json& line);  // rank 0 only
   bool writer() const { return !ranks_ || ranks_->rank() == 0; }
+  // After what rank 0 does alone (checkpoint files, eval samples, step-0 diagnostics; every rank calls it): the others
+  // wait in the backend's barrier, which under MPI has no time limit, rather than in their next collective, which
+  // the NCCL backend gives up on after --collective-timeout (an 8B checkpoint is ~100 GB to write).
+  void wait_for_writer();
+  void log_eval_samples();  // rank 0 samples and logs; every rank calls it
   void step0_diagnostics();
   void drop_log_after(int64_t step);
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # train_stapo_cpu under mpirun, as a user runs it (the in-process checks of the arithmetic are test_data_parallel):
 #   - 2 ranks with --batch-size 2 log the same steps as 1 rank with --grad-accum 2 (loss and grad_norm within
-#     float rounding, 1e-5 relative), with --ref precompute computed by rank 0 alone; one log, one "done";
+#     float rounding, 1e-5 relative), with --ref precompute computed by rank 0 alone; one log, one "done"; the eval
+#     samples and checkpoint files written by rank 0 alone while rank 1 waits (Trainer::wait_for_writer);
 #   - its checkpoint resumes on 1 rank with --grad-accum 2 without --allow-changed-config (same pairs per step),
 #     and a resume with other pairs per step is refused;
 #   - a rank that fails ends the whole job: exit 1 within the time limit, the message names the rank and the file;
@@ -28,7 +29,8 @@ for split in train eval; do
     >>"$W/setup.log" 2>&1 || { fail setup "prepare_data"; exit 1; }
 done
 TRAIN=("$B/train_stapo_cpu" --threads 1 --max-length 64 --model "$W/model" --data "$W/train.bin" --eval-data "$W/eval.bin"
-  --loss dpo --ref precompute --lr 1e-3 --max-steps 4 --save-every 2 --eval-every 2)
+  --loss dpo --ref precompute --lr 1e-3 --max-steps 4 --save-every 2 --eval-every 2
+  --sample-prompts "$W/data/eval_prompts.jsonl" --sample-tokens 4)
 
 # "step loss grad_norm" of every training line of a log.
 steps_of() { grep '"grad_norm"' "$1" | sed -E 's/.*"step":([0-9]+).*"loss":([^,]+).*"grad_norm":([^,]+).*/\1 \2 \3/'; }
@@ -45,6 +47,8 @@ if [ $two_ok = 1 ]; then
     fail two_ranks "steps differ from one rank with --grad-accum 2: $(paste <(steps_of "$W/one/log.jsonl") <(steps_of "$W/two/log.jsonl") | tr '\n' ';')"
   elif [ "$(grep -c . "$W/two/log.jsonl")" != "$(grep -c . "$W/one/log.jsonl")" ]; then
     fail two_ranks "log.jsonl has $(grep -c . "$W/two/log.jsonl") lines, one rank's $(grep -c . "$W/one/log.jsonl"): written by one rank only?"
+  elif [ "$(grep -c '"samples"' "$W/two/log.jsonl")" != 3 ]; then  # rank 0's, while rank 1 waits at a barrier
+    fail two_ranks "$(grep -c '"samples"' "$W/two/log.jsonl") eval sample lines in log.jsonl, not 3 (steps 0, 2, 4)"
   elif [ "$(grep -c 'reference log-probs stored' "$W/two.log")" != 2 ] || [ "$(grep -c '^done:' "$W/two.log")" != 1 ]; then
     fail two_ranks "not one reference pass per shard (by rank 0) and one 'done' line"
   elif ! grep -q '"pairs per step (--batch-size × --grad-accum × ranks)": 4' "$W/two/final/trainer_state.json"; then
