@@ -84,7 +84,9 @@ for bin in make_synthetic_data prepare_data train_stapo_cpu score generate model
   [ -x "$B/$bin" ] || die "$B/$bin not built (cmake --build build --target stapo_cpu_binaries)"
 done
 start=$(date +%s)
-ulimit -v 16000000  # 16 GB of address space: an absurd allocation fails at once instead of swapping the machine
+# 16 GB of address space: an absurd allocation fails at once instead of swapping the machine. FAULTS_ULIMIT_KB=unlimited
+# for an AddressSanitizer build, whose shadow memory alone reserves terabytes of address space.
+ulimit -v "${FAULTS_ULIMIT_KB:-16000000}"
 
 # ---- setup: a tiny tokenizer, model and data; one short run with checkpoints (base/ is then read-only input)
 "$B/make_synthetic_data" --out "$W/base/data" --pairs 40 --eval 8 --seed 7 --model-out "$W/base/model" \
