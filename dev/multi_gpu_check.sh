@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# ONE command for the multi-GPU checks of data parallel (docs/distributed.md), sized for one call of under 8
+# ONE command for the multi-GPU checks of data parallel (docs/distributed.md), sized for one call of under 12
 # minutes on a node with 2-8 GPUs (NVLink or PCIe), launched by mpirun:
 #   versions -> build (GPU targets + MPI) -> the NCCL backend's and the CUDA engine's GPU tests at W = 1 (the
 #   engine over NCCL equals the engine without it, bit for bit, train/cuda_zero.h) -> the CPU engine's data-parallel
@@ -160,7 +160,8 @@ scaling() {
   done
 }
 
-# Limits add up to 7.9 minutes, the build's being most of it.
+# Limits add up to 11.9 minutes. The scaling part's 300 s: writing the ~1B model alone took 42 s on a 2-core CPU, and
+# each of its five runs loads it and saves an 11.7 GB final/ (60 s, the first guess, would have cut it short).
 run_part versions 15 versions
 run_part build 225 configure_and_build
 # The later parts need the environment the build part set up in its child (the sysroot's libraries and MPI), and the
@@ -174,7 +175,7 @@ fi
 run_part nccl_w1 60 nccl_w1
 run_part busbw 40 busbw
 run_part train_equiv 75 train_equivalence
-run_part scaling 60 scaling
+run_part scaling 300 scaling
 echo
 echo "== summary (logs in $out)"
 printf '%s\n' "${summary[@]}"
