@@ -4,8 +4,8 @@
 // or change dtype, and by dev/reference/make_model_fixtures.py --roundtrip to show transformers loads what we
 // write.
 // Without --dtype an HF checkpoint keeps every value exactly (BF16 stays BF16, F32 and F16 become F32): a
-// downcast happens only when asked for, but for F64, rounded to F32 with a note. The output directory must not be the input (its files would be
-// replaced while the input is still being read).
+// downcast happens only when asked for, but for F64, rounded to F32 with a note. The output directory must not be
+// the input (its files would be replaced while the input is still being read).
 // With a GGUF file as --in (llama.cpp's format, recognised by its magic), it writes the HF directory
 // transformers would build from that file: weights dequantised to fp32 (the default dtype there), config.json,
 // and tokenizer.json + tokenizer_config.json with the chat template (model/gguf_convert.h).

@@ -1,6 +1,6 @@
-// GGUF import (model/gguf.h, model/gguf_convert.h, tokenizer/gguf_vocab.h) and model_convert (GGUF and HF input) against the
-// tiny files of dev/reference/make_gguf_fixtures.py: every supported type dequantises bit-exactly as the gguf
-// package does; a random Llama written as llama.cpp writes one loads bit-exactly as transformers loads it
+// GGUF import (model/gguf.h, model/gguf_convert.h, tokenizer/gguf_vocab.h) and model_convert (GGUF and HF input)
+// against the tiny files of dev/reference/make_gguf_fixtures.py: every supported type dequantises bit-exactly as
+// the gguf package does; a random Llama written as llama.cpp writes one loads bit-exactly as transformers loads it
 // (q/k permutation undone); the tokenizer files we write give transformers' ids and texts; bad files, types
 // and architectures are errors that name them.
 #include <cstring>
@@ -156,13 +156,15 @@ TEST(Gguf, ModelConvertBinary) {
 TEST(ModelConvert, HfCheckpointKeepsEveryValue) {
   TempDir dir;
   const std::string bin = std::string(STAPO_SOURCE_DIR) + "/model_convert";
-  for (const auto& [name, dtype] : {std::pair<std::string, DType>{"llama", DType::F32}, {"mistral_bf16", DType::BF16}}) {
+  const std::pair<std::string, DType> inputs[] = {{"llama", DType::F32}, {"mistral_bf16", DType::BF16}};
+  for (const auto& [name, dtype] : inputs) {
     const std::string in = fixture_path("model/" + name), out = dir.path + "/" + name;
     CommandResult r = run_command(bin + " --in " + in + " --out " + out);
     ASSERT_EQ(r.exit_code, 0) << r.output;
     EXPECT_NE(r.output.find(dtype_name(dtype)), std::string::npos) << r.output;
     const SafetensorsReader written(out);
-    for (const auto& [tensor_name, view] : written.tensors()) EXPECT_EQ(view.dtype, dtype) << name << " " << tensor_name;
+    for (const auto& [tensor_name, view] : written.tensors())
+      EXPECT_EQ(view.dtype, dtype) << name << " " << tensor_name;
     expect_equal_to(*model_load_hf<float>(out), SafetensorsReader(in));
   }
   const std::string f64 = dir.path + "/f64", back = dir.path + "/f64_back";
